@@ -1,0 +1,145 @@
+"""`ppar` command line: a thin Typer layer over the Python API. Exit codes: 0 ok, 1 a file failed, 2 usage."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .pipeline import FileResult, Options, UsageError, anonymize as run_anonymize
+from .weights import WeightsError, describe
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Privacy-preserving video anonymization by attention-driven tubelet pruning.")
+console = Console(stderr=True)
+
+
+def fail(message: str, code: int) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+class RichReporter:
+    """Progress per file and for the batch."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.batch = self.file_task = None
+
+    def start_batch(self, n_files: int) -> None:
+        if self.progress and n_files > 1:
+            self.batch = self.progress.add_task("files", total=n_files)
+
+    def start_file(self, src: Path, total_frames: int | None) -> None:
+        if self.progress:
+            self.file_task = self.progress.add_task(src.name[-40:], total=total_frames)
+
+    def advance(self, frames: int) -> None:
+        if self.progress and self.file_task is not None:
+            self.progress.advance(self.file_task, frames)
+
+    def end_file(self, result: FileResult) -> None:
+        if not self.progress:
+            return
+        if self.file_task is not None:
+            self.progress.remove_task(self.file_task)
+            self.file_task = None
+        if self.batch is not None:
+            self.progress.advance(self.batch)
+        if result.status == "failed":
+            self.progress.console.print(f"[red]failed[/] {result.error}", highlight=False)
+        for note in result.notes:
+            self.progress.console.print(f"[yellow]note[/] {result.src}: {note}", highlight=False)
+
+
+@app.command()
+def anonymize(
+    inp: Path = typer.Argument(..., metavar="IN", help="Video file or folder (walked recursively)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output MP4, or folder mirroring IN."),
+    keep: float = typer.Option(0.5, help="Fraction of each clip's tubelets left visible, 0..1."),
+    weights: Optional[Path] = typer.Option(None, help="Weights file (.safetensors); default: the bundled weights."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(4, help="Clips per model batch."),
+    fill: str = typer.Option("black", help="Pruned tubelets: black (the method's), blur, pixelate or mean."),
+    scores: Optional[Path] = typer.Option(None, help="Score map JSON path (single file; default OUT.json)."),
+    no_scores: bool = typer.Option(False, "--no-scores", help="Do not write score maps."),
+    audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s)."),
+    crf: int = typer.Option(20, help="x264 quality, 0 (lossless) .. 51; lower is better."),
+    overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
+) -> None:
+    """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
+    opts = Options(keep=keep, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
+                   scores_path=scores, audio=audio, crf=crf, overwrite=overwrite)
+    progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                           TimeRemainingColumn(), console=console, transient=True)
+    try:
+        if progress:
+            progress.start()
+        results = run_anonymize(inp, out, opts, weights=weights, reporter=RichReporter(progress))
+    except (UsageError, WeightsError) as e:
+        fail(str(e), 2)
+    except KeyboardInterrupt:
+        fail("interrupted; finished outputs are kept, a rerun skips them", 130)
+    finally:
+        if progress:
+            progress.stop()
+    failed = [r for r in results if r.status == "failed"]
+    if not quiet:
+        _summary(results)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _summary(results: list[FileResult]) -> None:
+    if len(results) == 1 and results[0].status == "ok":
+        r = results[0]
+        console.print(f"[green]ok[/] {r.dst}  {r.frames} frames, kept {r.kept_fraction:.3f}, {r.seconds:.1f} s "
+                      f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False)
+        return
+    table = Table(title="ppar anonymize")
+    for col in ("file", "frames", "kept", "time (s)", "status"):
+        table.add_column(col, justify="right" if col in ("frames", "kept", "time (s)") else "left")
+    for r in results:
+        style = {"ok": "green", "skipped": "yellow", "failed": "red"}[r.status]
+        table.add_row(str(r.src), str(r.frames) if r.frames else "", f"{r.kept_fraction:.3f}" if r.kept_fraction is not None else "",
+                      f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
+    console.print(table)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+
+
+@app.command()
+def info(
+    weights: Optional[Path] = typer.Argument(None, help="Weights file; default: the bundled weights."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a weights file's config, classes, attributes, size, provenance and sha256."""
+    try:
+        d = describe(weights)
+    except WeightsError as e:
+        fail(str(e), 2)
+    if as_json:
+        typer.echo(json.dumps(d, indent=2))
+        return
+    cfg = d["config"]
+    table = Table(show_header=False, title=d["path"])
+    table.add_row("sha256", d["sha256"])
+    table.add_row("parameters", f"{d['parameters']:,}")
+    table.add_row("tokens / grid", f"{d['tokens']} = {' x '.join(map(str, d['grid']))}")
+    for k in ("name", "frames", "frame_stride", "image_size", "tubelet", "dim", "depth", "heads", "prune_blocks",
+              "train_keep_rate", "lambda_priv", "grl", "frame_diff", "conv_stem"):
+        table.add_row(k, str(cfg[k]))
+    table.add_row("actions", ", ".join(cfg["actions"]))
+    table.add_row("attributes", ", ".join(cfg["attributes"]))
+    for k, v in d["provenance"].items():
+        table.add_row(f"provenance.{k}", json.dumps(v) if not isinstance(v, str) else v)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,67 @@
+"""Tubelet grid <-> source pixels, and filling pruned tubelets.
+
+Tubelet row r of a gh-row grid covers source rows y with floor(y * gh / H) == r, so the
+rectangles partition any frame size exactly (no padding to multiples of 16, no gaps, no overlap).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FILLS = ("black", "blur", "pixelate", "mean")
+
+
+def cell_index(size: int, cells: int) -> np.ndarray:
+    """Grid cell of each of ``size`` pixels when split into ``cells`` near-equal runs."""
+    return (np.arange(size) * cells) // size
+
+
+def cell_edges(size: int, cells: int) -> list[int]:
+    """Pixel edges of the runs of :func:`cell_index` (cells + 1 values, first 0, last ``size``)."""
+    return [-(-r * size // cells) for r in range(cells + 1)]
+
+
+def pixel_mask(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(gh, gw) bool grid -> (H, W) bool mask at source resolution."""
+    rows, cols = cell_index(height, grid.shape[0]), cell_index(width, grid.shape[1])
+    return grid[rows[:, None], cols[None, :]]
+
+
+def _smoothed(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.ndarray:
+    """Replacement content for blur / pixelate / mean fills, strong enough to hide a face."""
+    n, H, W, _ = frames.shape
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    if fill == "mean":  # each tubelet rectangle of each frame becomes its mean colour
+        small = F.adaptive_avg_pool2d(x, grid_hw)
+        return small[:, :, cell_index(H, grid_hw[0])][:, :, :, cell_index(W, grid_hw[1])].round().byte().permute(0, 2, 3, 1).numpy()
+    cells = max(4, min(H, W) // 16)  # blocks of about 1/16 of the short side
+    small = F.adaptive_avg_pool2d(x, (max(1, H * cells // min(H, W)), max(1, W * cells // min(H, W))))
+    if fill == "pixelate":
+        out = F.interpolate(small, size=(H, W), mode="nearest")
+    else:  # blur: averaging down then smooth interpolation up
+        out = F.interpolate(small, size=(H, W), mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+def fill_clip(frames: np.ndarray, keep: np.ndarray, slab_of_frame: np.ndarray, fill: str = "black") -> np.ndarray:
+    """Apply a clip's keep grid to its source frames, in place where possible.
+
+    frames: uint8 (L, H, W, 3); keep: bool (gt, gh, gw); slab_of_frame: (L,) temporal tubelet index
+    of each frame. Pruned tubelets are filled over all their frames.
+    """
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
+    if keep.all():
+        return frames
+    H, W = frames.shape[1:3]
+    frames = np.require(frames, requirements=["W", "C"])
+    replacement = None if fill == "black" else _smoothed(frames, fill, keep.shape[1:])
+    starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))  # slabs are contiguous runs of frames
+    for a, b in zip(starts, list(starts[1:]) + [len(frames)]):
+        mask = pixel_mask(keep[slab_of_frame[a]], H, W)[None, :, :, None]
+        if replacement is None:
+            frames[a:b] *= mask
+        else:
+            np.copyto(frames[a:b], replacement[a:b], where=~mask)
+    return frames

@@ -1,0 +1,268 @@
+"""Dual-CLS video ViT with utility-privacy token pruning (SPEC section 1).
+
+Token layout inside the network: [action CLS, privacy CLS, patch tokens..., (fused token)].
+At each pruning block the patch tokens are scored by ``s_i = a_act_i - lambda * a_priv_i``
+(CLS-to-token attention of that block, head-averaged, renormalised over the patch tokens),
+the top-k stay and the rest are fused into one token (EViT). The tokens still alive after
+the last pruning block are the tubelets that stay visible in the anonymized video.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Inputs are scaled to roughly zero mean / unit variance; the same constants serve training and inference.
+PIXEL_MEAN, PIXEL_STD = 0.45, 0.25
+
+
+@dataclass
+class PPARConfig:
+    name: str = "ppar-small"
+    frames: int = 16  # frames the model sees per clip
+    frame_stride: int = 2  # a clip spans frames * frame_stride source frames
+    image_size: int = 96
+    tubelet: tuple[int, int, int] = (4, 8, 8)  # t, p, p in model frames / pixels
+    frame_diff: bool = True  # add temporal differences as 3 extra channels (SPEC section 7)
+    conv_stem: bool = True  # small convolutional stem before tokenisation (SPEC section 7)
+    dim: int = 128
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    actions: list[str] = field(default_factory=lambda: ["action"])
+    attributes: list[str] = field(default_factory=lambda: ["face", "skin_color", "gender", "nudity", "relationship"])
+    prune_blocks: tuple[int, ...] = (2, 4, 6)  # 1-based blocks after whose attention tokens are pruned
+    train_keep_rate: float = 0.9  # per pruning block, used while training
+    lambda_priv: float = 0.5
+    grl: bool = True  # gradient reversal on the privacy feature (the paper's recipe)
+
+    def __post_init__(self) -> None:
+        self.tubelet = tuple(int(v) for v in self.tubelet)
+        self.prune_blocks = tuple(int(v) for v in self.prune_blocks)
+        self.actions, self.attributes = list(self.actions), list(self.attributes)
+        t, p, _ = self.tubelet
+        if self.frames % t or self.image_size % p:
+            raise ValueError(f"frames ({self.frames}) and image_size ({self.image_size}) must be multiples of the tubelet {self.tubelet}")
+        if self.conv_stem and p % 4:
+            raise ValueError("the convolutional stem needs a patch size that is a multiple of 4")
+        if self.dim % self.heads:
+            raise ValueError("dim must be a multiple of heads")
+        if not self.prune_blocks or any(not 1 <= b <= self.depth for b in self.prune_blocks):
+            raise ValueError(f"prune_blocks must name blocks between 1 and depth={self.depth}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        t, p, _ = self.tubelet
+        return self.frames // t, self.image_size // p, self.image_size // p
+
+    @property
+    def num_tokens(self) -> int:
+        gt, gh, gw = self.grid
+        return gt * gh * gw
+
+    @property
+    def clip_span(self) -> int:
+        """Source frames covered by one clip."""
+        return self.frames * self.frame_stride
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PPARConfig":
+        return cls(**json.loads(text))
+
+
+PRESETS = {
+    "small": dict(),
+    # The paper's reference backbone: ViT-B, 16 frames at stride 2, 224 px, tubelets 2x16x16.
+    "base": dict(name="ppar-base", image_size=224, tubelet=(2, 16, 16), frame_diff=False, conv_stem=False,
+                 dim=768, depth=12, heads=12, prune_blocks=(3, 6, 9)),
+}
+
+
+def keep_counts(num_tokens: int, keep: float, num_blocks: int) -> list[int]:
+    """Tokens alive after each pruning block so that a fraction ``keep`` survives the last one.
+
+    Each block keeps ``keep ** (1/n)`` of what reaches it; counts are rounded on the cumulative
+    product, so the final count is ``round(keep * num_tokens)`` exactly.
+    """
+    if not 0.0 <= keep <= 1.0 or math.isnan(keep):
+        raise ValueError(f"keep must lie in [0, 1], got {keep}")
+    return [int(round(num_tokens * keep ** ((j + 1) / num_blocks))) for j in range(num_blocks)]
+
+
+def utility_privacy_scores(cls_attn: torch.Tensor, lambda_priv: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Score patch tokens from the two CLS rows of a head-averaged attention map.
+
+    cls_attn: (B, 2, P) post-softmax attention of the action (row 0) and privacy (row 1) CLS
+    to the P patch tokens. Returns (scores, a_act, a_priv), each (B, P), with a_* summing to 1.
+    """
+    a = cls_attn / cls_attn.sum(-1, keepdim=True).clamp_min(1e-12)
+    a_act, a_priv = a[:, 0], a[:, 1]
+    return a_act - lambda_priv * a_priv, a_act, a_priv
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, coeff):  # type: ignore[override]
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return -ctx.coeff * grad, None
+
+
+def grad_reverse(x: torch.Tensor, coeff: float) -> torch.Tensor:
+    return _GradReverse.apply(x, coeff)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, want_cls: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
+        cls = None
+        if want_cls:  # only the two CLS query rows are needed for scoring: cheap to recompute exactly
+            logits = (q[:, :, :2] * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+            cls = logits.float().softmax(-1).mean(1)  # (B, 2, N)
+        return self.proj(out), cls
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+
+class TubeletEmbed(nn.Module):
+    """Tubelets t x p x p -> tokens: one Conv3d (the paper), or a small per-frame conv stem first."""
+
+    def __init__(self, cfg: PPARConfig):
+        super().__init__()
+        t, p, _ = cfg.tubelet
+        cin = 6 if cfg.frame_diff else 3
+        if cfg.conv_stem:
+            w = max(32, cfg.dim // 4)
+            self.proj = nn.Sequential(
+                nn.Conv3d(cin, w, (1, 3, 3), (1, 2, 2), (0, 1, 1)), nn.GELU(),
+                nn.Conv3d(w, 2 * w, (1, 3, 3), (1, 2, 2), (0, 1, 1)), nn.GELU(),
+                nn.Conv3d(2 * w, cfg.dim, (t, p // 4, p // 4), (t, p // 4, p // 4)),
+            )
+        else:
+            self.proj = nn.Conv3d(cin, cfg.dim, (t, p, p), (t, p, p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, dim), tokens in (t, h, w) order
+
+
+class Output(NamedTuple):
+    action_logits: torch.Tensor  # (B, actions)
+    privacy_logits: torch.Tensor  # (B, attributes)
+    keep_mask: torch.Tensor  # (B, gt, gh, gw) bool: tubelets visible in the anonymized video
+    scores: torch.Tensor  # (B, N) s_i at the last pruning block the token reached
+    a_act: torch.Tensor  # (B, N) renormalised action-CLS attention at the first pruning block
+    a_priv: torch.Tensor  # (B, N) same for the privacy CLS
+
+
+class PPARModel(nn.Module):
+    def __init__(self, cfg: PPARConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = TubeletEmbed(cfg)
+        self.cls = nn.Parameter(torch.zeros(1, 2, cfg.dim))
+        self.pos = nn.Parameter(torch.zeros(1, cfg.num_tokens, cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.action_head = nn.Linear(cfg.dim, len(cfg.actions))
+        self.privacy_head = nn.Linear(cfg.dim, len(cfg.attributes))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor, keep: float | None = None, grl: float | None = None) -> Output:
+        """x: (B, 3, T, S, S) normalised clips. keep: fraction of tubelets left visible
+        (default: the training schedule). grl: gradient-reversal coefficient on the privacy feature."""
+        cfg = self.cfg
+        n_blocks = len(cfg.prune_blocks)
+        if keep is None:
+            keep = cfg.train_keep_rate ** n_blocks
+        counts = dict(zip(cfg.prune_blocks, keep_counts(cfg.num_tokens, keep, n_blocks)))
+        if cfg.frame_diff:
+            diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2)
+            x = torch.cat([x, diff], dim=1)
+        tokens = self.embed(x) + self.pos
+        B, N, _ = tokens.shape
+        x = torch.cat([self.cls.expand(B, -1, -1), tokens], dim=1)
+        ids = torch.arange(N, device=x.device).expand(B, N)  # grid index of each live patch token
+        has_fused = False
+        scores = torch.zeros(B, N, device=x.device)
+        first_attn = None
+        for i, blk in enumerate(self.blocks, start=1):
+            h, cls_attn = blk.attn(blk.norm1(x), want_cls=i in counts)
+            x = x + h
+            if cls_attn is not None:
+                x, ids, has_fused, s, a = self._prune(x, ids, has_fused, cls_attn, counts[i])
+                scores = scores.scatter(1, a["ids"], s)
+                if first_attn is None:
+                    first_attn = (a["act"], a["priv"])
+            x = x + blk.mlp(blk.norm2(x))
+        x = self.norm(x)
+        priv = x[:, 1] if grl is None else grad_reverse(x[:, 1], grl)
+        mask = torch.zeros(B, N, dtype=torch.bool, device=x.device).scatter(1, ids, True)
+        return Output(self.action_head(x[:, 0]), self.privacy_head(priv), mask.view(B, *cfg.grid),
+                      scores, first_attn[0], first_attn[1])
+
+    def _prune(self, x, ids, has_fused, cls_attn, k):
+        B, n = ids.shape
+        patch_attn = cls_attn[:, :, 2:2 + n]
+        s, a_act, a_priv = utility_privacy_scores(patch_attn, self.cfg.lambda_priv)
+        full = lambda v: torch.zeros(B, self.cfg.num_tokens, device=v.device).scatter(1, ids, v)  # noqa: E731
+        info = {"ids": ids, "act": full(a_act), "priv": full(a_priv)}
+        if k >= n:
+            return x, ids, has_fused, s, info
+        order = s.argsort(dim=1, descending=True, stable=True)
+        keep_idx, drop_idx = order[:, :k], order[:, k:]
+        patches = x[:, 2:2 + n]
+        gather = lambda t, idx: t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # noqa: E731
+        # EViT fusion: pruned tokens (and the previous fused token) averaged, weighted by action-CLS attention.
+        w = patch_attn[:, 0].gather(1, drop_idx)
+        fuse_x = gather(patches, drop_idx)
+        if has_fused:
+            w = torch.cat([w, cls_attn[:, 0, -1:]], dim=1)
+            fuse_x = torch.cat([fuse_x, x[:, -1:]], dim=1)
+        w = (w / w.sum(1, keepdim=True).clamp_min(1e-12)).to(x.dtype)
+        fused = (fuse_x * w.unsqueeze(-1)).sum(1, keepdim=True)
+        x = torch.cat([x[:, :2], gather(patches, keep_idx), fused], dim=1)
+        return x, ids.gather(1, keep_idx), True, s, info
+
+
+def prepare_clips(frames: torch.Tensor, cfg: PPARConfig) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) frames already sampled at the clip stride -> normalised (B, 3, T, S, S)."""
+    B, T, H, W, _ = frames.shape
+    x = frames.permute(0, 1, 4, 2, 3).reshape(B * T, 3, H, W).float()
+    if (H, W) != (cfg.image_size, cfg.image_size):
+        x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", antialias=True, align_corners=False)
+    x = (x / 255.0 - PIXEL_MEAN) / PIXEL_STD
+    return x.view(B, T, 3, cfg.image_size, cfg.image_size).transpose(1, 2).contiguous()

@@ -1,0 +1,212 @@
+"""Video decode (decord, with an ffmpeg fallback) and encode (the ffmpeg binary of imageio-ffmpeg).
+
+Decoding streams fixed-size chunks so memory stays flat in the video's length. Encoding writes
+to a temporary file beside the destination, renamed only when ffmpeg finished cleanly.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
+# Audio codecs an MP4 can carry as they are; anything else is re-encoded to AAC.
+MP4_AUDIO = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}
+
+
+class VideoError(Exception):
+    """A video that cannot be read or written; the message names the file and the problem."""
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: int | None  # None when only a full decode can tell
+    audio_codecs: list[str]
+    rotation: int
+    codec: str
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read stream facts from ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe)."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a directory, expected a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file")
+    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, errors="replace")
+    text = r.stderr
+    m = re.search(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{1,5})x(\d{1,5})", text)
+    if not m:
+        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+        raise VideoError(f"{path}: no video stream ({last})")
+    codec, w, h = m.group(1), int(m.group(2)), int(m.group(3))
+    vline = text[m.start():].splitlines()[0]
+    fm = re.search(r"([\d.]+)(k?) fps", vline) or re.search(r"([\d.]+)(k?) tbr", vline)
+    fps = Fraction(fm.group(1)) * (1000 if fm and fm.group(2) else 1) if fm else Fraction(25)
+    fps = fps.limit_denominator(1001)
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", text) or re.search(r"rotate\s*:\s*(-?\d+)", text)
+    rotation = int(round(float(rot.group(1)))) % 360 if rot else 0
+    if rotation in (90, 270):
+        w, h = h, w
+    audio = re.findall(r"Stream #\d+:\d+.*?: Audio: (\w+)", text)
+    if w < 1 or h < 1:
+        raise VideoError(f"{path}: invalid frame size {w}x{h}")
+    return VideoInfo(path, w, h, fps, None, audio, rotation, codec)
+
+
+class FrameReader:
+    """Consecutive RGB frames in chunks. decord first; ffmpeg's own decoder when decord cannot
+    open the file (GIFs, some containers) or the video carries a rotation decord would ignore."""
+
+    def __init__(self, info: VideoInfo):
+        self.info = info
+        self.backend = "ffmpeg"
+        self._vr = None
+        if info.rotation == 0 and info.codec != "gif":
+            try:
+                import decord
+
+                vr = decord.VideoReader(str(info.path), num_threads=1)
+                if len(vr) > 0 and vr[0].shape[:2] == (info.height, info.width):
+                    self._vr, self.backend = vr, "decord"
+                    info.num_frames = len(vr)
+            except Exception:  # decord raises its own error types for anything it cannot open
+                self._vr = None
+
+    def chunks(self, n: int) -> Iterator[np.ndarray]:
+        """Yield uint8 arrays (k, H, W, 3), k <= n, covering every frame once, in order."""
+        if self._vr is not None:
+            yield from self._decord_chunks(n)
+        else:
+            yield from self._ffmpeg_chunks(n)
+
+    def _decord_chunks(self, n: int) -> Iterator[np.ndarray]:
+        total = len(self._vr)
+        for start in range(0, total, n):
+            try:
+                batch = self._vr.get_batch(list(range(start, min(start + n, total)))).asnumpy()
+            except Exception as e:
+                raise VideoError(f"{self.info.path}: decode failed at frame {start} ({str(e).splitlines()[0][:200]})") from None
+            yield batch
+
+    def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray]:
+        w, h = self.info.width, self.info.height
+        frame_bytes = w * h * 3
+        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(self.info.path), "-map", "0:v:0",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-fps_mode", "passthrough", "-"]
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=frame_bytes)
+            finished = False
+            try:
+                while True:
+                    buf = proc.stdout.read(frame_bytes * n)
+                    k = len(buf) // frame_bytes
+                    if k:
+                        yield np.frombuffer(buf, np.uint8, count=k * frame_bytes).reshape(k, h, w, 3)
+                    if len(buf) < frame_bytes * n:
+                        finished = True
+                        break
+            finally:
+                if not finished:  # the consumer stopped early: do not leave ffmpeg running
+                    proc.kill()
+                proc.stdout.close()
+                rc = proc.wait()
+            err.seek(0)
+            msg = err.read().decode(errors="replace").strip()
+        if rc != 0:
+            raise VideoError(f"{self.info.path}: decode failed ({msg.splitlines()[-1][:200] if msg else f'ffmpeg exit {rc}'})")
+
+
+class VideoWriter:
+    """H.264 MP4 through an ffmpeg subprocess fed raw RGB on stdin, written to a temporary file
+    beside ``dest``. ``commit()`` renames it into place; ``abort()`` (or an exception) removes it."""
+
+    def __init__(self, dest: str | os.PathLike, width: int, height: int, fps: Fraction, crf: int = 20,
+                 preset: str = "veryfast", audio_from: VideoInfo | None = None):
+        self.dest = Path(dest)
+        self.size = (width, height)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=".partial.mp4", dir=self.dest.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+        # yuv420p needs even sizes; odd sizes keep their exact size through 4:4:4 instead of a pad or crop.
+        self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
+        if audio_from is not None and audio_from.audio_codecs:
+            copy = all(c in MP4_AUDIO for c in audio_from.audio_codecs)
+            cmd += ["-i", str(audio_from.path), "-map", "0:v:0", "-map", "1:a?", "-c:a", "copy" if copy else "aac"]
+        cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", self.pix_fmt,
+                "-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._err)
+        self.frames = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.shape[1:] != (self.size[1], self.size[0], 3) or frames.dtype != np.uint8:
+            raise VideoError(f"{self.dest}: frame shape {frames.shape} does not match {self.size}")
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frames).data)
+        except (BrokenPipeError, OSError):
+            raise VideoError(f"{self.dest}: encoder stopped ({self._error_text()})") from None
+        self.frames += len(frames)
+
+    def _error_text(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._err.seek(0)
+        text = self._err.read().decode(errors="replace").strip()
+        return text.splitlines()[-1][:200] if text else f"ffmpeg exit {self.proc.returncode}"
+
+    def commit(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        rc = self.proc.wait()
+        if rc != 0:
+            msg = self._error_text()
+            self.abort()
+            raise VideoError(f"{self.dest}: encoding failed ({msg})")
+        self._err.close()
+        os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self._err):
+            try:
+                f.close()
+            except OSError:
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
