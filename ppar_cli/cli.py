@@ -19,7 +19,7 @@ console = Console(stderr=True)
 
 
 def fail(message: str, code: int) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -91,6 +91,9 @@ def anonymize(
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
         _summary(results)
+    else:  # errors are shown even when quiet
+        for r in failed:
+            console.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -139,6 +142,104 @@ def info(
     for k, v in d["provenance"].items():
         table.add_row(f"provenance.{k}", json.dumps(v) if not isinstance(v, str) else v)
     Console().print(table)
+
+
+def _bar(total: int, what: str, quiet: bool):
+    """A rich progress bar as a context manager plus its advance() callback."""
+    progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True, disable=quiet)
+    task = progress.add_task(what, total=total)
+    return progress, lambda: progress.advance(task)
+
+
+@app.command()
+def synth(
+    out_dir: Path = typer.Argument(..., help="Folder to write the benchmark into."),
+    videos: int = typer.Option(100, help="Number of videos."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same benchmark."),
+    size: int = typer.Option(160, help="Frame width and height."),
+    frames: int = typer.Option(64, help="Frames per video."),
+    fps: float = typer.Option(25.0, help="Frame rate."),
+    identities: int = typer.Option(32, help="Distinct people."),
+    workers: Optional[int] = typer.Option(None, help="Processes (default: all cores)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Generate the procedural PPAR benchmark (UCF101 layout, privacy labels, ground-truth masks)."""
+    from .synth import generate
+
+    if videos < 1 or size < 16 or frames < 1 or fps <= 0 or identities < 1:
+        fail("--videos, --frames and --identities must be positive, --size at least 16, --fps above 0", 2)
+    progress, advance = _bar(videos, "rendering", quiet)
+    with progress:
+        index = generate(out_dir, videos, seed, size, frames, fps, identities, workers, progress=advance)
+    n_test = sum(v["group"] <= 7 for v in index["videos"].values())
+    if not quiet:
+        console.print(f"[green]ok[/] {out_dir}: {videos} videos ({videos - n_test} train, {n_test} test), "
+                      f"{len(index['actions'])} actions, {identities} identities")
+
+
+@app.command()
+def labels(
+    path: Path = typer.Argument(..., help="A VP label pickle, a PA-HMDB51 folder, or a benchmark folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Summarise a privacy label file: videos, attributes, positive rates."""
+    from .data import DataError, summarize_labels
+
+    try:
+        summary = summarize_labels(path)
+    except DataError as e:
+        fail(str(e), 2)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{path}  ({summary['format']}, {summary['videos']} videos)")
+    table.add_column("attribute")
+    table.add_column("positive rate", justify="right")
+    table.add_column("detail")
+    for a, rate in summary["positive_rate"].items():
+        table.add_row(a, f"{rate:.4f}", json.dumps(summary.get("value_frames", {}).get(a, "")) if "value_frames" in summary else "")
+    Console().print(table)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., help="Benchmark folder (or CSV)."),
+    format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
+    labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle."),
+    splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
+    split: int = typer.Option(1),
+    config: str = typer.Option("small", help="small, base, a config JSON or a weights file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set grl=false (repeatable)."),
+    epochs: int = typer.Option(30),
+    batch_size: int = typer.Option(32),
+    accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    lr: float = typer.Option(1e-3),
+    overlap_weight: float = typer.Option(0.0, help="Penalty on overlapping action/privacy CLS attention."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("weights/ppar-small.safetensors"), help="Final weights file."),
+    run_dir: Path = typer.Option(Path("runs/train"), help="Checkpoints and metrics.jsonl; an existing run resumes."),
+    max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
+) -> None:
+    """Train the dual-CLS anonymizer (resumes from RUN_DIR; works under torchrun)."""
+    from .data import DataError
+    from .train import TrainArgs, train as run_train
+
+    overrides = {}
+    for item in set_:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    args = TrainArgs(data=str(data), format=format, labels=str(labels) if labels else None,
+                     splits_dir=str(splits) if splits else None, split=split, config=config, overrides=overrides,
+                     epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, overlap_weight=overlap_weight,
+                     seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval)
+    try:
+        run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
+    except (DataError, WeightsError, TypeError, ValueError) as e:
+        fail(str(e), 2)
 
 
 if __name__ == "__main__":

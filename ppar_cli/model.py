@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,19 +25,19 @@ PIXEL_MEAN, PIXEL_STD = 0.45, 0.25
 @dataclass
 class PPARConfig:
     name: str = "ppar-small"
-    frames: int = 16  # frames the model sees per clip
+    frames: int = 8  # frames the model sees per clip
     frame_stride: int = 2  # a clip spans frames * frame_stride source frames
-    image_size: int = 96
-    tubelet: tuple[int, int, int] = (4, 8, 8)  # t, p, p in model frames / pixels
+    image_size: int = 64
+    tubelet: tuple[int, int, int] = (2, 8, 8)  # t, p, p in model frames / pixels
     frame_diff: bool = True  # add temporal differences as 3 extra channels (SPEC section 7)
     conv_stem: bool = True  # small convolutional stem before tokenisation (SPEC section 7)
     dim: int = 128
-    depth: int = 6
+    depth: int = 4
     heads: int = 4
     mlp_ratio: float = 4.0
     actions: list[str] = field(default_factory=lambda: ["action"])
     attributes: list[str] = field(default_factory=lambda: ["face", "skin_color", "gender", "nudity", "relationship"])
-    prune_blocks: tuple[int, ...] = (2, 4, 6)  # 1-based blocks after whose attention tokens are pruned
+    prune_blocks: tuple[int, ...] = (2, 3, 4)  # 1-based blocks after whose attention tokens are pruned
     train_keep_rate: float = 0.9  # per pruning block, used while training
     lambda_priv: float = 0.5
     grl: bool = True  # gradient reversal on the privacy feature (the paper's recipe)
@@ -81,7 +82,7 @@ class PPARConfig:
 PRESETS = {
     "small": dict(),
     # The paper's reference backbone: ViT-B, 16 frames at stride 2, 224 px, tubelets 2x16x16.
-    "base": dict(name="ppar-base", image_size=224, tubelet=(2, 16, 16), frame_diff=False, conv_stem=False,
+    "base": dict(name="ppar-base", frames=16, image_size=224, tubelet=(2, 16, 16), frame_diff=False, conv_stem=False,
                  dim=768, depth=12, heads=12, prune_blocks=(3, 6, 9)),
 }
 
@@ -266,3 +267,16 @@ def prepare_clips(frames: torch.Tensor, cfg: PPARConfig) -> torch.Tensor:
         x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", antialias=True, align_corners=False)
     x = (x / 255.0 - PIXEL_MEAN) / PIXEL_STD
     return x.view(B, T, 3, cfg.image_size, cfg.image_size).transpose(1, 2).contiguous()
+
+
+def sample_clip(frames: np.ndarray, cfg: PPARConfig) -> np.ndarray:
+    """Source frames of one window (at most clip_span) -> the cfg.frames the model sees, the last repeated as padding."""
+    sampled = frames[:: cfg.frame_stride][: cfg.frames]
+    if len(sampled) < cfg.frames:
+        sampled = np.concatenate([sampled, np.repeat(sampled[-1:], cfg.frames - len(sampled), axis=0)])
+    return sampled
+
+
+def slab_index(n_frames: int, cfg: PPARConfig) -> np.ndarray:
+    """Temporal tubelet index of each source frame of a window."""
+    return (np.arange(n_frames) // cfg.frame_stride) // cfg.tubelet[0]

@@ -18,7 +18,7 @@ import torch
 
 from . import __version__
 from .masks import FILLS, cell_edges, fill_clip
-from .model import PPARConfig, PPARModel, keep_counts, prepare_clips
+from .model import PPARConfig, PPARModel, keep_counts, prepare_clips, sample_clip, slab_index
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, VideoInfo, VideoWriter, probe
 from .weights import LoadedWeights, load_weights
 
@@ -97,19 +97,6 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torc
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
         out = model(x, keep=keep)
     return type(out)(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
-
-
-def sample_clip(frames: np.ndarray, cfg: PPARConfig) -> np.ndarray:
-    """Source frames of one window (at most clip_span) -> the cfg.frames the model sees, the last repeated as padding."""
-    sampled = frames[:: cfg.frame_stride][: cfg.frames]
-    if len(sampled) < cfg.frames:
-        sampled = np.concatenate([sampled, np.repeat(sampled[-1:], cfg.frames - len(sampled), axis=0)])
-    return sampled
-
-
-def slab_index(n_frames: int, cfg: PPARConfig) -> np.ndarray:
-    """Temporal tubelet index of each source frame of a window."""
-    return (np.arange(n_frames) // cfg.frame_stride) // cfg.tubelet[0]
 
 
 def _window_record(start: int, n: int, out, b: int, cfg: PPARConfig) -> dict:

@@ -1,0 +1,330 @@
+"""Benchmark readers (UCF101/HMDB51 splits, VP-UCF101/VP-HMDB51 pickles, PA-HMDB51 JSON, the
+synthetic benchmark, plain CSV) behind one :class:`Benchmark` API, and clip sampling for training.
+
+Splits stay clean: every reader builds train and test from the split files of one split only,
+and :func:`Benchmark.check_disjoint` refuses any overlap (the paper's reference loaders mix them).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Column order of the VP-UCF101 / VP-HMDB51 label arrays. The publisher does not document it;
+# this order follows the STPrivacy paper's list and the columns' positive rates (0.91, 0.60, 0.90, 0.25, 0.25 on VP-UCF101).
+VP_ATTRIBUTES = ["face", "skin_color", "gender", "nudity", "relationship"]
+PA_ATTRIBUTES = ["face", "skin_color", "gender", "nudity", "relationship"]
+
+
+class DataError(Exception):
+    """A benchmark or label file that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class Item:
+    path: Path
+    action: int
+    attributes: np.ndarray | None = None  # float32 (A,), 0/1
+    masks: Path | None = None  # synthetic ground truth
+    identity: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}"
+
+
+@dataclass
+class Benchmark:
+    actions: list[str]
+    attributes: list[str]
+    train: list[Item] = field(default_factory=list)
+    test: list[Item] = field(default_factory=list)
+    source: str = ""
+
+    def check_disjoint(self) -> None:
+        overlap = {i.key for i in self.train} & {i.key for i in self.test}
+        if overlap:
+            raise DataError(f"{self.source}: {len(overlap)} videos are in both train and test (e.g. {sorted(overlap)[0]})")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Allows exactly the globals the VP label pickles need; anything else is refused unexecuted."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        if name == "_reconstruct":
+            return (getattr(np, "_core", None) or np.core).multiarray._reconstruct
+        return getattr(np, name)
+
+
+def read_label_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """VP-UCF101 / VP-HMDB51 labels: ``"class/name.mp4" -> int array (A,)``, without running pickle code."""
+    path = Path(path)
+    try:
+        data = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{path}: not a safe privacy label pickle ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a dict of label arrays, got {type(data).__name__}")
+    return {str(k): np.asarray(v).reshape(-1).astype(np.int64) for k, v in data.items()}
+
+
+def _stem_key(name: str) -> str:
+    """Label keys name .mp4 files, split files name .avi: compare by class folder and stem."""
+    p = Path(name)
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+
+
+def read_pa_hmdb51(folder: str | os.PathLike) -> dict[str, dict]:
+    """PA-HMDB51: ``video.avi -> {attr: [(start, end, {values}), ...]}`` with 0-based inclusive frames."""
+    folder = Path(folder)
+    out = {}
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise DataError(f"{folder}: no PA-HMDB51 .json files")
+    for f in files:
+        try:
+            doc = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{f}: invalid JSON ({e})") from None
+        for video, entry in doc.items():
+            segs = {}
+            for attr in PA_ATTRIBUTES:
+                segs[attr] = [(int(a), int(b), frozenset(v if isinstance(v, list) else [v])) for a, b, v in entry.get(attr, [])]
+            out[f"{f.stem}/{video}"] = segs
+    return out
+
+
+def pa_clip_labels(segments: dict, start: int, end: int) -> np.ndarray:
+    """Per-clip binary labels from PA-HMDB51 segments: positive when any covered frame has a non-zero value."""
+    return np.array([float(any(a <= end and b >= start and v - {0} for a, b, v in segments[attr])) for attr in PA_ATTRIBUTES], np.float32)
+
+
+def read_ucf101(root: str | os.PathLike, split: int = 1, labels: str | os.PathLike | None = None,
+                splits_dir: str | os.PathLike | None = None) -> Benchmark:
+    """UCF101 layout: ``classInd.txt``, ``trainlist0N.txt``, ``testlist0N.txt`` (labels optional)."""
+    root = Path(root)
+    sd = Path(splits_dir) if splits_dir else root
+    try:
+        classes = [line.split()[1] for line in (sd / "classInd.txt").read_text().splitlines() if line.strip()]
+        train_lines = (sd / f"trainlist{split:02d}.txt").read_text().splitlines()
+        test_lines = (sd / f"testlist{split:02d}.txt").read_text().splitlines()
+    except (OSError, IndexError) as e:
+        raise DataError(f"{sd}: not a UCF101 split folder ({e})") from None
+    index = {c: i for i, c in enumerate(classes)}
+    priv = {_stem_key(k): v for k, v in read_label_pickle(labels).items()} if labels else {}
+    meta = {}
+    if (root / "labels.json").exists():  # the synthetic benchmark's own index: identities, attribute names
+        meta = json.loads((root / "labels.json").read_text())
+    bench = Benchmark(classes, meta.get("attributes", VP_ATTRIBUTES), source=str(root))
+    for lines, bucket in ((train_lines, bench.train), (test_lines, bench.test)):
+        for line in lines:
+            if not line.strip():
+                continue
+            rel = line.split()[0]
+            cls = rel.split("/")[0]
+            if cls not in index:
+                raise DataError(f"{sd}: video {rel} has a class not in classInd.txt")
+            p = root / rel
+            attrs = priv.get(_stem_key(rel))
+            info = meta.get("videos", {}).get(rel, {})
+            if attrs is None and "attributes" in info:
+                attrs = np.array(info["attributes"])
+            masks = p.with_suffix(".masks.npz")
+            bucket.append(Item(p, index[cls], None if attrs is None else attrs.astype(np.float32),
+                               masks if masks.exists() else None, info.get("identity")))
+    bench.check_disjoint()
+    return bench
+
+
+def read_synth(root: str | os.PathLike) -> Benchmark:
+    root = Path(root)
+    return read_ucf101(root, 1, root / "privacy_labels.pickle" if (root / "privacy_labels.pickle").exists() else None)
+
+
+def read_hmdb51(root: str | os.PathLike, splits_dir: str | os.PathLike, split: int = 1,
+                labels: str | os.PathLike | None = None) -> Benchmark:
+    """HMDB51: ``<action>_test_split{N}.txt`` lines ``video.avi 0|1|2`` (1 train, 2 test, 0 unused)."""
+    root, sd = Path(root), Path(splits_dir)
+    files = sorted(sd.glob(f"*_test_split{split}.txt"))
+    if not files:
+        raise DataError(f"{sd}: no *_test_split{split}.txt files")
+    actions = [f.name[: -len(f"_test_split{split}.txt")] for f in files]
+    priv = {_stem_key(k): v for k, v in read_label_pickle(labels).items()} if labels else {}
+    bench = Benchmark(actions, VP_ATTRIBUTES, source=str(sd))
+    for a, f in enumerate(files):
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            if len(parts) < 2 or parts[1] not in ("1", "2"):
+                continue
+            rel = f"{actions[a]}/{parts[0]}"
+            attrs = priv.get(_stem_key(rel))
+            item = Item(root / rel, a, None if attrs is None else attrs.astype(np.float32))
+            (bench.train if parts[1] == "1" else bench.test).append(item)
+    bench.check_disjoint()
+    return bench
+
+
+def read_csv(path: str | os.PathLike) -> Benchmark:
+    """Users' own data: ``path,action,attr1,...`` with a header; an optional ``split`` column (train/test)."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "path" not in rows[0] or "action" not in rows[0]:
+        raise DataError(f"{path}: CSV needs a header with at least path,action")
+    attrs = [c for c in rows[0] if c not in ("path", "action", "split")]
+    actions = sorted({r["action"] for r in rows})
+    bench = Benchmark(actions, attrs, source=str(path))
+    for r in rows:
+        item = Item(path.parent / r["path"], actions.index(r["action"]),
+                    np.array([float(r[a]) for a in attrs], np.float32) if attrs else None)
+        (bench.test if r.get("split", "train") == "test" else bench.train).append(item)
+    bench.check_disjoint()
+    return bench
+
+
+def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, labels: str | os.PathLike | None = None,
+                   splits_dir: str | os.PathLike | None = None) -> Benchmark:
+    data = Path(data)
+    if fmt == "auto":
+        if data.is_file() and data.suffix == ".csv":
+            fmt = "csv"
+        elif (data / "labels.json").exists():
+            fmt = "synth"
+        elif ((Path(splits_dir) if splits_dir else data) / "classInd.txt").exists():
+            fmt = "ucf101"
+        elif splits_dir and list(Path(splits_dir).glob("*_test_split*.txt")):
+            fmt = "hmdb51"
+        else:
+            raise DataError(f"{data}: cannot tell the benchmark format; pass --format")
+    if fmt == "synth":
+        return read_synth(data)
+    if fmt == "ucf101":
+        return read_ucf101(data, split, labels, splits_dir)
+    if fmt == "hmdb51":
+        return read_hmdb51(data, splits_dir or data, split, labels)
+    if fmt == "csv":
+        return read_csv(data)
+    raise DataError(f"unknown format {fmt!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips for training and evaluation: decoded once at model resolution through the same decoder
+# as `ppar anonymize`, sampled as windows of clip_span source frames.
+
+def decode_resized(path: str | os.PathLike, size: int, max_frames: int | None = None) -> np.ndarray:
+    """All frames (up to max_frames) of a video, resized to size x size: uint8 (F, size, size, 3)."""
+    import torch
+    import torch.nn.functional as F
+
+    from .video import FrameReader, probe
+
+    out = []
+    n = 0
+    for chunk in FrameReader(probe(path)).chunks(64):
+        x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float()
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+        n += len(chunk)
+        if max_frames and n >= max_frames:
+            break
+    if not out:
+        raise DataError(f"{path}: no frames")
+    return np.concatenate(out)[:max_frames]
+
+
+def cell_counts(masks: np.ndarray, gh: int, gw: int) -> np.ndarray:
+    """bool (F, H, W) -> int32 (F, gh, gw) pixels per tubelet cell, with the anonymizer's cell mapping."""
+    from .masks import cell_edges
+
+    F_, H, W = masks.shape
+    rows = np.add.reduceat(masks.astype(np.int32), cell_edges(H, gh)[:-1], axis=1)
+    return np.add.reduceat(rows, cell_edges(W, gw)[:-1], axis=2)
+
+
+def window_counts(counts: np.ndarray, start: int, cfg) -> np.ndarray:
+    """Per-frame cell counts (F, gh, gw) -> per-tubelet counts (N,) of the window at ``start``."""
+    from .model import slab_index
+
+    win = counts[start:start + cfg.clip_span]
+    out = np.zeros(cfg.grid, np.int64)
+    np.add.at(out, slab_index(len(win), cfg), win)
+    return out.reshape(-1)
+
+
+class ClipSet:
+    """Videos of one split held in memory at model resolution, with labels and (synthetic) mask counts."""
+
+    def __init__(self, items: list[Item], cfg, progress=None):
+        from .synth import load_masks
+
+        self.items, self.cfg = items, cfg
+        self.frames, self.priv, self.act = [], [], []
+        gt, gh, gw = cfg.grid
+        for it in items:
+            self.frames.append(decode_resized(it.path, cfg.image_size))
+            if it.masks is not None:
+                p, a = load_masks(it.masks)
+                self.priv.append(cell_counts(p, gh, gw))
+                self.act.append(cell_counts(a, gh, gw))
+            if progress:
+                progress()
+        self.has_masks = len(self.priv) == len(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def starts(self, i: int, rng: np.random.Generator | None) -> int:
+        """A random window start (training) or the centred one (evaluation)."""
+        room = max(0, len(self.frames[i]) - self.cfg.clip_span)
+        return int(rng.integers(room + 1)) if rng is not None else room // 2
+
+    def clip(self, i: int, start: int) -> np.ndarray:
+        from .model import sample_clip
+
+        return sample_clip(self.frames[i][start:start + self.cfg.clip_span], self.cfg)
+
+    def counts(self, i: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+        return window_counts(self.priv[i], start, self.cfg), window_counts(self.act[i], start, self.cfg)
+
+
+def summarize_labels(path: str | os.PathLike) -> dict:
+    """What `ppar labels` prints: format, number of videos, attribute names and positive rates."""
+    path = Path(path)
+    if path.is_dir() and (path / "labels.json").exists():
+        path = path / "privacy_labels.pickle"
+    if path.is_dir():
+        folder = path / "PrivacyAttributes" if (path / "PrivacyAttributes").is_dir() else path
+        segs = read_pa_hmdb51(folder)
+        frames = {a: {} for a in PA_ATTRIBUTES}
+        positive = {a: 0 for a in PA_ATTRIBUTES}
+        total = {a: 0 for a in PA_ATTRIBUTES}
+        for video in segs.values():
+            for a in PA_ATTRIBUTES:
+                for s, e, values in video[a]:
+                    n = e - s + 1
+                    total[a] += n
+                    positive[a] += n if values - {0} else 0
+                    for v in values:
+                        frames[a][str(v)] = frames[a].get(str(v), 0) + n
+        return {"format": "pa-hmdb51", "videos": len(segs), "attributes": PA_ATTRIBUTES,
+                "positive_rate": {a: positive[a] / max(total[a], 1) for a in PA_ATTRIBUTES},
+                "value_frames": {a: dict(sorted(frames[a].items())) for a in PA_ATTRIBUTES}}
+    labels = read_label_pickle(path)
+    arr = np.stack(list(labels.values())) if labels else np.zeros((0, len(VP_ATTRIBUTES)))
+    names = VP_ATTRIBUTES if arr.shape[1] == len(VP_ATTRIBUTES) else [f"attr{i}" for i in range(arr.shape[1])]
+    return {"format": "vp-pickle", "videos": len(labels), "attributes": names,
+            "positive_rate": {n: float(arr[:, i].mean()) if len(arr) else 0.0 for i, n in enumerate(names)}}

@@ -1,0 +1,218 @@
+"""Training: action cross-entropy on the action CLS + privacy BCE on the privacy CLS (through gradient
+reversal with the DANN ramp when cfg.grl), pruning active, AdamW with warm-up and cosine decay.
+
+Read top to bottom. Runs on one process, or on many under `torchrun` (DistributedDataParallel, rank 0
+logs and saves). Every epoch leaves a resumable checkpoint in the run folder: the model as
+safetensors, the optimizer state as safetensors, and a JSON of the counters. No pickles.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .data import ClipSet, open_benchmark
+from .evaluate import evaluate_clips
+from .model import PRESETS, PPARConfig, PPARModel, prepare_clips
+from .weights import read_metadata, save_weights
+
+
+@dataclass
+class TrainArgs:
+    data: str
+    out: str = "weights/ppar-small.safetensors"
+    run_dir: str = "runs/train"
+    format: str = "auto"
+    labels: str | None = None
+    splits_dir: str | None = None
+    split: int = 1
+    config: str = "small"  # a preset name or a weights/config JSON file
+    overrides: dict = field(default_factory=dict)  # config fields, e.g. {"grl": false}
+    epochs: int = 30
+    batch_size: int = 32
+    accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    overlap_weight: float = 0.0  # penalty on the overlap of action and privacy CLS attention
+    seed: int = 0
+    max_eval: int | None = None  # cap on evaluation videos per epoch
+    threads: int | None = None
+
+
+def grl_coeff(progress: float) -> float:
+    """DANN ramp 2/(1+exp(-10p)) - 1, p = training progress in [0, 1]."""
+    return 2.0 / (1.0 + math.exp(-10.0 * min(progress, 1.0))) - 1.0
+
+
+def lr_at(step: int, total: int, warmup: int, args: TrainArgs) -> float:
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+def build_config(args: TrainArgs, actions: list[str], attributes: list[str]) -> PPARConfig:
+    if args.config in PRESETS:
+        base = dict(PRESETS[args.config])
+    else:
+        path = Path(args.config)
+        base = json.loads(path.read_text()) if path.suffix == ".json" else json.loads(read_metadata(path)[0].to_json())
+    base.update(args.overrides)
+    base.update(actions=actions, attributes=attributes)
+    return PPARConfig(**base)
+
+
+def _save_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer, state: dict) -> None:
+    tensors = {}
+    for i, s in enumerate(opt.state_dict()["state"].values()):
+        for k, v in s.items():
+            tensors[f"{i}.{k}"] = v.detach().cpu().float().reshape(-1) if torch.is_tensor(v) else torch.tensor([float(v)])
+    save_file(tensors, str(run / "optim.partial"))
+    save_weights(model, run / "checkpoint.safetensors", {"state": state})
+    os.replace(run / "optim.partial", run / "optim.safetensors")
+    (run / "state.partial").write_text(json.dumps(state))
+    os.replace(run / "state.partial", run / "state.json")
+
+
+def _load_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer) -> dict:
+    state = json.loads((run / "state.json").read_text())
+    model.load_state_dict(load_file(str(run / "checkpoint.safetensors")))
+    flat = load_file(str(run / "optim.safetensors"))
+    sd = opt.state_dict()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        sd["state"][i] = {"step": flat[f"{i}.step"].reshape(()),
+                          "exp_avg": flat[f"{i}.exp_avg"].view_as(p), "exp_avg_sq": flat[f"{i}.exp_avg_sq"].view_as(p)}
+    opt.load_state_dict(sd)
+    return state
+
+
+def train(args: TrainArgs, log=print) -> dict:
+    # -- processes: one, or many under torchrun ------------------------------------------------
+    ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if ddp:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    master = rank == 0
+    run = Path(args.run_dir)
+    if master:
+        run.mkdir(parents=True, exist_ok=True)
+
+    # -- data and model ---------------------------------------------------------------------------
+    bench = open_benchmark(args.data, args.format, args.split, args.labels, args.splits_dir)
+    cfg = build_config(args, bench.actions, bench.attributes)
+    torch.manual_seed(args.seed)
+    model = PPARModel(cfg).to(device)
+    log(f"config {cfg.to_json()}")
+    log(f"decoding {len(bench.train)} train / {len(bench.test)} test videos at {cfg.image_size}px")
+    train_set = ClipSet(bench.train, cfg)
+    test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
+    test_set = ClipSet(test_items, cfg) if master else None
+    has_privacy = all(it.attributes is not None for it in bench.train)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.999))
+    steps_per_epoch = math.ceil(len(train_set) / world / (args.batch_size * args.accum))
+    total, warmup = steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs)
+    state = {"epoch": 0, "step": 0, "history": []}
+    if (run / "state.json").exists():
+        state = _load_checkpoint(run, model, opt)
+        log(f"resumed from {run} at epoch {state['epoch']}")
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    scaler_ctx = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    metrics_log = run / "metrics.jsonl"
+
+    # -- the loop ---------------------------------------------------------------------------------
+    for epoch in range(state["epoch"], args.epochs):
+        rng = np.random.default_rng([args.seed, epoch])  # a function of (seed, epoch): resume is exact
+        order = rng.permutation(len(train_set))[rank::world]
+        model.train()
+        t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0}
+        micro = args.batch_size
+        batches = [order[i:i + micro] for i in range(0, len(order), micro)]
+        for bi, idx in enumerate(batches):
+            starts = [train_set.starts(i, rng) for i in idx]
+            clips = np.stack([train_set.clip(i, s) for i, s in zip(idx, starts)])
+            flip = rng.random(len(idx)) < 0.5
+            clips[flip] = clips[flip][:, :, :, ::-1]  # mirror: every action here is left-right symmetric
+            x = prepare_clips(torch.from_numpy(clips).to(device), cfg)
+            y = torch.tensor([train_set.items[i].action for i in idx], device=device)
+            progress = (epoch + bi / len(batches)) / args.epochs
+            with torch.autocast(**scaler_ctx):
+                out = net(x, grl=grl_coeff(progress) if cfg.grl else None)
+            loss_a = F.cross_entropy(out.action_logits.float(), y)
+            loss = loss_a
+            if has_privacy:
+                z = torch.from_numpy(np.stack([train_set.items[i].attributes for i in idx])).to(device)
+                loss_p = F.binary_cross_entropy_with_logits(out.privacy_logits.float(), z)
+                loss = loss + loss_p
+                sums["privacy"] += float(loss_p) * len(idx)
+            if args.overlap_weight:
+                overlap = (out.a_act * out.a_priv).sum(1).mean() * cfg.num_tokens
+                loss = loss + args.overlap_weight * overlap
+                sums["overlap"] += float(overlap) * len(idx)
+            (loss / args.accum).backward()
+            if (bi + 1) % args.accum == 0 or bi + 1 == len(batches):
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(state["step"], total, warmup, args)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                state["step"] += 1
+            sums["loss"] += float(loss) * len(idx)
+            sums["action"] += float(loss_a) * len(idx)
+            seen += len(idx)
+        rec = {"epoch": epoch + 1, "step": state["step"], "lr": opt.param_groups[0]["lr"],
+               "clips_per_s": seen / (time.perf_counter() - t0), **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+        state["epoch"] = epoch + 1
+        if master:
+            model.eval()
+            rec.update(evaluate_clips(model, test_set, keeps=(1.0, 0.5), device=device))
+            state["history"].append(rec)
+            with open(metrics_log, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            _save_checkpoint(run, model, opt, state)
+            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if not isinstance(v, dict)}))
+        if ddp:
+            dist.barrier()
+
+    final = state["history"][-1] if state["history"] else {}
+    if master:
+        save_weights(model, args.out, {"data": str(args.data), "format": args.format, "epochs": args.epochs,
+                                       "seed": args.seed, "args": asdict(args), "metrics": final,
+                                       "code_version": _code_version()})
+        log(f"saved {args.out}")
+    if ddp:
+        dist.destroy_process_group()
+    return final
+
+
+def _code_version() -> str:
+    from . import __version__
+
+    try:
+        import subprocess
+
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        rev = ""
+    return f"{__version__}+{rev}" if rev else __version__

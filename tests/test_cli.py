@@ -1,0 +1,36 @@
+import json
+import subprocess
+import sys
+
+from conftest import make_clip
+
+
+def ppar(*args):
+    return subprocess.run([sys.executable, "-m", "ppar_cli.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_anonymize_and_info(tmp_path, odd_clip, tiny_weights):
+    r = ppar("anonymize", odd_clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--keep", "0.3", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "o.json").read_text())["model"]["keep"] == 0.3
+    r = ppar("anonymize", odd_clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--quiet")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    info = ppar("info", tiny_weights, "--json")
+    assert info.returncode == 0
+    d = json.loads(info.stdout)
+    assert d["config"]["name"] == "test-tiny" and len(d["sha256"]) == 64 and d["parameters"] > 0
+
+
+def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
+    for args, code in ((["--keep", "1.5"], 2), (["--keep", "abc"], 2), (["--batch-size", "0"], 2), (["--device", "tpu"], 2)):
+        r = ppar("anonymize", odd_clip, tmp_path / "x.mp4", "--weights", tiny_weights, "--quiet", *args)
+        assert r.returncode == code, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    r = ppar("anonymize", odd_clip, tmp_path / "x.mp4", "--weights", bad, "--quiet")
+    assert r.returncode == 2 and "bad.safetensors" in r.stderr and "Traceback" not in r.stderr
+    text = tmp_path / "t.mp4"
+    text.write_text("hello")
+    r = ppar("anonymize", text, tmp_path / "y.mp4", "--weights", tiny_weights, "--quiet")
+    assert r.returncode == 1 and "t.mp4" in r.stderr and not (tmp_path / "y.mp4").exists()

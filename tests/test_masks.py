@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from ppar_cli.masks import cell_edges, cell_index, fill_clip, pixel_mask
+
+
+@pytest.mark.parametrize("size,cells", [(201, 8), (333, 8), (480, 14), (7, 8), (1, 8), (1080, 7), (64, 8)])
+def test_cells_partition_exactly(size, cells):
+    idx = cell_index(size, cells)
+    edges = cell_edges(size, cells)
+    assert edges[0] == 0 and edges[-1] == size
+    for r in range(cells):  # each cell is the contiguous run between its edges
+        assert (idx[edges[r]:edges[r + 1]] == r).all()
+    assert len(idx) == size and (np.diff(idx) >= 0).all()
+
+
+def test_pixel_mask_portrait():
+    grid = np.zeros((8, 8), bool)
+    grid[3, 5] = True
+    m = pixel_mask(grid, 333, 201)  # portrait: H > W
+    ys, xs = np.nonzero(m)
+    e_r, e_c = cell_edges(333, 8), cell_edges(201, 8)
+    assert ys.min() == e_r[3] and ys.max() == e_r[4] - 1 and xs.min() == e_c[5] and xs.max() == e_c[6] - 1
+    assert m.sum() == (e_r[4] - e_r[3]) * (e_c[6] - e_c[5])
+
+
+@pytest.mark.parametrize("fill", ["black", "blur", "pixelate", "mean"])
+def test_fill_only_touches_pruned(fill):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (6, 40, 50, 3), dtype=np.uint8)
+    orig = frames.copy()
+    keep = rng.random((3, 4, 4)) < 0.5
+    slab = np.array([0, 0, 1, 1, 2, 2])
+    out = fill_clip(frames, keep, slab, fill)
+    for f in range(6):
+        m = pixel_mask(keep[slab[f]], 40, 50)
+        assert (out[f][m] == orig[f][m]).all()
+        if fill == "black":
+            assert (out[f][~m] == 0).all()
+        else:
+            assert (out[f][~m] != orig[f][~m]).any()

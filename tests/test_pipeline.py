@@ -1,0 +1,115 @@
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import REAL, make_clip, needs_shared
+from ppar_cli import Options, anonymize
+from ppar_cli.masks import pixel_mask
+from ppar_cli.pipeline import UsageError
+from ppar_cli.video import FrameReader, ffmpeg_exe, probe
+from ppar_cli.weights import load_weights
+
+
+def decode(path):
+    return np.concatenate(list(FrameReader(probe(path)).chunks(64)))
+
+
+def test_end_to_end_odd_size_with_audio(tmp_path, odd_clip, tiny_weights):
+    out = tmp_path / "out.mp4"
+    [r] = anonymize(odd_clip, out, Options(keep=0.5, crf=0), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    info = probe(out)
+    assert (info.width, info.height) == (333, 201)
+    assert info.audio_codecs == ["aac"]
+    assert float(info.fps) == 25
+    src, dst = decode(odd_clip), decode(out)
+    assert dst.shape == src.shape == (50, 201, 333, 3)
+    scores = json.loads(out.with_suffix(".json").read_text())
+    cfg = load_weights(tiny_weights).model.cfg
+    n = cfg.num_tokens
+    assert scores["schema"] == "ppar-scores/1"
+    assert scores["input"]["frames"] == 50 and scores["input"]["width"] == 333 and scores["input"]["height"] == 201
+    assert abs(scores["summary"]["kept_fraction"] - 0.5) <= 1 / n
+    span = cfg.clip_span
+    assert [w["start"] for w in scores["windows"]] == list(range(0, 50, span))
+    assert sum(w["frames"] for w in scores["windows"]) == 50
+    # pruned rectangles black, kept rectangles equal to the input (crf 0 -> only 4:4:4 conversion loss)
+    for w in scores["windows"]:
+        keep = np.array(w["keep"], bool)
+        assert abs(keep.mean() - 0.5) <= 1 / n
+        for f in range(w["start"], w["start"] + w["frames"]):
+            slab = ((f - w["start"]) // cfg.frame_stride) // cfg.tubelet[0]
+            m = pixel_mask(keep[slab], 201, 333)
+            assert dst[f][~m].max() <= 3
+            assert np.abs(dst[f][m].astype(int) - src[f][m]).mean() < 3
+
+
+def test_keep_one_and_zero(tmp_path, odd_clip, tiny_weights):
+    for keep in (0.0, 1.0):
+        out = tmp_path / f"k{keep}.mp4"
+        [r] = anonymize(odd_clip, out, Options(keep=keep, audio=False), weights=tiny_weights)
+        assert r.status == "ok" and r.kept_fraction == keep
+        dst = decode(out)
+        assert (dst.max() <= 3) if keep == 0 else (dst.mean() > 50)
+        assert probe(out).audio_codecs == []
+
+
+def test_short_video_even_size(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "short.mkv", 64, 48, 3, audio=False)
+    [r] = anonymize(clip, tmp_path / "s.mp4", Options(), weights=tiny_weights)
+    assert r.status == "ok" and r.frames == 3
+    assert decode(tmp_path / "s.mp4").shape == (3, 48, 64, 3)
+
+
+def test_usage_errors(tmp_path, odd_clip, tiny_weights):
+    for opts in (Options(keep=1.5), Options(keep=float("nan")), Options(batch_size=0), Options(fill="sparkle")):
+        with pytest.raises(UsageError):
+            anonymize(odd_clip, tmp_path / "x.mp4", opts, weights=tiny_weights)
+    with pytest.raises(UsageError):
+        anonymize(odd_clip, odd_clip, Options(overwrite=True), weights=tiny_weights)
+    with pytest.raises(UsageError):
+        anonymize(tmp_path / "missing.mp4", tmp_path / "x.mp4", Options(), weights=tiny_weights)
+
+
+def test_folder_mode_with_corrupt_file(tmp_path, tiny_weights):
+    src = tmp_path / "in"
+    (src / "sub dir").mkdir(parents=True)
+    make_clip(src / "a.mp4", 96, 64, 20, audio=False)
+    make_clip(src / "sub dir" / "b ü.avi", 80, 60, 10, audio=False, extra=["-c:v", "mpeg4"])
+    (src / "bad.mp4").write_bytes(b"this is not a video" * 100)
+    (src / "notes.txt").write_text("ignored")
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    results = anonymize(src, out, Options(), weights=tiny_weights)
+    status = {r.src.name: r.status for r in results}
+    assert status == {"a.mp4": "ok", "b ü.avi": "ok", "bad.mp4": "failed"}
+    bad = next(r for r in results if r.status == "failed")
+    assert "bad.mp4" in bad.error
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["a.json", "a.mp4", "sub dir/b ü.json", "sub dir/b ü.mp4"]  # nothing half-written
+    assert before == {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}  # inputs untouched
+    again = anonymize(src, out, Options(), weights=tiny_weights)
+    assert {r.src.name: r.status for r in again} == {"a.mp4": "skipped", "b ü.avi": "skipped", "bad.mp4": "failed"}
+
+
+def test_scores_deterministic(tmp_path, odd_clip, tiny_weights):
+    for name in ("r1", "r2"):
+        anonymize(odd_clip, tmp_path / f"{name}.mp4", Options(audio=False), weights=tiny_weights)
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("r1", "r2"))
+    assert a["windows"] == b["windows"]
+
+
+@needs_shared
+@pytest.mark.parametrize("name", sorted(p.name for p in REAL.glob("*")) if REAL.is_dir() else [])
+def test_real_clips(tmp_path, tiny_weights, name):
+    src = REAL / name
+    out = tmp_path / "o.mp4"
+    [r] = anonymize(src, out, Options(keep=0.5), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    i, o = probe(src), probe(out)
+    assert (o.width, o.height) == (i.width, i.height)
+    assert o.fps == i.fps
+    assert bool(o.audio_codecs) == bool(i.audio_codecs)
+    assert len(decode(out)) == r.frames == len(decode(src))
