@@ -220,6 +220,7 @@ def train(
     out: Path = typer.Option(Path("weights/ppar-small.safetensors"), help="Final weights file."),
     run_dir: Path = typer.Option(Path("runs/train"), help="Checkpoints and metrics.jsonl; an existing run resumes."),
     max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
+    stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
 ) -> None:
     """Train the dual-CLS anonymizer (resumes from RUN_DIR; works under torchrun)."""
     from .data import DataError
@@ -235,7 +236,7 @@ def train(
     args = TrainArgs(data=str(data), format=format, labels=str(labels) if labels else None,
                      splits_dir=str(splits) if splits else None, split=split, config=config, overrides=overrides,
                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, overlap_weight=overlap_weight,
-                     seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval)
+                     seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after)
     try:
         run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
     except (DataError, WeightsError, TypeError, ValueError) as e:

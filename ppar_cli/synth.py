@@ -2,8 +2,9 @@
 where they live in real video, per-frame ground-truth masks, in the UCF101 layout.
 
 Every video is a pure function of (seed, index), so a benchmark regenerates bit-identically and
-any video can be rendered alone. Masks are per visible pixel: ``privacy`` marks head, hair, face
-and bare torso/arms of every person; ``action`` marks body parts that move in the scene.
+any video can be rendered alone. Masks are per visible pixel: ``privacy`` marks head, hair, face,
+neck and bare torso of every person (bare arms carry the action, so they are not marked);
+``action`` marks limbs and torso while they move relative to the hips.
 """
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def pose(action: int, t: np.ndarray, p: dict) -> dict:
         P["lu"] = -up + z; P["ll"] = -up - 0.6 * A * s
     elif action == 2:  # clap in front of the chest
         o = (1 + s) / 2
-        P["ru"] = 0.7 + 0.5 * A * o; P["rl"] = -0.9 - 0.6 * A * o + 2.2
+        P["ru"] = 0.6 + 0.9 * A * o; P["rl"] = 1.3 - 1.2 * A * o
         P["lu"] = -P["ru"]; P["ll"] = -P["rl"]
     elif action == 3:  # jumping jack
         o = (1 - c) / 2
@@ -189,8 +190,8 @@ def draw_person(cv: Canvas, J: dict, h: float, who: Identity, face: bool, nude: 
     back, front = ("l", "r") if facing > 0 else ("r", "l")
 
     def limb(side):
-        cv.capsule(J[side + "sh"], J[side + "el"], lw, arm, privacy=nude, action=moving[side + "arm"])
-        cv.capsule(J[side + "el"], J[side + "wr"], lw * 0.9, arm if not nude else who.skin, privacy=nude, action=moving[side + "arm"])
+        cv.capsule(J[side + "sh"], J[side + "el"], lw, arm, action=moving[side + "arm"])
+        cv.capsule(J[side + "el"], J[side + "wr"], lw * 0.9, arm, action=moving[side + "arm"])
         cv.disc(J[side + "wr"], lw * 1.1, who.skin, action=moving[side + "arm"])
 
     def leg(side):
@@ -202,13 +203,13 @@ def draw_person(cv: Canvas, J: dict, h: float, who: Identity, face: bool, nude: 
     head_r = 0.075 * h
     hc = J["head"]
     if who.gender:  # long hair falls behind the shoulders
-        cv.capsule(hc, hc + np.array([0, 0.17 * h]), head_r * 1.15, who.hair, privacy=True, action=moving["head"])
+        cv.capsule(hc, hc + np.array([0, 0.17 * h]), head_r * 1.15, who.hair, privacy=True)
     limb(back)
     leg(back)
     cv.capsule(J["neck"], J["hip"], lw * 2.2 * who.build, who.skin if nude else who.shirt, privacy=nude, action=moving["torso"])
     leg(front)
-    cv.capsule(J["neck"], hc, lw * 0.8, who.skin, privacy=True, action=moving["head"])
-    pm = dict(privacy=True, action=moving["head"])
+    cv.capsule(J["neck"], hc, lw * 0.8, who.skin, privacy=True)
+    pm = dict(privacy=True, action=False)
     if face:
         cv.disc(hc, head_r, who.skin, **pm)
         cv.capsule(hc - np.array([0, head_r * 0.55]), hc - np.array([0, head_r * 0.55]), head_r * 0.95, who.hair, ry=head_r * 0.5, **pm)
@@ -228,18 +229,23 @@ def draw_person(cv: Canvas, J: dict, h: float, who: Identity, face: bool, nude: 
 
 
 def _motion(J: dict, parts: dict, fps: float, h: float) -> dict:
-    """Per part, per frame: is it moving faster than a small threshold (in figure heights per second)?"""
+    """Per part, per frame: does it move relative to the hips faster than a threshold (figure heights/s)?
+
+    Articulated motion is the action's evidence; carrying the whole body across the frame (walking)
+    moves the head too, but the head is not what tells walking from running.
+    """
     out = {}
     for name, joints in parts.items():
-        pts = np.stack([J[j] for j in joints], 1)  # (n, k, 2)
+        pts = np.stack([J[j] - J["hip"] for j in joints], 1)  # (n, k, 2)
         v = np.linalg.norm(np.gradient(pts, axis=0), axis=-1).max(1) * fps / h
         v = np.convolve(v, np.ones(5) / 5, mode="same")  # smooth so masks do not flicker
         out[name] = v > 0.25
     return out
 
 
+# Body parts whose motion counts as action; the head never does (it is where privacy lives).
 PARTS = {"rarm": ["rel", "rwr"], "larm": ["lel", "lwr"], "rleg": ["rkn", "ran"], "lleg": ["lkn", "lan"],
-         "torso": ["neck", "hip"], "head": ["head"]}
+         "torso": ["neck"]}
 
 
 def render_video(seed: int, index: int, identities: list[Identity], size: int, frames: int, fps: float,

@@ -47,6 +47,7 @@ class TrainArgs:
     overlap_weight: float = 0.0  # penalty on the overlap of action and privacy CLS attention
     seed: int = 0
     max_eval: int | None = None  # cap on evaluation videos per epoch
+    stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)
     threads: int | None = None
 
 
@@ -141,7 +142,8 @@ def train(args: TrainArgs, log=print) -> dict:
     metrics_log = run / "metrics.jsonl"
 
     # -- the loop ---------------------------------------------------------------------------------
-    for epoch in range(state["epoch"], args.epochs):
+    last = args.epochs if args.stop_after is None else min(args.epochs, state["epoch"] + args.stop_after)
+    for epoch in range(state["epoch"], last):
         rng = np.random.default_rng([args.seed, epoch])  # a function of (seed, epoch): resume is exact
         order = rng.permutation(len(train_set))[rank::world]
         model.train()
@@ -164,11 +166,11 @@ def train(args: TrainArgs, log=print) -> dict:
                 z = torch.from_numpy(np.stack([train_set.items[i].attributes for i in idx])).to(device)
                 loss_p = F.binary_cross_entropy_with_logits(out.privacy_logits.float(), z)
                 loss = loss + loss_p
-                sums["privacy"] += float(loss_p) * len(idx)
+                sums["privacy"] += loss_p.item() * len(idx)
             if args.overlap_weight:
                 overlap = (out.a_act * out.a_priv).sum(1).mean() * cfg.num_tokens
                 loss = loss + args.overlap_weight * overlap
-                sums["overlap"] += float(overlap) * len(idx)
+                sums["overlap"] += overlap.item() * len(idx)
             (loss / args.accum).backward()
             if (bi + 1) % args.accum == 0 or bi + 1 == len(batches):
                 for g in opt.param_groups:
@@ -177,8 +179,8 @@ def train(args: TrainArgs, log=print) -> dict:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 state["step"] += 1
-            sums["loss"] += float(loss) * len(idx)
-            sums["action"] += float(loss_a) * len(idx)
+            sums["loss"] += loss.item() * len(idx)
+            sums["action"] += loss_a.item() * len(idx)
             seen += len(idx)
         rec = {"epoch": epoch + 1, "step": state["step"], "lr": opt.param_groups[0]["lr"],
                "clips_per_s": seen / (time.perf_counter() - t0), **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
@@ -195,7 +197,7 @@ def train(args: TrainArgs, log=print) -> dict:
             dist.barrier()
 
     final = state["history"][-1] if state["history"] else {}
-    if master:
+    if master and state["epoch"] >= args.epochs:
         save_weights(model, args.out, {"data": str(args.data), "format": args.format, "epochs": args.epochs,
                                        "seed": args.seed, "args": asdict(args), "metrics": final,
                                        "code_version": _code_version()})

@@ -105,6 +105,10 @@ class FrameReader:
             try:
                 batch = self._vr.get_batch(list(range(start, min(start + n, total)))).asnumpy()
             except Exception as e:
+                if start == 0:  # decord rejects some files only when decoding (e.g. narrow frames): use ffmpeg
+                    self._vr, self.backend, self.info.num_frames = None, "ffmpeg", None
+                    yield from self._ffmpeg_chunks(n)
+                    return
                 raise VideoError(f"{self.info.path}: decode failed at frame {start} ({str(e).splitlines()[0][:200]})") from None
             yield batch
 
@@ -117,14 +121,18 @@ class FrameReader:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=frame_bytes)
             finished = False
             try:
-                while True:
-                    buf = proc.stdout.read(frame_bytes * n)
-                    k = len(buf) // frame_bytes
+                while not finished:
+                    buf = bytearray(frame_bytes * n)  # a fresh writable buffer per chunk: frames are filled in place
+                    view, got = memoryview(buf), 0
+                    while got < len(buf):
+                        r = proc.stdout.readinto(view[got:])
+                        if not r:
+                            finished = True
+                            break
+                        got += r
+                    k = got // frame_bytes
                     if k:
                         yield np.frombuffer(buf, np.uint8, count=k * frame_bytes).reshape(k, h, w, 3)
-                    if len(buf) < frame_bytes * n:
-                        finished = True
-                        break
             finally:
                 if not finished:  # the consumer stopped early: do not leave ffmpeg running
                     proc.kill()

@@ -1,0 +1,111 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import ANNOTATIONS, needs_shared
+from ppar_cli.data import (DataError, Item, open_benchmark, pa_clip_labels, read_hmdb51, read_label_pickle, read_pa_hmdb51,
+                           read_ucf101, summarize_labels)
+
+
+@needs_shared
+@pytest.mark.parametrize("name,videos,rates", [
+    # positive rates counted independently of the reader (a logging unpickler over the raw files)
+    ("hmdb51", 6766, [0.90289684, 0.61986403, 0.91560745, 0.26825303, 0.21149867]),
+    ("ucf101", 13320, [0.91163664, 0.60015015, 0.89707207, 0.24692192, 0.25337838]),
+])
+def test_vp_label_pickles(name, videos, rates):
+    path = ANNOTATIONS / f"{name}_privacy_attribute_label.pickle"
+    labels = read_label_pickle(path)
+    assert len(labels) == videos
+    assert all(v.shape == (5,) and set(np.unique(v)) <= {0, 1} for v in labels.values())
+    s = summarize_labels(path)
+    assert s["videos"] == videos
+    assert np.allclose(list(s["positive_rate"].values()), rates, atol=1e-7)
+
+
+@needs_shared
+def test_pa_hmdb51_counts_match_raw_json():
+    folder = ANNOTATIONS / "pa-hmdb51" / "PrivacyAttributes"
+    s = summarize_labels(ANNOTATIONS / "pa-hmdb51")
+    assert s["videos"] == 515 == len(read_pa_hmdb51(folder))
+    pos = tot = 0
+    for f in folder.glob("*.json"):  # a direct count of face frames with a non-zero value
+        for entry in json.loads(f.read_text()).values():
+            for a, b, v in entry["face"]:
+                vals = v if isinstance(v, list) else [v]
+                tot += b - a + 1
+                pos += (b - a + 1) if any(x != 0 for x in vals) else 0
+    assert s["positive_rate"]["face"] == pytest.approx(pos / tot)
+
+
+def test_pa_clip_labels_multi_value():
+    segs = {a: [(0, 9, frozenset([0]))] for a in ["face", "skin_color", "gender", "nudity", "relationship"]}
+    segs["gender"] = [(0, 4, frozenset([0])), (5, 9, frozenset([1, 2]))]
+    assert pa_clip_labels(segs, 0, 4).tolist() == [0, 0, 0, 0, 0]
+    assert pa_clip_labels(segs, 3, 6).tolist() == [0, 0, 1, 0, 0]
+
+
+def test_malicious_pickle_refused_unexecuted(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "labels.pickle"
+    path.write_bytes(pickle.dumps({"a/b.mp4": Evil()}))
+    with pytest.raises(DataError, match="refused global"):
+        read_label_pickle(path)
+    assert not marker.exists()
+
+
+def _ucf_fixture(root, overlap=False, test_labels=False):
+    (root / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 YoYo\n")
+    (root / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nYoYo/v_YoYo_g09_c02.avi 2\n")
+    test = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "YoYo/v_YoYo_g02_c01.avi"]
+    if overlap:
+        test.append("YoYo/v_YoYo_g09_c02.avi")
+    (root / "testlist01.txt").write_text("".join(t + (" 1" if test_labels else "") + "\n" for t in test))
+    labels = {"ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.mp4": np.array([[1, 0, 1, 0, 0]]),
+              "YoYo/v_YoYo_g09_c02.mp4": np.array([[0, 1, 0, 1, 1]]),
+              "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.mp4": np.array([[1, 1, 1, 1, 1]]),
+              "YoYo/v_YoYo_g02_c01.mp4": np.array([[0, 0, 0, 0, 0]])}
+    (root / "labels.pickle").write_bytes(pickle.dumps(labels))
+
+
+@pytest.mark.parametrize("test_labels", [False, True])
+def test_ucf101_reader(tmp_path, test_labels):
+    _ucf_fixture(tmp_path, test_labels=test_labels)
+    b = read_ucf101(tmp_path, 1, tmp_path / "labels.pickle")
+    assert b.actions == ["ApplyEyeMakeup", "YoYo"]
+    assert [(i.key, i.action) for i in b.test] == [("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", 0), ("YoYo/v_YoYo_g02_c01.avi", 1)]
+    assert b.train[1].attributes.tolist() == [0, 1, 0, 1, 1]  # .avi split entry matched to the .mp4 label key
+    assert open_benchmark(tmp_path, "auto").actions == b.actions
+
+
+def test_split_leak_refused(tmp_path):
+    _ucf_fixture(tmp_path, overlap=True)
+    with pytest.raises(DataError, match="both train and test"):
+        read_ucf101(tmp_path)
+
+
+def test_hmdb51_reader(tmp_path):
+    (tmp_path / "brush_hair_test_split1.txt").write_text("a.avi 1\nb.avi 2\nc.avi 0\n")
+    (tmp_path / "wave_test_split1.txt").write_text("d.avi 2\ne.avi 1\n")
+    (tmp_path / "wave_test_split2.txt").write_text("d.avi 1\ne.avi 2\n")
+    b = read_hmdb51(tmp_path / "videos", tmp_path, 1)
+    assert b.actions == ["brush_hair", "wave"]
+    assert sorted(i.key for i in b.train) == ["brush_hair/a.avi", "wave/e.avi"]
+    assert sorted(i.key for i in b.test) == ["brush_hair/b.avi", "wave/d.avi"]
+    b2 = read_hmdb51(tmp_path / "videos", tmp_path, 2)
+    assert sorted(i.key for i in b2.test) == ["wave/e.avi"]
+
+
+def test_csv_reader(tmp_path):
+    (tmp_path / "d.csv").write_text("path,action,face,nudity,split\nv1.mp4,run,1,0,train\nv2.mp4,walk,0,1,test\n")
+    b = open_benchmark(tmp_path / "d.csv")
+    assert b.attributes == ["face", "nudity"] and b.actions == ["run", "walk"]
+    assert b.test[0].attributes.tolist() == [0, 1]
