@@ -243,5 +243,74 @@ def train(
         fail(str(e), 2)
 
 
+@app.command("eval")
+def eval_(
+    data: Path = typer.Option(..., help="Benchmark folder (or CSV); its test split is evaluated."),
+    format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
+    labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle."),
+    splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
+    split: int = typer.Option(1),
+    weights: Optional[Path] = typer.Option(None, help="Weights file; default: the bundled weights."),
+    keep: str = typer.Option("0.3,0.5,0.7", help="Keep ratios: a list (0.3,0.5) or a sweep start:stop:step."),
+    methods: str = typer.Option(",".join(("ppar", "raw", "random", "oracle", "blur", "downsample2", "downsample4"))),
+    protocol: str = typer.Option("quick", help="quick: the frozen model's own heads read the anonymized clips."),
+    max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
+    out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
+    from .data import ClipSet, DataError, open_benchmark
+    from .evaluate import METHODS, evaluate, label, write_results
+    from .weights import load_weights
+
+    if protocol != "quick":
+        fail(f"--protocol {protocol}: only 'quick' is implemented so far", 2)
+    try:
+        keeps = _parse_keeps(keep)
+    except ValueError:
+        fail(f"--keep {keep!r}: give numbers in [0, 1] as 0.3,0.5 or a sweep 0.1:0.9:0.1", 2)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        fail(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})", 2)
+    try:
+        w = load_weights(weights)
+        bench = open_benchmark(data, format, split, labels, splits)
+    except (WeightsError, DataError) as e:
+        fail(str(e), 2)
+    items = bench.test[:max_videos] if max_videos else bench.test
+    progress, advance = _bar(len(items), "decoding test videos", quiet)
+    with progress:
+        clips = ClipSet(items, w.model.cfg, progress=advance)
+    progress, advance = _bar(sum(len(keeps) if m in ("ppar", "random", "oracle") else 1 for m in chosen), "methods", quiet)
+    with progress:
+        records = evaluate(w.model, clips, chosen, keeps, progress=advance)
+    spots = write_results(records, out, f"{w.path.name} on {data} ({len(items)} test clips)")
+    if quiet:
+        return
+    table = Table(title=f"ppar eval (quick) - {len(items)} test clips")
+    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "privacy px removed", "action px kept"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in records:
+        table.add_row(label(r), fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
+                      fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")))
+    Console().print(table)
+    for name, r in spots.items():
+        console.print(f"{name.replace('_', ' ')}: {label(r)}")
+    console.print(f"wrote {out}/results.json, results.csv, tradeoff.png")
+
+
+def _parse_keeps(text: str) -> list[float]:
+    if ":" in text:
+        a, b, step = (float(v) for v in text.split(":"))
+        keeps = [round(a + i * step, 6) for i in range(int(round((b - a) / step)) + 1)]
+    else:
+        keeps = [float(v) for v in text.split(",")]
+    if not keeps or any(not 0 <= k <= 1 for k in keeps):
+        raise ValueError(text)
+    return keeps
+
+
 if __name__ == "__main__":
     app()

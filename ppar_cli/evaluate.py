@@ -1,60 +1,203 @@
-"""Evaluation of a frozen anonymizer on benchmark clips (the `quick` protocol).
+"""Evaluation of a frozen anonymizer on benchmark clips: the `quick` protocol.
 
-For each keep ratio: action top-1 and privacy cMAP / macro F1 of the model's own heads, and on the
-synthetic benchmark the pixel metrics of ppar's pruning next to the oracle and random pruning at the
-same budget, plus where the two CLS tokens put their attention.
+Every method turns the test clips into anonymized pixels (at model resolution); the frozen model
+then reads them with all tokens kept, and its heads give action top-1 and privacy cMAP / macro F1.
+On the synthetic benchmark the tubelet methods also report ground-truth privacy pixels removed and
+action pixels kept. Results across methods and keep ratios form a utility/privacy trade-off whose
+Pareto frontier and sweet spots are named.
 """
 from __future__ import annotations
 
+import csv
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .data import ClipSet
+from .masks import smooth_fill
 from .metrics import attention_mass, oracle_keep, pixel_metrics, privacy_metrics, random_keep
 from .model import PPARModel, keep_counts, prepare_clips
 
+TUBELET_METHODS = ("ppar", "random", "oracle")
+PIXEL_METHODS = ("raw", "blur", "downsample2", "downsample4")
+METHODS = TUBELET_METHODS + PIXEL_METHODS
+
 
 @torch.inference_mode()
-def evaluate_clips(model: PPARModel, clips: ClipSet, keeps=(1.0, 0.5), device=torch.device("cpu"),
-                   batch_size: int = 16, seed: int = 0) -> dict:
+def run_model(model: PPARModel, clips: np.ndarray, keep: float, device: torch.device, batch_size: int = 32) -> dict:
+    """Model outputs over uint8 clips (B, T, S, S, 3), concatenated as numpy arrays."""
+    outs = []
+    for b in range(0, len(clips), batch_size):
+        x = torch.from_numpy(clips[b:b + batch_size]).to(device)
+        o = model(prepare_clips(x, model.cfg), keep=keep)
+        outs.append({"action": o.action_logits.float().cpu(), "privacy": o.privacy_logits.float().sigmoid().cpu(),
+                     "keep": o.keep_mask.reshape(len(x), -1).cpu(), "a_act": o.a_act.cpu(), "a_priv": o.a_priv.cpu()})
+    return {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
+
+
+def tubelet_pixels(keep: np.ndarray, cfg) -> np.ndarray:
+    """(B, N) tubelet keep -> (B, T, S, S, 1) pixel keep at model resolution."""
+    t, p, _ = cfg.tubelet
+    g = keep.reshape(len(keep), *cfg.grid)
+    return g.repeat(t, 1).repeat(p, 2).repeat(p, 3)[..., None]
+
+
+def pixel_anonymize(method: str, clips: np.ndarray) -> np.ndarray:
+    if method == "raw":
+        return clips
+    B, T, S, _, _ = clips.shape
+    flat = clips.reshape(B * T, S, S, 3)
+    if method == "blur":
+        return smooth_fill(flat, "blur", (1, 1)).reshape(clips.shape)
+    k = int(method.removeprefix("downsample"))
+    x = torch.from_numpy(flat).permute(0, 3, 1, 2).float()
+    x = F.interpolate(F.avg_pool2d(x, k), size=(S, S), mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy().reshape(clips.shape)
+
+
+def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
+             seed: int = 0, progress=None) -> list[dict]:
+    """One record per (method, keep) on the centred window of every test video."""
     cfg = model.cfg
     model.eval()
     starts = [clips.starts(i, None) for i in range(len(clips))]
+    raw = np.stack([clips.clip(i, s) for i, s in enumerate(starts)])
     labels = np.array([it.action for it in clips.items])
     attrs = np.stack([it.attributes for it in clips.items]) if all(it.attributes is not None for it in clips.items) else None
     counts = [clips.counts(i, s) for i, s in enumerate(starts)] if clips.has_masks else None
-    res: dict = {}
-    for keep in keeps:
-        logits, probs, masks, a_act, a_priv = [], [], [], [], []
-        for b in range(0, len(clips), batch_size):
-            idx = range(b, min(b + batch_size, len(clips)))
-            x = torch.from_numpy(np.stack([clips.clip(i, starts[i]) for i in idx])).to(device)
-            out = model(prepare_clips(x, cfg), keep=keep)
-            logits.append(out.action_logits.float().cpu())
-            probs.append(out.privacy_logits.float().sigmoid().cpu())
-            masks.append(out.keep_mask.reshape(len(idx), -1).cpu())
-            a_act.append(out.a_act.cpu())
-            a_priv.append(out.a_priv.cpu())
-        tag = f"@{keep:g}"
-        res[f"action_top1{tag}"] = float((torch.cat(logits).argmax(1).numpy() == labels).mean())
-        if attrs is not None:
-            pm = privacy_metrics(torch.cat(probs).numpy(), attrs, cfg.attributes)
-            res[f"privacy_cmap{tag}"], res[f"privacy_f1{tag}"] = pm["privacy_cmap"], pm["privacy_f1"]
-        if counts is None or keep >= 1.0:
+    priv = np.stack([c[0] for c in counts]) if counts else None
+    act = np.stack([c[1] for c in counts]) if counts else None
+    rng = np.random.default_rng(seed)
+    records = []
+    for method in methods:
+        if method in ("oracle",) and counts is None:
             continue
-        priv = np.stack([c[0] for c in counts])
-        act = np.stack([c[1] for c in counts])
-        keep_mask = torch.cat(masks).numpy()
-        k = keep_counts(cfg.num_tokens, keep, 1)[0]
-        rng = np.random.default_rng(seed)
-        for name, m in (("ppar", keep_mask),
-                        ("oracle", np.stack([oracle_keep(p, a, k) for p, a in zip(priv, act)])),
-                        ("random", np.stack([random_keep(cfg.num_tokens, k, rng) for _ in priv]))):
-            for key, v in pixel_metrics(m, priv, act).items():
-                res[f"{name}_{key}{tag}"] = v
-        A, P = torch.cat(a_act).numpy(), torch.cat(a_priv).numpy()
-        res["a_priv_on_privacy"] = attention_mass(P, priv)
-        res["a_act_on_privacy"] = attention_mass(A, priv)
-        res["a_act_on_action"] = attention_mass(A, act)
-        res["privacy_token_share"] = float((priv > 0).mean())
+        for keep in keeps if method in TUBELET_METHODS else (None,):
+            rec = {"method": method, "keep": keep}
+            if method in TUBELET_METHODS:
+                k = keep_counts(cfg.num_tokens, keep, 1)[0]
+                if method == "ppar":
+                    out = run_model(model, raw, keep, device)
+                    mask = out["keep"]
+                    if priv is not None:
+                        rec["a_priv_on_privacy"] = attention_mass(out["a_priv"], priv)
+                        rec["a_act_on_privacy"] = attention_mass(out["a_act"], priv)
+                        rec["privacy_token_share"] = float((priv > 0).mean())
+                elif method == "oracle":
+                    mask = np.stack([oracle_keep(p, a, k) for p, a in zip(priv, act)])
+                else:
+                    mask = np.stack([random_keep(cfg.num_tokens, k, rng) for _ in range(len(raw))])
+                anon = raw * tubelet_pixels(mask, cfg)
+                if priv is not None:
+                    rec.update(pixel_metrics(mask, priv, act))
+            else:
+                anon = pixel_anonymize(method, raw)
+            out = run_model(model, anon, 1.0, device)
+            rec["action_top1"] = float((out["action"].argmax(1) == labels).mean())
+            if attrs is not None:
+                rec.update(privacy_metrics(out["privacy"], attrs, cfg.attributes))
+            records.append(rec)
+            if progress:
+                progress()
+    return records
+
+
+def evaluate_clips(model: PPARModel, clips: ClipSet, device=torch.device("cpu")) -> dict:
+    """The per-epoch validation of training: raw and ppar at keep 0.5, flattened into one record."""
+    res = {}
+    for rec in evaluate(model, clips, ("raw", "ppar", "random", "oracle"), (0.5,), device):
+        tag = rec["method"] if rec["keep"] is None else f"{rec['method']}@{rec['keep']:g}"
+        for k, v in rec.items():
+            if k not in ("method", "keep", "per_attribute_ap"):
+                res[f"{tag}/{k}"] = v
     return res
+
+
+def pareto_front(records: list[dict]) -> list[dict]:
+    """Records not dominated in (higher action top-1, lower privacy cMAP)."""
+    pts = [r for r in records if r.get("privacy_cmap") is not None]
+    return sorted((r for r in pts if not any(
+        o["action_top1"] >= r["action_top1"] and o["privacy_cmap"] <= r["privacy_cmap"]
+        and (o["action_top1"] > r["action_top1"] or o["privacy_cmap"] < r["privacy_cmap"]) for o in pts)),
+        key=lambda r: r["action_top1"])
+
+
+def sweet_spots(records: list[dict], tolerance: float = 0.02) -> dict:
+    """The lowest leakage within ``tolerance`` of raw utility, and the knee of the Pareto frontier."""
+    front = pareto_front(records)
+    raw = next((r for r in records if r["method"] == "raw"), None)
+    spots = {}
+    if raw is not None:
+        ok = [r for r in records if r.get("privacy_cmap") is not None and r["action_top1"] >= raw["action_top1"] - tolerance]
+        if ok:
+            spots["lowest_leakage_near_raw_utility"] = min(ok, key=lambda r: r["privacy_cmap"])
+    if len(front) >= 3:  # farthest frontier point from the chord between its ends, in normalised units
+        a, b = np.array([front[0]["action_top1"], front[0]["privacy_cmap"]]), np.array([front[-1]["action_top1"], front[-1]["privacy_cmap"]])
+        scale = np.maximum(np.abs(b - a), 1e-9)
+        u = (b - a) / scale
+
+        def dist(r):
+            v = (np.array([r["action_top1"], r["privacy_cmap"]]) - a) / scale
+            return abs(u[0] * v[1] - u[1] * v[0])
+
+        spots["knee"] = max(front[1:-1], key=dist)
+    return spots
+
+
+def label(r: dict) -> str:
+    return r["method"] if r["keep"] is None else f"{r['method']}@{r['keep']:g}"
+
+
+def write_results(records: list[dict], out: Path, title: str) -> dict:
+    """results.json, results.csv and tradeoff.png in ``out``; returns the sweet spots."""
+    out.mkdir(parents=True, exist_ok=True)
+    spots = sweet_spots(records)
+    front = pareto_front(records)
+    (out / "results.json").write_text(json.dumps({"records": records, "pareto_front": [label(r) for r in front],
+                                                  "sweet_spots": {k: label(v) for k, v in spots.items()}}, indent=1))
+    cols = ["method", "keep", "action_top1", "privacy_cmap", "privacy_f1", "privacy_pixels_removed", "action_pixels_kept"]
+    attrs = sorted({a for r in records for a in r.get("per_attribute_ap", {})})
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols + [f"ap_{a}" for a in attrs])
+        for r in records:
+            w.writerow([r.get(c, "") for c in cols] + [r.get("per_attribute_ap", {}).get(a, "") for a in attrs])
+    _plot(records, front, spots, out / "tradeoff.png", title)
+    return spots
+
+
+def _plot(records, front, spots, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
+    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    for m in dict.fromkeys(r["method"] for r in records):
+        rs = [r for r in records if r["method"] == m and r.get("privacy_cmap") is not None]
+        ax.plot([r["action_top1"] * 100 for r in rs], [r["privacy_cmap"] * 100 for r in rs], "o-" if len(rs) > 1 else "o",
+                color=colors.get(m), label=m, ms=7)
+        for r in rs:
+            if r["keep"] is not None:
+                ax.annotate(f"{r['keep']:g}", (r["action_top1"] * 100, r["privacy_cmap"] * 100), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")
+    ax.plot([r["action_top1"] * 100 for r in front], [r["privacy_cmap"] * 100 for r in front], "--", color="gray",
+            lw=1, label="Pareto frontier", zorder=0)
+    for name, r in spots.items():
+        ax.scatter([r["action_top1"] * 100], [r["privacy_cmap"] * 100], s=260, facecolors="none", edgecolors="black", lw=1.5)
+        ax.annotate(name.replace("_", " "), (r["action_top1"] * 100, r["privacy_cmap"] * 100), fontsize=8,
+                    xytext=(8, -14), textcoords="offset points")
+    ax.annotate("better", xy=(0.97, 0.04), xycoords="axes fraction", xytext=(0.80, 0.17), textcoords="axes fraction",
+                arrowprops=dict(arrowstyle="->"), fontsize=9)
+    ax.set_xlabel("action top-1 (%)  (higher is better)")
+    ax.set_ylabel("privacy cMAP (%)  (lower is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

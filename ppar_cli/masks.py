@@ -28,7 +28,7 @@ def pixel_mask(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     return grid[rows[:, None], cols[None, :]]
 
 
-def _smoothed(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.ndarray:
+def smooth_fill(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.ndarray:
     """Replacement content for blur / pixelate / mean fills, strong enough to hide a face."""
     n, H, W, _ = frames.shape
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
@@ -56,7 +56,7 @@ def fill_clip(frames: np.ndarray, keep: np.ndarray, slab_of_frame: np.ndarray, f
         return frames
     H, W = frames.shape[1:3]
     frames = np.require(frames, requirements=["W", "C"])
-    replacement = None if fill == "black" else _smoothed(frames, fill, keep.shape[1:])
+    replacement = None if fill == "black" else smooth_fill(frames, fill, keep.shape[1:])
     starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))  # slabs are contiguous runs of frames
     for a, b in zip(starts, list(starts[1:]) + [len(frames)]):
         mask = pixel_mask(keep[slab_of_frame[a]], H, W)[None, :, :, None]

@@ -45,11 +45,11 @@ def attention_mass(attn: np.ndarray, px: np.ndarray) -> float:
 
 
 def oracle_keep(priv_px: np.ndarray, act_px: np.ndarray, k: int) -> np.ndarray:
-    """The pruning that bounds any tubelet pruning: drop tubelets with privacy pixels first, then
-    those with the fewest action pixels, until k remain. (N,) counts -> (N,) bool."""
-    order = np.lexsort((-act_px, priv_px > 0))  # privacy-free first, then most action pixels first
+    """The pruning that bounds any tubelet pruning: every tubelet holding privacy pixels is dropped,
+    then those with the fewest action pixels, until at most k remain. (N,) counts -> (N,) bool."""
+    free = np.flatnonzero(priv_px == 0)
     keep = np.zeros(len(priv_px), bool)
-    keep[order[:k]] = True
+    keep[free[np.argsort(-act_px[free], kind="stable")[:k]]] = True
     return keep
 
 

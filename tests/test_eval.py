@@ -1,0 +1,68 @@
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ppar_cli.evaluate import pareto_front, sweet_spots, tubelet_pixels
+from ppar_cli.metrics import average_precision, oracle_keep, privacy_metrics
+from ppar_cli.model import PPARConfig
+
+
+def test_average_precision_hand_computed():
+    # ranking: pos, neg, pos -> precisions at hits 1/1 and 2/3 -> AP = (1 + 2/3) / 2
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1])) == pytest.approx((1 + 2 / 3) / 2)
+    m = privacy_metrics(np.array([[0.9, 0.2], [0.1, 0.6]]), np.array([[1, 0], [0, 1]]), ["a", "b"])
+    assert m["privacy_cmap"] == 1.0 and m["privacy_f1"] == 1.0
+
+
+def test_oracle_drops_privacy_first_then_least_action():
+    priv = np.array([0, 5, 0, 0, 2])
+    act = np.array([1, 9, 7, 0, 3])
+    assert oracle_keep(priv, act, 2).tolist() == [True, False, True, False, False]
+    assert oracle_keep(priv, act, 4).tolist() == [True, False, True, True, False]  # never a privacy tubelet
+
+
+def test_tubelet_pixels_layout():
+    cfg = PPARConfig(frames=4, image_size=16, tubelet=(2, 8, 8), dim=32, depth=1, heads=2, prune_blocks=(1,), conv_stem=False)
+    keep = np.zeros((1, cfg.num_tokens), bool)
+    keep[0, 1 * 4 + 0 * 2 + 1] = True  # slab 1, row 0, column 1
+    px = tubelet_pixels(keep, cfg)[0, ..., 0]
+    assert px.shape == (4, 16, 16) and px.sum() == 2 * 8 * 8
+    assert px[2:, :8, 8:].all()
+
+
+def test_pareto_and_sweet_spots():
+    recs = [{"method": "raw", "keep": None, "action_top1": 0.95, "privacy_cmap": 0.9},
+            {"method": "ppar", "keep": 0.7, "action_top1": 0.94, "privacy_cmap": 0.6},
+            {"method": "ppar", "keep": 0.5, "action_top1": 0.85, "privacy_cmap": 0.4},
+            {"method": "random", "keep": 0.5, "action_top1": 0.80, "privacy_cmap": 0.7},  # dominated
+            {"method": "ppar", "keep": 0.3, "action_top1": 0.5, "privacy_cmap": 0.35}]
+    front = pareto_front(recs)
+    assert [(r["method"], r["keep"]) for r in front] == [("ppar", 0.3), ("ppar", 0.5), ("ppar", 0.7), ("raw", None)]
+    spots = sweet_spots(recs)
+    assert spots["lowest_leakage_near_raw_utility"]["keep"] == 0.7
+    assert spots["knee"]["keep"] == 0.5
+
+
+def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
+    from ppar_cli.synth import generate
+
+    generate(tmp_path / "b", 20, seed=21, size=48, frames=20, workers=1)
+    out = tmp_path / "res"
+    r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
+                        "--keep", "0.3:0.7:0.2", "--out", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    recs = {(x["method"], x["keep"]) for x in res["records"]}
+    assert ("ppar", 0.5) in recs and ("oracle", 0.3) in recs and ("raw", None) in recs and ("downsample4", None) in recs
+    oracle = next(x for x in res["records"] if x["method"] == "oracle" and x["keep"] == 0.5)
+    assert oracle["privacy_pixels_removed"] == 1.0 or oracle["privacy_pixels_removed"] > 0.99
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == len(res["records"])
+    assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
+                          "--keep", "2", "--quiet"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--keep" in bad.stderr
