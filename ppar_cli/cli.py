@@ -239,7 +239,7 @@ def train(
                      seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after)
     try:
         run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
-    except (DataError, WeightsError, TypeError, ValueError) as e:
+    except (DataError, WeightsError, ValueError) as e:
         fail(str(e), 2)
 
 

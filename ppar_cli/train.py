@@ -71,6 +71,9 @@ def build_config(args: TrainArgs, actions: list[str], attributes: list[str]) -> 
         base = json.loads(path.read_text()) if path.suffix == ".json" else json.loads(read_metadata(path)[0].to_json())
     base.update(args.overrides)
     base.update(actions=actions, attributes=attributes)
+    unknown = sorted(set(base) - set(PPARConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
     return PPARConfig(**base)
 
 
@@ -187,7 +190,7 @@ def train(args: TrainArgs, log=print) -> dict:
         state["epoch"] = epoch + 1
         if master:
             model.eval()
-            rec.update(evaluate_clips(model, test_set, keeps=(1.0, 0.5), device=device))
+            rec.update(evaluate_clips(model, test_set, device=device))
             state["history"].append(rec)
             with open(metrics_log, "a") as f:
                 f.write(json.dumps(rec) + "\n")
