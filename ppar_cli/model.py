@@ -20,6 +20,9 @@ import torch.nn.functional as F
 
 # Inputs are scaled to roughly zero mean / unit variance; the same constants serve training and inference.
 PIXEL_MEAN, PIXEL_STD = 0.45, 0.25
+# Frame differences are about 20x smaller than the frames themselves; scaled up so that the
+# embedding sees motion from the first step.
+DIFF_SCALE = 8.0
 
 
 @dataclass
@@ -211,7 +214,7 @@ class PPARModel(nn.Module):
             keep = cfg.train_keep_rate ** n_blocks
         counts = dict(zip(cfg.prune_blocks, keep_counts(cfg.num_tokens, keep, n_blocks)))
         if cfg.frame_diff:
-            diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2)
+            diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * DIFF_SCALE
             x = torch.cat([x, diff], dim=1)
         tokens = self.embed(x) + self.pos
         B, N, _ = tokens.shape
