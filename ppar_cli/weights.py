@@ -45,6 +45,9 @@ def save_weights(model: PPARModel, path: str | os.PathLike, provenance: dict | N
     meta = {"format": "ppar-weights/1", "config": model.cfg.to_json(), "provenance": json.dumps(provenance or {}, sort_keys=True)}
     tmp = path.with_name(path.name + ".partial")
     save_file(tensors, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
 
 
