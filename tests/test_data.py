@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import ANNOTATIONS, needs_shared
-from ppar_cli.data import (DataError, Item, open_benchmark, pa_clip_labels, read_hmdb51, read_label_pickle, read_pa_hmdb51,
+from ppar_cli.data import (DataError, open_benchmark, pa_clip_labels, read_hmdb51, read_label_pickle, read_pa_hmdb51,
                            read_ucf101, summarize_labels)
 
 

@@ -1,5 +1,4 @@
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ from conftest import REAL, make_clip, needs_shared
 from ppar_cli import Options, anonymize
 from ppar_cli.masks import pixel_mask
 from ppar_cli.pipeline import UsageError
-from ppar_cli.video import FrameReader, ffmpeg_exe, probe
+from ppar_cli.video import FrameReader, probe
 from ppar_cli.weights import load_weights
 
 
