@@ -1,4 +1,5 @@
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from conftest import REAL, make_clip, needs_shared
 from ppar_cli import Options, anonymize
 from ppar_cli.masks import pixel_mask
 from ppar_cli.pipeline import UsageError
-from ppar_cli.video import FrameReader, probe
+from ppar_cli.video import FrameReader, ffmpeg_exe, probe
 from ppar_cli.weights import load_weights
 
 
@@ -112,3 +113,27 @@ def test_real_clips(tmp_path, tiny_weights, name):
     assert o.fps == i.fps
     assert bool(o.audio_codecs) == bool(i.audio_codecs)
     assert len(decode(out)) == r.frames == len(decode(src))
+
+
+@pytest.mark.parametrize("name,w,h,extra", [
+    ("portrait_vp9.webm", 120, 200, ["-c:v", "libvpx-vp9", "-deadline", "realtime"]),
+    ("prores.mov", 96, 64, ["-c:v", "prores"]),
+    ("mjpeg.avi", 80, 60, ["-c:v", "mjpeg"]),
+])
+def test_containers_and_codecs(tmp_path, tiny_weights, name, w, h, extra):
+    clip = make_clip(tmp_path / name, w, h, 20, audio=False, extra=extra)
+    out = tmp_path / "o.mp4"
+    [r] = anonymize(clip, out, Options(), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    assert decode(out).shape == decode(clip).shape == (20, h, w, 3)
+
+
+def test_rotated_phone_video_is_upright(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "land.mp4", 96, 64, 10, audio=False)
+    rotated = tmp_path / "rot.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "90", "-i", str(clip), "-c", "copy", str(rotated)], check=True)
+    info = probe(rotated)
+    assert info.rotation in (90, 270) and (info.width, info.height) == (64, 96)
+    [r] = anonymize(rotated, tmp_path / "o.mp4", Options(), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    assert decode(tmp_path / "o.mp4").shape == (10, 96, 64, 3)
