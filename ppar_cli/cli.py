@@ -206,7 +206,7 @@ def labels(
 def train(
     data: Path = typer.Option(..., help="Benchmark folder (or CSV)."),
     format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
-    labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle."),
+    labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
     split: int = typer.Option(1),
     config: str = typer.Option("small", help="small, base, a config JSON or a weights file."),
@@ -247,7 +247,7 @@ def train(
 def eval_(
     data: Path = typer.Option(..., help="Benchmark folder (or CSV); its test split is evaluated."),
     format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
-    labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle."),
+    labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
     split: int = typer.Option(1),
     weights: Optional[Path] = typer.Option(None, help="Weights file; default: the bundled weights."),
@@ -255,6 +255,7 @@ def eval_(
     methods: str = typer.Option(",".join(("ppar", "raw", "random", "oracle", "blur", "downsample2", "downsample4"))),
     protocol: str = typer.Option("quick", help="quick: the frozen model's own heads read the anonymized clips."),
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
+    clips_per_video: int = typer.Option(1, help="Evenly spaced windows per test video."),
     out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -284,11 +285,11 @@ def eval_(
         clips = ClipSet(items, w.model.cfg, progress=advance)
     progress, advance = _bar(sum(len(keeps) if m in ("ppar", "random", "oracle") else 1 for m in chosen), "methods", quiet)
     with progress:
-        records = evaluate(w.model, clips, chosen, keeps, progress=advance)
+        records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video))
     spots = write_results(records, out, f"{w.path.name} on {data} ({len(items)} test clips)")
     if quiet:
         return
-    table = Table(title=f"ppar eval (quick) - {len(items)} test clips")
+    table = Table(title=f"ppar eval (quick) - {len(items)} test videos")
     for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "privacy px removed", "action px kept"):
         table.add_column(col, justify="left" if col == "method" else "right")
     fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731

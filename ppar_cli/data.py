@@ -33,6 +33,7 @@ class Item:
     attributes: np.ndarray | None = None  # float32 (A,), 0/1
     masks: Path | None = None  # synthetic ground truth
     identity: int | None = None
+    segments: dict | None = None  # PA-HMDB51 per-frame labels: clip labels depend on the window
 
     @property
     def key(self) -> str:
@@ -162,16 +163,23 @@ def read_hmdb51(root: str | os.PathLike, splits_dir: str | os.PathLike, split: i
     if not files:
         raise DataError(f"{sd}: no *_test_split{split}.txt files")
     actions = [f.name[: -len(f"_test_split{split}.txt")] for f in files]
-    priv = {_stem_key(k): v for k, v in read_label_pickle(labels).items()} if labels else {}
-    bench = Benchmark(actions, VP_ATTRIBUTES, source=str(sd))
+    pa = None
+    if labels and Path(labels).is_dir():  # PA-HMDB51 folder: per-frame labels
+        folder = Path(labels) / "PrivacyAttributes" if (Path(labels) / "PrivacyAttributes").is_dir() else Path(labels)
+        pa = {_stem_key(k): v for k, v in read_pa_hmdb51(folder).items()}
+    priv = {_stem_key(k): v for k, v in read_label_pickle(labels).items()} if labels and pa is None else {}
+    bench = Benchmark(actions, PA_ATTRIBUTES if pa is not None else VP_ATTRIBUTES, source=str(sd))
     for a, f in enumerate(files):
         for line in f.read_text().splitlines():
             parts = line.split()
             if len(parts) < 2 or parts[1] not in ("1", "2"):
                 continue
             rel = f"{actions[a]}/{parts[0]}"
+            if pa is not None and _stem_key(rel) not in pa:
+                continue  # PA-HMDB51 labels 515 of HMDB51's videos; the others have no privacy labels
             attrs = priv.get(_stem_key(rel))
-            item = Item(root / rel, a, None if attrs is None else attrs.astype(np.float32))
+            item = Item(root / rel, a, None if attrs is None else attrs.astype(np.float32),
+                        segments=pa.get(_stem_key(rel)) if pa is not None else None)
             (bench.train if parts[1] == "1" else bench.test).append(item)
     bench.check_disjoint()
     return bench
@@ -291,6 +299,22 @@ class ClipSet:
         """A random window start (training) or the centred one (evaluation)."""
         room = max(0, len(self.frames[i]) - self.cfg.clip_span)
         return int(rng.integers(room + 1)) if rng is not None else room // 2
+
+    def windows(self, i: int, n: int) -> list[int]:
+        """n evenly spaced window starts (n = 1: the centred one), for evaluation."""
+        room = max(0, len(self.frames[i]) - self.cfg.clip_span)
+        return [room // 2] if n == 1 else sorted({int(round(room * j / (n - 1))) for j in range(n)})
+
+    @property
+    def has_attributes(self) -> bool:
+        return all(it.attributes is not None or it.segments is not None for it in self.items)
+
+    def attributes(self, i: int, start: int) -> np.ndarray:
+        """Privacy labels of one window: per video, or from the frames it covers (PA-HMDB51)."""
+        it = self.items[i]
+        if it.segments is not None:
+            return pa_clip_labels(it.segments, start, start + self.cfg.clip_span - 1)
+        return it.attributes
 
     def clip(self, i: int, start: int) -> np.ndarray:
         from .model import sample_clip

@@ -59,15 +59,15 @@ def pixel_anonymize(method: str, clips: np.ndarray) -> np.ndarray:
 
 
 def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
-             seed: int = 0, progress=None) -> list[dict]:
-    """One record per (method, keep) on the centred window of every test video."""
+             seed: int = 0, progress=None, clips_per_video: int = 1) -> list[dict]:
+    """One record per (method, keep) over evenly spaced windows of every test video."""
     cfg = model.cfg
     model.eval()
-    starts = [clips.starts(i, None) for i in range(len(clips))]
-    raw = np.stack([clips.clip(i, s) for i, s in enumerate(starts)])
-    labels = np.array([it.action for it in clips.items])
-    attrs = np.stack([it.attributes for it in clips.items]) if all(it.attributes is not None for it in clips.items) else None
-    counts = [clips.counts(i, s) for i, s in enumerate(starts)] if clips.has_masks else None
+    windows = [(i, s) for i in range(len(clips)) for s in clips.windows(i, clips_per_video)]
+    raw = np.stack([clips.clip(i, s) for i, s in windows])
+    labels = np.array([clips.items[i].action for i, _ in windows])
+    attrs = np.stack([clips.attributes(i, s) for i, s in windows]) if clips.has_attributes else None
+    counts = [clips.counts(i, s) for i, s in windows] if clips.has_masks else None
     priv = np.stack([c[0] for c in counts]) if counts else None
     act = np.stack([c[1] for c in counts]) if counts else None
     rng = np.random.default_rng(seed)

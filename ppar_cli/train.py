@@ -128,7 +128,7 @@ def train(args: TrainArgs, log=print) -> dict:
     train_set = ClipSet(bench.train, cfg)
     test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
     test_set = ClipSet(test_items, cfg) if master else None
-    has_privacy = all(it.attributes is not None for it in bench.train)
+    has_privacy = train_set.has_attributes
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
@@ -166,7 +166,7 @@ def train(args: TrainArgs, log=print) -> dict:
             loss_a = F.cross_entropy(out.action_logits.float(), y)
             loss = loss_a
             if has_privacy:
-                z = torch.from_numpy(np.stack([train_set.items[i].attributes for i in idx])).to(device)
+                z = torch.from_numpy(np.stack([train_set.attributes(i, s) for i, s in zip(idx, starts)])).to(device)
                 loss_p = F.binary_cross_entropy_with_logits(out.privacy_logits.float(), z)
                 loss = loss + loss_p
                 sums["privacy"] += loss_p.item() * len(idx)

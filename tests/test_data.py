@@ -109,3 +109,27 @@ def test_csv_reader(tmp_path):
     b = open_benchmark(tmp_path / "d.csv")
     assert b.attributes == ["face", "nudity"] and b.actions == ["run", "walk"]
     assert b.test[0].attributes.tolist() == [0, 1]
+
+
+def test_hmdb51_with_pa_labels_per_window(tmp_path):
+    from conftest import make_clip
+    from ppar_cli.data import ClipSet
+    from ppar_cli.model import PPARConfig
+
+    splits, videos, pa = tmp_path / "splits", tmp_path / "videos", tmp_path / "pa"
+    for d in (splits, videos / "wave", pa):
+        d.mkdir(parents=True)
+    (splits / "wave_test_split1.txt").write_text("a.avi 1\nb.avi 2\nunlabelled.avi 2\n")
+    seg = lambda v: [[0, 39, v]]  # noqa: E731
+    doc = {"a.avi": {"face": [[0, 9, 0], [10, 39, [1, 2]]], "skin_color": seg(1), "gender": seg(0), "nudity": seg(0), "relationship": seg(0)},
+           "b.avi": {"face": seg(0), "skin_color": seg(0), "gender": seg(2), "nudity": seg(0), "relationship": seg(1)}}
+    (pa / "wave.json").write_text(json.dumps(doc))
+    for name in ("a.avi", "b.avi"):
+        make_clip(videos / "wave" / name, 64, 48, 40, audio=False, extra=["-c:v", "mpeg4"])
+    b = open_benchmark(videos, "hmdb51", labels=pa, splits_dir=splits)
+    assert [i.key for i in b.train] == ["wave/a.avi"] and [i.key for i in b.test] == ["wave/b.avi"]  # unlabelled dropped
+    cfg = PPARConfig(frames=4, frame_stride=2, image_size=32, tubelet=(2, 8, 8), dim=32, depth=1, heads=2, prune_blocks=(1,), actions=["wave"])
+    cs = ClipSet(b.train, cfg)
+    assert cs.has_attributes and cs.windows(0, 3) == [0, 16, 32]
+    assert cs.attributes(0, 0).tolist() == [0, 1, 0, 0, 0]  # frames 0-7: face not visible yet
+    assert cs.attributes(0, 16).tolist() == [1, 1, 0, 0, 0]
