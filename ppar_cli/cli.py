@@ -135,7 +135,7 @@ def info(
     table.add_row("parameters", f"{d['parameters']:,}")
     table.add_row("tokens / grid", f"{d['tokens']} = {' x '.join(map(str, d['grid']))}")
     for k in ("name", "frames", "frame_stride", "image_size", "tubelet", "dim", "depth", "heads", "prune_blocks",
-              "train_keep_rate", "lambda_priv", "grl", "frame_diff", "conv_stem"):
+              "train_keep_rate", "lambda_priv", "grl", "frame_diff", "diff_scale", "conv_stem"):
         table.add_row(k, str(cfg[k]))
     table.add_row("actions", ", ".join(cfg["actions"]))
     table.add_row("attributes", ", ".join(cfg["attributes"]))

@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .masks import cell_edges
+from .model import sample_clip, slab_index
+from .synth import load_masks
+from .video import FrameReader, probe
 
 # Column order of the VP-UCF101 / VP-HMDB51 label arrays. The publisher does not document it;
 # this order follows the STPrivacy paper's list and the columns' positive rates (0.91, 0.60, 0.90, 0.25, 0.25 on VP-UCF101).
@@ -89,8 +96,11 @@ def _stem_key(name: str) -> str:
 
 
 def read_pa_hmdb51(folder: str | os.PathLike) -> dict[str, dict]:
-    """PA-HMDB51: ``video.avi -> {attr: [(start, end, {values}), ...]}`` with 0-based inclusive frames."""
+    """PA-HMDB51 (the dataset folder or its PrivacyAttributes folder):
+    ``action/video.avi -> {attr: [(start, end, {values}), ...]}`` with 0-based inclusive frames."""
     folder = Path(folder)
+    if (folder / "PrivacyAttributes").is_dir():
+        folder = folder / "PrivacyAttributes"
     out = {}
     files = sorted(folder.glob("*.json"))
     if not files:
@@ -165,8 +175,7 @@ def read_hmdb51(root: str | os.PathLike, splits_dir: str | os.PathLike, split: i
     actions = [f.name[: -len(f"_test_split{split}.txt")] for f in files]
     pa = None
     if labels and Path(labels).is_dir():  # PA-HMDB51 folder: per-frame labels
-        folder = Path(labels) / "PrivacyAttributes" if (Path(labels) / "PrivacyAttributes").is_dir() else Path(labels)
-        pa = {_stem_key(k): v for k, v in read_pa_hmdb51(folder).items()}
+        pa = {_stem_key(k): v for k, v in read_pa_hmdb51(labels).items()}
     priv = {_stem_key(k): v for k, v in read_label_pickle(labels).items()} if labels and pa is None else {}
     bench = Benchmark(actions, PA_ATTRIBUTES if pa is not None else VP_ATTRIBUTES, source=str(sd))
     for a, f in enumerate(files):
@@ -234,11 +243,6 @@ def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, l
 
 def decode_resized(path: str | os.PathLike, size: int, max_frames: int | None = None) -> np.ndarray:
     """All frames (up to max_frames) of a video, resized to size x size: uint8 (F, size, size, 3)."""
-    import torch
-    import torch.nn.functional as F
-
-    from .video import FrameReader, probe
-
     out = []
     n = 0
     for chunk in FrameReader(probe(path)).chunks(64):
@@ -256,8 +260,6 @@ def decode_resized(path: str | os.PathLike, size: int, max_frames: int | None = 
 
 def cell_counts(masks: np.ndarray, gh: int, gw: int) -> np.ndarray:
     """bool (F, H, W) -> int32 (F, gh, gw) pixels per tubelet cell, with the anonymizer's cell mapping."""
-    from .masks import cell_edges
-
     F_, H, W = masks.shape
     rows = np.add.reduceat(masks.astype(np.int32), cell_edges(H, gh)[:-1], axis=1)
     return np.add.reduceat(rows, cell_edges(W, gw)[:-1], axis=2)
@@ -265,8 +267,6 @@ def cell_counts(masks: np.ndarray, gh: int, gw: int) -> np.ndarray:
 
 def window_counts(counts: np.ndarray, start: int, cfg) -> np.ndarray:
     """Per-frame cell counts (F, gh, gw) -> per-tubelet counts (N,) of the window at ``start``."""
-    from .model import slab_index
-
     win = counts[start:start + cfg.clip_span]
     out = np.zeros(cfg.grid, np.int64)
     np.add.at(out, slab_index(len(win), cfg), win)
@@ -277,8 +277,6 @@ class ClipSet:
     """Videos of one split held in memory at model resolution, with labels and (synthetic) mask counts."""
 
     def __init__(self, items: list[Item], cfg, progress=None):
-        from .synth import load_masks
-
         self.items, self.cfg = items, cfg
         self.frames, self.priv, self.act = [], [], []
         gt, gh, gw = cfg.grid
@@ -317,8 +315,6 @@ class ClipSet:
         return it.attributes
 
     def clip(self, i: int, start: int) -> np.ndarray:
-        from .model import sample_clip
-
         return sample_clip(self.frames[i][start:start + self.cfg.clip_span], self.cfg)
 
     def counts(self, i: int, start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -331,8 +327,7 @@ def summarize_labels(path: str | os.PathLike) -> dict:
     if path.is_dir() and (path / "labels.json").exists():
         path = path / "privacy_labels.pickle"
     if path.is_dir():
-        folder = path / "PrivacyAttributes" if (path / "PrivacyAttributes").is_dir() else path
-        segs = read_pa_hmdb51(folder)
+        segs = read_pa_hmdb51(path)
         frames = {a: {} for a in PA_ATTRIBUTES}
         positive = {a: 0 for a in PA_ATTRIBUTES}
         total = {a: 0 for a in PA_ATTRIBUTES}

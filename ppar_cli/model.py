@@ -20,9 +20,6 @@ import torch.nn.functional as F
 
 # Inputs are scaled to roughly zero mean / unit variance; the same constants serve training and inference.
 PIXEL_MEAN, PIXEL_STD = 0.45, 0.25
-# Frame differences are about 20x smaller than the frames themselves; scaled up so that the
-# embedding sees motion from the first step.
-DIFF_SCALE = 8.0
 
 
 @dataclass
@@ -33,6 +30,9 @@ class PPARConfig:
     image_size: int = 64
     tubelet: tuple[int, int, int] = (2, 8, 8)  # t, p, p in model frames / pixels
     frame_diff: bool = True  # add temporal differences as 3 extra channels (SPEC section 7)
+    # Frame differences are about 20x smaller than the frames; scaled so the embedding sees motion
+    # from the first step (unscaled, the small model learned no action in 150 steps).
+    diff_scale: float = 8.0
     conv_stem: bool = True  # small convolutional stem before tokenisation (SPEC section 7)
     dim: int = 128
     depth: int = 4
@@ -214,7 +214,7 @@ class PPARModel(nn.Module):
             keep = cfg.train_keep_rate ** n_blocks
         counts = dict(zip(cfg.prune_blocks, keep_counts(cfg.num_tokens, keep, n_blocks)))
         if cfg.frame_diff:
-            diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * DIFF_SCALE
+            diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * cfg.diff_scale
             x = torch.cat([x, diff], dim=1)
         tokens = self.embed(x) + self.pos
         B, N, _ = tokens.shape

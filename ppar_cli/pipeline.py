@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .files import atomic_path
 from .masks import FILLS, cell_edges, fill_clip
 from .model import PPARConfig, PPARModel, keep_counts, prepare_clips, sample_clip, slab_index
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, VideoInfo, VideoWriter, probe
@@ -195,9 +196,8 @@ def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
 
 
 def plan_jobs(inp: Path, out: Path) -> list[tuple[Path, Path]]:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .data import ClipSet, open_benchmark
 from .evaluate import evaluate_clips
+from .files import atomic_path
 from .model import PRESETS, PPARConfig, PPARModel, prepare_clips
 from .weights import read_metadata, save_weights
 
@@ -82,11 +83,12 @@ def _save_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer, st
     for i, s in enumerate(opt.state_dict()["state"].values()):
         for k, v in s.items():
             tensors[f"{i}.{k}"] = v.detach().cpu().float().reshape(-1) if torch.is_tensor(v) else torch.tensor([float(v)])
-    save_file(tensors, str(run / "optim.partial"))
+    # state.json is written last: a run interrupted mid-save resumes from the previous epoch's counters
+    with atomic_path(run / "optim.safetensors") as tmp:
+        save_file(tensors, str(tmp))
     save_weights(model, run / "checkpoint.safetensors", {"state": state})
-    os.replace(run / "optim.partial", run / "optim.safetensors")
-    (run / "state.partial").write_text(json.dumps(state))
-    os.replace(run / "state.partial", run / "state.json")
+    with atomic_path(run / "state.json") as tmp:
+        tmp.write_text(json.dumps(state))
 
 
 def _load_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer) -> dict:

@@ -16,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
+from .files import temp_beside
+
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
 # Audio codecs an MP4 can carry as they are; anything else is re-encoded to AAC.
 MP4_AUDIO = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}
@@ -152,12 +154,7 @@ class VideoWriter:
                  preset: str = "veryfast", audio_from: VideoInfo | None = None):
         self.dest = Path(dest)
         self.size = (width, height)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=".partial.mp4", dir=self.dest.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+        self.tmp = temp_beside(self.dest, ".mp4")
         # yuv420p needs even sizes; odd sizes keep their exact size through 4:4:4 instead of a pad or crop.
         self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",

@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .files import atomic_path
 from .model import PPARConfig, PPARModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -43,12 +44,8 @@ def save_weights(model: PPARModel, path: str | os.PathLike, provenance: dict | N
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "ppar-weights/1", "config": model.cfg.to_json(), "provenance": json.dumps(provenance or {}, sort_keys=True)}
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_metadata(path: Path) -> tuple[PPARConfig, dict]:
