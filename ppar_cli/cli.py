@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .pipeline import FileResult, Options, UsageError, anonymize as run_anonymize
+from .pipeline import FileResult, Options, UsageError, anonymize as run_anonymize, parse_shard
 from .weights import WeightsError, describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -70,11 +70,17 @@ def anonymize(
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s)."),
     crf: int = typer.Option(20, help="x264 quality, 0 (lossless) .. 51; lower is better."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
+    shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
+    manifest: Optional[Path] = typer.Option(None, help="Folder mode: JSON-lines record of each file (default OUT/ppar-manifest*.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
-    opts = Options(keep=keep, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
-                   scores_path=scores, audio=audio, crf=crf, overwrite=overwrite)
+    try:
+        opts = Options(keep=keep, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
+                       scores_path=scores, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
+                       manifest=manifest)
+    except UsageError as e:
+        fail(str(e), 2)
     progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                            TimeRemainingColumn(), console=console, transient=True)
     try:
@@ -216,6 +222,8 @@ def train(
     accum: int = typer.Option(1, help="Gradient accumulation steps."),
     lr: float = typer.Option(1e-3),
     overlap_weight: float = typer.Option(0.0, help="Penalty on overlapping action/privacy CLS attention."),
+    mask_weight: float = typer.Option(0.0, help="Supervise both CLS attentions with ground-truth masks (synthetic benchmark)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("weights/ppar-small.safetensors"), help="Final weights file."),
     run_dir: Path = typer.Option(Path("runs/train"), help="Checkpoints and metrics.jsonl; an existing run resumes."),
@@ -236,7 +244,7 @@ def train(
     args = TrainArgs(data=str(data), format=format, labels=str(labels) if labels else None,
                      splits_dir=str(splits) if splits else None, split=split, config=config, overrides=overrides,
                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, overlap_weight=overlap_weight,
-                     seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after)
+                     mask_weight=mask_weight, threads=threads, seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after)
     try:
         run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
     except (DataError, WeightsError, ValueError) as e:

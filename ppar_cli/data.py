@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .masks import cell_edges
-from .model import sample_clip, slab_index
+from .model import resize_frames, sample_clip, slab_index
 from .synth import load_masks
 from .video import FrameReader, probe
 
@@ -246,10 +245,7 @@ def decode_resized(path: str | os.PathLike, size: int, max_frames: int | None = 
     out = []
     n = 0
     for chunk in FrameReader(probe(path)).chunks(64):
-        x = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float()
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+        out.append(resize_frames(torch.from_numpy(np.ascontiguousarray(chunk)), size).numpy())
         n += len(chunk)
         if max_frames and n >= max_frames:
             break

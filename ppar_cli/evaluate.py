@@ -34,7 +34,7 @@ def run_model(model: PPARModel, clips: np.ndarray, keep: float, device: torch.de
         x = torch.from_numpy(clips[b:b + batch_size]).to(device)
         o = model(prepare_clips(x, model.cfg), keep=keep)
         outs.append({"action": o.action_logits.float().cpu(), "privacy": o.privacy_logits.float().sigmoid().cpu(),
-                     "keep": o.keep_mask.reshape(len(x), -1).cpu(), "a_act": o.a_act.cpu(), "a_priv": o.a_priv.cpu()})
+                     "keep": o.keep_mask.reshape(len(x), -1).cpu(), "a_act": o.a_act[:, 0].cpu(), "a_priv": o.a_priv[:, 0].cpu()})
     return {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
 
 

@@ -44,24 +44,33 @@ def smooth_fill(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.n
     return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
+def pruned_runs(grid: np.ndarray) -> list[tuple[int, int, int]]:
+    """(gh, gw) bool keep grid -> (row, first col, end col) runs of pruned cells, row by row."""
+    runs = []
+    for r, row in enumerate(grid):
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], ~row, [0]]).astype(np.int8)))
+        runs += [(r, int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+    return runs
+
+
 def fill_clip(frames: np.ndarray, keep: np.ndarray, slab_of_frame: np.ndarray, fill: str = "black") -> np.ndarray:
     """Apply a clip's keep grid to its source frames, in place where possible.
 
     frames: uint8 (L, H, W, 3); keep: bool (gt, gh, gw); slab_of_frame: (L,) temporal tubelet index
-    of each frame. Pruned tubelets are filled over all their frames.
+    of each frame. Pruned tubelets are filled over all their frames, one rectangle per run of pruned
+    cells in a grid row (no full-frame mask arithmetic: this is on the per-frame hot path).
     """
     if fill not in FILLS:
         raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
     if keep.all():
         return frames
     H, W = frames.shape[1:3]
-    frames = np.require(frames, requirements=["W", "C"])
+    rows, cols = cell_edges(H, keep.shape[1]), cell_edges(W, keep.shape[2])
+    frames = np.require(frames, requirements=["W"])
     replacement = None if fill == "black" else smooth_fill(frames, fill, keep.shape[1:])
     starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))  # slabs are contiguous runs of frames
     for a, b in zip(starts, list(starts[1:]) + [len(frames)]):
-        mask = pixel_mask(keep[slab_of_frame[a]], H, W)[None, :, :, None]
-        if replacement is None:
-            frames[a:b] *= mask
-        else:
-            np.copyto(frames[a:b], replacement[a:b], where=~mask)
+        for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
+            region = (slice(a, b), slice(rows[r], rows[r + 1]), slice(cols[c0], cols[c1]))
+            frames[region] = 0 if replacement is None else replacement[region]
     return frames

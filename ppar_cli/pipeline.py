@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ import torch
 from . import __version__
 from .files import atomic_path
 from .masks import FILLS, cell_edges, fill_clip
-from .model import PPARConfig, PPARModel, keep_counts, prepare_clips, sample_clip, slab_index
+from .model import PPARConfig, PPARModel, keep_counts, prepare_clips, resize_frames, sample_clip, slab_index
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, VideoInfo, VideoWriter, probe
 from .weights import LoadedWeights, load_weights
 
@@ -42,6 +44,8 @@ class Options:
     crf: int = 20
     preset: str = "veryfast"
     overwrite: bool = False
+    shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
+    manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
     def validate(self) -> None:
         try:
@@ -54,6 +58,21 @@ class Options:
             raise UsageError(f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
         if not 0 <= self.crf <= 51:
             raise UsageError(f"--crf must lie in 0..51, got {self.crf}")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise UsageError(f"--shard K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}")
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``K/N`` (0-based K, as RANK and SLURM_ARRAY_TASK_ID count), or torchrun's RANK/WORLD_SIZE
+    when no shard is given and more than one process was launched."""
+    if text is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        return None
+    k, sep, n = text.partition("/")
+    if not sep or not k.strip().isdigit() or not n.strip().isdigit() or int(n) < 1:
+        raise UsageError(f"--shard must look like K/N (e.g. 0/4), got {text!r}")
+    return int(k), int(n)
 
 
 @dataclass
@@ -83,12 +102,15 @@ class _Silent:
 
 
 def resolve_device(name: str) -> torch.device:
+    """cpu, or cuda (the LOCAL_RANK-th GPU when launched by torchrun)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is available to PyTorch here (use --device cpu or auto)")
     if name not in ("cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device(name)
 
 
@@ -155,22 +177,78 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     return result
 
 
+def _decoded_clips(reader: FrameReader, cfg: PPARConfig) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Source frames of each window and what the model sees of them (sampled, resized once, uint8)."""
+    for frames in reader.chunks(cfg.clip_span):
+        yield frames, resize_frames(torch.from_numpy(sample_clip(frames, cfg)), cfg.image_size)
+
+
+def _ahead(items: Iterator, depth: int) -> Iterator:
+    """Run a generator in a thread, ``depth`` items ahead of the consumer (decoding and resizing
+    release the GIL, so they overlap the model). Exceptions surface in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            q.put((done, None))
+        except BaseException as e:  # noqa: BLE001 -- handed to the consumer
+            q.put((done, e))
+        finally:
+            items.close()
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue, then wait for it
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.05)
+
+
 def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, opts: Options,
                     device: torch.device, reporter: Reporter) -> list[dict]:
     cfg = model.cfg
-    span = cfg.clip_span
     windows: list[dict] = []
     start = 0
-    for chunk in reader.chunks(span * opts.batch_size):
-        clips = [chunk[i:i + span] for i in range(0, len(chunk), span)]
-        batch = torch.from_numpy(np.stack([sample_clip(c, cfg) for c in clips]))
-        out = score_clips(model, batch, opts.keep, device)
-        for b, frames in enumerate(clips):
-            keep = out.keep_mask[b].numpy()
-            writer.write(fill_clip(frames, keep, slab_index(len(frames), cfg), opts.fill))
+    pending: list[tuple[np.ndarray, torch.Tensor]] = []
+
+    def flush() -> None:
+        nonlocal start
+        out = score_clips(model, torch.stack([small for _, small in pending]), opts.keep, device)
+        for b, (frames, _) in enumerate(pending):
+            writer.write(fill_clip(frames, out.keep_mask[b].numpy(), slab_index(len(frames), cfg), opts.fill))
             windows.append(_window_record(start, len(frames), out, b, cfg))
             start += len(frames)
-        reporter.advance(len(chunk))
+            reporter.advance(len(frames))
+        pending.clear()
+
+    for clip in _ahead(_decoded_clips(reader, cfg), depth=2):
+        pending.append(clip)
+        if len(pending) == opts.batch_size:
+            flush()
+    if pending:
+        flush()
     return windows
 
 
@@ -230,7 +308,11 @@ def plan_jobs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
 
 def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | None = None,
               weights: str | os.PathLike | LoadedWeights | None = None, reporter: Reporter | None = None) -> list[FileResult]:
-    """Anonymize a video file or a folder of videos (mirrored recursively under ``out``)."""
+    """Anonymize a video file or a folder of videos (mirrored recursively under ``out``).
+
+    In folder mode each finished file appends one JSON line to the manifest, so a sharded run over
+    many machines leaves a record of every file; a rerun skips outputs that exist.
+    """
     opts = opts or Options()
     opts.validate()
     device = resolve_device(opts.device)
@@ -239,6 +321,12 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     single = inp.is_file()
     if single and out.exists() and not opts.overwrite:
         raise UsageError(f"{out}: already exists (pass --overwrite to replace it)")
+    manifest = None
+    if not single:
+        if opts.shard:
+            jobs = jobs[opts.shard[0]::opts.shard[1]]
+        tag = f".shard-{opts.shard[0]}-of-{opts.shard[1]}" if opts.shard else ""
+        manifest = opts.manifest or out / f"ppar-manifest{tag}.jsonl"
     loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
     loaded.model.to(device)
     reporter = reporter or _Silent()
@@ -246,9 +334,22 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     results = []
     for src, dst in jobs:
         if dst.exists() and not opts.overwrite:
-            results.append(FileResult(src, dst, "skipped"))
-            reporter.end_file(results[-1])
-            continue
-        results.append(anonymize_file(src, dst, loaded, opts, device, reporter,
-                                      scores_path=opts.scores_path if single else None))
+            result = FileResult(src, dst, "skipped")
+            reporter.end_file(result)
+        else:
+            result = anonymize_file(src, dst, loaded, opts, device, reporter,
+                                    scores_path=opts.scores_path if single else None)
+        results.append(result)
+        if manifest is not None:
+            _append_manifest(manifest, result, loaded, opts)
     return results
+
+
+def _append_manifest(path: Path, r: FileResult, weights: LoadedWeights, opts: Options) -> None:
+    rec = {"src": str(r.src), "dst": str(r.dst), "status": r.status, "frames": r.frames,
+           "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
+           "keep": opts.keep, "weights_sha256": weights.sha256, "shard": list(opts.shard) if opts.shard else None,
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ppar_version": __version__}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:  # one short line per write: appends do not interleave
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -46,6 +46,9 @@ class TrainArgs:
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05
     overlap_weight: float = 0.0  # penalty on the overlap of action and privacy CLS attention
+    # Mask-supervised attention (needs ground-truth masks, i.e. the synthetic benchmark): at every
+    # pruning block, cross-entropy from each CLS's attention to its mask's per-tubelet pixel share.
+    mask_weight: float = 0.0
     seed: int = 0
     max_eval: int | None = None  # cap on evaluation videos per epoch
     stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)
@@ -76,6 +79,18 @@ def build_config(args: TrainArgs, actions: list[str], attributes: list[str]) -> 
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
     return PPARConfig(**base)
+
+
+def mask_attention_loss(attn: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (B, n_prune, N) attention to the ground-truth pixel share of the live tubelets.
+
+    pixels: (B, N) mask pixels per tubelet. Clips without mask pixels carry no target and are skipped.
+    """
+    target = pixels.unsqueeze(1) * (attn > 0)
+    total = target.sum(-1, keepdim=True)
+    ce = -(target / total.clamp_min(1) * attn.clamp_min(1e-8).log()).sum(-1)
+    valid = (total.squeeze(-1) > 0).float()
+    return (ce * valid).sum() / valid.sum().clamp_min(1)
 
 
 def _save_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer, state: dict) -> None:
@@ -131,6 +146,8 @@ def train(args: TrainArgs, log=print) -> dict:
     test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
     test_set = ClipSet(test_items, cfg) if master else None
     has_privacy = train_set.has_attributes
+    if args.mask_weight and not train_set.has_masks:
+        raise ValueError("--mask-weight needs ground-truth masks (the synthetic benchmark)")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
@@ -152,7 +169,7 @@ def train(args: TrainArgs, log=print) -> dict:
         rng = np.random.default_rng([args.seed, epoch])  # a function of (seed, epoch): resume is exact
         order = rng.permutation(len(train_set))[rank::world]
         model.train()
-        t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0}
+        t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0, "mask": 0.0}
         micro = args.batch_size
         batches = [order[i:i + micro] for i in range(0, len(order), micro)]
         for bi, idx in enumerate(batches):
@@ -173,9 +190,17 @@ def train(args: TrainArgs, log=print) -> dict:
                 loss = loss + loss_p
                 sums["privacy"] += loss_p.item() * len(idx)
             if args.overlap_weight:
-                overlap = (out.a_act * out.a_priv).sum(1).mean() * cfg.num_tokens
+                overlap = (out.a_act * out.a_priv).sum(-1).mean() * cfg.num_tokens
                 loss = loss + args.overlap_weight * overlap
                 sums["overlap"] += overlap.item() * len(idx)
+            if args.mask_weight:
+                counts = [train_set.counts(i, s) for i, s in zip(idx, starts)]
+                px = torch.from_numpy(np.stack([np.stack(c) for c in counts])).float().view(len(idx), 2, *cfg.grid)
+                px[flip] = px[flip].flip(-1)  # the masks follow the mirrored clips
+                px = px.flatten(2).to(device)
+                loss_m = mask_attention_loss(out.a_priv, px[:, 0]) + mask_attention_loss(out.a_act, px[:, 1])
+                loss = loss + args.mask_weight * loss_m
+                sums["mask"] += loss_m.item() * len(idx)
             (loss / args.accum).backward()
             if (bi + 1) % args.accum == 0 or bi + 1 == len(batches):
                 for g in opt.param_groups:

@@ -6,9 +6,11 @@ to a temporary file beside the destination, renamed only when ffmpeg finished cl
 from __future__ import annotations
 
 import os
+import queue
 import re
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -167,15 +169,33 @@ class VideoWriter:
         self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._err)
         self.frames = 0
+        # Frames go to ffmpeg from a thread (pipe writes release the GIL), so the caller can score
+        # the next clip while the encoder is busy; at most two writes wait in between.
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._failed = False
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._failed:
+                continue
+            try:
+                self.proc.stdin.write(data)
+            except (BrokenPipeError, OSError, ValueError):
+                self._failed = True
 
     def write(self, frames: np.ndarray) -> None:
         if frames.shape[1:] != (self.size[1], self.size[0], 3) or frames.dtype != np.uint8:
             raise VideoError(f"{self.dest}: frame shape {frames.shape} does not match {self.size}")
-        try:
-            self.proc.stdin.write(np.ascontiguousarray(frames).data)
-        except (BrokenPipeError, OSError):
-            raise VideoError(f"{self.dest}: encoder stopped ({self._error_text()})") from None
+        if self._failed or not self._thread.is_alive():
+            raise VideoError(f"{self.dest}: encoder stopped ({self._error_text()})")
+        self._queue.put(np.ascontiguousarray(frames).data)
         self.frames += len(frames)
+
+    def _drain(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
     def _error_text(self) -> str:
         if self.proc.poll() is None:
@@ -186,12 +206,13 @@ class VideoWriter:
         return text.splitlines()[-1][:200] if text else f"ffmpeg exit {self.proc.returncode}"
 
     def commit(self) -> None:
+        self._drain()
         try:
             self.proc.stdin.close()
         except OSError:
             pass
         rc = self.proc.wait()
-        if rc != 0:
+        if rc != 0 or self._failed:
             msg = self._error_text()
             self.abort()
             raise VideoError(f"{self.dest}: encoding failed ({msg})")
@@ -202,6 +223,9 @@ class VideoWriter:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self._thread.is_alive():
+            self._failed = True
+            self._drain()
         for f in (self.proc.stdin, self._err):
             try:
                 f.close()

@@ -64,7 +64,7 @@ def test_pruning_keeps_top_scores_single_block():
     for b in range(2):
         top = set(out.scores[b].argsort(descending=True)[:k].tolist())
         assert top == set(out.keep_mask[b].reshape(-1).nonzero().flatten().tolist())
-        assert torch.allclose(out.scores[b], out.a_act[b] - cfg.lambda_priv * out.a_priv[b], atol=1e-6)
+        assert torch.allclose(out.scores[b], out.a_act[b, 0] - cfg.lambda_priv * out.a_priv[b, 0], atol=1e-6)
 
 
 def test_grl_reverses_gradient():

@@ -7,7 +7,7 @@ import pytest
 from conftest import REAL, make_clip, needs_shared
 from ppar_cli import Options, anonymize
 from ppar_cli.masks import pixel_mask
-from ppar_cli.pipeline import UsageError
+from ppar_cli.pipeline import UsageError, parse_shard
 from ppar_cli.video import FrameReader, ffmpeg_exe, probe
 from ppar_cli.weights import load_weights
 
@@ -88,10 +88,38 @@ def test_folder_mode_with_corrupt_file(tmp_path, tiny_weights):
     bad = next(r for r in results if r.status == "failed")
     assert "bad.mp4" in bad.error
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["a.json", "a.mp4", "sub dir/b ü.json", "sub dir/b ü.mp4"]  # nothing half-written
+    assert files == ["a.json", "a.mp4", "ppar-manifest.jsonl", "sub dir/b ü.json", "sub dir/b ü.mp4"]  # nothing half-written
+    manifest = [json.loads(line) for line in (out / "ppar-manifest.jsonl").read_text().splitlines()]
+    assert {(m["src"].rsplit("/", 1)[-1], m["status"]) for m in manifest} == set(status.items())
     assert before == {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}  # inputs untouched
     again = anonymize(src, out, Options(), weights=tiny_weights)
     assert {r.src.name: r.status for r in again} == {"a.mp4": "skipped", "b ü.avi": "skipped", "bad.mp4": "failed"}
+
+
+def test_shards_cover_folder_like_one_run(tmp_path, tiny_weights, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(5):
+        make_clip(src / f"v{i}.mp4", 64 + 16 * i, 48, 12, audio=False)
+    whole = anonymize(src, tmp_path / "whole", Options(), weights=tiny_weights)
+    assert [r.status for r in whole] == ["ok"] * 5
+    done = []
+    for k in range(3):
+        done += [r.src.name for r in anonymize(src, tmp_path / "sharded", Options(shard=(k, 3)), weights=tiny_weights)]
+    assert sorted(done) == [f"v{i}.mp4" for i in range(5)]  # each file once
+    for i in range(5):
+        assert (tmp_path / "whole" / f"v{i}.mp4").read_bytes() == (tmp_path / "sharded" / f"v{i}.mp4").read_bytes()
+    manifests = sorted(p.name for p in (tmp_path / "sharded").glob("ppar-manifest*"))
+    assert manifests == [f"ppar-manifest.shard-{k}-of-3.jsonl" for k in range(3)]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert parse_shard(None) == (1, 3)
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("3", "a/b", "1/0"):
+        with pytest.raises(UsageError):
+            parse_shard(bad)
+    with pytest.raises(UsageError):
+        anonymize(src, tmp_path / "x", Options(shard=(3, 3)), weights=tiny_weights)
 
 
 def test_scores_deterministic(tmp_path, odd_clip, tiny_weights):

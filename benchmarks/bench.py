@@ -1,0 +1,161 @@
+"""End-to-end speed and memory of `ppar anonymize` against a plain ffmpeg re-encode of the same clip.
+
+    python benchmarks/bench.py                      # 640x360 and 1280x720, 3 alternating repeats
+    python benchmarks/bench.py --sizes 640x360 --seconds 20 --repeats 5 --long 8
+
+For each size a source clip is made from a real video of ../shared (or ffmpeg's testsrc2 when it is
+absent), scaled and looped to the length asked for and encoded as H.264. ffmpeg (libx264, the same
+preset and crf as ppar) and ppar then run alternately; medians, the ppar/ffmpeg throughput ratio
+and peak RSS are printed. `--long K` also anonymizes a clip K times longer, for the memory check.
+`--model` times the model alone in clip-frames/s. deface is measured in the same run when installed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real" / "walk.mkv"
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_clip(dst: Path, w: int, h: int, seconds: float, fps: int = 25) -> None:
+    if REAL.exists():
+        src = ["-stream_loop", "-1", "-i", str(REAL)]
+        vf = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},fps={fps}"
+    else:
+        src = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}"]
+        vf = "null"
+    subprocess.run([ffmpeg(), "-v", "error", "-y", *src, "-t", str(seconds), "-vf", vf, "-an",
+                    "-c:v", "libx264", "-preset", "medium", "-crf", "18", "-pix_fmt", "yuv420p", str(dst)], check=True)
+
+
+def timed(cmd: list[str]) -> tuple[float, dict]:
+    """Wall seconds of a command and the JSON line it printed last (if any)."""
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed: {r.stderr.strip()[-500:]}")
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    return dt, json.loads(lines[-1]) if lines else {}
+
+
+def run_ppar_child(src: str, dst: str, extra: list[str]) -> None:
+    """In a fresh process: anonymize, then print its own and its children's peak RSS."""
+    from ppar_cli.cli import app
+
+    try:
+        app(["anonymize", src, dst, "--overwrite", "--quiet", "--no-scores", *extra], standalone_mode=False)
+    finally:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(json.dumps({"rss_mb": round(own, 1), "encoder_rss_mb": round(kids, 1)}))
+
+
+def frames_of(path: Path) -> int:
+    r = subprocess.run([ffmpeg(), "-i", str(path), "-map", "0:v:0", "-f", "null", "-"], capture_output=True, text=True)
+    return int(r.stderr.rsplit("frame=", 1)[1].split()[0])
+
+
+def bench_size(w: int, h: int, args, tmp: Path) -> dict:
+    src = tmp / f"src_{w}x{h}.mp4"
+    make_clip(src, w, h, args.seconds)
+    n = frames_of(src)
+    ff_cmd = [ffmpeg(), "-v", "error", "-y", "-i", str(src), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+              "-an", str(tmp / "ff.mp4")]
+    pp_cmd = [sys.executable, __file__, "--child", str(src), str(tmp / "pp.mp4"), *args.ppar_args]
+    deface = shutil.which("deface")
+    df_cmd = [deface, str(src), "-o", str(tmp / "df.mp4")] if deface else None
+    times = {"ffmpeg": [], "ppar": [], "deface": []}
+    rss = []
+    for _ in range(args.repeats):
+        times["ffmpeg"].append(timed(ff_cmd)[0])
+        dt, mem = timed(pp_cmd)
+        times["ppar"].append(dt)
+        rss.append(mem)
+        if df_cmd:
+            times["deface"].append(timed(df_cmd)[0])
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    row = {"size": f"{w}x{h}", "frames": n, **{f"{k}_fps": round(n / v, 1) for k, v in med.items()},
+           "ratio_ppar_to_ffmpeg": round(med["ffmpeg"] / med["ppar"], 3),
+           "ppar_rss_mb": max(m["rss_mb"] for m in rss), "encoder_rss_mb": max(m["encoder_rss_mb"] for m in rss)}
+    if args.long > 1:
+        long_src = tmp / f"long_{w}x{h}.mp4"
+        make_clip(long_src, w, h, args.seconds * args.long)
+        _, mem = timed([sys.executable, __file__, "--child", str(long_src), str(tmp / "pp_long.mp4"), *args.ppar_args])
+        row[f"ppar_rss_mb_{args.long}x_longer"] = mem["rss_mb"]
+        row["rss_growth"] = round(mem["rss_mb"] / row["ppar_rss_mb"] - 1, 3)
+    return row
+
+
+def bench_model(name: str, batch: int, repeats: int) -> list[dict]:
+    """Model-only clip-frames/s for a config, plain and with the CPU options that might help."""
+    import torch
+
+    from ppar_cli.model import PRESETS, PPARConfig, PPARModel
+    from ppar_cli.weights import DEFAULT_WEIGHTS, load_weights
+
+    model = load_weights(DEFAULT_WEIGHTS).model if name == "bundled" else PPARModel(PPARConfig(**PRESETS[name], actions=list("abcdefghij")))
+    model.eval()
+    cfg = model.cfg
+    x = torch.randn(batch, 3, cfg.frames, cfg.image_size, cfg.image_size)
+    variants = {"fp32": (model, torch.float32), "bf16": (model, torch.bfloat16)}
+    if hasattr(torch, "compile"):
+        variants["compile"] = (torch.compile(model), torch.float32)
+    rows, ref = [], None
+    for vname, (m, dtype) in variants.items():
+        try:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                out = m(x, keep=0.5)  # warm-up (and compilation)
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    out = m(x, keep=0.5)
+                dt = (time.perf_counter() - t0) / repeats
+        except Exception as e:  # compile needs a C compiler; report, do not fail the benchmark
+            rows.append({"model": name, "variant": vname, "error": str(e).splitlines()[0][:120]})
+            continue
+        keep = out.keep_mask
+        exact = ref is None or bool((keep == ref).all())
+        ref = keep if ref is None else ref
+        rows.append({"model": name, "variant": vname, "clip_frames_per_s": round(batch * cfg.frames / dt, 1),
+                     "same_keep_as_fp32": exact})
+    return rows
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return run_ppar_child(sys.argv[2], sys.argv[3], sys.argv[4:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="640x360,1280x720")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--long", type=int, default=0, help="also measure peak RSS on a clip this many times longer")
+    ap.add_argument("--model", action="store_true", help="also time the model alone (bundled and base configs)")
+    ap.add_argument("ppar_args", nargs="*", help="extra `ppar anonymize` options, after --")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ppar-bench-") as d:
+        for size in args.sizes.split(","):
+            w, h = (int(v) for v in size.split("x"))
+            print(json.dumps(bench_size(w, h, args, Path(d))), flush=True)
+    if args.model:
+        for name, batch in (("bundled", 8), ("base", 2)):
+            for row in bench_model(name, batch, repeats=3):
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
