@@ -1,5 +1,5 @@
 """ppar: privacy-preserving video anonymization by attention-driven tubelet pruning."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .pipeline import FileResult, Options, anonymize  # noqa: E402
 

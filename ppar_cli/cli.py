@@ -61,6 +61,7 @@ def anonymize(
     inp: Path = typer.Argument(..., metavar="IN", help="Video file or folder (walked recursively)."),
     out: Path = typer.Argument(..., metavar="OUT", help="Output MP4, or folder mirroring IN."),
     keep: float = typer.Option(0.5, help="Fraction of each clip's tubelets left visible, 0..1."),
+    lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the tubelet score (default: the weights')."),
     weights: Optional[Path] = typer.Option(None, help="Weights file (.safetensors); default: the bundled weights."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(4, help="Clips per model batch."),
@@ -76,7 +77,7 @@ def anonymize(
 ) -> None:
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
     try:
-        opts = Options(keep=keep, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
+        opts = Options(keep=keep, lambda_priv=lambda_, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
                        scores_path=scores, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
                        manifest=manifest)
     except UsageError as e:
@@ -260,8 +261,10 @@ def eval_(
     split: int = typer.Option(1),
     weights: Optional[Path] = typer.Option(None, help="Weights file; default: the bundled weights."),
     keep: str = typer.Option("0.3,0.5,0.7", help="Keep ratios: a list (0.3,0.5) or a sweep start:stop:step."),
-    methods: str = typer.Option(",".join(("ppar", "raw", "random", "oracle", "blur", "downsample2", "downsample4"))),
+    methods: str = typer.Option(",".join(("ppar", "raw", "random", "oracle", "blur", "downsample2", "downsample4", "blacken")),
+                                help="blacken and oracle need the synthetic benchmark's ground-truth masks."),
     protocol: str = typer.Option("quick", help="quick: the frozen model's own heads read the anonymized clips."),
+    lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the ppar score (default: the weights')."),
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
     clips_per_video: int = typer.Option(1, help="Evenly spaced windows per test video."),
     out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
@@ -293,7 +296,8 @@ def eval_(
         clips = ClipSet(items, w.model.cfg, progress=advance)
     progress, advance = _bar(sum(len(keeps) if m in ("ppar", "random", "oracle") else 1 for m in chosen), "methods", quiet)
     with progress:
-        records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video))
+        records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video),
+                           lambda_priv=lambda_)
     spots = write_results(records, out, f"{w.path.name} on {data} ({len(items)} test clips)")
     if quiet:
         return

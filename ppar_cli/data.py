@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .masks import cell_edges
 from .model import resize_frames, sample_clip, slab_index
@@ -274,7 +275,7 @@ class ClipSet:
 
     def __init__(self, items: list[Item], cfg, progress=None):
         self.items, self.cfg = items, cfg
-        self.frames, self.priv, self.act = [], [], []
+        self.frames, self.priv, self.act, self.person = [], [], [], []
         gt, gh, gw = cfg.grid
         for it in items:
             self.frames.append(decode_resized(it.path, cfg.image_size))
@@ -282,9 +283,15 @@ class ClipSet:
                 p, a = load_masks(it.masks)
                 self.priv.append(cell_counts(p, gh, gw))
                 self.act.append(cell_counts(a, gh, gw))
+                try:
+                    person = torch.from_numpy(load_masks(it.masks, ("person",))[0]).float().unsqueeze(1)
+                    self.person.append(F.adaptive_max_pool2d(person, cfg.image_size)[:, 0].bool().numpy())
+                except KeyError:  # benchmarks generated before person masks existed
+                    pass
             if progress:
                 progress()
         self.has_masks = len(self.priv) == len(items)
+        self.has_person = len(self.person) == len(items)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -312,6 +319,10 @@ class ClipSet:
 
     def clip(self, i: int, start: int) -> np.ndarray:
         return sample_clip(self.frames[i][start:start + self.cfg.clip_span], self.cfg)
+
+    def person_clip(self, i: int, start: int) -> np.ndarray:
+        """bool (T, S, S): pixels of any person in the frames the model sees (any overlap at model resolution)."""
+        return sample_clip(self.person[i][start:start + self.cfg.clip_span], self.cfg)
 
     def counts(self, i: int, start: int) -> tuple[np.ndarray, np.ndarray]:
         return window_counts(self.priv[i], start, self.cfg), window_counts(self.act[i], start, self.cfg)

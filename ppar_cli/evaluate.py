@@ -22,17 +22,18 @@ from .metrics import attention_mass, oracle_keep, pixel_metrics, privacy_metrics
 from .model import PPARModel, keep_counts, prepare_clips
 
 TUBELET_METHODS = ("ppar", "random", "oracle")
-PIXEL_METHODS = ("raw", "blur", "downsample2", "downsample4")
+PIXEL_METHODS = ("raw", "blur", "downsample2", "downsample4", "blacken")  # blacken: every person pixel, from ground truth
 METHODS = TUBELET_METHODS + PIXEL_METHODS
 
 
 @torch.inference_mode()
-def run_model(model: PPARModel, clips: np.ndarray, keep: float, device: torch.device, batch_size: int = 32) -> dict:
+def run_model(model: PPARModel, clips: np.ndarray, keep: float, device: torch.device, batch_size: int = 32,
+              lambda_priv: float | None = None) -> dict:
     """Model outputs over uint8 clips (B, T, S, S, 3), concatenated as numpy arrays."""
     outs = []
     for b in range(0, len(clips), batch_size):
         x = torch.from_numpy(clips[b:b + batch_size]).to(device)
-        o = model(prepare_clips(x, model.cfg), keep=keep)
+        o = model(prepare_clips(x, model.cfg), keep=keep, lambda_priv=lambda_priv)
         outs.append({"action": o.action_logits.float().cpu(), "privacy": o.privacy_logits.float().sigmoid().cpu(),
                      "keep": o.keep_mask.reshape(len(x), -1).cpu(), "a_act": o.a_act[:, 0].cpu(), "a_priv": o.a_priv[:, 0].cpu()})
     return {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
@@ -59,8 +60,9 @@ def pixel_anonymize(method: str, clips: np.ndarray) -> np.ndarray:
 
 
 def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
-             seed: int = 0, progress=None, clips_per_video: int = 1) -> list[dict]:
-    """One record per (method, keep) over evenly spaced windows of every test video."""
+             seed: int = 0, progress=None, clips_per_video: int = 1, lambda_priv: float | None = None) -> list[dict]:
+    """One record per (method, keep) over evenly spaced windows of every test video.
+    lambda_priv overrides the weights' privacy weight in the ppar score."""
     cfg = model.cfg
     model.eval()
     windows = [(i, s) for i in range(len(clips)) for s in clips.windows(i, clips_per_video)]
@@ -73,15 +75,16 @@ def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5,
     rng = np.random.default_rng(seed)
     records = []
     for method in methods:
-        if method in ("oracle",) and counts is None:
+        if (method == "oracle" and counts is None) or (method == "blacken" and not clips.has_person):
             continue
         for keep in keeps if method in TUBELET_METHODS else (None,):
             rec = {"method": method, "keep": keep}
             if method in TUBELET_METHODS:
                 k = keep_counts(cfg.num_tokens, keep, 1)[0]
                 if method == "ppar":
-                    out = run_model(model, raw, keep, device)
+                    out = run_model(model, raw, keep, device, lambda_priv=lambda_priv)
                     mask = out["keep"]
+                    rec["lambda_priv"] = cfg.lambda_priv if lambda_priv is None else lambda_priv
                     if priv is not None:
                         rec["a_priv_on_privacy"] = attention_mass(out["a_priv"], priv)
                         rec["a_act_on_privacy"] = attention_mass(out["a_act"], priv)
@@ -93,6 +96,8 @@ def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5,
                 anon = raw * tubelet_pixels(mask, cfg)
                 if priv is not None:
                     rec.update(pixel_metrics(mask, priv, act))
+            elif method == "blacken":
+                anon = raw * ~np.stack([clips.person_clip(i, s) for i, s in windows])[..., None]
             else:
                 anon = pixel_anonymize(method, raw)
             out = run_model(model, anon, 1.0, device)

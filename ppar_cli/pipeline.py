@@ -35,6 +35,7 @@ class UsageError(Exception):
 @dataclass
 class Options:
     keep: float = 0.5
+    lambda_priv: float | None = None  # privacy weight in the tubelet score; default: the weights' own
     device: str = "auto"
     batch_size: int = 4
     fill: str = "black"
@@ -52,6 +53,8 @@ class Options:
             keep_counts(1, self.keep, 1)
         except (ValueError, TypeError):
             raise UsageError(f"--keep must be a number between 0 and 1, got {self.keep}") from None
+        if self.lambda_priv is not None and not (0 <= self.lambda_priv < float("inf")):
+            raise UsageError(f"--lambda must be a non-negative number, got {self.lambda_priv}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.fill not in FILLS:
@@ -114,11 +117,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torch.device):
+def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torch.device,
+                lambda_priv: float | None = None):
     """Run the model on uint8 clips (B, T, H, W, 3) sampled at the clip stride; outputs on the CPU."""
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
-        out = model(x, keep=keep)
+        out = model(x, keep=keep, lambda_priv=lambda_priv)
     return type(out)(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
 
 
@@ -235,7 +239,7 @@ def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, 
 
     def flush() -> None:
         nonlocal start
-        out = score_clips(model, torch.stack([small for _, small in pending]), opts.keep, device)
+        out = score_clips(model, torch.stack([small for _, small in pending]), opts.keep, device, opts.lambda_priv)
         for b, (frames, _) in enumerate(pending):
             writer.write(fill_clip(frames, out.keep_mask[b].numpy(), slab_index(len(frames), cfg), opts.fill))
             windows.append(_window_record(start, len(frames), out, b, cfg))
@@ -262,7 +266,8 @@ def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights
         "input": {"path": str(info.path), "fps": float(info.fps), "fps_rational": str(info.fps), "frames": result.frames,
                   "width": info.width, "height": info.height, "decoder": backend},
         "model": {"name": cfg.name, "weights": str(weights.path), "weights_sha256": weights.sha256,
-                  "keep": opts.keep, "lambda_priv": cfg.lambda_priv, "fill": opts.fill},
+                  "keep": opts.keep, "lambda_priv": cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv,
+                  "fill": opts.fill},
         "grid": {"shape": [gt, gh, gw], "tubelet": list(cfg.tubelet), "clip_frames": cfg.frames,
                  "frame_stride": cfg.frame_stride, "clip_span": cfg.clip_span,
                  "source_frames_per_tubelet": cfg.tubelet[0] * cfg.frame_stride,

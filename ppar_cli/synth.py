@@ -154,6 +154,8 @@ class Canvas:
         H, W = img.shape[:2]
         self.priv = np.zeros((H, W), bool)
         self.act = np.zeros((H, W), bool)
+        self.person = np.zeros((H, W), bool)  # every pixel of a person (the `blacken` baseline's mask)
+        self.painting_person = False
         self.yy, self.xx = np.mgrid[0:H, 0:W].astype(np.float32)
 
     def capsule(self, a, b, r, color, privacy=False, action=False, ry=None):
@@ -178,6 +180,7 @@ class Canvas:
         hit = alpha[..., 0] > 0.5
         self.priv[sl][hit] = privacy
         self.act[sl][hit] = action
+        self.person[sl][hit] = self.painting_person
 
     def disc(self, c, r, color, **kw):
         self.capsule(c, c, r, color, **kw)
@@ -185,6 +188,7 @@ class Canvas:
 
 def draw_person(cv: Canvas, J: dict, h: float, who: Identity, face: bool, nude: bool, moving: dict, facing: int):
     """Paint one person (joints of one frame); ``moving[part]`` says whether that part is in motion."""
+    cv.painting_person = True
     lw = max(1.5, 0.035 * h * who.build)
     arm = who.skin if nude else who.shirt
     back, front = ("l", "r") if facing > 0 else ("r", "l")
@@ -226,6 +230,7 @@ def draw_person(cv: Canvas, J: dict, h: float, who: Identity, face: bool, nude: 
     else:  # head turned away: the back of the head, all hair
         cv.disc(hc, head_r, who.hair, **pm)
     limb(front)
+    cv.painting_person = False
 
 
 def _motion(J: dict, parts: dict, fps: float, h: float) -> dict:
@@ -295,6 +300,7 @@ def render_video(seed: int, index: int, identities: list[Identity], size: int, f
     video = np.empty((n, S, S, 3), np.uint8)
     priv = np.empty((n, S, S), bool)
     act = np.empty((n, S, S), bool)
+    body = np.empty((n, S, S), bool)
     centre = np.array([S / 2, S / 2])
     for f in range(n):
         sx, sy = shake[f]
@@ -307,21 +313,23 @@ def render_video(seed: int, index: int, identities: list[Identity], size: int, f
             draw_person(cv, Jf, h * zoom[f], p_who, p_face, p_nude, {k: bool(v[f]) for k, v in moving.items()}, p_facing)
         img = cv.img * light[f] + rng.normal(0, noise, cv.img.shape).astype(np.float32)
         video[f] = np.clip(img, 0, 255).astype(np.uint8)
-        priv[f], act[f] = cv.priv, cv.act
-    return {"video": video, "privacy": priv, "action": act, "action_id": action, "identity": ident_id,
+        priv[f], act[f], body[f] = cv.priv, cv.act, cv.person
+    return {"video": video, "privacy": priv, "action": act, "person": body, "action_id": action, "identity": ident_id,
             "attributes": [face, who.dark_skin, who.gender, nude, rel], "crf": int(rng.integers(18, 29))}
 
 
-def save_masks(path: Path, privacy: np.ndarray, action: np.ndarray) -> None:
-    np.savez_compressed(path, shape=np.array(privacy.shape), privacy=np.packbits(privacy, axis=-1), action=np.packbits(action, axis=-1))
+def save_masks(path: Path, **masks: np.ndarray) -> None:
+    """Bool (frames, H, W) masks, bit-packed along rows, in one compressed npz."""
+    shape = next(iter(masks.values())).shape
+    np.savez_compressed(path, shape=np.array(shape), **{k: np.packbits(v, axis=-1) for k, v in masks.items()})
 
 
-def load_masks(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth masks of a synthetic video: (privacy, action), each bool (frames, H, W)."""
+def load_masks(path: str | os.PathLike, names: tuple[str, ...] = ("privacy", "action")) -> tuple[np.ndarray, ...]:
+    """Ground-truth masks of a synthetic video, each bool (frames, H, W): by default (privacy, action);
+    also "person" (every pixel of a person) in benchmarks generated since ppar 0.2. KeyError if absent."""
     with np.load(path) as z:
         F, H, W = z["shape"]
-        return (np.unpackbits(z["privacy"], axis=-1, count=W).astype(bool).reshape(F, H, W),
-                np.unpackbits(z["action"], axis=-1, count=W).astype(bool).reshape(F, H, W))
+        return tuple(np.unpackbits(z[k], axis=-1, count=W).astype(bool).reshape(F, H, W) for k in names)
 
 
 def video_name(index: int, action: int, group: int) -> str:
@@ -345,7 +353,7 @@ def _job(args) -> dict:
     except BaseException:
         w.abort()
         raise
-    save_masks(dest.with_suffix(".masks.npz"), r["privacy"], r["action"])
+    save_masks(dest.with_suffix(".masks.npz"), privacy=r["privacy"], action=r["action"], person=r["person"])
     return {"name": name, "action": r["action_id"], "identity": r["identity"], "group": group, "attributes": r["attributes"]}
 
 

@@ -58,6 +58,7 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     res = json.loads((out / "results.json").read_text())
     recs = {(x["method"], x["keep"]) for x in res["records"]}
     assert ("ppar", 0.5) in recs and ("oracle", 0.3) in recs and ("raw", None) in recs and ("downsample4", None) in recs
+    assert ("blacken", None) in recs
     oracle = next(x for x in res["records"] if x["method"] == "oracle" and x["keep"] == 0.5)
     assert oracle["privacy_pixels_removed"] == 1.0 or oracle["privacy_pixels_removed"] > 0.99
     rows = list(csv.DictReader(open(out / "results.csv")))

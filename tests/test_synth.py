@@ -27,6 +27,9 @@ def test_render_deterministic_and_seeded():
     assert np.array_equal(a["video"], b["video"]) and np.array_equal(a["privacy"], b["privacy"])
     assert not np.array_equal(a["video"], c["video"])
     assert a["privacy"].any() and a["video"].shape == (12, 64, 64, 3)
+    # the person mask covers every privacy and action pixel, and not the whole frame
+    assert not (a["privacy"] & ~a["person"]).any() and not (a["action"] & ~a["person"]).any()
+    assert 0 < a["person"].mean() < 0.5
 
 
 def test_generate_reads_back_as_ucf101(tmp_path):
@@ -43,6 +46,7 @@ def test_generate_reads_back_as_ucf101(tmp_path):
         assert p.shape == a.shape == (20, 64, 64)
     cfg = PPARConfig(frames=4, image_size=32, tubelet=(2, 8, 8), dim=32, depth=2, heads=2, prune_blocks=(1, 2), actions=ACTIONS)
     clips = ClipSet(b.train[:2], cfg)
-    assert clips.frames[0].shape == (20, 32, 32, 3) and clips.has_masks
+    assert clips.frames[0].shape == (20, 32, 32, 3) and clips.has_masks and clips.has_person
+    assert clips.person_clip(0, 0).shape == (4, 32, 32) and clips.person_clip(0, 0).any()
     priv, act = clips.counts(0, 0)
     assert priv.shape == (cfg.num_tokens,) and priv.sum() == load_masks(b.train[0].masks)[0][:cfg.clip_span].sum()
