@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .pipeline import FileResult, Options, UsageError, anonymize as run_anonymize, parse_shard
+from .guard import GuardConfig
 from .weights import WeightsError, describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -71,6 +73,8 @@ def anonymize(
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s)."),
     crf: int = typer.Option(20, help="x264 quality, 0 (lossless) .. 51; lower is better."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
+    guard: str = typer.Option("auto", help="Face guard: auto (on when installed), centerface, or none."),
+    guard_stride: int = typer.Option(2, help="Run the face detector on every N-th frame."),
     shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
     manifest: Optional[Path] = typer.Option(None, help="Folder mode: JSON-lines record of each file (default OUT/ppar-manifest*.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
@@ -79,6 +83,7 @@ def anonymize(
     try:
         opts = Options(keep=keep, lambda_priv=lambda_, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
                        scores_path=scores, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
+                       guard=guard, guard_config=GuardConfig(stride=guard_stride),
                        manifest=manifest)
     except UsageError as e:
         fail(str(e), 2)
@@ -87,7 +92,11 @@ def anonymize(
     try:
         if progress:
             progress.start()
-        results = run_anonymize(inp, out, opts, weights=weights, reporter=RichReporter(progress))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results = run_anonymize(inp, out, opts, weights=weights, reporter=RichReporter(progress))
+        for w in caught:
+            console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
     except (UsageError, WeightsError) as e:
         fail(str(e), 2)
     except KeyboardInterrupt:
@@ -121,6 +130,43 @@ def _summary(results: list[FileResult]) -> None:
     console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+
+
+@app.command()
+def audit(
+    original: Path = typer.Argument(..., help="Original video or folder."),
+    anonymized: Path = typer.Argument(..., help="Anonymized video, or the folder `ppar anonymize` wrote."),
+    threshold: float = typer.Option(0.1, help="Detector threshold (lower finds more, so the audit is stricter)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
+) -> None:
+    """Face detections before and after anonymization, per video: how many face frames leaked."""
+    from .audit import audit as run_audit
+    from .guard import GuardUnavailable
+    from .video import VideoError
+
+    for p in (original, anonymized):
+        if not p.exists():
+            fail(f"{p}: no such file or directory", 2)
+    try:
+        records = run_audit(original, anonymized, threshold)
+    except (GuardUnavailable, VideoError) as e:
+        fail(str(e), 2)
+    if as_json:
+        typer.echo(json.dumps(records, indent=1))
+    else:
+        table = Table(title=f"ppar audit (CenterFace, threshold {threshold})")
+        for col in ("video", "frames", "face frames before", "after", "leaked", "leak rate", "kept"):
+            table.add_column(col, justify="left" if col == "video" else "right")
+        for r in records:
+            if "error" in r:
+                table.add_row(Path(r["original"]).name, f"[red]{r['error']}[/]", "", "", "", "", "")
+                continue
+            table.add_row(Path(r["original"]).name, str(r["frames"]), str(r["face_frames_before"]), str(r["face_frames_after"]),
+                          str(r["leaked_frames"]), f"{100 * r['leak_rate']:.1f}%",
+                          f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
+        Console().print(table)
+    if any("error" in r for r in records):
+        raise typer.Exit(1)
 
 
 @app.command()

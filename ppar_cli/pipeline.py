@@ -11,7 +11,8 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -20,6 +21,7 @@ import torch
 
 from . import __version__
 from .files import atomic_path
+from .guard import FaceGuard, GuardConfig, GuardUnavailable, load_centerface
 from .masks import FILLS, cell_edges, fill_clip
 from .model import PPARConfig, PPARModel, keep_counts, prepare_clips, resize_frames, sample_clip, slab_index
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, VideoInfo, VideoWriter, probe
@@ -45,6 +47,8 @@ class Options:
     crf: int = 20
     preset: str = "veryfast"
     overwrite: bool = False
+    guard: str = "auto"  # auto: the face guard when installed (a warning otherwise) | centerface | none
+    guard_config: GuardConfig = field(default_factory=GuardConfig)
     shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
@@ -61,6 +65,10 @@ class Options:
             raise UsageError(f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
         if not 0 <= self.crf <= 51:
             raise UsageError(f"--crf must lie in 0..51, got {self.crf}")
+        if self.guard not in ("auto", "centerface", "none"):
+            raise UsageError(f"--guard must be auto, centerface or none, got {self.guard!r}")
+        if self.guard_config.stride < 1:
+            raise UsageError(f"--guard-stride must be at least 1, got {self.guard_config.stride}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise UsageError(f"--shard K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}")
 
@@ -126,23 +134,26 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torc
     return type(out)(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
 
 
-def _window_record(start: int, n: int, out, b: int, cfg: PPARConfig) -> dict:
+def _window_record(start: int, n: int, out, b: int, keep: np.ndarray, forced: np.ndarray | None, cfg: PPARConfig) -> dict:
     probs = out.action_logits[b].softmax(-1)
     top = probs.topk(min(5, len(cfg.actions)))
     priv = out.privacy_logits[b].sigmoid()
-    return {
+    rec = {
         "start": start,
         "frames": n,
-        "kept_fraction": round(float(out.keep_mask[b].float().mean()), 6),
+        "kept_fraction": round(float(keep.mean()), 6),
         "scores": np.round(out.scores[b].view(cfg.grid).numpy(), 6).tolist(),
-        "keep": out.keep_mask[b].to(torch.uint8).tolist(),
+        "keep": keep.astype(np.uint8).tolist(),
         "actions": [{"label": cfg.actions[i], "p": round(float(p), 6)} for p, i in zip(top.values, top.indices)],
         "privacy": {a: round(float(p), 6) for a, p in zip(cfg.attributes, priv)},
     }
+    if forced is not None:
+        rec["guard"] = forced.astype(np.uint8).tolist()  # tubelets the face guard pruned whatever their score
+    return rec
 
 
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
-                   reporter: Reporter | None = None, scores_path: Path | None = None) -> FileResult:
+                   reporter: Reporter | None = None, scores_path: Path | None = None, detector=None) -> FileResult:
     """Anonymize one video. Raises nothing for bad input: failures come back as a failed result."""
     reporter = reporter or _Silent()
     t0 = time.perf_counter()
@@ -157,7 +168,8 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         dst.parent.mkdir(parents=True, exist_ok=True)
         writer = VideoWriter(dst, info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
                              audio_from=info if opts.audio else None)
-        windows = _process_stream(reader, writer, weights.model, opts, device, reporter)
+        guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
+        windows = _process_stream(reader, writer, weights.model, opts, device, reporter, guard)
         if not windows:
             raise VideoError(f"{src}: no decodable frames")
         result.frames = writer.frames
@@ -181,10 +193,13 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     return result
 
 
-def _decoded_clips(reader: FrameReader, cfg: PPARConfig) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Source frames of each window and what the model sees of them (sampled, resized once, uint8)."""
+def _decoded_clips(reader: FrameReader, cfg: PPARConfig, guard: FaceGuard | None) -> Iterator[tuple]:
+    """Per window: source frames, what the model sees of them (sampled, resized once, uint8), and
+    the tubelets the face guard forces (None without a guard)."""
     for frames in reader.chunks(cfg.clip_span):
-        yield frames, resize_frames(torch.from_numpy(sample_clip(frames, cfg)), cfg.image_size)
+        small = resize_frames(torch.from_numpy(sample_clip(frames, cfg)), cfg.image_size)
+        forced = guard.forced(frames, cfg.grid, slab_index(len(frames), cfg)) if guard else None
+        yield frames, small, forced
 
 
 def _ahead(items: Iterator, depth: int) -> Iterator:
@@ -231,23 +246,26 @@ def _ahead(items: Iterator, depth: int) -> Iterator:
 
 
 def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, opts: Options,
-                    device: torch.device, reporter: Reporter) -> list[dict]:
+                    device: torch.device, reporter: Reporter, guard: FaceGuard | None) -> list[dict]:
     cfg = model.cfg
     windows: list[dict] = []
     start = 0
-    pending: list[tuple[np.ndarray, torch.Tensor]] = []
+    pending: list[tuple] = []
 
     def flush() -> None:
         nonlocal start
-        out = score_clips(model, torch.stack([small for _, small in pending]), opts.keep, device, opts.lambda_priv)
-        for b, (frames, _) in enumerate(pending):
-            writer.write(fill_clip(frames, out.keep_mask[b].numpy(), slab_index(len(frames), cfg), opts.fill))
-            windows.append(_window_record(start, len(frames), out, b, cfg))
+        out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep, device, opts.lambda_priv)
+        for b, (frames, _, forced) in enumerate(pending):
+            keep = out.keep_mask[b].numpy()
+            if forced is not None:
+                keep = keep & ~forced
+            writer.write(fill_clip(frames, keep, slab_index(len(frames), cfg), opts.fill))
+            windows.append(_window_record(start, len(frames), out, b, keep, forced, cfg))
             start += len(frames)
             reporter.advance(len(frames))
         pending.clear()
 
-    for clip in _ahead(_decoded_clips(reader, cfg), depth=2):
+    for clip in _ahead(_decoded_clips(reader, cfg, guard), depth=2):
         pending.append(clip)
         if len(pending) == opts.batch_size:
             flush()
@@ -267,7 +285,7 @@ def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights
                   "width": info.width, "height": info.height, "decoder": backend},
         "model": {"name": cfg.name, "weights": str(weights.path), "weights_sha256": weights.sha256,
                   "keep": opts.keep, "lambda_priv": cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv,
-                  "fill": opts.fill},
+                  "fill": opts.fill, "guard": _guard_record(windows, opts)},
         "grid": {"shape": [gt, gh, gw], "tubelet": list(cfg.tubelet), "clip_frames": cfg.frames,
                  "frame_stride": cfg.frame_stride, "clip_span": cfg.clip_span,
                  "source_frames_per_tubelet": cfg.tubelet[0] * cfg.frame_stride,
@@ -276,6 +294,13 @@ def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights
         "summary": {"kept_fraction": round(result.kept_fraction, 6), "windows": len(windows),
                     "seconds": round(result.seconds, 3), "notes": result.notes},
     }
+
+
+def _guard_record(windows: list[dict], opts: Options) -> dict | None:
+    if "guard" not in windows[0]:
+        return None
+    forced = [np.mean(w["guard"]) for w in windows]
+    return {"detector": "centerface", **asdict(opts.guard_config), "forced_fraction": round(float(np.mean(forced)), 6)}
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -334,6 +359,14 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         manifest = opts.manifest or out / f"ppar-manifest{tag}.jsonl"
     loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
     loaded.model.to(device)
+    detector = None
+    if opts.guard != "none":
+        try:
+            detector = load_centerface()
+        except GuardUnavailable as e:
+            if opts.guard == "centerface":
+                raise UsageError(f"--guard centerface: {e}") from None
+            warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
     reporter = reporter or _Silent()
     reporter.start_batch(len(jobs))
     results = []
@@ -343,7 +376,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             reporter.end_file(result)
         else:
             result = anonymize_file(src, dst, loaded, opts, device, reporter,
-                                    scores_path=opts.scores_path if single else None)
+                                    scores_path=opts.scores_path if single else None, detector=detector)
         results.append(result)
         if manifest is not None:
             _append_manifest(manifest, result, loaded, opts)
