@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -89,6 +90,8 @@ def anonymize(
         fail(str(e), 2)
     progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                            TimeRemainingColumn(), console=console, transient=True)
+    # SIGTERM (a scheduler's cancel, `kill`) cleans up like Ctrl-C: temporary outputs removed, exit 130
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if progress:
             progress.start()
@@ -112,6 +115,10 @@ def anonymize(
             console.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _summary(results: list[FileResult]) -> None:

@@ -28,6 +28,9 @@ from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, VideoInfo, VideoWr
 from .weights import LoadedWeights, load_weights
 
 SCHEMA = "ppar-scores/1"
+# Full-resolution frames waiting for their batch to be scored are held up to about this many bytes
+# (fewer clips per batch at 4K); memory stays flat in the video's length either way.
+PENDING_BYTES = 384 * 2**20
 
 
 class UsageError(Exception):
@@ -183,6 +186,8 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     except (VideoError, OSError, RuntimeError, ValueError) as e:
         if writer is not None:
             writer.abort()
+        if isinstance(e, OSError) and not isinstance(e, VideoError):
+            e = f"{e.strerror or e} while writing {dst}"  # disk full, permissions: name the output too
         result.error = str(e) if str(src) in str(e) else f"{src}: {e}"
     except BaseException:  # KeyboardInterrupt and friends: clean up, then let them through
         if writer is not None:
@@ -267,7 +272,7 @@ def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, 
 
     for clip in _ahead(_decoded_clips(reader, cfg, guard), depth=2):
         pending.append(clip)
-        if len(pending) == opts.batch_size:
+        if len(pending) >= min(opts.batch_size, max(1, PENDING_BYTES // clip[0].nbytes)):
             flush()
     if pending:
         flush()

@@ -1,0 +1,286 @@
+"""Bad input, interruptions and injected faults: a clear error, a non-zero exit, the input untouched,
+no partial or unanonymized output, and the rest of a batch done."""
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from conftest import REAL, make_clip, needs_shared
+from ppar_cli import Options, anonymize
+from ppar_cli.cli import app
+from ppar_cli.pipeline import UsageError
+from ppar_cli.video import FrameReader, VideoWriter, ffmpeg_exe, probe
+from ppar_cli.weights import WeightsError, load_weights
+
+
+def ppar(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "ppar_cli.cli", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def stray(folder):
+    """Temporary or partial files left behind anywhere under folder."""
+    return [p for p in folder.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith(".ppar"))]
+
+
+def frames_in(path):
+    return sum(len(c) for c in FrameReader(probe(path)).chunks(64))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("r") / "good.mp4", 96, 64, 40)
+
+
+def _check_failed(r, src, out_dir):
+    assert r.status == "failed" and str(src) in r.error and "\n" not in r.error
+    assert not r.dst.exists() and not stray(out_dir)
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "truncated", "corrupt_middle", "audio_only", "directory"])
+def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case):
+    src = tmp_path / f"-{case} ü.mp4"  # a leading dash, a space and unicode in the name
+    data = clip.read_bytes()
+    if case == "empty":
+        src.write_bytes(b"")
+    elif case == "text":
+        src.write_text("not a video\n" * 50)
+    elif case == "truncated":
+        src.write_bytes(data[: len(data) // 2])
+    elif case == "corrupt_middle":
+        mid = len(data) // 2
+        src.write_bytes(data[:mid] + bytes(random.Random(0).randrange(256) for _ in range(4096)) + data[mid + 4096:])
+    elif case == "audio_only":
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(src)], check=True)
+    elif case == "directory":
+        src.mkdir()
+    before = src.read_bytes() if src.is_file() else None
+    out = tmp_path / "out"
+    out.mkdir()
+    [r] = anonymize(src, out / "o.mp4", Options(), weights=tiny_weights) if case != "directory" else [None]
+    if case == "directory":  # a folder without videos: nothing to do, nothing written
+        assert anonymize(src, out / "o", Options(), weights=tiny_weights) == []
+        return
+    if r.status == "ok":  # a damaged file may still decode: then every written frame was scored
+        scores = json.loads((out / "o.json").read_text())
+        assert frames_in(out / "o.mp4") == r.frames == sum(w["frames"] for w in scores["windows"])
+    else:
+        _check_failed(r, src, out)
+    assert (src.read_bytes() if src.is_file() else None) == before
+
+
+@pytest.mark.parametrize("w,h,n", [(1, 1, 5), (7, 5, 9), (64, 48, 1)])
+def test_tiny_sizes_and_single_frame(tmp_path, tiny_weights, w, h, n):
+    src = make_clip(tmp_path / "s.mkv", w, h, n, audio=False, extra=["-c:v", "ffv1"])
+    [r] = anonymize(src, tmp_path / "o.mp4", Options(), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    info = probe(tmp_path / "o.mp4")
+    assert (info.width, info.height) == (w, h) and frames_in(tmp_path / "o.mp4") == n
+
+
+def test_huge_resolution_streams(tmp_path, tiny_weights):
+    src = make_clip(tmp_path / "4k.mp4", 4096, 2160, 6, audio=False, extra=["-preset", "ultrafast"])
+    [r] = anonymize(src, tmp_path / "o.mp4", Options(preset="ultrafast"), weights=tiny_weights)
+    assert r.status == "ok" and r.frames == 6
+
+
+def test_variable_frame_rate_and_two_audio_streams(tmp_path, tiny_weights):
+    vfr = tmp_path / "vfr.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-f", "lavfi",
+                    "-i", "sine=frequency=300", "-f", "lavfi", "-i", "sine=frequency=600",
+                    "-vf", "setpts='PTS+0.02*random(0)/TB'", "-fps_mode", "vfr", "-t", "1",
+                    "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:a", "libopus", "-shortest", str(vfr)], check=True)
+    [r] = anonymize(vfr, tmp_path / "o.mp4", Options(), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    assert probe(tmp_path / "o.mp4").audio_codecs == ["opus", "opus"]
+    assert frames_in(tmp_path / "o.mp4") == r.frames == frames_in(vfr)
+
+
+def test_output_paths(tmp_path, clip, tiny_weights):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        [r] = anonymize(clip, locked / "o.mp4", Options(), weights=tiny_weights)
+        assert r.status == "failed" and "o.mp4" in r.error
+    finally:
+        locked.chmod(0o700)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.mp4").write_bytes(clip.read_bytes())
+    with pytest.raises(UsageError):  # folder in, file out
+        anonymize(src, clip, Options(), weights=tiny_weights)
+    results = anonymize(src, src / "anon", Options(), weights=tiny_weights)  # OUT inside IN: never reads its own outputs
+    assert [r.status for r in results] == ["ok"]
+    again = anonymize(src, src / "anon", Options(), weights=tiny_weights)
+    assert [r.src.name for r in again] == ["a.mp4"]
+
+
+def test_device_cuda_without_gpu(clip, tmp_path, tiny_weights):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UsageError, match="--device cuda"):
+        anonymize(clip, tmp_path / "o.mp4", Options(device="cuda"), weights=tiny_weights)
+
+
+@pytest.mark.parametrize("damage", ["not_safetensors", "truncated", "missing_tensor", "wrong_shape", "no_config"])
+def test_bad_weights_refused(tmp_path, tiny_weights, damage):
+    bad = tmp_path / "w.safetensors"
+    data = tiny_weights.read_bytes()
+    meta = load_weights(tiny_weights)
+    tensors = load_file(str(tiny_weights))
+    header = {"config": meta.model.cfg.to_json(), "provenance": "{}"}
+    if damage == "not_safetensors":
+        bad.write_bytes(b"PK\x03\x04" + data[:100])
+    elif damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "missing_tensor":
+        tensors.pop(next(iter(tensors)))
+        save_file(tensors, str(bad), header)
+    elif damage == "wrong_shape":
+        k = next(k for k, v in tensors.items() if v.ndim == 2)
+        tensors[k] = torch.zeros(3, 3)
+        save_file(tensors, str(bad), header)
+    else:
+        save_file(tensors, str(bad), {"provenance": "{}"})
+    with pytest.raises(WeightsError, match="w.safetensors"):
+        load_weights(bad)
+
+
+def test_encoder_killed_mid_file_batch_goes_on(tmp_path, tiny_weights, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        make_clip(src / f"{name}.mp4", 96, 64, 40, audio=False)
+    real_write = VideoWriter.write
+
+    def write(self, frames):
+        real_write(self, frames)
+        if self.dest.name == "b.mp4":
+            self.proc.kill()
+            self.proc.wait()
+
+    monkeypatch.setattr(VideoWriter, "write", write)
+    results = anonymize(src, tmp_path / "out", Options(batch_size=1), weights=tiny_weights)
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
+    assert "b.mp4" in results[1].error and not (tmp_path / "out" / "b.mp4").exists()
+    assert not stray(tmp_path / "out")
+
+
+def test_disk_full_leaves_nothing(tmp_path, clip, tiny_weights):
+    """A file-size limit makes the encoder's writes fail as on a full disk."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    out = tmp_path / "o.mp4"
+    r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(clip), str(out), "--weights", str(tiny_weights),
+                        "--quiet", "--guard", "none", "--crf", "0"], capture_output=True, text=True, preexec_fn=limit)
+    assert r.returncode == 1 and "o.mp4" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and not out.with_suffix(".json").exists() and not stray(tmp_path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig):
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a_short.mp4", 96, 64, 10, audio=False)
+    make_clip(src / "b_long.mp4", 640, 360, 1500, audio=False, extra=["-preset", "ultrafast"])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--weights", str(tiny_weights), "--quiet",
+           "--guard", "none", "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".b_long*")) and not list(out.glob("*b_long*tmp*")):
+        time.sleep(0.1)  # until the second file's temporary output exists
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert (out / "a_short.mp4").exists() and not (out / "b_long.mp4").exists() and not stray(out)
+    r = subprocess.run(cmd + ["--no-scores"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0
+    assert (out / "b_long.mp4").exists()
+    last = [json.loads(line) for line in (out / "ppar-manifest.jsonl").read_text().splitlines()][-2:]
+    assert [(m["src"].rsplit("/", 1)[-1], m["status"]) for m in last] == [("a_short.mp4", "skipped"), ("b_long.mp4", "ok")]
+
+
+def test_corrupted_bytes_many_seeds(tmp_path, clip, tiny_weights):
+    """Random bytes overwritten at random offsets: every run ends ok (all written frames scored) or failed cleanly."""
+    data = clip.read_bytes()
+    w = load_weights(tiny_weights)
+    outcomes = []
+    for seed in range(12):
+        rng = random.Random(seed)
+        b = bytearray(data)
+        for _ in range(rng.choice([1, 8, 64])):
+            off = rng.randrange(len(b))
+            b[off:off + 16] = bytes(rng.randrange(256) for _ in range(16))
+        src = tmp_path / f"c{seed}.mp4"
+        src.write_bytes(bytes(b))
+        out = tmp_path / f"o{seed}"
+        out.mkdir()
+        [r] = anonymize(src, out / "o.mp4", Options(guard="none"), weights=w)
+        outcomes.append(r.status)
+        if r.status == "ok":
+            windows = json.loads((out / "o.json").read_text())["windows"]
+            assert frames_in(out / "o.mp4") == r.frames == sum(x["frames"] for x in windows)
+        else:
+            _check_failed(r, src, out)
+        assert src.read_bytes() == bytes(b)
+    assert set(outcomes) <= {"ok", "failed"}
+
+
+def test_cli_option_fuzz(tmp_path, clip, tiny_weights):
+    """Random option combinations for 20 s: exit 0, 1 or 2, a one-line error, output only on success."""
+    runner = CliRunner()
+    rng = random.Random(1)
+    values = {"--keep": ["0.5", "0", "1", "-0.1", "1.5", "nan", "abc", "0.25"], "--batch-size": ["1", "3", "0", "-2", "x"],
+              "--fill": ["black", "blur", "pixelate", "mean", "sparkle"], "--crf": ["0", "23", "51", "52", "-1"],
+              "--lambda": ["0", "0.5", "3", "-1"], "--guard": ["none", "bogus"], "--shard": ["0/1", "1/1", "x"],
+              "--device": ["cpu", "auto", "tpu"]}
+    deadline, n = time.time() + 20, 0
+    while time.time() < deadline:
+        args = []
+        for opt in rng.sample(sorted(values), rng.randint(1, 4)):
+            args += [opt, rng.choice(values[opt])]
+        if "--guard" not in args:
+            args += ["--guard", "none"]
+        out = tmp_path / f"f{n}.mp4"
+        res = runner.invoke(app, ["anonymize", str(clip), str(out), "--weights", str(tiny_weights), "--quiet", *args])
+        assert res.exit_code in (0, 1, 2), (args, res.output, res.exception)
+        assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), (args, res.exception)
+        assert out.exists() == (res.exit_code == 0), args
+        n += 1
+    assert n >= 5 and not stray(tmp_path)
+
+
+@needs_shared
+def test_real_clips_mixed_with_corrupted_copies(tmp_path, tiny_weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    good = sorted(p for p in REAL.iterdir() if p.is_file())
+    for p in good:
+        (src / p.name).write_bytes(p.read_bytes())
+        data = p.read_bytes()
+        (src / f"cut_{p.name}").write_bytes(data[: len(data) // 3])
+        (src / f"junk_{p.stem}.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    results = anonymize(src, tmp_path / "out", Options(guard="none"), weights=tiny_weights)
+    status = {r.src.name: r for r in results}
+    for p in good:
+        assert status[p.name].status == "ok", status[p.name].error
+        assert status[f"junk_{p.stem}.mp4"].status == "failed"
+        cut = status[f"cut_{p.name}"]
+        assert cut.status in ("ok", "failed") and (cut.status == "ok" or p.name.split(".")[0] in cut.error)
+    assert not stray(tmp_path / "out")
