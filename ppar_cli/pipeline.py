@@ -297,8 +297,16 @@ def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights
                  "row_edges": cell_edges(info.height, gh), "col_edges": cell_edges(info.width, gw)},
         "windows": windows,
         "summary": {"kept_fraction": round(result.kept_fraction, 6), "windows": len(windows),
-                    "seconds": round(result.seconds, 3), "notes": result.notes},
+                    "flicker": flicker(windows), "seconds": round(result.seconds, 3), "notes": result.notes},
     }
+
+
+def flicker(windows: list[dict]) -> float | None:
+    """Fraction of tubelet positions whose kept state changes from one window to the next (None for one window)."""
+    keeps = [np.asarray(w["keep"], bool) for w in windows]
+    if len(keeps) < 2:
+        return None
+    return round(float(np.mean([(a != b).mean() for a, b in zip(keeps, keeps[1:])])), 6)
 
 
 def _guard_record(windows: list[dict], opts: Options) -> dict | None:

