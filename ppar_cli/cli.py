@@ -316,7 +316,10 @@ def eval_(
     keep: str = typer.Option("0.3,0.5,0.7", help="Keep ratios: a list (0.3,0.5) or a sweep start:stop:step."),
     methods: str = typer.Option(",".join(("ppar", "raw", "random", "oracle", "blur", "downsample2", "downsample4", "blacken")),
                                 help="blacken and oracle need the synthetic benchmark's ground-truth masks."),
-    protocol: str = typer.Option("quick", help="quick: the frozen model's own heads read the anonymized clips."),
+    protocol: str = typer.Option("quick", help="quick: the frozen model's own heads read the anonymized clips; "
+                                 "full: fresh action model, privacy and re-id attackers trained on anonymized clips."),
+    epochs: int = typer.Option(8, help="full: training epochs of each fresh model."),
+    max_train_videos: Optional[int] = typer.Option(None, help="full: train the fresh models on at most this many videos."),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the ppar score (default: the weights')."),
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
     clips_per_video: int = typer.Option(1, help="Evenly spaced windows per test video."),
@@ -325,11 +328,11 @@ def eval_(
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
     from .data import ClipSet, DataError, open_benchmark
-    from .evaluate import METHODS, evaluate, label, write_results
+    from .evaluate import METHODS, Windows, evaluate, label, runs, write_results
     from .weights import load_weights
 
-    if protocol != "quick":
-        fail(f"--protocol {protocol}: only 'quick' is implemented so far", 2)
+    if protocol not in ("quick", "full"):
+        fail(f"--protocol must be quick or full, got {protocol!r}", 2)
     try:
         keeps = _parse_keeps(keep)
     except ValueError:
@@ -347,20 +350,33 @@ def eval_(
     progress, advance = _bar(len(items), "decoding test videos", quiet)
     with progress:
         clips = ClipSet(items, w.model.cfg, progress=advance)
-    progress, advance = _bar(sum(len(keeps) if m in ("ppar", "random", "oracle") else 1 for m in chosen), "methods", quiet)
-    with progress:
-        records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video),
-                           lambda_priv=lambda_)
-    spots = write_results(records, out, f"{w.path.name} on {data} ({len(items)} test clips)")
+    n_runs = len(runs(chosen, keeps, Windows.of(clips, 1)))
+    if protocol == "quick":
+        progress, advance = _bar(n_runs, "methods", quiet)
+        with progress:
+            records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video),
+                               lambda_priv=lambda_)
+    else:
+        from .attack import full_protocol
+
+        train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
+        progress, advance = _bar(len(train_items), "decoding training videos", quiet)
+        with progress:
+            train_clips = ClipSet(train_items, w.model.cfg, progress=advance)
+        progress, advance = _bar(n_runs, "methods (training fresh models)", quiet)
+        with progress:
+            records = full_protocol(w.model, Windows.of(train_clips, 2), Windows.of(clips, max(1, clips_per_video)), chosen,
+                                    keeps, epochs=epochs, cache=out / "cache", lambda_priv=lambda_, progress=advance)
+    spots = write_results(records, out, f"{w.path.name} on {data} ({protocol} protocol, {len(items)} test videos)")
     if quiet:
         return
-    table = Table(title=f"ppar eval (quick) - {len(items)} test videos")
-    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "privacy px removed", "action px kept"):
+    table = Table(title=f"ppar eval ({protocol}) - {len(items)} test videos")
+    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept"):
         table.add_column(col, justify="left" if col == "method" else "right")
     fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for r in records:
         table.add_row(label(r), fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
-                      fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")))
+                      fmt(r.get("reid_top1")), fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")))
     Console().print(table)
     for name, r in spots.items():
         console.print(f"{name.replace('_', ' ')}: {label(r)}")

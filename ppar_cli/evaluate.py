@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,55 +60,84 @@ def pixel_anonymize(method: str, clips: np.ndarray) -> np.ndarray:
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy().reshape(clips.shape)
 
 
+@dataclass
+class Windows:
+    """Evaluation windows of a ClipSet at model resolution, with every label and mask they carry."""
+    raw: np.ndarray  # uint8 (B, T, S, S, 3)
+    actions: np.ndarray  # (B,)
+    attrs: np.ndarray | None  # (B, attributes)
+    identities: np.ndarray | None  # (B,) synthetic benchmark only
+    priv: np.ndarray | None  # (B, N) ground-truth privacy pixels per tubelet
+    act: np.ndarray | None  # (B, N) ground-truth action pixels per tubelet
+    person: np.ndarray | None  # bool (B, T, S, S) ground-truth person pixels
+
+    @classmethod
+    def of(cls, clips: ClipSet, per_video: int) -> "Windows":
+        ws = [(i, s) for i in range(len(clips)) for s in clips.windows(i, per_video)]
+        counts = [clips.counts(i, s) for i, s in ws] if clips.has_masks else None
+        ids = [clips.items[i].identity for i, _ in ws]
+        return cls(np.stack([clips.clip(i, s) for i, s in ws]), np.array([clips.items[i].action for i, _ in ws]),
+                   np.stack([clips.attributes(i, s) for i, s in ws]) if clips.has_attributes else None,
+                   np.array(ids) if all(v is not None for v in ids) else None,
+                   np.stack([c[0] for c in counts]) if counts else None, np.stack([c[1] for c in counts]) if counts else None,
+                   np.stack([clips.person_clip(i, s) for i, s in ws]) if clips.has_person else None)
+
+    def supports(self, method: str) -> bool:
+        return (method != "oracle" or self.priv is not None) and (method != "blacken" or self.person is not None)
+
+
+def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | None, rng: np.random.Generator,
+                      device=torch.device("cpu"), lambda_priv: float | None = None) -> tuple[np.ndarray, dict]:
+    """Anonymized pixels of every window by one method, and what can be measured on the way
+    (the tubelet methods' ground-truth pixel metrics, ppar's attention mass on privacy tubelets)."""
+    cfg = model.cfg
+    rec: dict = {}
+    if method in TUBELET_METHODS:
+        k = keep_counts(cfg.num_tokens, keep, 1)[0]
+        if method == "ppar":
+            out = run_model(model, w.raw, keep, device, lambda_priv=lambda_priv)
+            mask = out["keep"]
+            rec["lambda_priv"] = cfg.lambda_priv if lambda_priv is None else lambda_priv
+            if w.priv is not None:
+                rec["a_priv_on_privacy"] = attention_mass(out["a_priv"], w.priv)
+                rec["a_act_on_privacy"] = attention_mass(out["a_act"], w.priv)
+                rec["privacy_token_share"] = float((w.priv > 0).mean())
+        elif method == "oracle":
+            mask = np.stack([oracle_keep(p, a, k) for p, a in zip(w.priv, w.act)])
+        else:
+            mask = np.stack([random_keep(cfg.num_tokens, k, rng) for _ in range(len(w.raw))])
+        if w.priv is not None:
+            rec.update(pixel_metrics(mask, w.priv, w.act))
+        return w.raw * tubelet_pixels(mask, cfg), rec
+    if method == "blacken":
+        return w.raw * ~w.person[..., None], rec
+    return pixel_anonymize(method, w.raw), rec
+
+
 def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
              seed: int = 0, progress=None, clips_per_video: int = 1, lambda_priv: float | None = None) -> list[dict]:
-    """One record per (method, keep) over evenly spaced windows of every test video.
+    """The quick protocol: one record per (method, keep) over evenly spaced windows of every test video.
     lambda_priv overrides the weights' privacy weight in the ppar score."""
     cfg = model.cfg
     model.eval()
-    windows = [(i, s) for i in range(len(clips)) for s in clips.windows(i, clips_per_video)]
-    raw = np.stack([clips.clip(i, s) for i, s in windows])
-    labels = np.array([clips.items[i].action for i, _ in windows])
-    attrs = np.stack([clips.attributes(i, s) for i, s in windows]) if clips.has_attributes else None
-    counts = [clips.counts(i, s) for i, s in windows] if clips.has_masks else None
-    priv = np.stack([c[0] for c in counts]) if counts else None
-    act = np.stack([c[1] for c in counts]) if counts else None
+    w = Windows.of(clips, clips_per_video)
     rng = np.random.default_rng(seed)
     records = []
-    for method in methods:
-        if (method == "oracle" and counts is None) or (method == "blacken" and not clips.has_person):
-            continue
-        for keep in keeps if method in TUBELET_METHODS else (None,):
-            rec = {"method": method, "keep": keep}
-            if method in TUBELET_METHODS:
-                k = keep_counts(cfg.num_tokens, keep, 1)[0]
-                if method == "ppar":
-                    out = run_model(model, raw, keep, device, lambda_priv=lambda_priv)
-                    mask = out["keep"]
-                    rec["lambda_priv"] = cfg.lambda_priv if lambda_priv is None else lambda_priv
-                    if priv is not None:
-                        rec["a_priv_on_privacy"] = attention_mass(out["a_priv"], priv)
-                        rec["a_act_on_privacy"] = attention_mass(out["a_act"], priv)
-                        rec["privacy_token_share"] = float((priv > 0).mean())
-                elif method == "oracle":
-                    mask = np.stack([oracle_keep(p, a, k) for p, a in zip(priv, act)])
-                else:
-                    mask = np.stack([random_keep(cfg.num_tokens, k, rng) for _ in range(len(raw))])
-                anon = raw * tubelet_pixels(mask, cfg)
-                if priv is not None:
-                    rec.update(pixel_metrics(mask, priv, act))
-            elif method == "blacken":
-                anon = raw * ~np.stack([clips.person_clip(i, s) for i, s in windows])[..., None]
-            else:
-                anon = pixel_anonymize(method, raw)
-            out = run_model(model, anon, 1.0, device)
-            rec["action_top1"] = float((out["action"].argmax(1) == labels).mean())
-            if attrs is not None:
-                rec.update(privacy_metrics(out["privacy"], attrs, cfg.attributes))
-            records.append(rec)
-            if progress:
-                progress()
+    for method, keep in runs(methods, keeps, w):
+        anon, extra = anonymize_windows(model, w, method, keep, rng, device, lambda_priv)
+        out = run_model(model, anon, 1.0, device)
+        rec = {"method": method, "keep": keep, **extra, "action_top1": float((out["action"].argmax(1) == w.actions).mean())}
+        if w.attrs is not None:
+            rec.update(privacy_metrics(out["privacy"], w.attrs, cfg.attributes))
+        records.append(rec)
+        if progress:
+            progress()
     return records
+
+
+def runs(methods, keeps, w: Windows) -> list[tuple[str, float | None]]:
+    """(method, keep) pairs to evaluate: every keep for tubelet methods, once for pixel methods."""
+    return [(m, k) for m in methods if w.supports(m) for k in (keeps if m in TUBELET_METHODS else (None,))]
 
 
 def evaluate_clips(model: PPARModel, clips: ClipSet, device=torch.device("cpu")) -> dict:
@@ -163,7 +193,8 @@ def write_results(records: list[dict], out: Path, title: str) -> dict:
     front = pareto_front(records)
     (out / "results.json").write_text(json.dumps({"records": records, "pareto_front": [label(r) for r in front],
                                                   "sweet_spots": {k: label(v) for k, v in spots.items()}}, indent=1))
-    cols = ["method", "keep", "action_top1", "privacy_cmap", "privacy_f1", "privacy_pixels_removed", "action_pixels_kept"]
+    cols = ["method", "keep", "action_top1", "privacy_cmap", "privacy_f1", "reid_top1", "privacy_pixels_removed",
+            "action_pixels_kept"]
     attrs = sorted({a for r in records for a in r.get("per_attribute_ap", {})})
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)

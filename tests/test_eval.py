@@ -64,6 +64,16 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == len(res["records"])
     assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    full = tmp_path / "full"
+    r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
+                        "--protocol", "full", "--epochs", "1", "--keep", "0.5", "--methods", "raw,ppar,blacken",
+                        "--out", str(full), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    recs = {x["method"]: x for x in json.loads((full / "results.json").read_text())["records"]}
+    assert set(recs) == {"raw", "ppar", "blacken"}
+    for x in recs.values():
+        assert x["protocol"] == "full" and 0 <= x["action_top1"] <= 1 and 0 <= x["privacy_cmap"] <= 1 and 0 <= x["reid_top1"] <= 1
+    assert any(p.name.startswith("ppar@0.5_") for p in (full / "cache").iterdir())  # anonymized training clips cached
     bad = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
                           "--keep", "2", "--quiet"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--keep" in bad.stderr
