@@ -164,7 +164,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     writer = None
     try:
         info = probe(src)
-        reader = FrameReader(info)
+        reader = FrameReader(info, backend="ffmpeg")  # decord's reader grows with the video's length
         reporter.start_file(src, info.num_frames)
         if info.width % 2 or info.height % 2:
             result.notes.append(f"odd size {info.width}x{info.height}: encoded as yuv444p to keep the exact size")
@@ -349,6 +349,18 @@ def plan_jobs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
     return jobs
 
 
+def _flat_heap() -> None:
+    """Serve every buffer above 1 MiB straight from mmap (glibc). Frame buffers are allocated in
+    three threads; with glibc's adaptive threshold they land in per-thread arenas that fragment, and
+    peak memory crept up with the video's length (+20% for an 8x longer clip; +4% with this)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | None = None,
               weights: str | os.PathLike | LoadedWeights | None = None, reporter: Reporter | None = None) -> list[FileResult]:
     """Anonymize a video file or a folder of videos (mirrored recursively under ``out``).
@@ -358,6 +370,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     """
     opts = opts or Options()
     opts.validate()
+    _flat_heap()
     device = resolve_device(opts.device)
     inp, out = Path(inp), Path(out)
     jobs = plan_jobs(inp, out)

@@ -81,11 +81,11 @@ class FrameReader:
     """Consecutive RGB frames in chunks. decord first; ffmpeg's own decoder when decord cannot
     open the file (GIFs, some containers) or the video carries a rotation decord would ignore."""
 
-    def __init__(self, info: VideoInfo):
+    def __init__(self, info: VideoInfo, backend: str = "auto"):
         self.info = info
         self.backend = "ffmpeg"
         self._vr = None
-        if info.rotation == 0 and info.codec != "gif":
+        if backend != "ffmpeg" and info.rotation == 0 and info.codec != "gif":
             try:
                 import decord
 

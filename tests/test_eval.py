@@ -77,3 +77,33 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     bad = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
                           "--keep", "2", "--quiet"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--keep" in bad.stderr
+
+
+def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
+    """Both protocols on a tiny UCF101 fixture: generated videos under real file names, a VP-style label pickle."""
+    import pickle
+
+    import numpy as np
+    from conftest import make_clip
+
+    root = tmp_path / "UCF-101"
+    names = {"train": ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01", "YoYo/v_YoYo_g09_c02", "YoYo/v_YoYo_g10_c01"],
+             "test": ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01", "YoYo/v_YoYo_g02_c01"]}
+    for i, n in enumerate(names["train"] + names["test"]):
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        make_clip(root / f"{n}.avi", 80 + 8 * i, 60, 36, audio=False, extra=["-c:v", "mpeg4"])
+    (root / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 YoYo\n")
+    (root / "trainlist01.txt").write_text("".join(f"{n}.avi {1 + n.startswith('YoYo')}\n" for n in names["train"]))
+    (root / "testlist01.txt").write_text("".join(f"{n}.avi\n" for n in names["test"]))
+    rng = np.random.default_rng(0)
+    labels = {f"{n}.mp4": rng.integers(0, 2, (1, 5)) for n in names["train"] + names["test"]}
+    (tmp_path / "vp.pickle").write_bytes(pickle.dumps(labels))
+    for protocol in ("quick", "full"):
+        out = tmp_path / protocol
+        r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(root), "--labels", str(tmp_path / "vp.pickle"),
+                            "--weights", str(tiny_weights), "--protocol", protocol, "--epochs", "1", "--keep", "0.5",
+                            "--out", str(out), "--quiet"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        recs = {x["method"]: x for x in json.loads((out / "results.json").read_text())["records"]}
+        assert {"ppar", "random", "raw", "blur"} <= set(recs) and "oracle" not in recs and "blacken" not in recs
+        assert all("privacy_cmap" in x and "reid_top1" not in x for x in recs.values())
