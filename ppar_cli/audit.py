@@ -2,7 +2,9 @@
 
 Every frame of the original and of the anonymized video goes through the guard's detector at a low
 threshold (lower than the guard's own, so the audit is the stricter judge). A frame leaks when a face
-is found after anonymization in a frame where one was found before.
+is found after anonymization where one was found before: an output detection overlapping an input
+face box (at least 30% of its area inside it). Detections elsewhere in the output (the detector at a
+low threshold firing on a chair in a half-black frame) are counted too, but as `face_frames_after`.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from .guard import load_centerface
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, probe
 
 
-def _face_frames(path: Path, detector, threshold: float, max_side: int) -> np.ndarray:
-    """bool per frame: at least one face found."""
+def _faces(path: Path, detector, threshold: float, max_side: int) -> list[np.ndarray]:
+    """(k, 4) face boxes per frame."""
     found = []
     for chunk in FrameReader(probe(path)).chunks(32):
         for frame in chunk:
@@ -25,22 +27,35 @@ def _face_frames(path: Path, detector, threshold: float, max_side: int) -> np.nd
             s = min(1.0, max_side / max(H, W))
             detector.in_shape = (max(32, int(round(W * s))), max(32, int(round(H * s))))
             dets, _ = detector(frame, threshold=threshold)
-            found.append(len(dets) > 0)
-    return np.array(found, bool)
+            found.append(np.asarray(dets, np.float32).reshape(-1, 5)[:, :4])
+    return found
+
+
+def _overlaps(after: np.ndarray, before: np.ndarray, min_inside: float = 0.3) -> bool:
+    """Does any box of `after` have at least `min_inside` of its area inside a box of `before`?"""
+    for a in after:
+        area = max((a[2] - a[0]) * (a[3] - a[1]), 1e-6)
+        for b in before:
+            iw = min(a[2], b[2]) - max(a[0], b[0])
+            ih = min(a[3], b[3]) - max(a[1], b[1])
+            if iw > 0 and ih > 0 and iw * ih / area >= min_inside:
+                return True
+    return False
 
 
 def audit_pair(original: Path, anonymized: Path, threshold: float = 0.1, max_side: int = 640, detector=None) -> dict:
     detector = detector or load_centerface()
-    before = _face_frames(original, detector, threshold, max_side)
-    after = _face_frames(anonymized, detector, threshold, max_side)
+    before = _faces(original, detector, threshold, max_side)
+    after = _faces(anonymized, detector, threshold, max_side)
     if len(before) != len(after):
         raise VideoError(f"{anonymized}: {len(after)} frames, the original {original} has {len(before)}")
-    leaked = before & after
-    rec = {"original": str(original), "anonymized": str(anonymized), "frames": int(len(before)),
+    had = np.array([len(b) > 0 for b in before])
+    leaked = np.array([len(a) > 0 and _overlaps(a, b) for a, b in zip(after, before)])
+    rec = {"original": str(original), "anonymized": str(anonymized), "frames": len(before),
            "detector": "centerface", "threshold": threshold,
-           "face_frames_before": int(before.sum()), "face_frames_after": int(after.sum()),
+           "face_frames_before": int(had.sum()), "face_frames_after": int(sum(len(a) > 0 for a in after)),
            "leaked_frames": int(leaked.sum()),
-           "leak_rate": float(leaked.sum() / max(before.sum(), 1)),
+           "leak_rate": float(leaked.sum() / max(had.sum(), 1)),
            "leaked_frame_indices": np.flatnonzero(leaked).tolist()[:50]}
     scores = anonymized.with_suffix(".json")
     if scores.exists():

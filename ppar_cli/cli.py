@@ -162,7 +162,7 @@ def audit(
         typer.echo(json.dumps(records, indent=1))
     else:
         table = Table(title=f"ppar audit (CenterFace, threshold {threshold})")
-        for col in ("video", "frames", "face frames before", "after", "leaked", "leak rate", "kept"):
+        for col in ("video", "frames", "face frames before", "any face after", "leaked", "leak rate", "kept"):
             table.add_column(col, justify="left" if col == "video" else "right")
         for r in records:
             if "error" in r:
