@@ -175,6 +175,8 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         windows = _process_stream(reader, writer, weights.model, opts, device, reporter, guard)
         if not windows:
             raise VideoError(f"{src}: no decodable frames")
+        if reader.damage:  # every frame written was scored; say that the input itself is damaged
+            result.notes.append(f"damaged input, {writer.frames} frames decoded ({reader.damage})")
         result.frames = writer.frames
         result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
         result.seconds = time.perf_counter() - t0

@@ -84,6 +84,7 @@ class FrameReader:
     def __init__(self, info: VideoInfo, backend: str = "auto"):
         self.info = info
         self.backend = "ffmpeg"
+        self.damage: str | None = None  # the decoder's complaint about a file it still decoded (truncated, corrupt)
         self._vr = None
         if backend != "ffmpeg" and info.rotation == 0 and info.codec != "gif":
             try:
@@ -144,6 +145,8 @@ class FrameReader:
                 rc = proc.wait()
             err.seek(0)
             msg = err.read().decode(errors="replace").strip()
+        if rc == 0 and msg:
+            self.damage = msg.splitlines()[-1][:200]
         if rc != 0:
             raise VideoError(f"{self.info.path}: decode failed ({msg.splitlines()[-1][:200] if msg else f'ffmpeg exit {rc}'})")
 

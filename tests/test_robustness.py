@@ -70,9 +70,10 @@ def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case):
     if case == "directory":  # a folder without videos: nothing to do, nothing written
         assert anonymize(src, out / "o", Options(), weights=tiny_weights) == []
         return
-    if r.status == "ok":  # a damaged file may still decode: then every written frame was scored
+    if r.status == "ok":  # a damaged file may still decode: then every written frame was scored, and it says so
         scores = json.loads((out / "o.json").read_text())
         assert frames_in(out / "o.mp4") == r.frames == sum(w["frames"] for w in scores["windows"])
+        assert any("damaged input" in n for n in r.notes), r.notes
     else:
         _check_failed(r, src, out)
     assert (src.read_bytes() if src.is_file() else None) == before
