@@ -132,6 +132,8 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torc
                 lambda_priv: float | None = None):
     """Run the model on uint8 clips (B, T, H, W, 3) sampled at the clip stride; outputs on the CPU."""
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
+            clips = clips.pin_memory()
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
         out = model(x, keep=keep, lambda_priv=lambda_priv)
     return type(out)(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
