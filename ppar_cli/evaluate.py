@@ -233,7 +233,7 @@ def _plot(records, front, spots, path: Path, title: str) -> None:
     ax.set_ylabel("privacy cMAP (%)  (lower is better)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="best", framealpha=0.6)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
