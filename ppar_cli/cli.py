@@ -76,6 +76,7 @@ def anonymize(
     overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
     guard: str = typer.Option("auto", help="Face guard: auto (on when installed), centerface, or none."),
     guard_stride: int = typer.Option(2, help="Run the face detector on every N-th frame."),
+    guard_threshold: float = typer.Option(0.1, help="Face detector threshold (lower hides more)."),
     shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
     manifest: Optional[Path] = typer.Option(None, help="Folder mode: JSON-lines record of each file (default OUT/ppar-manifest*.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
@@ -84,7 +85,7 @@ def anonymize(
     try:
         opts = Options(keep=keep, lambda_priv=lambda_, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
                        scores_path=scores, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
-                       guard=guard, guard_config=GuardConfig(stride=guard_stride),
+                       guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride),
                        manifest=manifest)
     except UsageError as e:
         fail(str(e), 2)

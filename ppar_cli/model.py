@@ -267,8 +267,8 @@ class PPARModel(nn.Module):
 def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> uint8 (N, size, size, 3), antialiased bilinear.
 
-    Stays in uint8 (channels-last): at 1280x720 this is about 80x faster than a float round trip and
-    within 1 level of it. Training data and `ppar anonymize` both go through here.
+    Stays in uint8 (channels-last): at 1280x720 far cheaper than a float round trip, and within one
+    level of it. Training data and `ppar anonymize` both go through here.
     """
     if frames.shape[1:3] == (size, size):
         return frames

@@ -356,7 +356,7 @@ def plan_jobs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
 def _flat_heap() -> None:
     """Serve every buffer above 1 MiB straight from mmap (glibc). Frame buffers are allocated in
     three threads; with glibc's adaptive threshold they land in per-thread arenas that fragment, and
-    peak memory crept up with the video's length (+20% for an 8x longer clip; +4% with this)."""
+    peak memory crept up with the video's length (benchmarks/bench.py --long 8 checks it)."""
     try:
         import ctypes
 
