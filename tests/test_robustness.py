@@ -201,7 +201,9 @@ def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--weights", str(tiny_weights), "--quiet",
            "--guard", "none", "--batch-size", "1"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: reset it.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob(".b_long*")) and not list(out.glob("*b_long*tmp*")):
         time.sleep(0.1)  # until the second file's temporary output exists
