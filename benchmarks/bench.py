@@ -7,6 +7,8 @@ For each size a source clip is made from a real video of ../shared (or ffmpeg's 
 absent), scaled and looped to the length asked for and encoded as H.264. ffmpeg (libx264, the same
 preset and crf as ppar) and ppar then run alternately; medians, the ppar/ffmpeg throughput ratio
 and peak RSS are printed. `--long K` also anonymizes a clip K times longer, for the memory check.
+`--batch K` times a folder of K such clips in one `ppar anonymize` against K ffmpeg runs: the way a
+dataset is processed, where ppar's start-up (importing PyTorch, about 1.5 s) is paid once.
 `--model` times the model alone in clip-frames/s. deface is measured in the same run when installed.
 """
 from __future__ import annotations
@@ -93,6 +95,19 @@ def bench_size(w: int, h: int, args, tmp: Path) -> dict:
     row = {"size": f"{w}x{h}", "frames": n, **{f"{k}_fps": round(n / v, 1) for k, v in med.items()},
            "ratio_ppar_to_ffmpeg": round(med["ffmpeg"] / med["ppar"], 3),
            "ppar_rss_mb": max(m["rss_mb"] for m in rss), "encoder_rss_mb": max(m["encoder_rss_mb"] for m in rss)}
+    if args.batch > 1:
+        folder = tmp / f"batch_{w}x{h}"
+        folder.mkdir()
+        for i in range(args.batch):
+            shutil.copy(src, folder / f"clip{i:03d}.mp4")
+        t0 = time.perf_counter()
+        for i in range(args.batch):
+            timed([*ff_cmd[:5], str(folder / f"clip{i:03d}.mp4"), *ff_cmd[6:]])
+        ff_batch = time.perf_counter() - t0
+        pp_batch, mem = timed([sys.executable, __file__, "--child", str(folder), str(tmp / f"out_{w}x{h}"), *args.ppar_args])
+        row.update({"batch_clips": args.batch, "batch_ffmpeg_fps": round(args.batch * n / ff_batch, 1),
+                    "batch_ppar_fps": round(args.batch * n / pp_batch, 1),
+                    "batch_ratio_ppar_to_ffmpeg": round(ff_batch / pp_batch, 3), "batch_ppar_rss_mb": mem["rss_mb"]})
     if args.long > 1:
         long_src = tmp / f"long_{w}x{h}.mp4"
         make_clip(long_src, w, h, args.seconds * args.long)
@@ -147,6 +162,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--long", type=int, default=0, help="also measure peak RSS on a clip this many times longer")
+    ap.add_argument("--batch", type=int, default=0, help="also time a folder of this many clips in one run")
     ap.add_argument("--model", action="store_true", help="also time the model alone (bundled and base configs)")
     ap.add_argument("ppar_args", nargs="*", help="extra `ppar anonymize` options, after --")
     args = ap.parse_args()

@@ -1,27 +1,30 @@
-"""`ppar audit`: does a face detector still find faces after anonymization?
+"""`ppar audit`: do face detectors still find faces after anonymization, and do they still look
+like the person?
 
-Every frame of the original and of the anonymized video goes through the guard's detector at a low
-threshold (lower than the guard's own, so the audit is the stricter judge). A frame leaks when a face
-is found after anonymization where one was found before: an output detection overlapping an input
-face box (at least 30% of its area inside it). Detections elsewhere in the output (the detector at a
-low threshold firing on a chair in a half-black frame) are counted too, but as `face_frames_after`.
+The original and the anonymized video are decoded side by side. Every frame goes through each
+detector (CenterFace at a low threshold, stricter than the guard's own; dlib's HOG detector as a
+second, different judge). A frame leaks for a detector when it finds a face after anonymization
+where it found one before: an output box with at least 30% of its area inside an input face box.
+Detections elsewhere (CenterFace at a low threshold firing on a chair in a half-black frame) are
+counted as `face_frames_after`, not as leaks.
+
+Identity: on every ``identity_stride``-th frame, each confident input face (score at least 0.5, so
+not the chair: a region kept unchanged would match itself) is described by dlib's face descriptor
+in the original and at the same place in the output; a match (distance below 0.6, dlib's
+same-person threshold) means what is left there still identifies the person, whether or not a
+detector fires on it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .guard import detect_faces, load_centerface
+from .faces import SAME_PERSON, FacesUnavailable, Identity, load_detectors
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, probe
-
-
-def _faces(path: Path, detector, threshold: float, max_side: int) -> list[np.ndarray]:
-    """(k, 4) face boxes per frame."""
-    return [detect_faces(detector, frame, threshold, max_side)
-            for chunk in FrameReader(probe(path), backend="ffmpeg").chunks(32) for frame in chunk]
 
 
 def _overlaps(after: np.ndarray, before: np.ndarray, min_inside: float = 0.3) -> bool:
@@ -36,42 +39,87 @@ def _overlaps(after: np.ndarray, before: np.ndarray, min_inside: float = 0.3) ->
     return False
 
 
-def audit_pair(original: Path, anonymized: Path, threshold: float = 0.1, max_side: int = 640, detector=None) -> dict:
-    detector = detector or load_centerface()
-    before = _faces(original, detector, threshold, max_side)
-    after = _faces(anonymized, detector, threshold, max_side)
-    if len(before) != len(after):
-        raise VideoError(f"{anonymized}: {len(after)} frames, the original {original} has {len(before)}")
-    had = np.array([len(b) > 0 for b in before])
-    leaked = np.array([len(a) > 0 and _overlaps(a, b) for a, b in zip(after, before)])
-    rec = {"original": str(original), "anonymized": str(anonymized), "frames": len(before),
-           "detector": "centerface", "threshold": threshold,
-           "face_frames_before": int(had.sum()), "face_frames_after": int(sum(len(a) > 0 for a in after)),
-           "leaked_frames": int(leaked.sum()),
-           "leak_rate": float(leaked.sum() / max(had.sum(), 1)),
-           "leaked_frame_indices": np.flatnonzero(leaked).tolist()[:50]}
+def _frame_pairs(original: Path, anonymized: Path):
+    a = (f for chunk in FrameReader(probe(original), backend="ffmpeg").chunks(32) for f in chunk)
+    b = (f for chunk in FrameReader(probe(anonymized), backend="ffmpeg").chunks(32) for f in chunk)
+    n = 0
+    for n, pair in enumerate(zip(a, b, strict=False), start=1):
+        yield pair
+    rest_a, rest_b = sum(1 for _ in a), sum(1 for _ in b)
+    if rest_a or rest_b:
+        raise VideoError(f"{anonymized}: {n + rest_b} frames, the original {original} has {n + rest_a}")
+
+
+CONFIDENT = 0.5  # detector score of the input faces the identity check describes
+
+
+def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Identity | None = None,
+               identity_stride: int = 5) -> dict:
+    per = {d.name: {"before": [], "after": [], "leaked": []} for d in detectors}
+    checked = matched = 0
+    distances: list[float] = []
+    frames = 0
+    for i, (before, after) in enumerate(_frame_pairs(original, anonymized)):
+        frames += 1
+        faces_in = []
+        for d in detectors:
+            b, a = d(before), d(after)
+            per[d.name]["before"].append(len(b) > 0)
+            per[d.name]["after"].append(len(a) > 0)
+            per[d.name]["leaked"].append(len(a) > 0 and _overlaps(a, b))
+            faces_in.append(b)
+        if identity is not None and i % identity_stride == 0:
+            boxes = faces_in[0][faces_in[0][:, 4] >= CONFIDENT]  # the first detector's confident faces
+            if len(boxes):
+                d = np.linalg.norm(identity.describe(before, boxes) - identity.describe(after, boxes), axis=1)
+                checked, matched = checked + len(d), matched + int((d < SAME_PERSON).sum())
+                distances += d.tolist()
+    if frames == 0:
+        raise VideoError(f"{original}: no decodable frames")
+    rec = {"original": str(original), "anonymized": str(anonymized), "frames": frames, "detectors": {}}
+    for d in detectors:
+        had, leaked = np.array(per[d.name]["before"]), np.array(per[d.name]["leaked"])
+        rec["detectors"][d.name] = {
+            "threshold": getattr(d, "threshold", None),
+            "face_frames_before": int(had.sum()), "face_frames_after": int(sum(per[d.name]["after"])),
+            "leaked_frames": int(leaked.sum()), "leak_rate": float(leaked.sum() / max(had.sum(), 1)),
+            "leaked_frame_indices": np.flatnonzero(leaked).tolist()[:50]}
+    rec["leak_rate"] = max(r["leak_rate"] for r in rec["detectors"].values())
+    if identity is not None:
+        rec["identity"] = {"checked": checked, "matches": matched, "threshold": SAME_PERSON,
+                           "min_distance": round(min(distances), 4) if distances else None}
     scores = anonymized.with_suffix(".json")
     if scores.exists():
-        try:
+        with contextlib.suppress(ValueError, KeyError):
             rec["kept_fraction"] = json.loads(scores.read_text())["summary"]["kept_fraction"]
-        except (ValueError, KeyError):
-            pass
     return rec
 
 
-def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold: float = 0.1) -> list[dict]:
-    """One record per video; folders are paired by relative path (OUT mirrors IN as .mp4)."""
+def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold: float = 0.1,
+          detectors: str = "all", identity: str = "auto", identity_stride: int = 5) -> list[dict]:
+    """One record per video; folders are paired by relative path (OUT mirrors IN as .mp4).
+
+    detectors: comma-separated names or "all" (every installed one); threshold is CenterFace's.
+    identity: "auto" (when face-recognition-models is installed), "on" or "off".
+    """
     original, anonymized = Path(original), Path(anonymized)
-    detector = load_centerface()
-    if original.is_file():
-        return [audit_pair(original, anonymized, threshold, detector=detector)]
+    dets = load_detectors([n.strip() for n in detectors.split(",")], threshold)
+    ident = None
+    if identity != "off":
+        try:
+            ident = Identity()
+        except FacesUnavailable:
+            if identity == "on":
+                raise
+    pairs = [(original, anonymized)] if original.is_file() else [
+        (src, anonymized / src.relative_to(original).with_suffix(".mp4"))
+        for src in sorted(p for p in original.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)]
     records = []
-    for src in sorted(p for p in original.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS):
-        dst = anonymized / src.relative_to(original).with_suffix(".mp4")
+    for src, dst in pairs:
         try:
             if not dst.exists():
                 raise VideoError(f"{dst}: no anonymized output for {src}")
-            records.append(audit_pair(src, dst, threshold, detector=detector))
+            records.append(audit_pair(src, dst, dets, ident, identity_stride))
         except VideoError as e:
             records.append({"original": str(src), "anonymized": str(dst), "error": str(e)})
     return records

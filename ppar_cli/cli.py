@@ -65,12 +65,14 @@ def anonymize(
     out: Path = typer.Argument(..., metavar="OUT", help="Output MP4, or folder mirroring IN."),
     keep: float = typer.Option(0.5, help="Fraction of each clip's tubelets left visible, 0..1."),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the tubelet score (default: the weights')."),
+    hysteresis: float = typer.Option(0.0, help="Less flicker: score bonus, in score standard deviations, for tubelets the previous window kept (0: off; 0.5 is mild)."),
     weights: Optional[Path] = typer.Option(None, help="Weights file (.safetensors); default: the bundled weights."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(4, help="Clips per model batch."),
     fill: str = typer.Option("black", help="Pruned tubelets: black (the method's), blur, pixelate or mean."),
     scores: Optional[Path] = typer.Option(None, help="Score map JSON path (single file; default OUT.json)."),
     no_scores: bool = typer.Option(False, "--no-scores", help="Do not write score maps."),
+    preview: Optional[Path] = typer.Option(None, help="Single file: also write a side-by-side MP4 (scores and kept grid over the original | output)."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s)."),
     crf: int = typer.Option(20, help="x264 quality, 0 (lossless) .. 51; lower is better."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
@@ -83,8 +85,8 @@ def anonymize(
 ) -> None:
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
     try:
-        opts = Options(keep=keep, lambda_priv=lambda_, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
-                       scores_path=scores, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
+        opts = Options(keep=keep, lambda_priv=lambda_, hysteresis=hysteresis, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
+                       scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
                        guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride),
                        manifest=manifest)
     except UsageError as e:
@@ -144,37 +146,55 @@ def _summary(results: list[FileResult]) -> None:
 def audit(
     original: Path = typer.Argument(..., help="Original video or folder."),
     anonymized: Path = typer.Argument(..., help="Anonymized video, or the folder `ppar anonymize` wrote."),
-    threshold: float = typer.Option(0.1, help="Detector threshold (lower finds more, so the audit is stricter)."),
+    threshold: float = typer.Option(0.1, help="CenterFace's threshold (lower finds more, so the audit is stricter)."),
+    detectors: str = typer.Option("all", help="centerface, dlib, both comma-separated, or all (every installed one)."),
+    identity: str = typer.Option("auto", help="Does what is left where a face was still match the person (dlib's descriptor)? auto|on|off."),
+    identity_stride: int = typer.Option(5, min=1, help="Identity check on every N-th frame."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
-    """Face detections before and after anonymization, per video: how many face frames leaked."""
+    """Face detections before and after anonymization, per video and detector: how many face frames leaked."""
     from .audit import audit as run_audit
-    from .guard import GuardUnavailable
+    from .faces import FacesUnavailable
     from .video import VideoError
 
     for p in (original, anonymized):
         if not p.exists():
             fail(f"{p}: no such file or directory", 2)
+    if identity not in ("auto", "on", "off"):
+        fail(f"--identity must be auto, on or off, got {identity!r}", 2)
     try:
-        records = run_audit(original, anonymized, threshold)
-    except (GuardUnavailable, VideoError) as e:
+        records = run_audit(original, anonymized, threshold, detectors, identity, identity_stride)
+    except (FacesUnavailable, ValueError) as e:
         fail(str(e), 2)
+    except VideoError as e:
+        fail(str(e), 1)
     if as_json:
         typer.echo(json.dumps(records, indent=1))
     else:
-        table = Table(title=f"ppar audit (CenterFace, threshold {threshold})")
-        for col in ("video", "frames", "face frames before", "any face after", "leaked", "leak rate", "kept"):
-            table.add_column(col, justify="left" if col == "video" else "right")
-        for r in records:
-            if "error" in r:
-                table.add_row(Path(r["original"]).name, f"[red]{r['error']}[/]", "", "", "", "", "")
-                continue
-            table.add_row(Path(r["original"]).name, str(r["frames"]), str(r["face_frames_before"]), str(r["face_frames_after"]),
-                          str(r["leaked_frames"]), f"{100 * r['leak_rate']:.1f}%",
-                          f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
-        Console().print(table)
+        _audit_table(records, threshold)
     if any("error" in r for r in records):
         raise typer.Exit(1)
+
+
+def _audit_table(records: list[dict], threshold: float) -> None:
+    names = next((list(r["detectors"]) for r in records if "detectors" in r), [])
+    ident = any("identity" in r for r in records)
+    table = Table(title=f"ppar audit: face frames before -> leaked (CenterFace at {threshold})")
+    cols = ["video", "frames"] + [f"{n}: faces / any after / leaked" for n in names]
+    cols += ["identity matches"] if ident else []
+    for col in cols + ["kept"]:
+        table.add_column(col, justify="left" if col == "video" else "right")
+    for r in records:
+        if "error" in r:
+            table.add_row(Path(r["original"]).name, f"[red]{r['error']}[/]", *[""] * (len(cols) - 1))
+            continue
+        cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']}" for d in r["detectors"].values()]
+        if ident:
+            i = r.get("identity")
+            cells.append(f"{i['matches']} of {i['checked']}" if i else "")
+        table.add_row(Path(r["original"]).name, str(r["frames"]), *cells,
+                      f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
+    Console().print(table)
 
 
 @app.command()
@@ -322,6 +342,7 @@ def eval_(
     epochs: int = typer.Option(8, help="full: training epochs of each fresh model."),
     max_train_videos: Optional[int] = typer.Option(None, help="full: train the fresh models on at most this many videos."),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the ppar score (default: the weights')."),
+    hysteresis: float = typer.Option(0.0, help="ppar's hysteresis, as in anonymize (quick protocol; acts between back-to-back windows)."),
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
     clips_per_video: int = typer.Option(1, help="Evenly spaced windows per test video."),
     out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
@@ -356,7 +377,7 @@ def eval_(
         progress, advance = _bar(n_runs, "methods", quiet)
         with progress:
             records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video),
-                               lambda_priv=lambda_)
+                               lambda_priv=lambda_, hysteresis=hysteresis)
     else:
         from .attack import full_protocol
 

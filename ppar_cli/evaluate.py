@@ -20,23 +20,26 @@ import torch.nn.functional as F
 from .data import ClipSet
 from .masks import smooth_fill
 from .metrics import attention_mass, oracle_keep, pixel_metrics, privacy_metrics, random_keep
-from .model import PPARModel, keep_counts, prepare_clips
+from .model import PPARModel, keep_counts
+from .scoring import score_clips
 
 TUBELET_METHODS = ("ppar", "random", "oracle")
 PIXEL_METHODS = ("raw", "blur", "downsample2", "downsample4", "blacken")  # blacken: every person pixel, from ground truth
 METHODS = TUBELET_METHODS + PIXEL_METHODS
 
 
-@torch.inference_mode()
 def run_model(model: PPARModel, clips: np.ndarray, keep: float, device: torch.device, batch_size: int = 32,
-              lambda_priv: float | None = None) -> dict:
-    """Model outputs over uint8 clips (B, T, S, S, 3), concatenated as numpy arrays."""
-    outs = []
+              lambda_priv: float | None = None, hysteresis: float = 0.0, follows: np.ndarray | None = None) -> dict:
+    """Model outputs over uint8 clips (B, T, S, S, 3), concatenated as numpy arrays. follows[b]:
+    window b comes right after window b-1 of the same video (for hysteresis)."""
+    outs, prev = [], None
+    follows = np.zeros(len(clips), bool) if follows is None else follows
     for b in range(0, len(clips), batch_size):
-        x = torch.from_numpy(clips[b:b + batch_size]).to(device)
-        o = model(prepare_clips(x, model.cfg), keep=keep, lambda_priv=lambda_priv)
-        outs.append({"action": o.action_logits.float().cpu(), "privacy": o.privacy_logits.float().sigmoid().cpu(),
-                     "keep": o.keep_mask.reshape(len(x), -1).cpu(), "a_act": o.a_act[:, 0].cpu(), "a_priv": o.a_priv[:, 0].cpu()})
+        o = score_clips(model, torch.from_numpy(clips[b:b + batch_size]), keep, device, lambda_priv,
+                        hysteresis, follows[b:b + batch_size], prev)
+        prev = o.keep_mask[-1]
+        outs.append({"action": o.action_logits, "privacy": o.privacy_logits.sigmoid(),
+                     "keep": o.keep_mask.reshape(len(o.keep_mask), -1), "a_act": o.a_act[:, 0], "a_priv": o.a_priv[:, 0]})
     return {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
 
 
@@ -70,31 +73,37 @@ class Windows:
     priv: np.ndarray | None  # (B, N) ground-truth privacy pixels per tubelet
     act: np.ndarray | None  # (B, N) ground-truth action pixels per tubelet
     person: np.ndarray | None  # bool (B, T, S, S) ground-truth person pixels
+    follows: np.ndarray  # bool (B,): window b starts where window b-1 of the same video ends
 
     @classmethod
     def of(cls, clips: ClipSet, per_video: int) -> "Windows":
         ws = [(i, s) for i in range(len(clips)) for s in clips.windows(i, per_video)]
+        span = clips.cfg.clip_span
+        follows = np.array([b > 0 and ws[b - 1] == (i, s - span) for b, (i, s) in enumerate(ws)], bool)
         counts = [clips.counts(i, s) for i, s in ws] if clips.has_masks else None
         ids = [clips.items[i].identity for i, _ in ws]
         return cls(np.stack([clips.clip(i, s) for i, s in ws]), np.array([clips.items[i].action for i, _ in ws]),
                    np.stack([clips.attributes(i, s) for i, s in ws]) if clips.has_attributes else None,
                    np.array(ids) if all(v is not None for v in ids) else None,
                    np.stack([c[0] for c in counts]) if counts else None, np.stack([c[1] for c in counts]) if counts else None,
-                   np.stack([clips.person_clip(i, s) for i, s in ws]) if clips.has_person else None)
+                   np.stack([clips.person_clip(i, s) for i, s in ws]) if clips.has_person else None, follows)
 
 
 def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | None, rng: np.random.Generator,
-                      device=torch.device("cpu"), lambda_priv: float | None = None) -> tuple[np.ndarray, dict]:
+                      device=torch.device("cpu"), lambda_priv: float | None = None,
+                      hysteresis: float = 0.0) -> tuple[np.ndarray, dict]:
     """Anonymized pixels of every window by one method, and what can be measured on the way
-    (the tubelet methods' ground-truth pixel metrics, ppar's attention mass on privacy tubelets)."""
+    (the tubelet methods' ground-truth pixel metrics, ppar's attention mass on privacy tubelets,
+    flicker between consecutive windows)."""
     cfg = model.cfg
     rec: dict = {}
     if method in TUBELET_METHODS:
         k = keep_counts(cfg.num_tokens, keep, 1)[0]
         if method == "ppar":
-            out = run_model(model, w.raw, keep, device, lambda_priv=lambda_priv)
+            out = run_model(model, w.raw, keep, device, lambda_priv=lambda_priv, hysteresis=hysteresis, follows=w.follows)
             mask = out["keep"]
             rec["lambda_priv"] = cfg.lambda_priv if lambda_priv is None else lambda_priv
+            rec["hysteresis"] = hysteresis
             if w.priv is not None:
                 rec["a_priv_on_privacy"] = attention_mass(out["a_priv"], w.priv)
                 rec["a_act_on_privacy"] = attention_mass(out["a_act"], w.priv)
@@ -105,6 +114,8 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
             mask = np.stack([random_keep(cfg.num_tokens, k, rng) for _ in range(len(w.raw))])
         if w.priv is not None:
             rec.update(pixel_metrics(mask, w.priv, w.act))
+        if w.follows.any():
+            rec["flicker"] = float((mask[1:] != mask[:-1]).mean(1)[w.follows[1:]].mean())
         return w.raw * tubelet_pixels(mask, cfg), rec
     if method == "blacken":
         return w.raw * ~w.person[..., None], rec
@@ -112,16 +123,18 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
 
 
 def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
-             seed: int = 0, progress=None, clips_per_video: int = 1, lambda_priv: float | None = None) -> list[dict]:
+             seed: int = 0, progress=None, clips_per_video: int = 1, lambda_priv: float | None = None,
+             hysteresis: float = 0.0) -> list[dict]:
     """The quick protocol: one record per (method, keep) over evenly spaced windows of every test video.
-    lambda_priv overrides the weights' privacy weight in the ppar score."""
+    lambda_priv overrides the weights' privacy weight in the ppar score; hysteresis is ppar's, as in
+    `ppar anonymize` (it acts only between back-to-back windows, e.g. 2 per 64-frame synthetic video)."""
     cfg = model.cfg
     model.eval()
     w = Windows.of(clips, clips_per_video)
     rng = np.random.default_rng(seed)
     records = []
     for method, keep in runs(methods, keeps, w.priv is not None, w.person is not None):
-        anon, extra = anonymize_windows(model, w, method, keep, rng, device, lambda_priv)
+        anon, extra = anonymize_windows(model, w, method, keep, rng, device, lambda_priv, hysteresis)
         out = run_model(model, anon, 1.0, device)
         rec = {"method": method, "keep": keep, **extra, "action_top1": float((out["action"].argmax(1) == w.actions).mean())}
         if w.attrs is not None:
@@ -193,7 +206,7 @@ def write_results(records: list[dict], out: Path, title: str) -> dict:
     (out / "results.json").write_text(json.dumps({"records": records, "pareto_front": [label(r) for r in front],
                                                   "sweet_spots": {k: label(v) for k, v in spots.items()}}, indent=1))
     cols = ["method", "keep", "action_top1", "privacy_cmap", "privacy_f1", "reid_top1", "privacy_pixels_removed",
-            "action_pixels_kept"]
+            "action_pixels_kept", "flicker"]
     attrs = sorted({a for r in records for a in r.get("per_attribute_ap", {})})
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)

