@@ -9,10 +9,12 @@ Detections elsewhere (CenterFace at a low threshold firing on a chair in a half-
 counted as `face_frames_after`, not as leaks.
 
 Identity: on every ``identity_stride``-th frame, each confident input face (score at least 0.5, so
-not the chair: a region kept unchanged would match itself) is described by dlib's face descriptor
-in the original and at the same place in the output; a match (distance below 0.6, dlib's
-same-person threshold) means what is left there still identifies the person, whether or not a
-detector fires on it.
+not the chair: a region kept unchanged would match itself; at least 40 px, below which dlib's
+descriptor tells people apart poorly) is described by dlib's face descriptor in the original and at
+the same place in the output. A match (distance below 0.6, dlib's same-person threshold) means what
+is left there still identifies the person, whether or not a detector fires on it. An output region
+that is flat (black or mean fill: pixel standard deviation under 8) carries no identity and counts
+as `blank`: measured, the descriptor of a black square lies within 0.6 of a blurry 50 px face.
 """
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ def _overlaps(after: np.ndarray, before: np.ndarray, min_inside: float = 0.3) ->
     return False
 
 
+def _region(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = np.clip(box[:4].round().astype(int), 0, [frame.shape[1], frame.shape[0]] * 2)
+    return frame[y0:y1, x0:x1]
+
+
 def _frame_pairs(original: Path, anonymized: Path):
     a = (f for chunk in FrameReader(probe(original), backend="ffmpeg").chunks(32) for f in chunk)
     b = (f for chunk in FrameReader(probe(anonymized), backend="ffmpeg").chunks(32) for f in chunk)
@@ -51,12 +58,14 @@ def _frame_pairs(original: Path, anonymized: Path):
 
 
 CONFIDENT = 0.5  # detector score of the input faces the identity check describes
+MIN_FACE = 40  # pixels, the shorter side of those faces
+FLAT = 8.0  # pixel standard deviation under which an output region is blank
 
 
 def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Identity | None = None,
                identity_stride: int = 5) -> dict:
     per = {d.name: {"before": [], "after": [], "leaked": []} for d in detectors}
-    checked = matched = 0
+    checked = matched = blank = 0
     distances: list[float] = []
     frames = 0
     for i, (before, after) in enumerate(_frame_pairs(original, anonymized)):
@@ -69,11 +78,14 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Iden
             per[d.name]["leaked"].append(len(a) > 0 and _overlaps(a, b))
             faces_in.append(b)
         if identity is not None and i % identity_stride == 0:
-            boxes = faces_in[0][faces_in[0][:, 4] >= CONFIDENT]  # the first detector's confident faces
+            f = faces_in[0]  # the first detector's confident, large enough faces
+            boxes = f[(f[:, 4] >= CONFIDENT) & (np.minimum(f[:, 2] - f[:, 0], f[:, 3] - f[:, 1]) >= MIN_FACE)]
             if len(boxes):
+                flat = np.array([_region(after, b).std() < FLAT for b in boxes])
                 d = np.linalg.norm(identity.describe(before, boxes) - identity.describe(after, boxes), axis=1)
-                checked, matched = checked + len(d), matched + int((d < SAME_PERSON).sum())
-                distances += d.tolist()
+                checked, blank = checked + len(d), blank + int(flat.sum())
+                matched += int(((d < SAME_PERSON) & ~flat).sum())
+                distances += d[~flat].tolist()
     if frames == 0:
         raise VideoError(f"{original}: no decodable frames")
     rec = {"original": str(original), "anonymized": str(anonymized), "frames": frames, "detectors": {}}
@@ -86,7 +98,7 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Iden
             "leaked_frame_indices": np.flatnonzero(leaked).tolist()[:50]}
     rec["leak_rate"] = max(r["leak_rate"] for r in rec["detectors"].values())
     if identity is not None:
-        rec["identity"] = {"checked": checked, "matches": matched, "threshold": SAME_PERSON,
+        rec["identity"] = {"checked": checked, "blank": blank, "matches": matched, "threshold": SAME_PERSON,
                            "min_distance": round(min(distances), 4) if distances else None}
     scores = anonymized.with_suffix(".json")
     if scores.exists():

@@ -191,7 +191,7 @@ def _audit_table(records: list[dict], threshold: float) -> None:
         cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']}" for d in r["detectors"].values()]
         if ident:
             i = r.get("identity")
-            cells.append(f"{i['matches']} of {i['checked']}" if i else "")
+            cells.append(f"{i['matches']} of {i['checked']} ({i['blank']} blank)" if i else "")
         table.add_row(Path(r["original"]).name, str(r["frames"]), *cells,
                       f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
     Console().print(table)

