@@ -73,8 +73,8 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Iden
         faces_in = []
         for d in detectors:
             b, a = d(before), d(after)
-            per[d.name]["before"].append(len(b) > 0)
-            per[d.name]["after"].append(len(a) > 0)
+            per[d.name]["before"].append(len(b))
+            per[d.name]["after"].append(len(a))
             per[d.name]["leaked"].append(len(a) > 0 and _overlaps(a, b))
             faces_in.append(b)
         if identity is not None and i % identity_stride == 0:
@@ -90,12 +90,13 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Iden
         raise VideoError(f"{original}: no decodable frames")
     rec = {"original": str(original), "anonymized": str(anonymized), "frames": frames, "detectors": {}}
     for d in detectors:
-        had, leaked = np.array(per[d.name]["before"]), np.array(per[d.name]["leaked"])
+        before, after, leaked = (np.array(per[d.name][k]) for k in ("before", "after", "leaked"))
         rec["detectors"][d.name] = {
             "threshold": getattr(d, "threshold", None),
-            "face_frames_before": int(had.sum()), "face_frames_after": int(sum(per[d.name]["after"])),
-            "leaked_frames": int(leaked.sum()), "leak_rate": float(leaked.sum() / max(had.sum(), 1)),
-            "leaked_frame_indices": np.flatnonzero(leaked).tolist()[:50]}
+            "face_frames_before": int((before > 0).sum()), "face_frames_after": int((after > 0).sum()),
+            "leaked_frames": int(leaked.sum()), "leak_rate": float(leaked.sum() / max((before > 0).sum(), 1)),
+            "leaked_frame_indices": np.flatnonzero(leaked).tolist(),
+            "faces_per_frame": {"before": before.tolist(), "after": after.tolist()}}
     rec["leak_rate"] = max(r["leak_rate"] for r in rec["detectors"].values())
     if identity is not None:
         rec["identity"] = {"checked": checked, "blank": blank, "matches": matched, "threshold": SAME_PERSON,

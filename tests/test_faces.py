@@ -60,4 +60,5 @@ def test_audit_of_the_original_itself_leaks_everything(tmp_path):
     for d in rec["detectors"].values():
         assert d["face_frames_before"] > 0.8 * rec["frames"]
         assert d["leaked_frames"] >= 0.95 * d["face_frames_before"]
+        assert len(d["faces_per_frame"]["before"]) == rec["frames"] == len(d["faces_per_frame"]["after"])
     assert rec["identity"]["checked"] >= 5 and rec["identity"]["matches"] == rec["identity"]["checked"]
