@@ -77,6 +77,17 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(path, w, h, fps, None, audio, rotation, codec)
 
 
+def _widen_pipe(f) -> None:
+    """Raw frames cross the pipes to and from ffmpeg: 1 MiB pipe buffers (Linux; 64 KiB by default)
+    take 16 times fewer system calls and context switches."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):  # not Linux, or capped below 1 MiB: keep the default
+        pass
+
+
 class FrameReader:
     """Consecutive RGB frames in chunks. decord first; ffmpeg's own decoder when decord cannot
     open the file (GIFs, some containers) or the video carries a rotation decord would ignore."""
@@ -123,11 +134,12 @@ class FrameReader:
         cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(self.info.path), "-map", "0:v:0",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-fps_mode", "passthrough", "-"]
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=frame_bytes)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=0)
+            _widen_pipe(proc.stdout)
             finished = False
             try:
                 while not finished:
-                    buf = bytearray(frame_bytes * n)  # a fresh writable buffer per chunk: frames are filled in place
+                    buf = np.empty(frame_bytes * n, np.uint8)  # fresh and writable (filled in place), not zeroed
                     view, got = memoryview(buf), 0
                     while got < len(buf):
                         r = proc.stdout.readinto(view[got:])
@@ -137,7 +149,7 @@ class FrameReader:
                         got += r
                     k = got // frame_bytes
                     if k:
-                        yield np.frombuffer(buf, np.uint8, count=k * frame_bytes).reshape(k, h, w, 3)
+                        yield buf[:k * frame_bytes].reshape(k, h, w, 3)
             finally:
                 if not finished:  # the consumer stopped early: do not leave ffmpeg running
                     proc.kill()
@@ -171,6 +183,7 @@ class VideoWriter:
                 "-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
         self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._err)
+        _widen_pipe(self.proc.stdin)
         self.frames = 0
         # Frames go to ffmpeg from a thread (pipe writes release the GIL), so the caller can score
         # the next clip while the encoder is busy; at most two writes wait in between.
