@@ -2,23 +2,25 @@
 like the person?
 
 The original and the anonymized video are decoded side by side. Every frame goes through each
-detector (CenterFace at a low threshold, stricter than the guard's own; dlib's HOG detector as a
-second, different judge). A frame leaks for a detector when it finds a face after anonymization
-where it found one before: an output box with at least 30% of its area inside an input face box.
-Detections elsewhere (CenterFace at a low threshold firing on a chair in a half-black frame) are
-counted as `face_frames_after`, not as leaks.
+detector: CenterFace (at the guard's threshold by default; lower is stricter) and dlib's HOG
+detector, a second judge of a different kind. A frame leaks for a detector when it finds a face
+after anonymization where it found one before: an output box with at least 30% of its area inside
+an input face box. Detections elsewhere (CenterFace at a low threshold firing on a chair in a
+half-black frame) are counted as `face_frames_after`, not as leaks.
 
-Identity: on every ``identity_stride``-th frame, each confident input face (score at least 0.5, so
-not the chair: a region kept unchanged would match itself; at least 40 px, below which dlib's
-descriptor tells people apart poorly) is described by dlib's face descriptor in the original and at
-the same place in the output. A match (distance below 0.6, dlib's same-person threshold) means what
-is left there still identifies the person, whether or not a detector fires on it. An output region
-that is flat (black or mean fill: pixel standard deviation under 8) carries no identity and counts
-as `blank`: measured, the descriptor of a black square lies within 0.6 of a blurry 50 px face.
+Identity: on every ``identity_stride``-th frame, the first detector's confident input faces
+(CenterFace: score 0.5 or more, since a chair kept unchanged would match itself) of at least 40 px
+(below that dlib's descriptor tells people apart poorly) are described by dlib's face descriptor in
+the original and at the same place in the output. A match (distance below 0.6, dlib's same-person
+threshold) means what is left there still identifies the person, whether or not a detector fires
+on it. A flat output region (black or mean fill: pixel standard deviation under 8) carries no
+identity and counts as `blank`: measured, the descriptor of a black square lies within 0.6 of a
+blurry 50 px face.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -49,17 +51,13 @@ def _region(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
 def _frame_pairs(original: Path, anonymized: Path):
     a = (f for chunk in FrameReader(probe(original), backend="ffmpeg").chunks(32) for f in chunk)
     b = (f for chunk in FrameReader(probe(anonymized), backend="ffmpeg").chunks(32) for f in chunk)
-    n = 0
-    for n, pair in enumerate(zip(a, b, strict=False), start=1):
-        yield pair
-    rest_a, rest_b = sum(1 for _ in a), sum(1 for _ in b)
-    if rest_a or rest_b:
-        raise VideoError(f"{anonymized}: {n + rest_b} frames, the original {original} has {n + rest_a}")
-
-
-CONFIDENT = 0.5  # detector score of the input faces the identity check describes
-MIN_FACE = 40  # pixels, the shorter side of those faces
-FLAT = 8.0  # pixel standard deviation under which an output region is blank
+    n_a = n_b = 0
+    for fa, fb in itertools.zip_longest(a, b):
+        n_a, n_b = n_a + (fa is not None), n_b + (fb is not None)
+        if fa is not None and fb is not None:
+            yield fa, fb
+    if n_a != n_b:
+        raise VideoError(f"{anonymized}: {n_b} frames, the original {original} has {n_a}")
 
 
 def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Identity | None = None,
@@ -79,7 +77,7 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Iden
             faces_in.append(b)
         if identity is not None and i % identity_stride == 0:
             f = faces_in[0]  # the first detector's confident, large enough faces
-            boxes = f[(f[:, 4] >= CONFIDENT) & (np.minimum(f[:, 2] - f[:, 0], f[:, 3] - f[:, 1]) >= MIN_FACE)]
+            boxes = f[(f[:, 4] >= detectors[0].confident) & (np.minimum(f[:, 2] - f[:, 0], f[:, 3] - f[:, 1]) >= MIN_FACE)]
             if len(boxes):
                 flat = np.array([_region(after, b).std() < FLAT for b in boxes])
                 d = np.linalg.norm(identity.describe(before, boxes) - identity.describe(after, boxes), axis=1)

@@ -34,6 +34,7 @@ def _scale(frame: np.ndarray, max_side: int) -> float:
 
 class CenterFace:
     name = "centerface"
+    confident = 0.5  # score above which a box is a face, not the chair a low threshold also finds
 
     def __init__(self, threshold: float = 0.1, max_side: int = 640):
         try:
@@ -65,6 +66,7 @@ def _dlib():
 class DlibHOG:
     """Frames are scaled to at most ``max_side`` and upsampled once: faces from about 40 px are found."""
     name = "dlib-hog"
+    confident = 0.0  # its own threshold is already strict
 
     def __init__(self, max_side: int = 640, upsample: int = 1):
         self.dlib = _dlib()

