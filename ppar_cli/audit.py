@@ -60,6 +60,10 @@ def _frame_pairs(original: Path, anonymized: Path):
         raise VideoError(f"{anonymized}: {n_b} frames, the original {original} has {n_a}")
 
 
+MIN_FACE = 40  # pixels, the shorter side of the faces the identity check describes
+FLAT = 8.0  # pixel standard deviation under which an output region is blank
+
+
 def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Identity | None = None,
                identity_stride: int = 5) -> dict:
     per = {d.name: {"before": [], "after": [], "leaked": []} for d in detectors}

@@ -84,12 +84,12 @@ class DlibHOG:
 
 def _resize(frame: np.ndarray, s: float) -> np.ndarray:
     import torch
-    import torch.nn.functional as F
+
+    from .model import resize_frames
 
     H, W = frame.shape[:2]
-    x = torch.from_numpy(np.ascontiguousarray(frame))[None].permute(0, 3, 1, 2)
-    x = F.interpolate(x, size=(round(H * s), round(W * s)), mode="bilinear", antialias=True, align_corners=False)
-    return x[0].permute(1, 2, 0).contiguous().numpy()
+    small = resize_frames(torch.from_numpy(np.ascontiguousarray(frame))[None], (round(H * s), round(W * s)))
+    return small[0].contiguous().numpy()
 
 
 class Identity:

@@ -268,15 +268,16 @@ class PPARModel(nn.Module):
         return x, ids.gather(1, keep_idx), True, s, info
 
 
-def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> uint8 (N, size, size, 3), antialiased bilinear.
+def resize_frames(frames: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, size, size, 3) (or (N, h, w, 3) for size (h, w)), antialiased bilinear.
 
     Stays in uint8 (channels-last): at 1280x720 far cheaper than a float round trip, and within one
     level of it. Training data and `ppar anonymize` both go through here.
     """
-    if frames.shape[1:3] == (size, size):
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(frames.shape[1:3]) == hw:
         return frames
-    x = F.interpolate(frames.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = F.interpolate(frames.permute(0, 3, 1, 2), size=hw, mode="bilinear", antialias=True, align_corners=False)
     return x.permute(0, 2, 3, 1)
 
 
