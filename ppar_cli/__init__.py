@@ -1,6 +1,14 @@
 """ppar: privacy-preserving video anonymization by attention-driven tubelet pruning."""
 __version__ = "0.2.0"
 
-from .pipeline import FileResult, Options, anonymize  # noqa: E402
-
 __all__ = ["anonymize", "Options", "FileResult", "__version__"]
+
+
+def __getattr__(name: str):
+    # The Python API, imported on first use: `import ppar_cli.cli` must not load PyTorch before the
+    # CLI has set up the process (see cli.py).
+    if name in ("anonymize", "Options", "FileResult"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'ppar_cli' has no attribute {name!r}")

@@ -209,8 +209,13 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
 def _decoded_clips(reader: FrameReader, cfg: PPARConfig, guard: FaceGuard | None) -> Iterator[tuple]:
     """Per window: source frames, what the model sees of them (sampled, resized once, uint8), and
     the tubelets the face guard forces (None without a guard)."""
-    for frames in reader.chunks(cfg.clip_span):
-        small = resize_frames(torch.from_numpy(sample_clip(frames, cfg)), cfg.image_size)
+    scratch = None  # the sampled frames, gathered into one reused buffer: resizing a strided view
+    for frames in reader.chunks(cfg.clip_span):  # would copy them to fresh memory (page faults) per window
+        sampled = sample_clip(frames, cfg)
+        if scratch is None or scratch.shape != sampled.shape:
+            scratch = np.empty_like(sampled)
+        np.copyto(scratch, sampled)
+        small = resize_frames(torch.from_numpy(scratch), cfg.image_size)
         forced = guard.forced(frames, cfg.grid, slab_index(len(frames), cfg)) if guard else None
         yield frames, small, forced
 

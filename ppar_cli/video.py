@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -88,6 +89,28 @@ def _widen_pipe(f) -> None:
         pass
 
 
+class BufferPool:
+    """Chunk buffers handed out again once nothing refers to them. A fresh buffer per window costs a
+    page fault per 4 KiB page: at 1280x720 that was 7 s of system time in a 27 s run.
+
+    A buffer is free when its reference count is back to the pool's own: every array, tensor or
+    memoryview over its memory holds a reference to it (NumPy views keep their base), so a buffer in
+    use by the model or still waiting for the encoder is never handed out and overwritten."""
+
+    def __init__(self, nbytes: int, keep: int = 12):
+        self.nbytes, self.keep = nbytes, keep
+        self._bufs: list[np.ndarray] = []
+
+    def get(self) -> np.ndarray:
+        for buf in self._bufs:
+            if sys.getrefcount(buf) <= 3:  # the list, the loop variable and getrefcount's argument
+                return buf
+        buf = np.empty(self.nbytes, np.uint8)  # not zeroed: chunks are filled in place
+        if len(self._bufs) < self.keep:
+            self._bufs.append(buf)
+        return buf
+
+
 class FrameReader:
     """Consecutive RGB frames in chunks. decord first; ffmpeg's own decoder when decord cannot
     open the file (GIFs, some containers) or the video carries a rotation decord would ignore."""
@@ -137,9 +160,10 @@ class FrameReader:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=0)
             _widen_pipe(proc.stdout)
             finished = False
+            pool = BufferPool(frame_bytes * n)
             try:
                 while not finished:
-                    buf = np.empty(frame_bytes * n, np.uint8)  # fresh and writable (filled in place), not zeroed
+                    buf = pool.get()
                     view, got = memoryview(buf), 0
                     while got < len(buf):
                         r = proc.stdout.readinto(view[got:])
