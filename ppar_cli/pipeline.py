@@ -209,13 +209,17 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
 def _decoded_clips(reader: FrameReader, cfg: PPARConfig, guard: FaceGuard | None) -> Iterator[tuple]:
     """Per window: source frames, what the model sees of them (sampled, resized once, uint8), and
     the tubelets the face guard forces (None without a guard)."""
-    scratch = None  # the sampled frames, gathered into one reused buffer: resizing a strided view
-    for frames in reader.chunks(cfg.clip_span):  # would copy them to fresh memory (page faults) per window
+    scratch = None
+    for frames in reader.chunks(cfg.clip_span):
         sampled = sample_clip(frames, cfg)
-        if scratch is None or scratch.shape != sampled.shape:
-            scratch = np.empty_like(sampled)
-        np.copyto(scratch, sampled)
-        small = resize_frames(torch.from_numpy(scratch), cfg.image_size)
+        if sampled.shape[1:3] != (cfg.image_size, cfg.image_size):
+            # Resizing a strided view would first copy it to fresh memory (page faults every window):
+            # gather it into one reused buffer. Only when resizing, which returns new memory.
+            if scratch is None or scratch.shape != sampled.shape:
+                scratch = np.empty_like(sampled)
+            np.copyto(scratch, sampled)
+            sampled = scratch
+        small = resize_frames(torch.from_numpy(sampled), cfg.image_size)
         forced = guard.forced(frames, cfg.grid, slab_index(len(frames), cfg)) if guard else None
         yield frames, small, forced
 

@@ -7,7 +7,8 @@ import pytest
 from conftest import REAL, make_clip, needs_shared
 from ppar_cli import Options, anonymize
 from ppar_cli.masks import pixel_mask
-from ppar_cli.pipeline import UsageError, parse_shard
+from ppar_cli.model import PPARConfig, resize_frames, sample_clip
+from ppar_cli.pipeline import UsageError, _decoded_clips, parse_shard
 from ppar_cli.video import FrameReader, ffmpeg_exe, probe
 from ppar_cli.weights import load_weights
 
@@ -200,3 +201,22 @@ def test_rotated_phone_video_is_upright(tmp_path, tiny_weights):
     [r] = anonymize(rotated, tmp_path / "o.mp4", Options(), weights=tiny_weights)
     assert r.status == "ok", r.error
     assert decode(tmp_path / "o.mp4").shape == (10, 96, 64, 3)
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_windows_in_flight_keep_their_own_model_input(size):
+    # The decoder runs ahead of the model: a window waiting for its batch must still hold its own
+    # frames, at the model's size (no resize) and above it (resized through a reused buffer).
+    import torch
+
+    cfg = PPARConfig(frames=4, frame_stride=2, image_size=32, tubelet=(2, 8, 8))
+    rng = np.random.default_rng(0)
+    chunks = [rng.integers(0, 256, (cfg.clip_span, size, size, 3), dtype=np.uint8) for _ in range(4)]
+
+    class Reader:
+        def chunks(self, n):
+            yield from (c.copy() for c in chunks)
+
+    held = [small for _, small, _ in _decoded_clips(Reader(), cfg, None)]
+    for chunk, small in zip(chunks, held, strict=True):
+        assert torch.equal(small, resize_frames(torch.from_numpy(sample_clip(chunk, cfg)), cfg.image_size))
