@@ -45,27 +45,35 @@ def make_clip(dst: Path, w: int, h: int, seconds: float, fps: int = 25) -> None:
                     "-c:v", "libx264", "-preset", "medium", "-crf", "18", "-pix_fmt", "yuv420p", str(dst)], check=True)
 
 
+def cpu_seconds(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(cmd: list[str]) -> tuple[float, dict]:
-    """Wall seconds of a command and the JSON line it printed last (if any)."""
-    t0 = time.perf_counter()
+    """Wall seconds of a command and the JSON line it printed last (if any), with the CPU seconds
+    of the command and everything it ran (``cpu_s``)."""
+    t0, c0 = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed: {r.stderr.strip()[-500:]}")
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    return dt, json.loads(lines[-1]) if lines else {}
+    return dt, {**(json.loads(lines[-1]) if lines else {}), "cpu_s": round(cpu_seconds(resource.RUSAGE_CHILDREN) - c0, 1)}
 
 
 def run_ppar_child(src: str, dst: str, extra: list[str]) -> None:
-    """In a fresh process: anonymize, then print its own and its children's peak RSS."""
+    """In a fresh process: anonymize, then print its own and its children's (ffmpeg's) peak RSS and
+    CPU seconds, and its own page faults."""
     from ppar_cli.cli import app
 
     try:
         app(["anonymize", src, dst, "--overwrite", "--quiet", "--no-scores", *extra], standalone_mode=False)
     finally:
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(json.dumps({"rss_mb": round(own, 1), "encoder_rss_mb": round(kids, 1)}))
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        print(json.dumps({"rss_mb": round(own.ru_maxrss / 1024, 1), "encoder_rss_mb": round(kids.ru_maxrss / 1024, 1),
+                          "user_s": round(own.ru_utime, 1), "sys_s": round(own.ru_stime, 1), "page_faults": own.ru_minflt,
+                          "ffmpeg_user_s": round(kids.ru_utime, 1), "ffmpeg_sys_s": round(kids.ru_stime, 1)}))
 
 
 def frames_of(path: Path) -> int:
@@ -112,11 +120,14 @@ def bench_size(w: int, h: int, args, tmp: Path) -> dict:
         long_src = tmp / f"long_{w}x{h}.mp4"
         make_clip(long_src, w, h, args.seconds * args.long)
         n_long = frames_of(long_src)
-        ff_long = timed([*ff_cmd[:5], str(long_src), *ff_cmd[6:]])[0]
+        ff_long, ff_mem = timed([*ff_cmd[:5], str(long_src), *ff_cmd[6:]])
         pp_long, mem = timed([sys.executable, __file__, "--child", str(long_src), str(tmp / "pp_long.mp4"), *args.ppar_args])
         row.update({"long_frames": n_long, "long_ffmpeg_fps": round(n_long / ff_long, 1), "long_ppar_fps": round(n_long / pp_long, 1),
                     "long_ratio_ppar_to_ffmpeg": round(ff_long / pp_long, 3), "long_ppar_rss_mb": mem["rss_mb"],
-                    "rss_growth": round(mem["rss_mb"] / row["ppar_rss_mb"] - 1, 3)})
+                    "rss_growth": round(mem["rss_mb"] / row["ppar_rss_mb"] - 1, 3),
+                    # where the CPU time goes: ffmpeg's re-encode, and ppar's own process beside its two ffmpeg processes
+                    "long_ffmpeg_cpu_s": ff_mem["cpu_s"],
+                    "long_ppar_cpu": {k: mem[k] for k in ("cpu_s", "user_s", "sys_s", "page_faults", "ffmpeg_user_s", "ffmpeg_sys_s")}})
     return row
 
 
