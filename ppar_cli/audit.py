@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .faces import SAME_PERSON, FacesUnavailable, Identity, load_detectors
-from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, probe
+from .jobs import plan_jobs
+from .video import FrameReader, VideoError, probe
 
 
 def _overlaps(after: np.ndarray, before: np.ndarray, min_inside: float = 0.3) -> bool:
@@ -126,11 +127,9 @@ def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold:
         except FacesUnavailable:
             if identity == "on":
                 raise
-    pairs = [(original, anonymized)] if original.is_file() else [
-        (src, anonymized / src.relative_to(original).with_suffix(".mp4"))
-        for src in sorted(p for p in original.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)]
     records = []
-    for src, dst in pairs:
+    for job in plan_jobs(original, anonymized):  # the pairing `ppar anonymize` wrote
+        src, dst = job.src, job.dst
         try:
             if not dst.exists():
                 raise VideoError(f"{dst}: no anonymized output for {src}")

@@ -18,9 +18,10 @@ from rich.table import Table
 # 27 s run, 8% of the wall time). Read by libgomp when torch loads, so before the import below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .pipeline import FileResult, Options, UsageError, anonymize as run_anonymize, parse_shard
+from .errors import PparError
 from .guard import GuardConfig
-from .weights import WeightsError, describe
+from .pipeline import FileResult, Options, anonymize as run_anonymize, parse_shard
+from .weights import describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Privacy-preserving video anonymization by attention-driven tubelet pruning.")
@@ -78,7 +79,7 @@ def anonymize(
     fill: str = typer.Option("black", help="Pruned tubelets: black (the method's), blur, pixelate or mean."),
     scores: Optional[Path] = typer.Option(None, help="Score map JSON path (single file; default OUT.json)."),
     no_scores: bool = typer.Option(False, "--no-scores", help="Do not write score maps."),
-    preview: Optional[Path] = typer.Option(None, help="Single file: also write a side-by-side MP4 (scores and kept grid over the original | output)."),
+    preview: Optional[Path] = typer.Option(None, help="Single file: also write a side-by-side MP4 for checking: the UNANONYMIZED original with scores and kept grid | the output. Never share it."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s)."),
     crf: int = typer.Option(20, help="x264 quality, 0 (lossless) .. 51; lower is better."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
@@ -95,8 +96,8 @@ def anonymize(
                        scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
                        guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride),
                        manifest=manifest)
-    except UsageError as e:
-        fail(str(e), 2)
+    except PparError as e:
+        fail(str(e), e.exit_code)
     progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                            TimeRemainingColumn(), console=console, transient=True)
     # SIGTERM (a scheduler's cancel, `kill`) cleans up like Ctrl-C: temporary outputs removed, exit 130
@@ -109,8 +110,8 @@ def anonymize(
             results = run_anonymize(inp, out, opts, weights=weights, reporter=RichReporter(progress))
         for w in caught:
             console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
-    except (UsageError, WeightsError) as e:
-        fail(str(e), 2)
+    except PparError as e:
+        fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         fail("interrupted; finished outputs are kept, a rerun skips them", 130)
     finally:
@@ -160,8 +161,6 @@ def audit(
 ) -> None:
     """Face detections before and after anonymization, per video and detector: how many face frames leaked."""
     from .audit import audit as run_audit
-    from .faces import FacesUnavailable
-    from .video import VideoError
 
     for p in (original, anonymized):
         if not p.exists():
@@ -170,10 +169,10 @@ def audit(
         fail(f"--identity must be auto, on or off, got {identity!r}", 2)
     try:
         records = run_audit(original, anonymized, threshold, detectors, identity, identity_stride)
-    except (FacesUnavailable, ValueError) as e:
+    except ValueError as e:
         fail(str(e), 2)
-    except VideoError as e:
-        fail(str(e), 1)
+    except PparError as e:
+        fail(str(e), e.exit_code)
     if as_json:
         typer.echo(json.dumps(records, indent=1))
     else:
@@ -211,8 +210,8 @@ def info(
     """Show a weights file's config, classes, attributes, size, provenance and sha256."""
     try:
         d = describe(weights)
-    except WeightsError as e:
-        fail(str(e), 2)
+    except PparError as e:
+        fail(str(e), e.exit_code)
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
@@ -271,12 +270,12 @@ def labels(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Summarise a privacy label file: videos, attributes, positive rates."""
-    from .data import DataError, summarize_labels
+    from .data import summarize_labels
 
     try:
         summary = summarize_labels(path)
-    except DataError as e:
-        fail(str(e), 2)
+    except PparError as e:
+        fail(str(e), e.exit_code)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -312,7 +311,6 @@ def train(
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
 ) -> None:
     """Train the dual-CLS anonymizer (resumes from RUN_DIR; works under torchrun)."""
-    from .data import DataError
     from .train import TrainArgs, train as run_train
 
     overrides = {}
@@ -328,7 +326,9 @@ def train(
                      mask_weight=mask_weight, threads=threads, seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after)
     try:
         run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
-    except (DataError, WeightsError, ValueError) as e:
+    except PparError as e:
+        fail(str(e), e.exit_code)
+    except ValueError as e:
         fail(str(e), 2)
 
 
@@ -355,7 +355,7 @@ def eval_(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
-    from .data import ClipSet, DataError, open_benchmark
+    from .data import ClipSet, open_benchmark
     from .evaluate import METHODS, Windows, evaluate, label, runs, write_results
     from .weights import load_weights
 
@@ -372,8 +372,8 @@ def eval_(
     try:
         w = load_weights(weights)
         bench = open_benchmark(data, format, split, labels, splits)
-    except (WeightsError, DataError) as e:
-        fail(str(e), 2)
+    except PparError as e:
+        fail(str(e), e.exit_code)
     items = bench.test[:max_videos] if max_videos else bench.test
     progress, advance = _bar(len(items), "decoding test videos", quiet)
     with progress:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import PparError
 from .masks import cell_edges
 from .model import resize_frames, sample_clip, slab_index
 from .synth import load_masks
@@ -29,8 +31,10 @@ VP_ATTRIBUTES = ["face", "skin_color", "gender", "nudity", "relationship"]
 PA_ATTRIBUTES = ["face", "skin_color", "gender", "nudity", "relationship"]
 
 
-class DataError(Exception):
+class DataError(PparError):
     """A benchmark or label file that cannot be read; the message names the file and the problem."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -61,6 +65,31 @@ class Benchmark:
             raise DataError(f"{self.source}: {len(overlap)} videos are in both train and test (e.g. {sorted(overlap)[0]})")
 
 
+MAX_LABEL_BYTES = 64 * 2**20  # the VP pickles are under 1 MB
+MAX_ARRAY_ITEMS = 10**6  # per array; a label row has 5
+
+
+class _CheckedArray:
+    """Stands in for an ndarray while unpickling: its shape, dtype and byte count are checked
+    before numpy allocates anything (a 90-byte pickle can ask for a 10^12-element array)."""
+
+    def __init__(self, *args):
+        self.args, self.array = args, None
+
+    def __setstate__(self, state) -> None:
+        try:
+            _, shape, dtype, _, raw = state
+            n = math.prod(int(d) for d in shape)
+            ok = (isinstance(dtype, np.dtype) and not dtype.hasobject and isinstance(raw, bytes)
+                  and all(int(d) >= 0 for d in shape) and n <= MAX_ARRAY_ITEMS and len(raw) == n * dtype.itemsize)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise pickle.UnpicklingError("an array of unexpected shape, type or size")
+        self.array = (getattr(np, "_core", None) or np.core).multiarray._reconstruct(*self.args)
+        self.array.__setstate__(state)
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Allows exactly the globals the VP label pickles need; anything else is refused unexecuted."""
 
@@ -71,22 +100,36 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refused global {module}.{name}")
         if name == "_reconstruct":
-            return (getattr(np, "_core", None) or np.core).multiarray._reconstruct
+            return _CheckedArray
         return getattr(np, name)
 
 
 def read_label_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """VP-UCF101 / VP-HMDB51 labels: ``"class/name.mp4" -> int array (A,)``, without running pickle code."""
+    """VP-UCF101 / VP-HMDB51 labels: ``"class/name.mp4" -> int array (A,)``, without running pickle
+    code and with every array's size checked before it is allocated."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_LABEL_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size} bytes, too large for a privacy label pickle")
         data = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise DataError(f"{path}: not a safe privacy label pickle ({e})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError, RecursionError) as e:
+        raise DataError(f"{path}: not a safe privacy label pickle ({str(e)[:200]})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a dict of label arrays, got {type(data).__name__}")
-    return {str(k): np.asarray(v).reshape(-1).astype(np.int64) for k, v in data.items()}
+    out = {}
+    for k, v in data.items():
+        v = v.array if isinstance(v, _CheckedArray) else v
+        try:
+            row = np.asarray(v)
+            if row.dtype.kind not in "biu" or row.size > 64:
+                raise ValueError
+            out[str(k)] = row.reshape(-1).astype(np.int64)
+        except (ValueError, TypeError, OverflowError):
+            raise DataError(f"{path}: the labels of {str(k)[:80]!r} are not a short row of integers") from None
+    return out
 
 
 def _stem_key(name: str) -> str:

@@ -2,21 +2,51 @@
 destination (same file system, so the final rename is atomic) and renamed only when complete."""
 from __future__ import annotations
 
+import glob
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 
+PARTIAL = ".partial"  # every temporary output's name holds this: .NAME.HOST-PID.XXXXXXXX.partial[.ext]
+
+
 def temp_beside(dest: Path, suffix: str = "") -> Path:
-    """A new empty hidden file next to ``dest``, with the permissions a plain open() would give."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".partial{suffix}", dir=dest.parent)
+    """A new empty hidden file next to ``dest``, with the permissions a plain open() would give.
+
+    Its name carries this host and process, so a later run can tell a partial file left by a killed
+    process (kill -9, power loss) from one a live process is still writing, and remove it."""
+    _remove_dead_partials(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{_OWNER}.", suffix=f"{PARTIAL}{suffix}", dir=dest.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
     return Path(tmp)
+
+
+_OWNER = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _remove_dead_partials(dest: Path) -> None:
+    host = _OWNER.rsplit("-", 1)[0]
+    for p in dest.parent.glob(f".{glob.escape(dest.name)}.{glob.escape(host)}-*{PARTIAL}*"):
+        pid = p.name[len(dest.name) + len(host) + 3:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 @contextmanager

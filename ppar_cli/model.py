@@ -22,6 +22,16 @@ import torch.nn.functional as F
 PIXEL_MEAN, PIXEL_STD = 0.45, 0.25
 
 
+# Sane bounds for a config read from a file: the largest is well above ViT-L, and a model is never
+# built from a config outside them.
+_INT_BOUNDS = {"frames": (1, 256), "frame_stride": (1, 64), "image_size": (8, 1024), "dim": (8, 4096),
+               "depth": (1, 64), "heads": (1, 64)}
+_FLOAT_BOUNDS = {"diff_scale": (0.0, 1e4), "mlp_ratio": (0.25, 16.0), "train_keep_rate": (0.0, 1.0),
+                 "lambda_priv": (0.0, 1e4)}
+MAX_TOKENS = 16384
+MAX_PARAMS = 10**9  # about 12 * dim^2 per block: ViT-L has 0.3e9
+
+
 @dataclass
 class PPARConfig:
     name: str = "ppar-small"
@@ -46,18 +56,44 @@ class PPARConfig:
     grl: bool = True  # gradient reversal on the privacy feature (the paper's recipe)
 
     def __post_init__(self) -> None:
-        self.tubelet = tuple(int(v) for v in self.tubelet)
-        self.prune_blocks = tuple(int(v) for v in self.prune_blocks)
-        self.actions, self.attributes = list(self.actions), list(self.attributes)
+        """Check every field before anything is built: a config comes from a file's header, and a
+        bad one must be a clear error, not a hang (frame_stride 0), a traceback or gigabytes."""
+        try:
+            self.tubelet = tuple(int(v) for v in self.tubelet)
+            self.prune_blocks = tuple(int(v) for v in self.prune_blocks)
+            self.actions, self.attributes = [str(a) for a in self.actions], [str(a) for a in self.attributes]
+        except (TypeError, ValueError):
+            raise ValueError("tubelet, prune_blocks, actions and attributes must be lists") from None
+        for name, (lo, hi) in _INT_BOUNDS.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+        for name, (lo, hi) in _FLOAT_BOUNDS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:  # NaN fails too
+                raise ValueError(f"{name} must be a finite number in {lo}..{hi}, got {v!r}")
+        for name in ("frame_diff", "conv_stem", "grl"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.name, str):
+            raise ValueError(f"name must be a string, got {self.name!r}")
+        if 12 * self.dim ** 2 * self.depth > MAX_PARAMS:
+            raise ValueError(f"dim {self.dim} x depth {self.depth} is over {MAX_PARAMS:.0e} parameters")
+        if len(self.tubelet) != 3 or any(not 1 <= v <= 64 for v in self.tubelet) or self.tubelet[1] != self.tubelet[2]:
+            raise ValueError(f"tubelet must be [t, p, p] with sizes in 1..64, got {list(self.tubelet)}")
         t, p, _ = self.tubelet
         if self.frames % t or self.image_size % p:
             raise ValueError(f"frames ({self.frames}) and image_size ({self.image_size}) must be multiples of the tubelet {self.tubelet}")
+        if self.num_tokens > MAX_TOKENS:
+            raise ValueError(f"{self.num_tokens} tubelet tokens per clip, more than {MAX_TOKENS}")
         if self.conv_stem and p % 4:
             raise ValueError("the convolutional stem needs a patch size that is a multiple of 4")
         if self.dim % self.heads:
-            raise ValueError("dim must be a multiple of heads")
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if not self.prune_blocks or any(not 1 <= b <= self.depth for b in self.prune_blocks):
             raise ValueError(f"prune_blocks must name blocks between 1 and depth={self.depth}")
+        if not self.actions or not self.attributes or len(self.actions) > 10_000 or len(self.attributes) > 1_000:
+            raise ValueError("actions and attributes must be non-empty lists of labels")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -79,7 +115,14 @@ class PPARConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "PPARConfig":
-        return cls(**json.loads(text))
+        """Raises ValueError for anything but a JSON object of known, valid fields."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the config must be a JSON object")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**data)
 
 
 PRESETS = {

@@ -6,6 +6,7 @@ filled, so a failure anywhere leaves no unanonymized frame behind (privacy fails
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -20,24 +21,26 @@ import numpy as np
 import torch
 
 from . import __version__
+from .errors import PparError, UsageError
 from .files import atomic_path
+from .jobs import Job, check_outputs, plan_jobs
 from .faces import CenterFace, FacesUnavailable
 from .guard import FaceGuard, GuardConfig
 from .masks import FILLS, cell_edges, fill_clip
 from .model import PPARConfig, PPARModel, keep_counts, resize_frames, sample_clip, slab_index
 from .preview import side_by_side
 from .scoring import score_clips
-from .video import VIDEO_EXTENSIONS, FrameReader, VideoError, VideoInfo, VideoWriter, probe
+from .video import FrameReader, VideoError, VideoInfo, VideoWriter, probe
 from .weights import LoadedWeights, load_weights
 
 SCHEMA = "ppar-scores/1"
+
+
+class OutputError(PparError):
+    """An output of the whole run (the manifest) cannot be written: the batch stops (exit 1)."""
 # Full-resolution frames waiting for their batch to be scored are held up to about this many bytes
 # (fewer clips per batch at 4K); memory stays flat in the video's length either way.
 PENDING_BYTES = 384 * 2**20
-
-
-class UsageError(Exception):
-    """A mistake in what the user asked for (exit code 2), as opposed to a file that failed."""
 
 
 @dataclass
@@ -77,8 +80,13 @@ class Options:
             raise UsageError(f"--crf must lie in 0..51, got {self.crf}")
         if self.guard not in ("auto", "centerface", "none"):
             raise UsageError(f"--guard must be auto, centerface or none, got {self.guard!r}")
-        if self.guard_config.stride < 1:
-            raise UsageError(f"--guard-stride must be at least 1, got {self.guard_config.stride}")
+        g = self.guard_config
+        if isinstance(g.stride, bool) or not isinstance(g.stride, int) or not 1 <= g.stride <= 1000:
+            raise UsageError(f"--guard-stride must be an integer in 1..1000, got {g.stride}")
+        if not 0 < g.threshold < 1:  # NaN fails too: a threshold of 1 or more would find no face at all
+            raise UsageError(f"--guard-threshold must lie strictly between 0 and 1, got {g.threshold}")
+        if not (0 <= g.margin <= 2 and 0 <= g.carry <= 100 and 32 <= g.max_side <= 8192):
+            raise UsageError(f"guard settings out of range: {g}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise UsageError(f"--shard K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}")
 
@@ -182,12 +190,16 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         result.frames = writer.frames
         result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
         result.seconds = time.perf_counter() - t0
-        if opts.scores:
-            _write_json(scores_path or dst.with_suffix(".json"),
-                        _score_map(info, result, windows, weights, opts, reader.backend))
-        if shown is not None:
-            shown.commit()
-        writer.commit()
+        # The score map is written beside the video first and renamed into place only once the
+        # video (and preview) are complete: outputs appear together or not at all.
+        with contextlib.ExitStack() as stack:
+            if scores_path is not None:
+                tmp = stack.enter_context(atomic_path(scores_path))
+                tmp.write_text(json.dumps(_score_map(info, result, windows, weights, opts, reader.backend),
+                                          separators=(",", ":"), allow_nan=False))
+            if shown is not None:
+                shown.commit()
+            writer.commit()
         result.status = "ok"
     except (VideoError, OSError, RuntimeError, ValueError) as e:
         for w in (writer, shown):
@@ -260,11 +272,14 @@ def _ahead(items: Iterator, depth: int) -> Iterator:
             yield item
     finally:
         stop.set()
-        while t.is_alive():  # unblock a producer waiting on a full queue, then wait for it
+        deadline = time.monotonic() + 3.0
+        while t.is_alive() and time.monotonic() < deadline:  # unblock a producer waiting on a full queue
             try:
                 q.get_nowait()
             except queue.Empty:
                 t.join(0.05)
+        # A producer stuck inside a decoder call is a daemon thread: it is left behind rather than
+        # holding up Ctrl-C, and it ends with the process.
 
 
 def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, opts: Options,
@@ -280,6 +295,9 @@ def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, 
         nonlocal start, last_keep
         out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep, device, opts.lambda_priv,
                           hysteresis=opts.hysteresis, prev_keep=last_keep)
+        if not all(torch.isfinite(t).all() for t in (out.scores, out.action_logits, out.privacy_logits)):
+            # NaN scores sort in grid order: the kept tubelets would be arbitrary, so nothing is written
+            raise VideoError(f"non-finite tubelet scores in the window at frame {start}; no frame of it was written")
         last_keep = out.keep_mask[-1]
         for b, (frames, _, forced) in enumerate(pending):
             keep = out.keep_mask[b].numpy()
@@ -342,39 +360,6 @@ def _guard_record(windows: list[dict], opts: Options) -> dict | None:
     return {"detector": "centerface", **asdict(opts.guard_config), "forced_fraction": round(float(np.mean(forced)), 6)}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-
-
-def plan_jobs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
-    """(source, destination) pairs: a file maps to OUT; a folder is walked and mirrored under OUT as .mp4 files."""
-    if not inp.exists():
-        raise UsageError(f"{inp}: no such file or directory")
-    if inp.is_file():
-        if out.exists() and out.is_dir():
-            out = out / (inp.stem + ".mp4")
-        if out.resolve() == inp.resolve():
-            raise UsageError(f"{out}: output would overwrite the input")
-        return [(inp, out)]
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: input is a folder, so the output must be a folder too")
-    out_abs = out.resolve()
-    sources = sorted(p for p in inp.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-                     and out_abs not in p.resolve().parents)
-    by_target: dict[Path, list[Path]] = {}
-    for p in sources:
-        by_target.setdefault(out / p.relative_to(inp).with_suffix(".mp4"), []).append(p)
-    jobs = []
-    for target, group in by_target.items():
-        for p in group:  # a.avi and a.mp4 side by side: keep both, as a.avi.mp4 and a.mp4.mp4
-            dst = target if len(group) == 1 else out / p.relative_to(inp).with_name(p.name + ".mp4")
-            if dst.resolve() == p.resolve():
-                raise UsageError(f"{dst}: output would overwrite an input")
-            jobs.append((p, dst))
-    return jobs
-
-
 def _flat_heap() -> None:
     """Serve every buffer above 1 MiB straight from mmap (glibc). Frame buffers are allocated in
     three threads; with glibc's adaptive threshold they land in per-thread arenas that fragment, and
@@ -392,27 +377,34 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     """Anonymize a video file or a folder of videos (mirrored recursively under ``out``).
 
     In folder mode each finished file appends one JSON line to the manifest, so a sharded run over
-    many machines leaves a record of every file; a rerun skips outputs that exist.
+    many machines leaves a record of every file; a rerun skips outputs that exist. No output of
+    any kind replaces an input, and none replaces an existing file without ``overwrite``.
     """
     opts = opts or Options()
     opts.validate()
-    _flat_heap()
-    device = resolve_device(opts.device)
     inp, out = Path(inp), Path(out)
     jobs = plan_jobs(inp, out)
     single = inp.is_file()
-    if single and out.exists() and not opts.overwrite:
-        raise UsageError(f"{out}: already exists (pass --overwrite to replace it)")
-    if opts.preview is not None and not single:
-        raise UsageError("--preview makes one side-by-side video: give a single input file")
-    if opts.preview is not None and Path(opts.preview).resolve() in (inp.resolve(), out.resolve()):
-        raise UsageError(f"{opts.preview}: the preview would overwrite the input or the output")
+    if not single and (opts.preview is not None or opts.scores_path is not None):
+        raise UsageError("a preview video or a score-map path names one file: give a single input file")
     manifest = None
     if not single:
         if opts.shard:
             jobs = jobs[opts.shard[0]::opts.shard[1]]
         tag = f".shard-{opts.shard[0]}-of-{opts.shard[1]}" if opts.shard else ""
-        manifest = opts.manifest or out / f"ppar-manifest{tag}.jsonl"
+        manifest = Path(opts.manifest) if opts.manifest else out / f"ppar-manifest{tag}.jsonl"
+    scores: Path | bool = (Path(opts.scores_path) if opts.scores_path else True) if opts.scores else False
+    check_outputs(jobs, {"preview": opts.preview, "manifest": manifest}, scores)
+    if single:
+        job = jobs[0]
+        existing = [p for p in (job.dst, scores if isinstance(scores, Path) else job.scores if scores else None,
+                                opts.preview) if p is not None and p.exists()]
+        if existing and not opts.overwrite:
+            raise UsageError(f"{existing[0]}: already exists (pass --overwrite to replace it)")
+    if manifest is not None:
+        _check_manifest(manifest)
+    _flat_heap()
+    device = resolve_device(opts.device)
     loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
     loaded.model.to(device)
     detector = None
@@ -423,21 +415,43 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             if opts.guard == "centerface":
                 raise UsageError(f"--guard centerface: {e}") from None
             warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
+    if opts.preview is not None:
+        warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
     reporter = reporter or _Silent()
     reporter.start_batch(len(jobs))
     results = []
-    for src, dst in jobs:
-        if dst.exists() and not opts.overwrite:
-            result = FileResult(src, dst, "skipped")
+    for job in jobs:
+        score_path = (scores if isinstance(scores, Path) else job.scores) if scores else None
+        if not opts.overwrite and (job.dst.exists() or (score_path is not None and score_path.exists())):
+            # folder mode: a finished file is skipped; a score map without its video is someone else's file
+            result = FileResult(job.src, job.dst, "skipped")
+            if not job.dst.exists():
+                result.status, result.error = "failed", f"{score_path}: already exists (pass --overwrite to replace it)"
             reporter.end_file(result)
         else:
-            result = anonymize_file(src, dst, loaded, opts, device, reporter,
-                                    scores_path=opts.scores_path if single else None, detector=detector,
-                                    preview=opts.preview if single else None)
+            result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
+                                    detector=detector, preview=opts.preview if single else None)
         results.append(result)
         if manifest is not None:
             _append_manifest(manifest, result, loaded, opts)
     return results
+
+
+def _check_manifest(path: Path) -> None:
+    """The manifest is appended to, so it must be writable and, if it exists, a manifest."""
+    try:
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb") as f:
+                first = json.loads(f.readline())
+            if not isinstance(first, dict) or "src" not in first:
+                raise ValueError
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"{path}: exists and is not a ppar manifest; choose another --manifest") from None
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
 
 
 def _append_manifest(path: Path, r: FileResult, weights: LoadedWeights, opts: Options) -> None:
@@ -445,6 +459,8 @@ def _append_manifest(path: Path, r: FileResult, weights: LoadedWeights, opts: Op
            "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
            "keep": opts.keep, "weights_sha256": weights.sha256, "shard": list(opts.shard) if opts.shard else None,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ppar_version": __version__}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:  # one short line per write: appends do not interleave
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as f:  # one short line per write: appends do not interleave
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e}); finished outputs are kept") from None

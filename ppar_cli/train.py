@@ -167,7 +167,10 @@ def train(args: TrainArgs, log=print) -> dict:
     last = args.epochs if args.stop_after is None else min(args.epochs, state["epoch"] + args.stop_after)
     for epoch in range(state["epoch"], last):
         rng = np.random.default_rng([args.seed, epoch])  # a function of (seed, epoch): resume is exact
-        order = rng.permutation(len(train_set))[rank::world]
+        order = rng.permutation(len(train_set))
+        # Every rank takes the same number of clips (the first few repeat, as DistributedSampler
+        # pads): ranks with more batches than others would wait forever in DDP's all-reduce.
+        order = np.resize(order, -(-len(order) // world) * world)[rank::world]
         model.train()
         t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0, "mask": 0.0}
         micro = args.batch_size

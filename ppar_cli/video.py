@@ -19,14 +19,14 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import PparError
 from .files import temp_beside
 
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
 # Audio codecs an MP4 can carry as they are; anything else is re-encoded to AAC.
 MP4_AUDIO = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}
 
 
-class VideoError(Exception):
+class VideoError(PparError):
     """A video that cannot be read or written; the message names the file and the problem."""
 
 
@@ -133,6 +133,8 @@ class FrameReader:
 
     def chunks(self, n: int) -> Iterator[np.ndarray]:
         """Yield uint8 arrays (k, H, W, 3), k <= n, covering every frame once, in order."""
+        if n < 1:
+            raise ValueError(f"chunk size must be at least 1, got {n}")
         if self._vr is not None:
             yield from self._decord_chunks(n)
         else:

