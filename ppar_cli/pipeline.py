@@ -176,17 +176,22 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         if info.width % 2 or info.height % 2:
             result.notes.append(f"odd size {info.width}x{info.height}: encoded as yuv444p to keep the exact size")
         dst.parent.mkdir(parents=True, exist_ok=True)
+        times = info.frame_times()
         writer = VideoWriter(dst, info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
-                             audio_from=info if opts.audio else None)
+                             audio_from=info if opts.audio else None, times=times)
         if preview is not None:
             preview.parent.mkdir(parents=True, exist_ok=True)
-            shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset)
+            shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
+                                times=times)
         guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
         windows = _process_stream(reader, writer, weights.model, opts, device, reporter, guard, shown)
         if not windows:
             raise VideoError(f"{src}: no decodable frames")
         if reader.damage:  # every frame written was scored; say that the input itself is damaged
             result.notes.append(f"damaged input, {writer.frames} frames decoded ({reader.damage})")
+        elif writer.frames < len(times.known):
+            result.notes.append(f"damaged input: {writer.frames} of the {len(times.known)} frames its container "
+                                f"lists could be decoded")
         result.frames = writer.frames
         result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
         result.seconds = time.perf_counter() - t0
@@ -197,9 +202,11 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                 tmp = stack.enter_context(atomic_path(scores_path))
                 tmp.write_text(json.dumps(_score_map(info, result, windows, weights, opts, reader.backend),
                                           separators=(",", ":"), allow_nan=False))
+            # an input decoded only in part keeps the audio of the part written, not the rest
+            cut_short = reader.damage is not None or writer.frames < len(times.known)
             if shown is not None:
                 shown.commit()
-            writer.commit()
+            writer.commit(trim_audio=cut_short)
         result.status = "ok"
     except (VideoError, OSError, RuntimeError, ValueError) as e:
         for w in (writer, shown):

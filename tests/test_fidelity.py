@@ -1,0 +1,122 @@
+"""The output plays like the input: frame times, start offset against the audio, pixel aspect
+ratio, duration, the container the name asks for (clips made with ffmpeg's lavfi sources)."""
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from conftest import make_clip
+from ppar_cli import Options, anonymize
+from ppar_cli.errors import UsageError
+from ppar_cli.video import ffmpeg_exe, probe
+
+
+def ffmpeg(*args):
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", *map(str, args)], check=True)
+
+
+def streams(path):
+    """{type: (start seconds, duration seconds)} per stream, and the video's frame times in seconds."""
+    import av
+
+    with av.open(str(path)) as c:
+        out = {s.type: (float(s.start_time * s.time_base) if s.start_time is not None else 0.0,
+                        float(s.duration * s.time_base) if s.duration else None) for s in c.streams}
+        v = c.streams.video[0]
+        times = np.array(sorted(float(p.pts * p.time_base) for p in c.demux(v) if p.size and p.pts is not None))
+    return out, times
+
+
+def run(src, dst, **kw):
+    [r] = anonymize(src, dst, Options(guard="none", **kw), weights=run.weights)
+    assert r.status == "ok", r.error
+    return r
+
+
+@pytest.fixture(autouse=True)
+def _weights(tiny_weights):
+    run.weights = tiny_weights
+
+
+def test_video_that_starts_after_its_audio_stays_in_sync(tmp_path):
+    v = make_clip(tmp_path / "v.mp4", 96, 64, 75, audio=False)
+    src = tmp_path / "late.mp4"
+    ffmpeg("-itsoffset", "0.844", "-i", v, "-f", "lavfi", "-i", "sine=frequency=440:duration=4",
+           "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", src)
+    run(src, tmp_path / "o.mp4")
+    out, times = streams(tmp_path / "o.mp4")
+    assert abs(out["video"][0] - 0.844) < 0.005 and abs(out["audio"][0] - 0.0) < 0.005, out
+    assert abs(times[0] - 0.844) < 0.005 and len(times) == 75
+
+
+def test_pixel_aspect_ratio_is_kept(tmp_path):
+    src = make_clip(tmp_path / "sar.mp4", 96, 64, 20, audio=False, extra=["-vf", "setsar=64/51"])
+    run(src, tmp_path / "o.mp4")
+    import av
+
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        assert Fraction(c.streams.video[0].sample_aspect_ratio) == Fraction(64, 51)
+
+
+@pytest.mark.parametrize("kind", ["gif15", "vfr_mp4"])
+def test_frame_times_and_duration_are_kept(tmp_path, kind):
+    if kind == "gif15":  # 15 fps: GIF delays of 6 and 7 centiseconds, 2.99-3.0 s in all
+        src = tmp_path / "in.gif"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=15", "-t", "3", src)
+    else:  # variable frame rate: jittered timestamps
+        src = tmp_path / "vfr.mp4"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-vf", "setpts='PTS+0.02*random(0)/TB'",
+               "-fps_mode", "vfr", "-t", "2", "-c:v", "libx264", src)
+    run(src, tmp_path / "o.mp4")
+    (_, t_in), (out, t_out) = streams(src), streams(tmp_path / "o.mp4")
+    assert len(t_out) == len(t_in) and np.abs(t_out - t_in).max() < 0.002
+    frame = np.diff(t_in).mean()
+    assert abs(out["video"][1] - (t_in[-1] - t_in[0] + frame)) <= frame  # duration within one frame
+
+
+def test_damaged_input_keeps_only_the_audio_of_the_video_written(tmp_path):
+    src = tmp_path / "full.mkv"
+    make_clip(src, 96, 64, 300, audio=True, extra=["-c:v", "mjpeg"])
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])  # half the file: about half the video
+    r = run(cut, tmp_path / "o.mp4")
+    out, times = streams(tmp_path / "o.mp4")
+    assert 0 < r.frames < 300 and any("damaged input" in n for n in r.notes), r.notes
+    assert not any("Last message repeated" in n for n in r.notes)
+    end = times[-1] + 0.04
+    assert out["audio"][1] is not None and out["audio"][0] + out["audio"][1] <= end + 0.1, (out, end)
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".mkv", "matroska"), (".mov", "mov"), (".m4v", "mp4")])
+def test_output_container_follows_the_name(tmp_path, suffix, fmt):
+    src = make_clip(tmp_path / "in.mp4", 96, 64, 12)
+    run(src, tmp_path / f"o{suffix}")
+    import av
+
+    with av.open(str(tmp_path / f"o{suffix}")) as c:
+        assert fmt in c.format.name and c.streams.video[0].codec_context.name == "h264"
+        assert len(c.streams.audio) == 1
+    assert (tmp_path / "o.json").exists()
+
+
+def test_output_name_that_would_lie_is_refused(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", 96, 64, 12, audio=False)
+    for name in ("o.avi", "o.webm", "o"):
+        with pytest.raises(UsageError, match="extension"):
+            anonymize(src, tmp_path / name, Options(guard="none"), weights=run.weights)
+        assert not (tmp_path / name).exists()
+
+
+def test_audio_that_mp4_cannot_hold_becomes_aac(tmp_path):
+    src = make_clip(tmp_path / "pcm.mkv", 96, 64, 25, audio=False)
+    withpcm = tmp_path / "pcm2.mkv"
+    ffmpeg("-i", src, "-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-map", "0:v", "-map", "1:a",
+           "-c:v", "copy", "-c:a", "pcm_s16le", withpcm)
+    run(withpcm, tmp_path / "o.mp4")
+    run(withpcm, tmp_path / "k.mkv")
+    assert probe(tmp_path / "o.mp4").audio_codecs == ["aac"]
+    assert probe(tmp_path / "k.mkv").audio_codecs == ["pcm_s16le"]
+    out, _ = streams(tmp_path / "o.mp4")
+    assert abs(out["audio"][1] - 1.0) < 0.1
