@@ -10,7 +10,13 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 # The CLI owns its process: PyTorch's OpenMP threads otherwise spin for a while after every parallel
@@ -18,10 +24,10 @@ from rich.table import Table
 # 27 s run, 8% of the wall time). Read by libgomp when torch loads, so before the import below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import PparError
-from .guard import GuardConfig
-from .pipeline import FileResult, Options, anonymize as run_anonymize, parse_shard
-from .weights import describe
+from .errors import PparError  # noqa: E402 -- below the environment setting, on purpose
+from .guard import GuardConfig  # noqa: E402
+from .jobs import plan_jobs  # noqa: E402
+from .options import FileResult, Options, parse_shard  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Privacy-preserving video anonymization by attention-driven tubelet pruning.")
@@ -96,8 +102,12 @@ def anonymize(
                        scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
                        guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride),
                        manifest=manifest)
+        opts.validate()  # what can be checked without PyTorch is, before it loads (seconds)
+        plan_jobs(inp, out)
     except PparError as e:
         fail(str(e), e.exit_code)
+    from .pipeline import anonymize as run_anonymize
+
     progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                            TimeRemainingColumn(), console=console, transient=True)
     # SIGTERM (a scheduler's cancel, `kill`) cleans up like Ctrl-C: temporary outputs removed, exit 130
@@ -119,7 +129,7 @@ def anonymize(
             progress.stop()
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
-        _summary(results)
+        _summary(results, inp if inp.is_dir() else None, keep)
     else:  # errors are shown even when quiet
         for r in failed:
             console.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
@@ -131,18 +141,26 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _summary(results: list[FileResult]) -> None:
+def _summary(results: list[FileResult], root: Path | None, keep: float) -> None:
+    def kept(r: FileResult) -> str:
+        if r.kept_fraction is None:
+            return ""
+        below = r.kept_fraction < keep - 0.01  # the face guard pruned more than --keep asked
+        return f"{r.kept_fraction:.3f}" + (f" (guard; asked {keep:g})" if below else "")
+
     if len(results) == 1 and results[0].status == "ok":
         r = results[0]
-        console.print(f"[green]ok[/] {r.dst}  {r.frames} frames, kept {r.kept_fraction:.3f}, {r.seconds:.1f} s "
+        console.print(f"[green]ok[/] {r.dst}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
                       f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False)
         return
     table = Table(title="ppar anonymize")
-    for col in ("file", "frames", "kept", "time (s)", "status"):
-        table.add_column(col, justify="right" if col in ("frames", "kept", "time (s)") else "left")
+    table.add_column("file", overflow="fold")  # whole names, relative to the input folder: never cut
+    for col in ("frames", "visible", "time (s)", "status"):
+        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
     for r in results:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}[r.status]
-        table.add_row(str(r.src), str(r.frames) if r.frames else "", f"{r.kept_fraction:.3f}" if r.kept_fraction is not None else "",
+        name = r.src.relative_to(root).as_posix() if root is not None else str(r.src)
+        table.add_row(name, str(r.frames) if r.frames else "", kept(r),
                       f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
     console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
@@ -208,6 +226,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a weights file's config, classes, attributes, size, provenance and sha256."""
+    from .weights import describe
+
     try:
         d = describe(weights)
     except PparError as e:
@@ -215,19 +235,31 @@ def info(
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
-    cfg = d["config"]
-    table = Table(show_header=False, title=d["path"])
+    table = Table(show_header=False, title=d["path"], title_justify="left")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("sha256", d["sha256"])
     table.add_row("parameters", f"{d['parameters']:,}")
     table.add_row("tokens / grid", f"{d['tokens']} = {' x '.join(map(str, d['grid']))}")
-    for k in ("name", "frames", "frame_stride", "image_size", "tubelet", "dim", "depth", "heads", "prune_blocks",
-              "train_keep_rate", "lambda_priv", "grl", "frame_diff", "diff_scale", "conv_stem"):
-        table.add_row(k, str(cfg[k]))
-    table.add_row("actions", ", ".join(cfg["actions"]))
-    table.add_row("attributes", ", ".join(cfg["attributes"]))
-    for k, v in d["provenance"].items():
-        table.add_row(f"provenance.{k}", json.dumps(v) if not isinstance(v, str) else v)
-    Console().print(table)
+    for k, v in d["config"].items():  # every field, whatever the config holds
+        table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+    out = Console()
+    out.print(table)
+    out.print("[bold]provenance[/]")
+    for k, v in _flatten(d["provenance"]):
+        out.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
+
+
+def _flatten(data, prefix: str = ""):
+    """Nested provenance as (dotted key, value) lines that a person can read."""
+    if isinstance(data, dict) and data:
+        for k, v in data.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(data, list) and data and any(isinstance(v, (dict, list)) for v in data):
+        for i, v in enumerate(data):
+            yield from _flatten(v, f"{prefix}[{i}]")
+    else:
+        yield prefix or "(none)", json.dumps(data) if not isinstance(data, str) else data
 
 
 def _bar(total: int, what: str, quiet: bool):
@@ -248,7 +280,7 @@ def synth(
     fps: float = typer.Option(25.0, help="Frame rate."),
     identities: int = typer.Option(32, help="Distinct people."),
     workers: Optional[int] = typer.Option(None, help="Processes (default: all cores)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate the procedural PPAR benchmark (UCF101 layout, privacy labels, ground-truth masks)."""
     from .synth import generate
@@ -294,24 +326,25 @@ def train(
     format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
     labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
-    split: int = typer.Option(1),
+    split: int = typer.Option(1, help="Official split number (UCF101/HMDB51: 1, 2 or 3)."),
     config: str = typer.Option("small", help="small, base, a config JSON or a weights file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set grl=false (repeatable)."),
-    epochs: int = typer.Option(30),
-    batch_size: int = typer.Option(32),
+    epochs: int = typer.Option(30, help="Passes over the training clips."),
+    batch_size: int = typer.Option(32, help="Clips per step on each process."),
     accum: int = typer.Option(1, help="Gradient accumulation steps."),
-    lr: float = typer.Option(1e-3),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
     overlap_weight: float = typer.Option(0.0, help="Penalty on overlapping action/privacy CLS attention."),
     mask_weight: float = typer.Option(0.0, help="Supervise both CLS attentions with ground-truth masks (synthetic benchmark)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of initialisation and clip order: the same seed gives the same weights."),
     out: Path = typer.Option(Path("weights/ppar-small.safetensors"), help="Final weights file."),
     run_dir: Path = typer.Option(Path("runs/train"), help="Checkpoints and metrics.jsonl; an existing run resumes."),
     max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
 ) -> None:
     """Train the dual-CLS anonymizer (resumes from RUN_DIR; works under torchrun)."""
-    from .train import TrainArgs, train as run_train
+    from .train import TrainArgs
+    from .train import train as run_train
 
     overrides = {}
     for item in set_:
@@ -338,11 +371,13 @@ def eval_(
     format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
     labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
-    split: int = typer.Option(1),
+    split: int = typer.Option(1, help="Official split number (UCF101/HMDB51: 1, 2 or 3)."),
     weights: Optional[Path] = typer.Option(None, help="Weights file; default: the bundled weights."),
     keep: str = typer.Option("0.3,0.5,0.7", help="Keep ratios: a list (0.3,0.5) or a sweep start:stop:step."),
     methods: str = typer.Option(",".join(("ppar", "raw", "random", "oracle", "blur", "downsample2", "downsample4", "blacken")),
-                                help="blacken and oracle need the synthetic benchmark's ground-truth masks."),
+                                show_default=False,
+                                help="Comma-separated methods (default: ppar,raw,random,oracle,blur,downsample2,downsample4,"
+                                     "blacken); blacken and oracle need the synthetic benchmark's ground-truth masks."),
     protocol: str = typer.Option("quick", help="quick: the frozen model's own heads read the anonymized clips; "
                                  "full: fresh action model, privacy and re-id attackers trained on anonymized clips."),
     epochs: int = typer.Option(8, help="full: training epochs of each fresh model."),
@@ -352,7 +387,7 @@ def eval_(
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
     clips_per_video: int = typer.Option(1, help="Evenly spaced windows per test video."),
     out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table (results are still written)."),
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
     from .data import ClipSet, open_benchmark

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 
 from .data import ClipSet
 from .masks import smooth_fill
-from .metrics import attention_mass, oracle_keep, pixel_metrics, privacy_metrics, random_keep
+from .metrics import (
+    attention_mass,
+    oracle_keep,
+    pixel_metrics,
+    privacy_metrics,
+    random_keep,
+)
 from .model import PPARModel, keep_counts
 from .scoring import score_clips
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-
 PARTIAL = ".partial"  # every temporary output's name holds this: .NAME.HOST-PID.XXXXXXXX.partial[.ext]
 
 

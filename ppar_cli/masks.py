@@ -6,8 +6,6 @@ rectangles partition any frame size exactly (no padding to multiples of 16, no g
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 FILLS = ("black", "blur", "pixelate", "mean")
 
@@ -30,6 +28,9 @@ def pixel_mask(grid: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def smooth_fill(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.ndarray:
     """Replacement content for blur / pixelate / mean fills, strong enough to hide a face."""
+    import torch  # here, not at the top: the CLI imports this module before it needs PyTorch
+    import torch.nn.functional as F
+
     n, H, W, _ = frames.shape
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
     if fill == "mean":  # each tubelet rectangle of each frame becomes its mean colour

@@ -9,27 +9,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
-import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator, Protocol
 
 import numpy as np
 import torch
 
 from . import __version__
 from .errors import PparError, UsageError
-from .files import atomic_path
-from .jobs import Job, check_outputs, plan_jobs
 from .faces import CenterFace, FacesUnavailable
-from .guard import FaceGuard, GuardConfig
-from .masks import FILLS, cell_edges, fill_clip
-from .model import PPARConfig, PPARModel, keep_counts, resize_frames, sample_clip, slab_index
+from .files import atomic_path
+from .guard import FaceGuard
+from .jobs import check_outputs, plan_jobs
+from .masks import cell_edges, fill_clip
+from .options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from .preview import side_by_side
-from .scoring import score_clips
+from .stream import SCORE_SIDE, fill_pass, score_windows, two_passes
 from .video import FrameReader, VideoError, VideoInfo, VideoWriter, probe
 from .weights import LoadedWeights, load_weights
 
@@ -41,93 +38,6 @@ class OutputError(PparError):
 # Full-resolution frames waiting for their batch to be scored are held up to about this many bytes
 # (fewer clips per batch at 4K); memory stays flat in the video's length either way.
 PENDING_BYTES = 384 * 2**20
-
-
-@dataclass
-class Options:
-    keep: float = 0.5
-    lambda_priv: float | None = None  # privacy weight in the tubelet score; default: the weights' own
-    hysteresis: float = 0.0  # score bonus (in score std) for tubelets the previous window kept; 0: off
-    device: str = "auto"
-    batch_size: int = 4
-    fill: str = "black"
-    scores: bool = True
-    scores_path: Path | None = None  # single-file mode only; default OUT.json
-    preview: Path | None = None  # single-file mode only: a side-by-side video of scores and output
-    audio: bool = True
-    crf: int = 20
-    preset: str = "veryfast"
-    overwrite: bool = False
-    guard: str = "auto"  # auto: the face guard when installed (a warning otherwise) | centerface | none
-    guard_config: GuardConfig = field(default_factory=GuardConfig)
-    shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
-    manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
-
-    def validate(self) -> None:
-        try:
-            keep_counts(1, self.keep, 1)
-        except (ValueError, TypeError):
-            raise UsageError(f"--keep must be a number between 0 and 1, got {self.keep}") from None
-        if self.lambda_priv is not None and not (0 <= self.lambda_priv < float("inf")):
-            raise UsageError(f"--lambda must be a non-negative number, got {self.lambda_priv}")
-        if not 0 <= self.hysteresis < float("inf"):
-            raise UsageError(f"--hysteresis must be a non-negative number, got {self.hysteresis}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.fill not in FILLS:
-            raise UsageError(f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
-        if not 0 <= self.crf <= 51:
-            raise UsageError(f"--crf must lie in 0..51, got {self.crf}")
-        if self.guard not in ("auto", "centerface", "none"):
-            raise UsageError(f"--guard must be auto, centerface or none, got {self.guard!r}")
-        g = self.guard_config
-        if isinstance(g.stride, bool) or not isinstance(g.stride, int) or not 1 <= g.stride <= 1000:
-            raise UsageError(f"--guard-stride must be an integer in 1..1000, got {g.stride}")
-        if not 0 < g.threshold < 1:  # NaN fails too: a threshold of 1 or more would find no face at all
-            raise UsageError(f"--guard-threshold must lie strictly between 0 and 1, got {g.threshold}")
-        if not (0 <= g.margin <= 2 and 0 <= g.carry <= 100 and 32 <= g.max_side <= 8192):
-            raise UsageError(f"guard settings out of range: {g}")
-        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
-            raise UsageError(f"--shard K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}")
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``K/N`` (0-based K, as RANK and SLURM_ARRAY_TASK_ID count), or torchrun's RANK/WORLD_SIZE
-    when no shard is given and more than one process was launched."""
-    if text is None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
-            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        return None
-    k, sep, n = text.partition("/")
-    if not sep or not k.strip().isdigit() or not n.strip().isdigit() or int(n) < 1:
-        raise UsageError(f"--shard must look like K/N (e.g. 0/4), got {text!r}")
-    return int(k), int(n)
-
-
-@dataclass
-class FileResult:
-    src: Path
-    dst: Path
-    status: str  # ok | skipped | failed
-    frames: int = 0
-    kept_fraction: float | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-class Reporter(Protocol):
-    def start_batch(self, n_files: int) -> None: ...
-    def start_file(self, src: Path, total_frames: int | None) -> None: ...
-    def advance(self, frames: int) -> None: ...
-    def end_file(self, result: FileResult) -> None: ...
-
-
-class _Silent:
-    def start_batch(self, n_files: int) -> None: ...
-    def start_file(self, src: Path, total_frames: int | None) -> None: ...
-    def advance(self, frames: int) -> None: ...
-    def end_file(self, result: FileResult) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,35 +53,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _window_record(start: int, n: int, out, b: int, keep: np.ndarray, forced: np.ndarray | None, cfg: PPARConfig) -> dict:
-    probs = out.action_logits[b].softmax(-1)
-    top = probs.topk(min(5, len(cfg.actions)))
-    priv = out.privacy_logits[b].sigmoid()
-    rec = {
-        "start": start,
-        "frames": n,
-        "kept_fraction": round(float(keep.mean()), 6),
-        "scores": np.round(out.scores[b].view(cfg.grid).numpy(), 6).tolist(),
-        "keep": keep.astype(np.uint8).tolist(),
-        "actions": [{"label": cfg.actions[i], "p": round(float(p), 6)} for p, i in zip(top.values, top.indices)],
-        "privacy": {a: round(float(p), 6) for a, p in zip(cfg.attributes, priv)},
-    }
-    if forced is not None:
-        rec["guard"] = forced.astype(np.uint8).tolist()  # tubelets the face guard pruned whatever their score
-    return rec
-
-
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
                    reporter: Reporter | None = None, scores_path: Path | None = None, detector=None,
                    preview: Path | None = None) -> FileResult:
     """Anonymize one video. Raises nothing for bad input: failures come back as a failed result."""
-    reporter = reporter or _Silent()
+    reporter = reporter or Silent()
     t0 = time.perf_counter()
     result = FileResult(src, dst, "failed")
     writer = shown = None
     try:
         info = probe(src)
-        reader = FrameReader(info, backend="ffmpeg")  # decord's reader grows with the video's length
         reporter.start_file(src, info.num_frames)
         if info.width % 2 or info.height % 2:
             result.notes.append(f"odd size {info.width}x{info.height}: encoded as yuv444p to keep the exact size")
@@ -184,7 +75,32 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
                                 times=times)
         guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
-        windows = _process_stream(reader, writer, weights.model, opts, device, reporter, guard, shown)
+
+        def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
+            original = frames.copy() if shown is not None else None  # fill_clip works in place
+            filled = fill_clip(frames, kept, slab, opts.fill)
+            writer.write(filled)
+            if shown is not None:
+                shown.write(side_by_side(original, filled, record, slab))
+            reporter.advance(len(frames))
+
+        model = weights.model
+        if not two_passes(model.cfg, info.width, info.height):
+            reader = FrameReader(info, backend="ffmpeg")  # decord's reader grows with the video's length
+            windows = score_windows(reader, model, opts, device, guard, emit)
+        else:  # very large frames: decide on small ones, then fill the full-size ones a few at a time
+            windows = score_windows(FrameReader(info, "ffmpeg", SCORE_SIDE), model, opts, device, guard, None)
+            reader = FrameReader(info, backend="ffmpeg")
+            if windows:
+                fill_pass(reader, windows, model.cfg, emit)
+            excess = sum(w["frames"] for w in windows) - writer.frames  # the second decode ended early
+            while excess > 0:
+                cut = min(excess, windows[-1]["frames"])
+                windows[-1]["frames"] -= cut
+                excess -= cut
+                if windows[-1]["frames"] == 0:
+                    windows.pop()
+            result.notes.append(f"{info.width}x{info.height}: scored at {SCORE_SIDE} px, then filled at full size (two passes)")
         if not windows:
             raise VideoError(f"{src}: no decodable frames")
         if reader.damage:  # every frame written was scored; say that the input itself is damaged
@@ -194,6 +110,10 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                                 f"lists could be decoded")
         result.frames = writer.frames
         result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
+        if guard is not None and result.kept_fraction < opts.keep - 1 / weights.model.cfg.num_tokens:
+            low = min(w["kept_fraction"] for w in windows)
+            result.notes.append(f"the face guard hid more than --keep {opts.keep:g} asked: {result.kept_fraction:.3f} of "
+                                f"the video visible on average, {low:.3f} in the window with the most faces")
         result.seconds = time.perf_counter() - t0
         # The score map is written beside the video first and renamed into place only once the
         # video (and preview) are complete: outputs appear together or not at all.
@@ -223,111 +143,6 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     result.seconds = time.perf_counter() - t0
     reporter.end_file(result)
     return result
-
-
-def _decoded_clips(reader: FrameReader, cfg: PPARConfig, guard: FaceGuard | None) -> Iterator[tuple]:
-    """Per window: source frames, what the model sees of them (sampled, resized once, uint8), and
-    the tubelets the face guard forces (None without a guard)."""
-    scratch = None
-    for frames in reader.chunks(cfg.clip_span):
-        sampled = sample_clip(frames, cfg)
-        if sampled.shape[1:3] != (cfg.image_size, cfg.image_size):
-            # Resizing a strided view would first copy it to fresh memory (page faults every window):
-            # gather it into one reused buffer. Only when resizing, which returns new memory.
-            if scratch is None or scratch.shape != sampled.shape:
-                scratch = np.empty_like(sampled)
-            np.copyto(scratch, sampled)
-            sampled = scratch
-        small = resize_frames(torch.from_numpy(sampled), cfg.image_size)
-        forced = guard.forced(frames, cfg.grid, slab_index(len(frames), cfg)) if guard else None
-        yield frames, small, forced
-
-
-def _ahead(items: Iterator, depth: int) -> Iterator:
-    """Run a generator in a thread, ``depth`` items ahead of the consumer (decoding and resizing
-    release the GIL, so they overlap the model). Exceptions surface in the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    break
-            q.put((done, None))
-        except BaseException as e:  # noqa: BLE001 -- handed to the consumer
-            q.put((done, e))
-        finally:
-            items.close()
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        while True:
-            item, err = q.get()
-            if item is done:
-                if err is not None:
-                    raise err
-                return
-            yield item
-    finally:
-        stop.set()
-        deadline = time.monotonic() + 3.0
-        while t.is_alive() and time.monotonic() < deadline:  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                t.join(0.05)
-        # A producer stuck inside a decoder call is a daemon thread: it is left behind rather than
-        # holding up Ctrl-C, and it ends with the process.
-
-
-def _process_stream(reader: FrameReader, writer: VideoWriter, model: PPARModel, opts: Options,
-                    device: torch.device, reporter: Reporter, guard: FaceGuard | None,
-                    shown: VideoWriter | None = None) -> list[dict]:
-    cfg = model.cfg
-    windows: list[dict] = []
-    start = 0
-    pending: list[tuple] = []
-    last_keep = None  # the model's keep mask of the previous window, for hysteresis
-
-    def flush() -> None:
-        nonlocal start, last_keep
-        out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep, device, opts.lambda_priv,
-                          hysteresis=opts.hysteresis, prev_keep=last_keep)
-        if not all(torch.isfinite(t).all() for t in (out.scores, out.action_logits, out.privacy_logits)):
-            # NaN scores sort in grid order: the kept tubelets would be arbitrary, so nothing is written
-            raise VideoError(f"non-finite tubelet scores in the window at frame {start}; no frame of it was written")
-        last_keep = out.keep_mask[-1]
-        for b, (frames, _, forced) in enumerate(pending):
-            keep = out.keep_mask[b].numpy()
-            if forced is not None:
-                keep = keep & ~forced
-            slab = slab_index(len(frames), cfg)
-            original = frames.copy() if shown is not None else None  # fill_clip works in place
-            filled = fill_clip(frames, keep, slab, opts.fill)
-            writer.write(filled)
-            windows.append(_window_record(start, len(frames), out, b, keep, forced, cfg))
-            if shown is not None:
-                shown.write(side_by_side(original, filled, windows[-1], slab))
-            start += len(frames)
-            reporter.advance(len(frames))
-        pending.clear()
-
-    for clip in _ahead(_decoded_clips(reader, cfg, guard), depth=2):
-        pending.append(clip)
-        if len(pending) >= min(opts.batch_size, max(1, PENDING_BYTES // clip[0].nbytes)):
-            flush()
-    if pending:
-        flush()
-    return windows
 
 
 def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights: LoadedWeights,
@@ -424,7 +239,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
-    reporter = reporter or _Silent()
+    reporter = reporter or Silent()
     reporter.start_batch(len(jobs))
     results = []
     for job in jobs:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -15,8 +16,19 @@ from .errors import PparError
 from .files import atomic_path
 from .model import PPARConfig, PPARModel
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "ppar-small.safetensors"
+DEFAULT_NAME = "ppar-small.safetensors"
+
+
+def _bundled() -> Path:
+    """The bundled weights: inside the installed package (ppar_cli.bundled, the repository's
+    weights/ folder), in a wheel and in an editable install alike."""
+    try:
+        return Path(str(resources.files("ppar_cli.bundled").joinpath(DEFAULT_NAME)))
+    except ModuleNotFoundError:  # running from a source tree that was never installed
+        return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_NAME
+
+
+DEFAULT_WEIGHTS = _bundled()
 
 
 class WeightsError(PparError):

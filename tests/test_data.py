@@ -3,10 +3,18 @@ import pickle
 
 import numpy as np
 import pytest
-
 from conftest import ANNOTATIONS, needs_shared
-from ppar_cli.data import (DataError, open_benchmark, pa_clip_labels, read_hmdb51, read_label_pickle, read_pa_hmdb51,
-                           read_ucf101, summarize_labels)
+
+from ppar_cli.data import (
+    DataError,
+    open_benchmark,
+    pa_clip_labels,
+    read_hmdb51,
+    read_label_pickle,
+    read_pa_hmdb51,
+    read_ucf101,
+    summarize_labels,
+)
 
 
 @needs_shared
@@ -113,6 +121,7 @@ def test_csv_reader(tmp_path):
 
 def test_hmdb51_with_pa_labels_per_window(tmp_path):
     from conftest import make_clip
+
     from ppar_cli.data import ClipSet
     from ppar_cli.model import PPARConfig
 

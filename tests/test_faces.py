@@ -1,7 +1,6 @@
 """The audit's second detector (dlib HOG) and identity descriptor, on a real clip."""
 import numpy as np
 import pytest
-
 from conftest import REAL, needs_shared
 
 pytestmark = [needs_shared]

@@ -5,8 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-
 from conftest import make_clip
+
 from ppar_cli import Options, anonymize
 from ppar_cli.errors import UsageError
 from ppar_cli.video import ffmpeg_exe, probe
@@ -120,3 +120,20 @@ def test_audio_that_mp4_cannot_hold_becomes_aac(tmp_path):
     assert probe(tmp_path / "k.mkv").audio_codecs == ["pcm_s16le"]
     out, _ = streams(tmp_path / "o.mp4")
     assert abs(out["audio"][1] - 1.0) < 0.1
+
+
+def test_two_pass_path_for_huge_frames_gives_the_same_video(tmp_path, monkeypatch):
+    """Above a window's byte budget a file is scored on small frames, then filled at full size a few
+    frames at a time; on a clip already below the scoring size both paths must give the same frames."""
+    from ppar_cli import stream
+    from ppar_cli.video import FrameReader
+
+    src = make_clip(tmp_path / "in.mp4", 96, 64, 70)
+    one = run(src, tmp_path / "one.mp4")
+    monkeypatch.setattr(stream, "WINDOW_BYTES", 1)
+    monkeypatch.setattr(stream, "FILL_BYTES", 3 * 96 * 64 * 3)  # three frames per chunk: chunks straddle windows
+    two = run(src, tmp_path / "two.mp4")
+    assert any("two passes" in n for n in two.notes) and one.frames == two.frames == 70
+    a, b = (np.concatenate(list(FrameReader(probe(tmp_path / n)).chunks(32))) for n in ("one.mp4", "two.mp4"))
+    assert np.array_equal(a, b)
+    assert probe(tmp_path / "two.mp4").audio_codecs == ["aac"]

@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import REAL, needs_shared
+
 from ppar_cli import Options, anonymize
 from ppar_cli.guard import FaceGuard, GuardConfig
 from ppar_cli.pipeline import flicker

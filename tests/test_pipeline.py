@@ -3,12 +3,13 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import REAL, make_clip, needs_shared
+
 from ppar_cli import Options, anonymize
 from ppar_cli.masks import pixel_mask
 from ppar_cli.model import PPARConfig, resize_frames, sample_clip
-from ppar_cli.pipeline import UsageError, _decoded_clips, parse_shard
+from ppar_cli.pipeline import UsageError, parse_shard
+from ppar_cli.stream import _decoded_clips
 from ppar_cli.video import FrameReader, ffmpeg_exe, probe
 from ppar_cli.weights import load_weights
 

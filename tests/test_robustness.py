@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import REAL, make_clip, needs_shared, stray
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import REAL, make_clip, needs_shared, stray
 from ppar_cli import Options, anonymize
 from ppar_cli.cli import app
 from ppar_cli.errors import UsageError

@@ -14,17 +14,18 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import make_clip, stray
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import make_clip, stray
 from ppar_cli import Options, anonymize
 from ppar_cli.cli import app
 from ppar_cli.data import DataError, read_label_pickle
 from ppar_cli.errors import UsageError
 from ppar_cli.files import temp_beside
 from ppar_cli.guard import GuardConfig
-from ppar_cli.pipeline import OutputError, _ahead
+from ppar_cli.pipeline import OutputError
+from ppar_cli.stream import _ahead
 from ppar_cli.weights import WeightsError, load_weights
 
 runner = CliRunner()
@@ -84,15 +85,15 @@ def test_non_finite_weights_are_refused(tmp_path, clip, tiny_weights, case):
 
 
 def test_non_finite_scores_fail_the_file_and_write_nothing(tmp_path, clip, tiny_weights, monkeypatch):
-    from ppar_cli import pipeline
+    from ppar_cli import stream
 
-    real = pipeline.score_clips
+    real = stream.score_clips
 
     def poisoned(*a, **kw):
         out = real(*a, **kw)
         return out._replace(scores=torch.full_like(out.scores, float("nan")))
 
-    monkeypatch.setattr(pipeline, "score_clips", poisoned)
+    monkeypatch.setattr(stream, "score_clips", poisoned)
     before = clip.read_bytes()
     [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
     assert r.status == "failed" and "non-finite" in r.error and str(clip) in r.error
@@ -393,6 +394,6 @@ def test_stray_finds_a_partial_file_left_behind(tmp_path, clip, tiny_weights, mo
         self.tmp.write_bytes(keep)
 
     monkeypatch.setattr(VideoWriter, "abort", leaky_abort)
-    monkeypatch.setattr(VideoWriter, "commit", lambda self: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    monkeypatch.setattr(VideoWriter, "commit", lambda self, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
     assert r.status == "failed" and stray(tmp_path)

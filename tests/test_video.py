@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from conftest import make_clip
+
 from ppar_cli.video import BufferPool, FrameReader, probe
 
 
