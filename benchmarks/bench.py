@@ -71,7 +71,7 @@ def run_ppar_child(src: str, dst: str, extra: list[str]) -> None:
         app(["anonymize", src, dst, "--overwrite", "--quiet", "--no-scores", *extra], standalone_mode=False)
     finally:
         own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        print(json.dumps({"rss_mb": round(own.ru_maxrss / 1024, 1), "encoder_rss_mb": round(kids.ru_maxrss / 1024, 1),
+        print(json.dumps({"rss_mb": round(own.ru_maxrss / 1024, 1), "decoder_rss_mb": round(kids.ru_maxrss / 1024, 1),
                           "user_s": round(own.ru_utime, 1), "sys_s": round(own.ru_stime, 1), "page_faults": own.ru_minflt,
                           "ffmpeg_user_s": round(kids.ru_utime, 1), "ffmpeg_sys_s": round(kids.ru_stime, 1)}))
 
@@ -102,7 +102,7 @@ def bench_size(w: int, h: int, args, tmp: Path) -> dict:
     med = {k: statistics.median(v) for k, v in times.items() if v}
     row = {"size": f"{w}x{h}", "frames": n, **{f"{k}_fps": round(n / v, 1) for k, v in med.items()},
            "ratio_ppar_to_ffmpeg": round(med["ffmpeg"] / med["ppar"], 3),
-           "ppar_rss_mb": max(m["rss_mb"] for m in rss), "encoder_rss_mb": max(m["encoder_rss_mb"] for m in rss)}
+           "ppar_rss_mb": max(m["rss_mb"] for m in rss), "decoder_rss_mb": max(m["decoder_rss_mb"] for m in rss)}
     if args.batch > 1:
         folder = tmp / f"batch_{w}x{h}"
         folder.mkdir()

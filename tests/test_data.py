@@ -3,7 +3,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import ANNOTATIONS, needs_shared
+from helpers import ANNOTATIONS, needs_shared
 
 from ppar_cli.data import (
     DataError,
@@ -120,7 +120,7 @@ def test_csv_reader(tmp_path):
 
 
 def test_hmdb51_with_pa_labels_per_window(tmp_path):
-    from conftest import make_clip
+    from helpers import make_clip
 
     from ppar_cli.data import ClipSet
     from ppar_cli.model import PPARConfig

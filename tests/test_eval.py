@@ -48,6 +48,7 @@ def test_pareto_and_sweet_spots():
     assert spots["knee"]["keep"] == 0.5
 
 
+@pytest.mark.slow
 def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     from ppar_cli.synth import generate
 
@@ -80,12 +81,13 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     assert bad.returncode == 2 and "--keep" in bad.stderr
 
 
+@pytest.mark.slow
 def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
     """Both protocols on a tiny UCF101 fixture: generated videos under real file names, a VP-style label pickle."""
     import pickle
 
     import numpy as np
-    from conftest import make_clip
+    from helpers import make_clip
 
     root = tmp_path / "UCF-101"
     names = {"train": ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01", "YoYo/v_YoYo_g09_c02", "YoYo/v_YoYo_g10_c01"],

@@ -1,9 +1,9 @@
 """The audit's second detector (dlib HOG) and identity descriptor, on a real clip."""
 import numpy as np
 import pytest
-from conftest import REAL, needs_shared
+from helpers import REAL, needs_shared
 
-pytestmark = [needs_shared]
+pytestmark = [needs_shared, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import make_clip
+from helpers import make_clip
 
 from ppar_cli import Options, anonymize
 from ppar_cli.errors import UsageError

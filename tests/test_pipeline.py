@@ -3,7 +3,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import REAL, make_clip, needs_shared
+from helpers import REAL, make_clip, needs_shared
 
 from ppar_cli import Options, anonymize
 from ppar_cli.masks import pixel_mask
@@ -166,6 +166,7 @@ def test_hysteresis_reduces_flicker_at_the_same_kept_fraction(tmp_path, tiny_wei
         anonymize(src, tmp_path / "bad.mp4", Options(hysteresis=-1), weights=tiny_weights)
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize("name", sorted(p.name for p in REAL.glob("*")) if REAL.is_dir() else [])
 def test_real_clips(tmp_path, tiny_weights, name):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REAL, make_clip, needs_shared, stray
+from helpers import REAL, make_clip, needs_shared, stray
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -21,10 +21,6 @@ from ppar_cli.cli import app
 from ppar_cli.errors import UsageError
 from ppar_cli.video import FrameReader, VideoWriter, ffmpeg_exe, probe
 from ppar_cli.weights import WeightsError, load_weights
-
-
-def ppar(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "ppar_cli.cli", *map(str, args)], capture_output=True, text=True, **kw)
 
 
 def frames_in(path):
@@ -83,6 +79,7 @@ def test_tiny_sizes_and_single_frame(tmp_path, tiny_weights, w, h, n):
     assert (info.width, info.height) == (w, h) and frames_in(tmp_path / "o.mp4") == n
 
 
+@pytest.mark.slow
 def test_huge_resolution_streams(tmp_path, tiny_weights):
     src = make_clip(tmp_path / "4k.mp4", 4096, 2160, 6, audio=False, extra=["-preset", "ultrafast"])
     [r] = anonymize(src, tmp_path / "o.mp4", Options(preset="ultrafast"), weights=tiny_weights)
@@ -183,6 +180,7 @@ def test_encoder_dying_mid_file_batch_goes_on(tmp_path, tiny_weights, monkeypatc
     assert not stray(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_disk_full_leaves_nothing(tmp_path, clip, tiny_weights):
     """A file-size limit makes the encoder's writes fail as on a full disk."""
     def limit():
@@ -196,6 +194,7 @@ def test_disk_full_leaves_nothing(tmp_path, clip, tiny_weights):
     assert not out.exists() and not out.with_suffix(".json").exists() and not stray(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig):
     src = tmp_path / "in"
@@ -223,6 +222,7 @@ def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig):
     assert [(m["src"].rsplit("/", 1)[-1], m["status"]) for m in last] == [("a_short.mp4", "skipped"), ("b_long.mp4", "ok")]
 
 
+@pytest.mark.slow
 def test_corrupted_bytes_many_seeds(tmp_path, clip, tiny_weights):
     """Random bytes overwritten at random offsets: every run ends ok (all written frames scored) or failed cleanly."""
     data = clip.read_bytes()
@@ -249,6 +249,7 @@ def test_corrupted_bytes_many_seeds(tmp_path, clip, tiny_weights):
     assert "ok" in outcomes and "failed" in outcomes  # both paths were exercised and checked above
 
 
+@pytest.mark.slow
 def test_cli_option_fuzz(tmp_path, clip, tiny_weights):
     """Random option combinations for 20 s: exit 0, 1 or 2, a one-line error, output only on success."""
     runner = CliRunner()
@@ -273,6 +274,7 @@ def test_cli_option_fuzz(tmp_path, clip, tiny_weights):
     assert n >= 5 and not stray(tmp_path)
 
 
+@pytest.mark.slow
 @needs_shared
 def test_real_clips_mixed_with_corrupted_copies(tmp_path, tiny_weights):
     src = tmp_path / "in"

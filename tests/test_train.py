@@ -30,6 +30,7 @@ def _args(bench, tmp_path, name, **kw):
                      out=str(tmp_path / f"{name}.safetensors"), run_dir=str(tmp_path / name), **kw)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_result(bench, tmp_path):
     train(_args(bench, tmp_path, "full"), log=lambda m: None)
     part = _args(bench, tmp_path, "part", stop_after=1)
@@ -43,6 +44,7 @@ def test_resume_gives_the_same_result(bench, tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(bench, tmp_path):
     """11 training videos in batches of 5 on 2 ranks: 6 and 5 clips, 2 and 1 batches unless the
     shards are equalised (unequal shards hang in DDP's all-reduce: the timeout fails the test)."""

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import make_clip, stray
+from helpers import make_clip, stray
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -208,6 +208,7 @@ def test_provenance_that_is_not_json_is_refused(tmp_path, tiny_weights):
             load_weights(rewrite(tiny_weights, tmp_path / "w.safetensors", provenance=prov))
 
 
+@pytest.mark.slow
 def test_stuck_producer_does_not_hold_up_the_consumer():
     """A decoder thread stuck forever (what frame_stride 0 did) must not keep Ctrl-C from ending the run."""
     release = threading.Event()
@@ -225,6 +226,7 @@ def test_stuck_producer_does_not_hold_up_the_consumer():
     release.set()
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_run_within_seconds(tmp_path, tiny_weights):
     src = make_clip(tmp_path / "long.mp4", 320, 240, 3000, audio=False, extra=["-preset", "ultrafast"])
     out = tmp_path / "o.mp4"
@@ -328,6 +330,7 @@ def _as_nobody():
     return lambda: (os.setgid(65534), os.setuid(65534))
 
 
+@pytest.mark.slow
 def test_read_only_output_folder(tmp_path, clip, tiny_weights):
     work = tempfile.mkdtemp(prefix="ppar-ro-")
     try:

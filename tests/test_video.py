@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import make_clip
+from helpers import make_clip
 
 from ppar_cli.video import BufferPool, FrameReader, probe
 

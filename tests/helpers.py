@@ -1,0 +1,41 @@
+"""Helpers the tests share (imported as `helpers`; conftest.py holds only fixtures): where the real
+clips are, clips made with ffmpeg's lavfi sources, the `ppar` command in a subprocess, leftovers."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppar_cli.video import ffmpeg_exe
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL = SHARED / "data" / "real"
+ANNOTATIONS = SHARED / "data" / "annotations"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared (real clips and label files) is not beside this checkout")
+
+
+def ppar(*args, **kw) -> subprocess.CompletedProcess:
+    """The `ppar` command in a fresh process (where start-up, signals or exit codes are the point)."""
+    return subprocess.run([sys.executable, "-m", "ppar_cli.cli", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def stray(folder: Path) -> list[Path]:
+    """Temporary outputs left behind anywhere under folder (ppar names them .NAME.HOST-PID.XXXX.partial[.ext])."""
+    return [p for p in folder.rglob("*") if p.is_file() and ".partial" in p.name]
+
+
+def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 25, audio: bool = True, extra: list[str] | None = None) -> Path:
+    """A test-pattern video (moving, so every frame differs) with an optional sine-tone audio track."""
+    cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={width + width % 2}x{height + height % 2}:rate={fps},scale={width}:{height}"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
+    cmd += ["-frames:v", str(frames)] + (extra or [])
+    if width % 2 or height % 2:
+        cmd += ["-pix_fmt", "yuv444p"]  # 4:2:0 would crop odd sizes
+    if audio:
+        cmd += ["-c:a", "aac", "-shortest"]
+    cmd += [str(path)]
+    subprocess.run(cmd, check=True)
+    return path
