@@ -135,8 +135,8 @@ def bench_model(name: str, batch: int, repeats: int) -> list[dict]:
     """Model-only clip-frames/s for a config, plain and with the CPU options that might help."""
     import torch
 
-    from ppar_cli.model import PRESETS, PPARConfig, PPARModel
-    from ppar_cli.weights import DEFAULT_WEIGHTS, load_weights
+    from ppar_cli.core.model import PRESETS, PPARConfig, PPARModel
+    from ppar_cli.core.weights import DEFAULT_WEIGHTS, load_weights
 
     model = load_weights(DEFAULT_WEIGHTS).model if name == "bundled" else PPARModel(PPARConfig(**PRESETS[name], actions=list("abcdefghij")))
     model.eval()

@@ -8,7 +8,7 @@ def __getattr__(name: str):
     # The Python API, imported on first use: `import ppar_cli.cli` must not load PyTorch before the
     # CLI has set up the process (see cli.py).
     if name in ("anonymize", "Options", "FileResult"):
-        from . import pipeline
+        from .pipeline import api
 
-        return getattr(pipeline, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'ppar_cli' has no attribute {name!r}")

@@ -24,10 +24,10 @@ from rich.table import Table
 # 27 s run, 8% of the wall time). Read by libgomp when torch loads, so before the import below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import PparError  # noqa: E402 -- below the environment setting, on purpose
-from .guard import GuardConfig  # noqa: E402
-from .jobs import plan_jobs  # noqa: E402
-from .options import FileResult, Options, parse_shard  # noqa: E402
+from ppar_cli.errors import PparError  # noqa: E402 -- below the environment setting, on purpose
+from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
+from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
+from ppar_cli.pipeline.options import FileResult, Options, parse_shard  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Privacy-preserving video anonymization by attention-driven tubelet pruning.")
@@ -106,7 +106,7 @@ def anonymize(
         plan_jobs(inp, out)
     except PparError as e:
         fail(str(e), e.exit_code)
-    from .pipeline import anonymize as run_anonymize
+    from ppar_cli.pipeline.api import anonymize as run_anonymize
 
     progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                            TimeRemainingColumn(), console=console, transient=True)
@@ -178,7 +178,7 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
     """Face detections before and after anonymization, per video and detector: how many face frames leaked."""
-    from .audit import audit as run_audit
+    from ppar_cli.faces.audit import audit as run_audit
 
     for p in (original, anonymized):
         if not p.exists():
@@ -226,7 +226,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show a weights file's config, classes, attributes, size, provenance and sha256."""
-    from .weights import describe
+    from ppar_cli.core.weights import describe
 
     try:
         d = describe(weights)
@@ -283,7 +283,7 @@ def synth(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate the procedural PPAR benchmark (UCF101 layout, privacy labels, ground-truth masks)."""
-    from .synth import generate
+    from ppar_cli.research.synth import generate
 
     if videos < 1 or size < 16 or frames < 1 or fps <= 0 or identities < 1:
         fail("--videos, --frames and --identities must be positive, --size at least 16, --fps above 0", 2)
@@ -302,7 +302,7 @@ def labels(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Summarise a privacy label file: videos, attributes, positive rates."""
-    from .data import summarize_labels
+    from ppar_cli.research.data import summarize_labels
 
     try:
         summary = summarize_labels(path)
@@ -343,8 +343,8 @@ def train(
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
 ) -> None:
     """Train the dual-CLS anonymizer (resumes from RUN_DIR; works under torchrun)."""
-    from .train import TrainArgs
-    from .train import train as run_train
+    from ppar_cli.research.train import TrainArgs
+    from ppar_cli.research.train import train as run_train
 
     overrides = {}
     for item in set_:
@@ -390,9 +390,16 @@ def eval_(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table (results are still written)."),
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
-    from .data import ClipSet, open_benchmark
-    from .evaluate import METHODS, Windows, evaluate, label, runs, write_results
-    from .weights import load_weights
+    from ppar_cli.core.weights import load_weights
+    from ppar_cli.research.data import ClipSet, open_benchmark
+    from ppar_cli.research.evaluate import (
+        METHODS,
+        Windows,
+        evaluate,
+        label,
+        runs,
+        write_results,
+    )
 
     if protocol not in ("quick", "full"):
         fail(f"--protocol must be quick or full, got {protocol!r}", 2)
@@ -420,7 +427,7 @@ def eval_(
             records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video),
                                lambda_priv=lambda_, hysteresis=hysteresis)
     else:
-        from .attack import full_protocol
+        from ppar_cli.research.full_protocol import full_protocol
 
         train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
         progress, advance = _bar(len(train_items), "decoding training videos", quiet)

@@ -15,9 +15,9 @@ import json
 import numpy as np
 import torch
 
-from ppar_cli.data import ClipSet, open_benchmark
-from ppar_cli.evaluate import evaluate
-from ppar_cli.weights import load_weights, save_weights
+from ppar_cli.core.weights import load_weights, save_weights
+from ppar_cli.research.data import ClipSet, open_benchmark
+from ppar_cli.research.evaluate import evaluate
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ppar_cli.data import decode_resized
-from ppar_cli.synth import load_masks
+from ppar_cli.research.data import decode_resized
+from ppar_cli.research.synth import load_masks
 
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 index = json.loads((root / "labels.json").read_text())

@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import make_clip
 
-from ppar_cli.model import PPARConfig, PPARModel
-from ppar_cli.weights import save_weights
+from ppar_cli.core.model import PPARConfig, PPARModel
+from ppar_cli.core.weights import save_weights
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers import ANNOTATIONS, needs_shared
 
-from ppar_cli.data import (
+from ppar_cli.research.data import (
     DataError,
     open_benchmark,
     pa_clip_labels,
@@ -122,8 +122,8 @@ def test_csv_reader(tmp_path):
 def test_hmdb51_with_pa_labels_per_window(tmp_path):
     from helpers import make_clip
 
-    from ppar_cli.data import ClipSet
-    from ppar_cli.model import PPARConfig
+    from ppar_cli.core.model import PPARConfig
+    from ppar_cli.research.data import ClipSet
 
     splits, videos, pa = tmp_path / "splits", tmp_path / "videos", tmp_path / "pa"
     for d in (splits, videos / "wave", pa):

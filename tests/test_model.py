@@ -3,7 +3,12 @@ import math
 import pytest
 import torch
 
-from ppar_cli.model import PPARConfig, PPARModel, keep_counts, utility_privacy_scores
+from ppar_cli.core.model import (
+    PPARConfig,
+    PPARModel,
+    keep_counts,
+    utility_privacy_scores,
+)
 
 
 def test_score_formula_hand_computed():

@@ -31,7 +31,7 @@ def test_wheel_installed_outside_the_source_tree_anonymizes_with_bundled_weights
     assert r.returncode == 0, r.stderr[-2000:]
     shutil.rmtree(src)  # nothing of the source tree is left to fall back on
     clip = make_clip(tmp_path / "in.mp4", 96, 64, 16, audio=False)
-    code = ("import sys, ppar_cli; from ppar_cli.weights import DEFAULT_WEIGHTS; "
+    code = ("import sys, ppar_cli; from ppar_cli.core.weights import DEFAULT_WEIGHTS; "
             f"assert ppar_cli.__file__.startswith({str(target)!r}), ppar_cli.__file__; "
             f"assert str(DEFAULT_WEIGHTS).startswith({str(target)!r}), DEFAULT_WEIGHTS; "
             "from ppar_cli.cli import app; "

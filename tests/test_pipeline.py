@@ -6,12 +6,13 @@ import pytest
 from helpers import REAL, make_clip, needs_shared
 
 from ppar_cli import Options, anonymize
-from ppar_cli.masks import pixel_mask
-from ppar_cli.model import PPARConfig, resize_frames, sample_clip
-from ppar_cli.pipeline import UsageError, parse_shard
-from ppar_cli.stream import _decoded_clips
-from ppar_cli.video import FrameReader, ffmpeg_exe, probe
-from ppar_cli.weights import load_weights
+from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip
+from ppar_cli.core.model import PPARConfig
+from ppar_cli.core.weights import load_weights
+from ppar_cli.errors import UsageError
+from ppar_cli.media.video import FrameReader, ffmpeg_exe, probe
+from ppar_cli.pipeline.options import parse_shard
+from ppar_cli.pipeline.stream import _decoded_clips
 
 
 def decode(path):

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from ppar_cli import Options, anonymize
 from ppar_cli.cli import app
+from ppar_cli.core.weights import WeightsError, load_weights
 from ppar_cli.errors import UsageError
-from ppar_cli.video import FrameReader, VideoWriter, ffmpeg_exe, probe
-from ppar_cli.weights import WeightsError, load_weights
+from ppar_cli.media.video import FrameReader, VideoWriter, ffmpeg_exe, probe
 
 
 def frames_in(path):

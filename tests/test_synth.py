@@ -1,8 +1,14 @@
 import numpy as np
 
-from ppar_cli.data import ClipSet, open_benchmark
-from ppar_cli.model import PPARConfig
-from ppar_cli.synth import ACTIONS, Canvas, load_masks, make_identities, render_video
+from ppar_cli.core.model import PPARConfig
+from ppar_cli.research.data import ClipSet, open_benchmark
+from ppar_cli.research.synth import (
+    ACTIONS,
+    Canvas,
+    load_masks,
+    make_identities,
+    render_video,
+)
 
 
 def test_canvas_masks_match_drawn_shapes():
@@ -33,7 +39,7 @@ def test_render_deterministic_and_seeded():
 
 
 def test_generate_reads_back_as_ucf101(tmp_path):
-    from ppar_cli.synth import generate
+    from ppar_cli.research.synth import generate
 
     index = generate(tmp_path, 12, seed=5, size=64, frames=20, workers=1)
     b = open_benchmark(tmp_path)

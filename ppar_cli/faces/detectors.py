@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PparError
+from ppar_cli.errors import PparError
 
 # dlib's recommended threshold on descriptor distance: below it, the same person.
 SAME_PERSON = 0.6
@@ -100,7 +100,7 @@ class DlibHOG:
 def _resize(frame: np.ndarray, s: float) -> np.ndarray:
     import torch
 
-    from .model import resize_frames
+    from ppar_cli.core.clips import resize_frames
 
     H, W = frame.shape[:2]
     small = resize_frames(torch.from_numpy(np.ascontiguousarray(frame))[None], (round(H * s), round(W * s)))

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import PparError
-from .masks import cell_edges
-from .model import resize_frames, sample_clip, slab_index
-from .synth import load_masks
-from .video import FrameReader, probe
+from ppar_cli.core.clips import cell_edges, resize_frames, sample_clip, slab_index
+from ppar_cli.errors import PparError
+from ppar_cli.media.video import FrameReader, probe
+from ppar_cli.research.synth import load_masks
 
 # Column order of the VP-UCF101 / VP-HMDB51 label arrays. The publisher does not document it;
 # this order follows the STPrivacy paper's list and the columns' positive rates (0.91, 0.60, 0.90, 0.25, 0.25 on VP-UCF101).

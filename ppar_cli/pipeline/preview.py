@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .masks import cell_edges, cell_index
+from ppar_cli.core.clips import cell_edges, cell_index
 
 _INFERNO: np.ndarray | None = None
 

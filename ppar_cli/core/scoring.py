@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import Output, PPARModel, prepare_clips
+from ppar_cli.core.clips import prepare_clips
+from ppar_cli.core.model import Output, PPARModel
 
 
 def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torch.device,

@@ -17,17 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ClipSet
-from .masks import smooth_fill
-from .metrics import (
+from ppar_cli.core.model import PPARModel, keep_counts
+from ppar_cli.core.scoring import score_clips
+from ppar_cli.pipeline.fill import smooth_fill
+from ppar_cli.research.data import ClipSet
+from ppar_cli.research.metrics import (
     attention_mass,
     oracle_keep,
     pixel_metrics,
     privacy_metrics,
     random_keep,
 )
-from .model import PPARModel, keep_counts
-from .scoring import score_clips
 
 TUBELET_METHODS = ("ppar", "random", "oracle")
 PIXEL_METHODS = ("raw", "blur", "downsample2", "downsample4", "blacken")  # blacken: every person pixel, from ground truth

@@ -17,11 +17,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .guard import FaceGuard
-from .model import PPARConfig, PPARModel, resize_frames, sample_clip, slab_index
-from .options import Options
-from .scoring import score_clips
-from .video import FrameReader, VideoError
+from ppar_cli.core.clips import resize_frames, sample_clip, slab_index
+from ppar_cli.core.model import PPARConfig, PPARModel
+from ppar_cli.core.scoring import score_clips
+from ppar_cli.media.video import FrameReader, VideoError
+from ppar_cli.pipeline.guard import FaceGuard
+from ppar_cli.pipeline.options import Options
 
 # Full-resolution frames waiting for their batch to be scored are held up to about this many bytes
 # (fewer clips per batch at 4K); memory stays flat in the video's length either way.

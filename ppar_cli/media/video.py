@@ -19,9 +19,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import PparError
-from .files import temp_beside
-from .jobs import OUTPUT_CONTAINERS
+from ppar_cli.errors import PparError
+from ppar_cli.media.files import temp_beside
+from ppar_cli.pipeline.jobs import OUTPUT_CONTAINERS
 
 # Audio codecs an MP4 can carry as they are; anything else is re-encoded to AAC.
 MP4_AUDIO = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}

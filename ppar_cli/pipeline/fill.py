@@ -1,29 +1,12 @@
-"""Tubelet grid <-> source pixels, and filling pruned tubelets.
-
-Tubelet row r of a gh-row grid covers source rows y with floor(y * gh / H) == r, so the
-rectangles partition any frame size exactly (no padding to multiples of 16, no gaps, no overlap).
-"""
+"""Filling pruned tubelets: black (the method's own), or blur, pixelate and mean strong enough to
+hide a face. Rectangles come from the grid geometry of clips.py."""
 from __future__ import annotations
 
 import numpy as np
 
+from ppar_cli.core.clips import cell_edges, cell_index
+
 FILLS = ("black", "blur", "pixelate", "mean")
-
-
-def cell_index(size: int, cells: int) -> np.ndarray:
-    """Grid cell of each of ``size`` pixels when split into ``cells`` near-equal runs."""
-    return (np.arange(size) * cells) // size
-
-
-def cell_edges(size: int, cells: int) -> list[int]:
-    """Pixel edges of the runs of :func:`cell_index` (cells + 1 values, first 0, last ``size``)."""
-    return [-(-r * size // cells) for r in range(cells + 1)]
-
-
-def pixel_mask(grid: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(gh, gw) bool grid -> (H, W) bool mask at source resolution."""
-    rows, cols = cell_index(height, grid.shape[0]), cell_index(width, grid.shape[1])
-    return grid[rows[:, None], cols[None, :]]
 
 
 def smooth_fill(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.ndarray:

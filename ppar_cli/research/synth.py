@@ -339,7 +339,7 @@ def video_name(index: int, action: int, group: int) -> str:
 
 def _job(args) -> dict:
     out, seed, index, n_ident, size, frames, fps = args
-    from .video import VideoWriter
+    from ppar_cli.media.video import VideoWriter
 
     r = render_video(seed, index, make_identities(seed, n_ident), size, frames, fps)
     group = int(np.random.default_rng([seed, 3, index]).integers(1, N_GROUPS + 1))

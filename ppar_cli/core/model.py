@@ -13,14 +13,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-# Inputs are scaled to roughly zero mean / unit variance; the same constants serve training and inference.
-PIXEL_MEAN, PIXEL_STD = 0.45, 0.25
-
 
 # Sane bounds for a config read from a file: the largest is well above ViT-L, and a model is never
 # built from a config outside them.
@@ -309,38 +304,3 @@ class PPARModel(nn.Module):
         fused = (fuse_x * w.unsqueeze(-1)).sum(1, keepdim=True)
         x = torch.cat([x[:, :2], gather(patches, keep_idx), fused], dim=1)
         return x, ids.gather(1, keep_idx), True, s, info
-
-
-def resize_frames(frames: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> uint8 (N, size, size, 3) (or (N, h, w, 3) for size (h, w)), antialiased bilinear.
-
-    Stays in uint8 (channels-last): at 1280x720 far cheaper than a float round trip, and within one
-    level of it. Training data and `ppar anonymize` both go through here.
-    """
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(frames.shape[1:3]) == hw:
-        return frames
-    x = F.interpolate(frames.permute(0, 3, 1, 2), size=hw, mode="bilinear", antialias=True, align_corners=False)
-    return x.permute(0, 2, 3, 1)
-
-
-def prepare_clips(frames: torch.Tensor, cfg: PPARConfig) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) frames already sampled at the clip stride -> normalised (B, 3, T, S, S)."""
-    B, T, H, W, _ = frames.shape
-    S = cfg.image_size
-    x = resize_frames(frames.reshape(B * T, H, W, 3), S).float()
-    x = (x / 255.0 - PIXEL_MEAN) / PIXEL_STD
-    return x.view(B, T, S, S, 3).permute(0, 4, 1, 2, 3).contiguous()
-
-
-def sample_clip(frames: np.ndarray, cfg: PPARConfig) -> np.ndarray:
-    """Source frames of one window (at most clip_span) -> the cfg.frames the model sees, the last repeated as padding."""
-    sampled = frames[:: cfg.frame_stride][: cfg.frames]
-    if len(sampled) < cfg.frames:
-        sampled = np.concatenate([sampled, np.repeat(sampled[-1:], cfg.frames - len(sampled), axis=0)])
-    return sampled
-
-
-def slab_index(n_frames: int, cfg: PPARConfig) -> np.ndarray:
-    """Temporal tubelet index of each source frame of a window."""
-    return (np.arange(n_frames) // cfg.frame_stride) // cfg.tubelet[0]

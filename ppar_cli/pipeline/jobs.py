@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
+from ppar_cli.errors import UsageError
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
 # Containers ppar writes (H.264 video in each); an output file name must end in one of them.

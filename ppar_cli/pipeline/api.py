@@ -17,18 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .errors import PparError, UsageError
-from .faces import CenterFace, FacesUnavailable
-from .files import atomic_path
-from .guard import FaceGuard
-from .jobs import check_outputs, plan_jobs
-from .masks import cell_edges, fill_clip
-from .options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
-from .preview import side_by_side
-from .stream import SCORE_SIDE, fill_pass, score_windows, two_passes
-from .video import FrameReader, VideoError, VideoInfo, VideoWriter, probe
-from .weights import LoadedWeights, load_weights
+from ppar_cli import __version__
+from ppar_cli.core.clips import cell_edges
+from ppar_cli.core.weights import LoadedWeights, load_weights
+from ppar_cli.errors import PparError, UsageError
+from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
+from ppar_cli.media.files import atomic_path
+from ppar_cli.media.video import FrameReader, VideoError, VideoInfo, VideoWriter, probe
+from ppar_cli.pipeline.fill import fill_clip
+from ppar_cli.pipeline.guard import FaceGuard
+from ppar_cli.pipeline.jobs import check_outputs, plan_jobs
+from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
+from ppar_cli.pipeline.preview import side_by_side
+from ppar_cli.pipeline.stream import SCORE_SIDE, fill_pass, score_windows, two_passes
 
 SCHEMA = "ppar-scores/1"
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import UsageError
-from .guard import GuardConfig
-from .masks import FILLS
+from ppar_cli.errors import UsageError
+from ppar_cli.pipeline.fill import FILLS
+from ppar_cli.pipeline.guard import GuardConfig
 
 
 @dataclass

@@ -27,9 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .faces import SAME_PERSON, FacesUnavailable, Identity, load_detectors
-from .jobs import plan_jobs
-from .video import FrameReader, VideoError, probe
+from ppar_cli.faces.detectors import (
+    SAME_PERSON,
+    FacesUnavailable,
+    Identity,
+    load_detectors,
+)
+from ppar_cli.media.video import FrameReader, VideoError, probe
+from ppar_cli.pipeline.jobs import plan_jobs
 
 
 def _overlaps(after: np.ndarray, before: np.ndarray, min_inside: float = 0.3) -> bool:

@@ -20,11 +20,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .data import ClipSet, open_benchmark
-from .evaluate import evaluate_clips
-from .files import atomic_path
-from .model import PRESETS, PPARConfig, PPARModel, prepare_clips
-from .weights import read_metadata, save_weights
+from ppar_cli.core.clips import prepare_clips
+from ppar_cli.core.model import PRESETS, PPARConfig, PPARModel
+from ppar_cli.core.weights import read_metadata, save_weights
+from ppar_cli.media.files import atomic_path
+from ppar_cli.research.data import ClipSet, open_benchmark
+from ppar_cli.research.evaluate import evaluate_clips
 
 
 @dataclass
@@ -241,7 +242,7 @@ def train(args: TrainArgs, log=print) -> dict:
 
 
 def _code_version() -> str:
-    from . import __version__
+    from ppar_cli import __version__
 
     try:
         import subprocess

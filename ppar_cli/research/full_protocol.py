@@ -19,15 +19,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .evaluate import Windows, anonymize_windows, runs
-from .metrics import privacy_metrics
-from .model import PIXEL_MEAN, PIXEL_STD, PPARModel
+from ppar_cli.core.clips import normalize
+from ppar_cli.core.model import PPARModel
+from ppar_cli.research.evaluate import Windows, anonymize_windows, runs
+from ppar_cli.research.metrics import privacy_metrics
 
 
 def _to_input(clips: np.ndarray) -> torch.Tensor:
     """uint8 (B, T, S, S, 3) -> float (B, 3, T, S, S), normalised as the anonymizer's input."""
-    x = torch.from_numpy(clips).float().div_(255).sub_(PIXEL_MEAN).div_(PIXEL_STD)
-    return x.permute(0, 4, 1, 2, 3).contiguous()
+    return normalize(torch.from_numpy(clips)).permute(0, 4, 1, 2, 3).contiguous()
 
 
 def _conv_stack(conv: type, widths: tuple[int, ...], stride) -> nn.Sequential:

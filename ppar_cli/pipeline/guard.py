@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .faces import CenterFace
-from .masks import cell_edges
+from ppar_cli.core.clips import cell_edges
+from ppar_cli.faces.detectors import CenterFace
 
 
 @dataclass

@@ -12,9 +12,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import PparError
-from .files import atomic_path
-from .model import PPARConfig, PPARModel
+from ppar_cli.core.model import PPARConfig, PPARModel
+from ppar_cli.errors import PparError
+from ppar_cli.media.files import atomic_path
 
 DEFAULT_NAME = "ppar-small.safetensors"
 
@@ -25,7 +25,7 @@ def _bundled() -> Path:
     try:
         return Path(str(resources.files("ppar_cli.bundled").joinpath(DEFAULT_NAME)))
     except ModuleNotFoundError:  # running from a source tree that was never installed
-        return Path(__file__).resolve().parent.parent / "weights" / DEFAULT_NAME
+        return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_NAME
 
 
 DEFAULT_WEIGHTS = _bundled()
