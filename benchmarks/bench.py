@@ -149,15 +149,15 @@ def bench_model(name: str, batch: int, repeats: int) -> list[dict]:
     for vname, (m, dtype) in variants.items():
         try:
             with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-                out = m(x, keep=0.5)  # warm-up (and compilation)
+                out = m(x, keep_ratio=0.5)  # warm-up (and compilation)
                 t0 = time.perf_counter()
                 for _ in range(repeats):
-                    out = m(x, keep=0.5)
+                    out = m(x, keep_ratio=0.5)
                 dt = (time.perf_counter() - t0) / repeats
         except Exception as e:  # compile needs a C compiler; report, do not fail the benchmark
             rows.append({"model": name, "variant": vname, "error": str(e).splitlines()[0][:120]})
             continue
-        keep = out.keep_mask
+        keep = out.kept
         exact = ref is None or bool((keep == ref).all())
         ref = keep if ref is None else ref
         rows.append({"model": name, "variant": vname, "clip_frames_per_s": round(batch * cfg.frames / dt, 1),

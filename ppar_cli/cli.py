@@ -1,6 +1,7 @@
 """`ppar` command line: a thin Typer layer over the Python API. Exit codes: 0 ok, 1 a file failed, 2 usage."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,17 +25,27 @@ from rich.table import Table
 # 27 s run, 8% of the wall time). Read by libgomp when torch loads, so before the import below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ppar_cli.errors import PparError  # noqa: E402 -- below the environment setting, on purpose
+from ppar_cli.errors import PparError, UsageError  # noqa: E402 -- below the environment setting, on purpose
 from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
 from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
 from ppar_cli.pipeline.options import FileResult, Options, parse_shard  # noqa: E402
+from ppar_cli.research.args import TrainArgs  # noqa: E402
+
+_OPT = Options()  # the API's defaults are the CLI's: one source
+_TRAIN = TrainArgs(data="")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Privacy-preserving video anonymization by attention-driven tubelet pruning.")
 console = Console(stderr=True)
 
 
-def fail(message: str, code: int) -> None:
+# API parameter -> the flag a user types, where they differ (others: --name-with-dashes)
+FLAGS = {"keep_ratio": "--keep", "lambda_priv": "--lambda", "scores_path": "--scores", "keeps": "--keep",
+         "guard_threshold": "--guard-threshold", "guard_stride": "--guard-stride"}
+
+
+def fail(error: str | Exception, code: int) -> None:
+    message = error.render(FLAGS) if isinstance(error, UsageError) else str(error)
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -76,36 +87,36 @@ class RichReporter:
 def anonymize(
     inp: Path = typer.Argument(..., metavar="IN", help="Video file or folder (walked recursively)."),
     out: Path = typer.Argument(..., metavar="OUT", help="Output MP4, or folder mirroring IN."),
-    keep: float = typer.Option(0.5, help="Fraction of each clip's tubelets left visible, 0..1."),
+    keep: float = typer.Option(_OPT.keep_ratio, help="Fraction of each clip's tubelets left visible, 0..1."),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the tubelet score (default: the weights')."),
-    hysteresis: float = typer.Option(0.0, help="Less flicker: score bonus, in score standard deviations, for tubelets the previous window kept (0: off; 0.5 is mild)."),
+    hysteresis: float = typer.Option(_OPT.hysteresis, help="Less flicker: score bonus, in score standard deviations, for tubelets the previous window kept (0: off; 0.5 is mild)."),
     weights: Optional[Path] = typer.Option(None, help="Weights file (.safetensors); default: the bundled weights."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    batch_size: int = typer.Option(4, help="Clips per model batch."),
-    fill: str = typer.Option("black", help="Pruned tubelets: black (the method's), blur, pixelate or mean."),
+    device: str = typer.Option(_OPT.device, help="auto, cpu or cuda."),
+    batch_size: int = typer.Option(_OPT.batch_size, help="Clips per model batch."),
+    fill: str = typer.Option(_OPT.fill, help="Pruned tubelets: black (the method's), blur, pixelate or mean."),
     scores: Optional[Path] = typer.Option(None, help="Score map JSON path (single file; default OUT.json)."),
     no_scores: bool = typer.Option(False, "--no-scores", help="Do not write score maps."),
     preview: Optional[Path] = typer.Option(None, help="Single file: also write a side-by-side MP4 for checking: the UNANONYMIZED original with scores and kept grid | the output. Never share it."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s)."),
-    crf: int = typer.Option(20, help="x264 quality, 0 (lossless) .. 51; lower is better."),
+    crf: int = typer.Option(_OPT.crf, help="x264 quality, 0 (lossless) .. 51; lower is better."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
-    guard: str = typer.Option("auto", help="Face guard: auto (on when installed), centerface, or none."),
-    guard_stride: int = typer.Option(2, help="Run the face detector on every N-th frame."),
-    guard_threshold: float = typer.Option(0.1, help="Face detector threshold (lower hides more)."),
+    guard: str = typer.Option(_OPT.guard, help="Face guard: auto (on when installed), centerface, or none."),
+    guard_stride: int = typer.Option(_OPT.guard_config.stride, help="Run the face detector on every N-th frame."),
+    guard_threshold: float = typer.Option(_OPT.guard_config.threshold, help="Face detector threshold (lower hides more)."),
     shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
     manifest: Optional[Path] = typer.Option(None, help="Folder mode: JSON-lines record of each file (default OUT/ppar-manifest*.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
     try:
-        opts = Options(keep=keep, lambda_priv=lambda_, hysteresis=hysteresis, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
+        opts = Options(keep_ratio=keep, lambda_priv=lambda_, hysteresis=hysteresis, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
                        scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
                        guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride),
                        manifest=manifest)
         opts.validate()  # what can be checked without PyTorch is, before it loads (seconds)
         plan_jobs(inp, out)
     except PparError as e:
-        fail(str(e), e.exit_code)
+        fail(e, e.exit_code)
     from ppar_cli.pipeline.api import anonymize as run_anonymize
 
     progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -121,7 +132,7 @@ def anonymize(
         for w in caught:
             console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
     except PparError as e:
-        fail(str(e), e.exit_code)
+        fail(e, e.exit_code)
     except KeyboardInterrupt:
         fail("interrupted; finished outputs are kept, a rerun skips them", 130)
     finally:
@@ -190,7 +201,7 @@ def audit(
     except ValueError as e:
         fail(str(e), 2)
     except PparError as e:
-        fail(str(e), e.exit_code)
+        fail(e, e.exit_code)
     if as_json:
         typer.echo(json.dumps(records, indent=1))
     else:
@@ -231,7 +242,7 @@ def info(
     try:
         d = describe(weights)
     except PparError as e:
-        fail(str(e), e.exit_code)
+        fail(e, e.exit_code)
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
@@ -262,12 +273,18 @@ def _flatten(data, prefix: str = ""):
         yield prefix or "(none)", json.dumps(data) if not isinstance(data, str) else data
 
 
-def _bar(total: int, what: str, quiet: bool):
-    """A rich progress bar as a context manager plus its advance() callback."""
-    progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+@contextlib.contextmanager
+def _stages(quiet: bool):
+    """A rich progress display; yields ``stage(name, total) -> advance`` for the API's progress hooks."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True, disable=quiet)
-    task = progress.add_task(what, total=total)
-    return progress, lambda: progress.advance(task)
+
+    def stage(what: str, total: int):
+        task = progress.add_task(what, total=total)
+        return lambda: progress.advance(task)
+
+    with progress:
+        yield stage
 
 
 @app.command()
@@ -285,15 +302,15 @@ def synth(
     """Generate the procedural PPAR benchmark (UCF101 layout, privacy labels, ground-truth masks)."""
     from ppar_cli.research.synth import generate
 
-    if videos < 1 or size < 16 or frames < 1 or fps <= 0 or identities < 1:
-        fail("--videos, --frames and --identities must be positive, --size at least 16, --fps above 0", 2)
-    progress, advance = _bar(videos, "rendering", quiet)
-    with progress:
-        index = generate(out_dir, videos, seed, size, frames, fps, identities, workers, progress=advance)
-    n_test = sum(v["group"] <= 7 for v in index["videos"].values())
+    with _stages(quiet) as progress:
+        try:
+            index = generate(out_dir, videos, seed, size, frames, fps, identities, workers,
+                             progress=progress("rendering", videos))
+        except PparError as e:
+            fail(e, e.exit_code)
     if not quiet:
-        console.print(f"[green]ok[/] {out_dir}: {videos} videos ({videos - n_test} train, {n_test} test), "
-                      f"{len(index['actions'])} actions, {identities} identities")
+        console.print(f"[green]ok[/] {out_dir}: {videos} videos ({videos - index['test_videos']} train, "
+                      f"{index['test_videos']} test), {len(index['actions'])} actions, {identities} identities")
 
 
 @app.command()
@@ -307,7 +324,7 @@ def labels(
     try:
         summary = summarize_labels(path)
     except PparError as e:
-        fail(str(e), e.exit_code)
+        fail(e, e.exit_code)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -326,19 +343,19 @@ def train(
     format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
     labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
-    split: int = typer.Option(1, help="Official split number (UCF101/HMDB51: 1, 2 or 3)."),
-    config: str = typer.Option("small", help="small, base, a config JSON or a weights file."),
+    split: int = typer.Option(_TRAIN.split, help="Official split number (UCF101/HMDB51: 1, 2 or 3)."),
+    config: str = typer.Option(_TRAIN.config, help="small, base, a config JSON or a weights file."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field, e.g. --set grl=false (repeatable)."),
-    epochs: int = typer.Option(30, help="Passes over the training clips."),
-    batch_size: int = typer.Option(32, help="Clips per step on each process."),
-    accum: int = typer.Option(1, help="Gradient accumulation steps."),
-    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
-    overlap_weight: float = typer.Option(0.0, help="Penalty on overlapping action/privacy CLS attention."),
-    mask_weight: float = typer.Option(0.0, help="Supervise both CLS attentions with ground-truth masks (synthetic benchmark)."),
+    epochs: int = typer.Option(_TRAIN.epochs, help="Passes over the training clips."),
+    batch_size: int = typer.Option(_TRAIN.batch_size, help="Clips per step on each process."),
+    accum: int = typer.Option(_TRAIN.accum, help="Gradient accumulation steps."),
+    lr: float = typer.Option(_TRAIN.lr, help="Peak learning rate (AdamW, warm-up then cosine decay)."),
+    overlap_weight: float = typer.Option(_TRAIN.overlap_weight, help="Penalty on overlapping action/privacy CLS attention."),
+    mask_weight: float = typer.Option(_TRAIN.mask_weight, help="Supervise both CLS attentions with ground-truth masks (synthetic benchmark)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    seed: int = typer.Option(0, help="Seed of initialisation and clip order: the same seed gives the same weights."),
-    out: Path = typer.Option(Path("weights/ppar-small.safetensors"), help="Final weights file."),
-    run_dir: Path = typer.Option(Path("runs/train"), help="Checkpoints and metrics.jsonl; an existing run resumes."),
+    seed: int = typer.Option(_TRAIN.seed, help="Seed of initialisation and clip order: the same seed gives the same weights."),
+    out: Path = typer.Option(Path(_TRAIN.out), help="Final weights file."),
+    run_dir: Path = typer.Option(Path(_TRAIN.run_dir), help="Checkpoints and metrics.jsonl; an existing run resumes."),
     max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
 ) -> None:
@@ -360,7 +377,7 @@ def train(
     try:
         run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
     except PparError as e:
-        fail(str(e), e.exit_code)
+        fail(e, e.exit_code)
     except ValueError as e:
         fail(str(e), 2)
 
@@ -390,78 +407,29 @@ def eval_(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table (results are still written)."),
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
-    from ppar_cli.core.weights import load_weights
-    from ppar_cli.research.data import ClipSet, open_benchmark
-    from ppar_cli.research.evaluate import (
-        METHODS,
-        Windows,
-        evaluate,
-        label,
-        runs,
-        write_results,
-    )
+    from ppar_cli.research.evaluate import evaluate_benchmark, label, parse_keeps
 
-    if protocol not in ("quick", "full"):
-        fail(f"--protocol must be quick or full, got {protocol!r}", 2)
-    try:
-        keeps = _parse_keeps(keep)
-    except ValueError:
-        fail(f"--keep {keep!r}: give numbers in [0, 1] as 0.3,0.5 or a sweep 0.1:0.9:0.1", 2)
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        fail(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})", 2)
-    try:
-        w = load_weights(weights)
-        bench = open_benchmark(data, format, split, labels, splits)
-    except PparError as e:
-        fail(str(e), e.exit_code)
-    items = bench.test[:max_videos] if max_videos else bench.test
-    progress, advance = _bar(len(items), "decoding test videos", quiet)
-    with progress:
-        clips = ClipSet(items, w.model.cfg, progress=advance)
-    n_runs = len(runs(chosen, keeps, clips.has_masks, clips.has_person))
-    if protocol == "quick":
-        progress, advance = _bar(n_runs, "methods", quiet)
-        with progress:
-            records = evaluate(w.model, clips, chosen, keeps, progress=advance, clips_per_video=max(1, clips_per_video),
-                               lambda_priv=lambda_, hysteresis=hysteresis)
-    else:
-        from ppar_cli.research.full_protocol import full_protocol
-
-        train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
-        progress, advance = _bar(len(train_items), "decoding training videos", quiet)
-        with progress:
-            train_clips = ClipSet(train_items, w.model.cfg, progress=advance)
-        progress, advance = _bar(n_runs, "methods (training fresh models)", quiet)
-        with progress:
-            records = full_protocol(w.model, Windows.of(train_clips, 2), Windows.of(clips, max(1, clips_per_video)), chosen,
-                                    keeps, epochs=epochs, cache=out / "cache", lambda_priv=lambda_, progress=advance)
-    spots = write_results(records, out, f"{w.path.name} on {data} ({protocol} protocol, {len(items)} test videos)")
+    with _stages(quiet) as progress:
+        try:
+            result = evaluate_benchmark(data, weights, format, split, labels, splits, protocol,
+                                        tuple(m.strip() for m in methods.split(",") if m.strip()), tuple(parse_keeps(keep)),
+                                        epochs, max_videos, max_train_videos, clips_per_video, lambda_, hysteresis, out,
+                                        progress=progress)
+        except PparError as e:
+            fail(e, e.exit_code)
     if quiet:
         return
-    table = Table(title=f"ppar eval ({protocol}) - {len(items)} test videos")
+    table = Table(title=f"ppar eval ({protocol}) - {result.test_videos} test videos")
     for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept"):
         table.add_column(col, justify="left" if col == "method" else "right")
     fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    for r in records:
+    for r in result.records:
         table.add_row(label(r), fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
                       fmt(r.get("reid_top1")), fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")))
     Console().print(table)
-    for name, r in spots.items():
+    for name, r in result.spots.items():
         console.print(f"{name.replace('_', ' ')}: {label(r)}")
     console.print(f"wrote {out}/results.json, results.csv, tradeoff.png")
-
-
-def _parse_keeps(text: str) -> list[float]:
-    if ":" in text:
-        a, b, step = (float(v) for v in text.split(":"))
-        keeps = [round(a + i * step, 6) for i in range(int(round((b - a) / step)) + 1)]
-    else:
-        keeps = [float(v) for v in text.split(",")]
-    if not keeps or any(not 0 <= k <= 1 for k in keeps):
-        raise ValueError(text)
-    return keeps
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 one line, and carries the exit code the CLI gives it (2: what was asked is wrong; 1: a file failed)."""
 from __future__ import annotations
 
+import re
+
 
 class PparError(Exception):
     """Base of ppar's errors; the CLI prints the message and exits with ``exit_code``."""
@@ -10,6 +12,21 @@ class PparError(Exception):
 
 
 class UsageError(PparError):
-    """A mistake in what the user asked for (a bad option, paths that collide), as opposed to a file that failed."""
+    """A mistake in what the user asked for (a bad option, paths that collide), as opposed to a file
+    that failed. ``option`` names the API parameter at fault; the message reads after it, so the
+    API says "keep_ratio must ..." and the CLI, which knows its flags, "--keep must ..."."""
 
     exit_code = 2
+
+    def __init__(self, message: str, option: str | None = None):
+        """``message`` may name other parameters as ``<name>``: the API prints the name, the CLI its flag."""
+        self.message, self.option = message, option
+        super().__init__(self.render({}, api=True))
+
+    def render(self, flags: dict[str, str], api: bool = False) -> str:
+        """The message with each parameter named as the API or the CLI user knows it."""
+        def name(param: str) -> str:
+            return param if api else flags.get(param, "--" + param.replace("_", "-"))
+
+        text = re.sub(r"<(\w+)>", lambda m: name(m.group(1)), self.message)
+        return f"{name(self.option)} {text}" if self.option else text

@@ -17,7 +17,7 @@ import torch
 
 from ppar_cli.core.weights import load_weights, save_weights
 from ppar_cli.research.data import ClipSet, open_benchmark
-from ppar_cli.research.evaluate import evaluate
+from ppar_cli.research.evaluate import quick_protocol
 
 
 def main() -> None:
@@ -34,12 +34,12 @@ def main() -> None:
     clips = ClipSet(bench.train + bench.test, w.model.cfg)  # all of it: none of it is used for training
     rows = []
     for lam in (float(v) for v in args.lambdas.split(",")):
-        recs = evaluate(w.model, clips, ("ppar",), (args.keep,), clips_per_video=args.clips_per_video, lambda_priv=lam)
+        recs = quick_protocol(w.model, clips, ("ppar",), (args.keep,), clips_per_video=args.clips_per_video, lambda_priv=lam)
         r = recs[0]
         rows.append({"lambda": lam, "privacy_pixels_removed": r["privacy_pixels_removed"],
                      "action_pixels_kept": r["action_pixels_kept"]})
         print(json.dumps(rows[-1]), flush=True)
-    oracle = evaluate(w.model, clips, ("oracle", "random"), (args.keep,), clips_per_video=args.clips_per_video)
+    oracle = quick_protocol(w.model, clips, ("oracle", "random"), (args.keep,), clips_per_video=args.clips_per_video)
     for r in oracle:
         print(json.dumps({"method": r["method"], "privacy_pixels_removed": r["privacy_pixels_removed"],
                           "action_pixels_kept": r["action_pixels_kept"]}))

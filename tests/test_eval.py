@@ -114,13 +114,13 @@ def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
 
 def test_eval_hysteresis_between_back_to_back_windows(tmp_path, tiny_weights):
     from ppar_cli.research.data import ClipSet, read_synth
-    from ppar_cli.research.evaluate import evaluate
+    from ppar_cli.research.evaluate import quick_protocol
     from ppar_cli.research.synth import generate
 
     generate(tmp_path / "b", 12, seed=3, size=48, frames=32, workers=1)  # two 16-frame windows per video
     model = load_weights(tiny_weights).model
     clips = ClipSet(read_synth(tmp_path / "b").test, model.cfg)
-    recs = {h: evaluate(model, clips, ["ppar", "random"], (0.5,), clips_per_video=2, hysteresis=h) for h in (0.0, 3.0)}
+    recs = {h: quick_protocol(model, clips, ["ppar", "random"], (0.5,), clips_per_video=2, hysteresis=h) for h in (0.0, 3.0)}
     free, held = (next(r for r in recs[h] if r["method"] == "ppar") for h in (0.0, 3.0))
     assert held["hysteresis"] == 3.0 and 0 <= held["flicker"] < 0.5 * free["flicker"]
     rand = next(r for r in recs[0.0] if r["method"] == "random")

@@ -5,8 +5,8 @@ import pytest
 from helpers import REAL, needs_shared
 
 from ppar_cli import Options, anonymize
-from ppar_cli.pipeline.api import flicker
 from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
+from ppar_cli.pipeline.scoremap import flicker
 
 
 class FakeDetector:
@@ -38,8 +38,10 @@ def test_guard_forces_cells_under_the_face_and_carries_it():
 
 
 def test_flicker():
-    w = [{"keep": [[1, 0]]}, {"keep": [[1, 1]]}, {"keep": [[1, 1]]}]
-    assert flicker(w) == 0.25 and flicker(w[:1]) is None
+    kept = np.array([[[1, 0]], [[1, 1]], [[1, 1]]], bool)
+    assert flicker(kept) == 0.25 and flicker(kept[:1]) is None
+    assert flicker(kept, follows=[False, False, True]) == 0.0  # only window 2 follows its predecessor
+    assert flicker(kept, follows=[False, False, False]) is None
 
 
 @pytest.mark.slow
@@ -49,7 +51,7 @@ def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
     from ppar_cli.faces.audit import audit
 
     out = tmp_path / "walk.mp4"
-    [r] = anonymize(REAL / "walk.mkv", out, Options(keep=1.0), weights=tiny_weights)  # keep all: only the guard prunes
+    [r] = anonymize(REAL / "walk.mkv", out, Options(keep_ratio=1.0), weights=tiny_weights)  # keep all: only the guard prunes
     assert r.status == "ok", r.error
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["model"]["guard"]["forced_fraction"] > 0

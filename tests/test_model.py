@@ -51,10 +51,10 @@ def _model(**kw):
 def test_model_mask_fraction(keep):
     m = _model()
     with torch.no_grad():
-        out = m(torch.randn(3, 3, 4, 32, 32), keep=keep)
+        out = m(torch.randn(3, 3, 4, 32, 32), keep_ratio=keep)
     n = m.cfg.num_tokens
-    assert out.keep_mask.shape == (3, *m.cfg.grid)
-    assert (out.keep_mask.reshape(3, -1).sum(1) == round(keep * n)).all()
+    assert out.kept.shape == (3, *m.cfg.grid)
+    assert (out.kept.reshape(3, -1).sum(1) == round(keep * n)).all()
     assert out.action_logits.shape == (3, 2) and out.privacy_logits.shape == (3, 5)
 
 
@@ -64,11 +64,11 @@ def test_pruning_keeps_top_scores_single_block():
     cfg = PPARConfig(frames=4, image_size=32, tubelet=(2, 8, 8), dim=32, depth=2, heads=2, prune_blocks=(1,), actions=["a"])
     m = PPARModel(cfg).eval()
     with torch.no_grad():
-        out = m(torch.randn(2, 3, 4, 32, 32), keep=0.5)
+        out = m(torch.randn(2, 3, 4, 32, 32), keep_ratio=0.5)
     k = cfg.num_tokens // 2
     for b in range(2):
         top = set(out.scores[b].argsort(descending=True)[:k].tolist())
-        assert top == set(out.keep_mask[b].reshape(-1).nonzero().flatten().tolist())
+        assert top == set(out.kept[b].reshape(-1).nonzero().flatten().tolist())
         assert torch.allclose(out.scores[b], out.a_act[b, 0] - cfg.lambda_priv * out.a_priv[b, 0], atol=1e-6)
 
 
@@ -78,7 +78,7 @@ def test_grl_reverses_gradient():
     grads = []
     for grl in (None, 1.0):
         m.zero_grad()
-        m(x, keep=1.0, grl=grl).privacy_logits.sum().backward()
+        m(x, keep_ratio=1.0, grl_coeff=grl).privacy_logits.sum().backward()
         grads.append(m.cls.grad.clone())
     assert torch.allclose(grads[0][:, 1], -grads[1][:, 1], atol=1e-6)
     assert not torch.allclose(grads[0][:, 1], torch.zeros_like(grads[0][:, 1]))
@@ -96,9 +96,9 @@ def test_sticky_bonus_pulls_towards_previous_keep():
     without it, another clip keeps other tubelets (so the first assertion could fail)."""
     m = _model()
     with torch.no_grad():
-        a = m(torch.randn(1, 3, 4, 32, 32), keep=0.5).keep_mask
+        a = m(torch.randn(1, 3, 4, 32, 32), keep_ratio=0.5).kept
         x = torch.randn(1, 3, 4, 32, 32)
-        free = m(x, keep=0.5).keep_mask
-        held = m(x, keep=0.5, sticky=100.0 * a.reshape(1, -1).float()).keep_mask
+        free = m(x, keep_ratio=0.5).kept
+        held = m(x, keep_ratio=0.5, sticky=100.0 * a.reshape(1, -1).float()).kept
     assert torch.equal(held, a) and not torch.equal(free, a)
     assert held.sum() == free.sum()

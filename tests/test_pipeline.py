@@ -21,7 +21,7 @@ def decode(path):
 
 def test_end_to_end_odd_size_with_audio(tmp_path, odd_clip, tiny_weights):
     out = tmp_path / "out.mp4"
-    [r] = anonymize(odd_clip, out, Options(keep=0.5, crf=0, guard="none"), weights=tiny_weights)
+    [r] = anonymize(odd_clip, out, Options(keep_ratio=0.5, crf=0, guard="none"), weights=tiny_weights)
     assert r.status == "ok", r.error
     info = probe(out)
     assert (info.width, info.height) == (333, 201)
@@ -52,7 +52,7 @@ def test_end_to_end_odd_size_with_audio(tmp_path, odd_clip, tiny_weights):
 def test_keep_one_and_zero(tmp_path, odd_clip, tiny_weights):
     for keep in (0.0, 1.0):
         out = tmp_path / f"k{keep}.mp4"
-        [r] = anonymize(odd_clip, out, Options(keep=keep, audio=False, guard="none"), weights=tiny_weights)
+        [r] = anonymize(odd_clip, out, Options(keep_ratio=keep, audio=False, guard="none"), weights=tiny_weights)
         assert r.status == "ok" and r.kept_fraction == keep
         dst = decode(out)
         assert (dst.max() <= 3) if keep == 0 else (dst.mean() > 50)
@@ -67,7 +67,7 @@ def test_short_video_even_size(tmp_path, tiny_weights):
 
 
 def test_usage_errors(tmp_path, odd_clip, tiny_weights):
-    for opts in (Options(keep=1.5), Options(keep=float("nan")), Options(batch_size=0), Options(fill="sparkle")):
+    for opts in (Options(keep_ratio=1.5), Options(keep_ratio=float("nan")), Options(batch_size=0), Options(fill="sparkle")):
         with pytest.raises(UsageError):
             anonymize(odd_clip, tmp_path / "x.mp4", opts, weights=tiny_weights)
     with pytest.raises(UsageError):
@@ -173,7 +173,7 @@ def test_hysteresis_reduces_flicker_at_the_same_kept_fraction(tmp_path, tiny_wei
 def test_real_clips(tmp_path, tiny_weights, name):
     src = REAL / name
     out = tmp_path / "o.mp4"
-    [r] = anonymize(src, out, Options(keep=0.5), weights=tiny_weights)
+    [r] = anonymize(src, out, Options(keep_ratio=0.5), weights=tiny_weights)
     assert r.status == "ok", r.error
     i, o = probe(src), probe(out)
     assert (o.width, o.height) == (i.width, i.height)

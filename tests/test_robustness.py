@@ -133,7 +133,7 @@ def test_output_paths(tmp_path, clip, tiny_weights):
 def test_device_cuda_without_gpu(clip, tmp_path, tiny_weights):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(UsageError, match="--device cuda"):
+    with pytest.raises(UsageError, match="device cuda: no CUDA"):
         anonymize(clip, tmp_path / "o.mp4", Options(device="cuda"), weights=tiny_weights)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -184,12 +184,35 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-norm transformer block. A pruning block also returns the two CLS rows of its attention,
+    which score the patch tokens before the MLP runs on the survivors."""
+
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, prune: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """``prune(x, cls_attn) -> x``: drops tokens between attention and MLP (None: not a pruning block)."""
+        h, cls_attn = self.attn(self.norm1(x), want_cls=prune is not None)
+        x = x + h
+        if prune is not None:
+            x = prune(x, cls_attn)
+        return x + self.mlp(self.norm2(x))
+
+
+@dataclass
+class Pruning:
+    """What a forward pass carries from one pruning block to the next."""
+
+    ids: torch.Tensor  # (B, n) grid index of each live patch token
+    scores: torch.Tensor  # (B, N) s_i at the last pruning block each token reached
+    has_fused: bool = False  # an EViT fused token sits at the end of the sequence
+    a_act: list[torch.Tensor] = field(default_factory=list)  # per pruning block, (B, N), 0 where pruned
+    a_priv: list[torch.Tensor] = field(default_factory=list)
 
 
 class TubeletEmbed(nn.Module):
@@ -216,7 +239,7 @@ class TubeletEmbed(nn.Module):
 class Output(NamedTuple):
     action_logits: torch.Tensor  # (B, actions)
     privacy_logits: torch.Tensor  # (B, attributes)
-    keep_mask: torch.Tensor  # (B, gt, gh, gw) bool: tubelets visible in the anonymized video
+    kept: torch.Tensor  # (B, gt, gh, gw) bool: tubelets visible in the anonymized video
     scores: torch.Tensor  # (B, N) s_i at the last pruning block the token reached
     a_act: torch.Tensor  # (B, n_prune, N) renormalised action-CLS attention at each pruning block, 0 where pruned
     a_priv: torch.Tensor  # (B, n_prune, N) same for the privacy CLS
@@ -243,64 +266,67 @@ class PPARModel(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor, keep: float | None = None, grl: float | None = None,
+    def forward(self, x: torch.Tensor, keep_ratio: float | None = None, grl_coeff: float | None = None,
                 lambda_priv: float | None = None, sticky: torch.Tensor | None = None) -> Output:
-        """x: (B, 3, T, S, S) normalised clips. keep: fraction of tubelets left visible
-        (default: the training schedule). grl: gradient-reversal coefficient on the privacy feature.
-        lambda_priv: weight of privacy attention in the score (default: the config's).
-        sticky: (B, N) bonus, in standard deviations of a clip's scores, added to each token's score
-        at every pruning block (hysteresis: tubelets kept in the previous window win close calls)."""
+        """x: (B, 3, T, S, S) normalised clips. keep_ratio: fraction of tubelets left visible
+        (default: the training schedule). grl_coeff: gradient-reversal coefficient on the privacy
+        feature (None: no reversal). lambda_priv: weight of privacy attention in the score (default:
+        the config's). sticky: (B, N) bonus, in standard deviations of a clip's scores, added to each
+        token's score at every pruning block (hysteresis: tubelets kept in the previous window win
+        close calls)."""
         cfg = self.cfg
         lam = cfg.lambda_priv if lambda_priv is None else lambda_priv
         n_blocks = len(cfg.prune_blocks)
-        if keep is None:
-            keep = cfg.train_keep_rate ** n_blocks
-        counts = dict(zip(cfg.prune_blocks, keep_counts(cfg.num_tokens, keep, n_blocks)))
+        if keep_ratio is None:
+            keep_ratio = cfg.train_keep_rate ** n_blocks
+        counts = dict(zip(cfg.prune_blocks, keep_counts(cfg.num_tokens, keep_ratio, n_blocks)))
         if cfg.frame_diff:
             diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * cfg.diff_scale
             x = torch.cat([x, diff], dim=1)
         tokens = self.embed(x) + self.pos
         B, N, _ = tokens.shape
         x = torch.cat([self.cls.expand(B, -1, -1), tokens], dim=1)
-        ids = torch.arange(N, device=x.device).expand(B, N)  # grid index of each live patch token
-        has_fused = False
-        scores = torch.zeros(B, N, device=x.device)
-        attn = []
+        state = Pruning(ids=torch.arange(N, device=x.device).expand(B, N), scores=torch.zeros(B, N, device=x.device))
         for i, blk in enumerate(self.blocks, start=1):
-            h, cls_attn = blk.attn(blk.norm1(x), want_cls=i in counts)
-            x = x + h
-            if cls_attn is not None:
-                x, ids, has_fused, s, a = self._prune(x, ids, has_fused, cls_attn, counts[i], lam, sticky)
-                scores = scores.scatter(1, a["ids"], s)
-                attn.append((a["act"], a["priv"]))
-            x = x + blk.mlp(blk.norm2(x))
+            prune = None
+            if i in counts:
+                def prune(x, cls_attn, k=counts[i]):
+                    return self._prune(x, cls_attn, state, k, lam, sticky)
+            x = blk(x, prune)
         x = self.norm(x)
-        priv = x[:, 1] if grl is None else grad_reverse(x[:, 1], grl)
-        mask = torch.zeros(B, N, dtype=torch.bool, device=x.device).scatter(1, ids, True)
-        return Output(self.action_head(x[:, 0]), self.privacy_head(priv), mask.view(B, *cfg.grid),
-                      scores, torch.stack([a for a, _ in attn], 1), torch.stack([p for _, p in attn], 1))
+        priv = x[:, 1] if grl_coeff is None else grad_reverse(x[:, 1], grl_coeff)
+        kept = torch.zeros(B, N, dtype=torch.bool, device=x.device).scatter(1, state.ids, True)
+        return Output(self.action_head(x[:, 0]), self.privacy_head(priv), kept.view(B, *cfg.grid),
+                      state.scores, torch.stack(state.a_act, 1), torch.stack(state.a_priv, 1))
 
-    def _prune(self, x, ids, has_fused, cls_attn, k, lambda_priv, sticky=None):
-        B, n = ids.shape
+    def _prune(self, x: torch.Tensor, cls_attn: torch.Tensor, state: Pruning, k: int, lambda_priv: float,
+               sticky: torch.Tensor | None) -> torch.Tensor:
+        """Score the live patch tokens, record the scores, keep the top ``k`` and fuse the rest."""
+        B, n = state.ids.shape
         patch_attn = cls_attn[:, :, 2:2 + n]
         s, a_act, a_priv = utility_privacy_scores(patch_attn, lambda_priv)
         if sticky is not None and n > 1:
-            s = s + sticky.to(s.dtype).gather(1, ids) * s.std(dim=1, keepdim=True)
-        full = lambda v: torch.zeros(B, self.cfg.num_tokens, device=v.device).scatter(1, ids, v)  # noqa: E731
-        info = {"ids": ids, "act": full(a_act), "priv": full(a_priv)}
+            s = s + sticky.to(s.dtype).gather(1, state.ids) * s.std(dim=1, keepdim=True)
+        full = torch.zeros(B, self.cfg.num_tokens, device=x.device)
+        state.scores = state.scores.scatter(1, state.ids, s)
+        state.a_act.append(full.scatter(1, state.ids, a_act))
+        state.a_priv.append(full.scatter(1, state.ids, a_priv))
         if k >= n:
-            return x, ids, has_fused, s, info
+            return x
         order = s.argsort(dim=1, descending=True, stable=True)
         keep_idx, drop_idx = order[:, :k], order[:, k:]
         patches = x[:, 2:2 + n]
-        gather = lambda t, idx: t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # noqa: E731
+
+        def gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            return t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
         # EViT fusion: pruned tokens (and the previous fused token) averaged, weighted by action-CLS attention.
         w = patch_attn[:, 0].gather(1, drop_idx)
         fuse_x = gather(patches, drop_idx)
-        if has_fused:
+        if state.has_fused:
             w = torch.cat([w, cls_attn[:, 0, -1:]], dim=1)
             fuse_x = torch.cat([fuse_x, x[:, -1:]], dim=1)
         w = (w / w.sum(1, keepdim=True).clamp_min(1e-12)).to(x.dtype)
         fused = (fuse_x * w.unsqueeze(-1)).sum(1, keepdim=True)
-        x = torch.cat([x[:, :2], gather(patches, keep_idx), fused], dim=1)
-        return x, ids.gather(1, keep_idx), True, s, info
+        state.ids, state.has_fused = state.ids.gather(1, keep_idx), True
+        return torch.cat([x[:, :2], gather(patches, keep_idx), fused], dim=1)

@@ -1,7 +1,7 @@
 """Scoring windows of video with the model: the one place clips meet the device.
 
 Both `ppar anonymize` and `ppar eval` go through :func:`score_clips`, so the two see the same
-keep masks, including with hysteresis, where each window's pruning leans towards the tubelets
+kept masks, including with hysteresis, where each window's pruning leans towards the tubelets
 its predecessor kept (less flicker at the same kept fraction).
 """
 from __future__ import annotations
@@ -13,29 +13,29 @@ from ppar_cli.core.clips import prepare_clips
 from ppar_cli.core.model import Output, PPARModel
 
 
-def score_clips(model: PPARModel, clips: torch.Tensor, keep: float, device: torch.device,
+def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device: torch.device,
                 lambda_priv: float | None = None, hysteresis: float = 0.0,
-                follows: np.ndarray | None = None, prev_keep: torch.Tensor | None = None) -> Output:
+                follows: np.ndarray | None = None, prev_kept: torch.Tensor | None = None) -> Output:
     """Run the model on uint8 clips (B, T, H, W, 3) sampled at the clip stride; outputs on the CPU.
 
     With ``hysteresis`` > 0, window b gets a bonus of that many score standard deviations on the
     tubelets kept by the window it follows: window b-1 where ``follows[b]`` (default: all, a
-    stream of consecutive windows), and ``prev_keep`` (gt, gh, gw) for b = 0. The windows then run
-    one after another, since each needs its predecessor's keep mask.
+    stream of consecutive windows), and ``prev_kept`` (gt, gh, gw) for b = 0. The windows then run
+    one after another, since each needs its predecessor's kept mask.
     """
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
             clips = clips.pin_memory()
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
         if hysteresis <= 0:
-            out = model(x, keep=keep, lambda_priv=lambda_priv)
+            out = model(x, keep_ratio=keep_ratio, lambda_priv=lambda_priv)
         else:
             follows = np.ones(len(x), bool) if follows is None else follows
-            prev = prev_keep.to(device) if prev_keep is not None else None
+            prev = prev_kept.to(device) if prev_kept is not None else None
             parts = []
             for b in range(len(x)):
                 sticky = hysteresis * prev.reshape(1, -1).float() if follows[b] and prev is not None else None
-                parts.append(model(x[b:b + 1], keep=keep, lambda_priv=lambda_priv, sticky=sticky))
-                prev = parts[-1].keep_mask[0]
+                parts.append(model(x[b:b + 1], keep_ratio=keep_ratio, lambda_priv=lambda_priv, sticky=sticky))
+                prev = parts[-1].kept[0]
             out = Output(*(torch.cat(ts) for ts in zip(*parts)))
     return Output(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))

@@ -11,27 +11,24 @@ import json
 import os
 import time
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ppar_cli import __version__
-from ppar_cli.core.clips import cell_edges
 from ppar_cli.core.weights import LoadedWeights, load_weights
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.files import atomic_path
-from ppar_cli.media.video import FrameReader, VideoError, VideoInfo, VideoWriter, probe
+from ppar_cli.media.video import FrameReader, VideoError, VideoWriter, probe
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.guard import FaceGuard
 from ppar_cli.pipeline.jobs import check_outputs, plan_jobs
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
+from ppar_cli.pipeline.scoremap import score_map
 from ppar_cli.pipeline.stream import SCORE_SIDE, fill_pass, score_windows, two_passes
-
-SCHEMA = "ppar-scores/1"
 
 
 class OutputError(PparError):
@@ -46,9 +43,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available to PyTorch here (use --device cpu or auto)")
+        raise UsageError("cuda: no CUDA GPU is available to PyTorch here (use cpu or auto)", option="device")
     if name not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
+        raise UsageError(f"must be auto, cpu or cuda, got {name!r}", option="device")
     if name == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device(name)
@@ -111,9 +108,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                                 f"lists could be decoded")
         result.frames = writer.frames
         result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
-        if guard is not None and result.kept_fraction < opts.keep - 1 / weights.model.cfg.num_tokens:
+        if guard is not None and result.kept_fraction < opts.keep_ratio - 1 / weights.model.cfg.num_tokens:
             low = min(w["kept_fraction"] for w in windows)
-            result.notes.append(f"the face guard hid more than --keep {opts.keep:g} asked: {result.kept_fraction:.3f} of "
+            result.notes.append(f"the face guard hid more than --keep {opts.keep_ratio:g} asked: {result.kept_fraction:.3f} of "
                                 f"the video visible on average, {low:.3f} in the window with the most faces")
         result.seconds = time.perf_counter() - t0
         # The score map is written beside the video first and renamed into place only once the
@@ -121,7 +118,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         with contextlib.ExitStack() as stack:
             if scores_path is not None:
                 tmp = stack.enter_context(atomic_path(scores_path))
-                tmp.write_text(json.dumps(_score_map(info, result, windows, weights, opts, reader.backend),
+                tmp.write_text(json.dumps(score_map(info, result, windows, weights, opts, reader.backend),
                                           separators=(",", ":"), allow_nan=False))
             # an input decoded only in part keeps the audio of the part written, not the rest
             cut_short = reader.damage is not None or writer.frames < len(times.known)
@@ -144,43 +141,6 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     result.seconds = time.perf_counter() - t0
     reporter.end_file(result)
     return result
-
-
-def _score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights: LoadedWeights,
-               opts: Options, backend: str) -> dict:
-    cfg = weights.model.cfg
-    gt, gh, gw = cfg.grid
-    return {
-        "schema": SCHEMA,
-        "ppar_version": __version__,
-        "input": {"path": str(info.path), "fps": float(info.fps), "fps_rational": str(info.fps), "frames": result.frames,
-                  "width": info.width, "height": info.height, "decoder": backend},
-        "model": {"name": cfg.name, "weights": str(weights.path), "weights_sha256": weights.sha256,
-                  "keep": opts.keep, "lambda_priv": cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv,
-                  "hysteresis": opts.hysteresis, "fill": opts.fill, "guard": _guard_record(windows, opts)},
-        "grid": {"shape": [gt, gh, gw], "tubelet": list(cfg.tubelet), "clip_frames": cfg.frames,
-                 "frame_stride": cfg.frame_stride, "clip_span": cfg.clip_span,
-                 "source_frames_per_tubelet": cfg.tubelet[0] * cfg.frame_stride,
-                 "row_edges": cell_edges(info.height, gh), "col_edges": cell_edges(info.width, gw)},
-        "windows": windows,
-        "summary": {"kept_fraction": round(result.kept_fraction, 6), "windows": len(windows),
-                    "flicker": flicker(windows), "seconds": round(result.seconds, 3), "notes": result.notes},
-    }
-
-
-def flicker(windows: list[dict]) -> float | None:
-    """Fraction of tubelet positions whose kept state changes from one window to the next (None for one window)."""
-    keeps = [np.asarray(w["keep"], bool) for w in windows]
-    if len(keeps) < 2:
-        return None
-    return round(float(np.mean([(a != b).mean() for a, b in zip(keeps, keeps[1:])])), 6)
-
-
-def _guard_record(windows: list[dict], opts: Options) -> dict | None:
-    if "guard" not in windows[0]:
-        return None
-    forced = [np.mean(w["guard"]) for w in windows]
-    return {"detector": "centerface", **asdict(opts.guard_config), "forced_fraction": round(float(np.mean(forced)), 6)}
 
 
 def _flat_heap() -> None:
@@ -209,7 +169,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     jobs = plan_jobs(inp, out)
     single = inp.is_file()
     if not single and (opts.preview is not None or opts.scores_path is not None):
-        raise UsageError("a preview video or a score-map path names one file: give a single input file")
+        raise UsageError("<preview> and <scores_path> name one file: give a single input file")
     manifest = None
     if not single:
         if opts.shard:
@@ -223,7 +183,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         existing = [p for p in (job.dst, scores if isinstance(scores, Path) else job.scores if scores else None,
                                 opts.preview) if p is not None and p.exists()]
         if existing and not opts.overwrite:
-            raise UsageError(f"{existing[0]}: already exists (pass --overwrite to replace it)")
+            raise UsageError(f"{existing[0]}: already exists (<overwrite> replaces it)")
     if manifest is not None:
         _check_manifest(manifest)
     _flat_heap()
@@ -236,7 +196,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             detector = CenterFace(opts.guard_config.threshold, opts.guard_config.max_side)
         except FacesUnavailable as e:
             if opts.guard == "centerface":
-                raise UsageError(f"--guard centerface: {e}") from None
+                raise UsageError(f"centerface: {e}", option="guard") from None
             warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
@@ -249,7 +209,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             # folder mode: a finished file is skipped; a score map without its video is someone else's file
             result = FileResult(job.src, job.dst, "skipped")
             if not job.dst.exists():
-                result.status, result.error = "failed", f"{score_path}: already exists (pass --overwrite to replace it)"
+                result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
             reporter.end_file(result)
         else:
             result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
@@ -272,7 +232,7 @@ def _check_manifest(path: Path) -> None:
         with open(path, "a", encoding="utf-8"):
             pass
     except (ValueError, UnicodeDecodeError):
-        raise UsageError(f"{path}: exists and is not a ppar manifest; choose another --manifest") from None
+        raise UsageError(f"{path}: exists and is not a ppar manifest; choose another <manifest>") from None
     except OSError as e:
         raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
 
@@ -280,7 +240,7 @@ def _check_manifest(path: Path) -> None:
 def _append_manifest(path: Path, r: FileResult, weights: LoadedWeights, opts: Options) -> None:
     rec = {"src": str(r.src), "dst": str(r.dst), "status": r.status, "frames": r.frames,
            "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
-           "keep": opts.keep, "weights_sha256": weights.sha256, "shard": list(opts.shard) if opts.shard else None,
+           "keep": opts.keep_ratio, "weights_sha256": weights.sha256, "shard": list(opts.shard) if opts.shard else None,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ppar_version": __version__}
     try:
         with open(path, "a", encoding="utf-8") as f:  # one short line per write: appends do not interleave

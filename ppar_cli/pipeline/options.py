@@ -15,7 +15,7 @@ from ppar_cli.pipeline.guard import GuardConfig
 
 @dataclass
 class Options:
-    keep: float = 0.5
+    keep_ratio: float = 0.5  # fraction of each clip's tubelets left visible (--keep)
     lambda_priv: float | None = None  # privacy weight in the tubelet score; default: the weights' own
     hysteresis: float = 0.0  # score bonus (in score std) for tubelets the previous window kept; 0: off
     device: str = "auto"
@@ -34,29 +34,29 @@ class Options:
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
     def validate(self) -> None:
-        if not isinstance(self.keep, (int, float)) or math.isnan(self.keep) or not 0 <= self.keep <= 1:
-            raise UsageError(f"--keep must be a number between 0 and 1, got {self.keep}")
+        if not isinstance(self.keep_ratio, (int, float)) or math.isnan(self.keep_ratio) or not 0 <= self.keep_ratio <= 1:
+            raise UsageError(f"must be a number between 0 and 1, got {self.keep_ratio}", option="keep_ratio")
         if self.lambda_priv is not None and not (0 <= self.lambda_priv < float("inf")):
-            raise UsageError(f"--lambda must be a non-negative number, got {self.lambda_priv}")
+            raise UsageError(f"must be a non-negative number, got {self.lambda_priv}", option="lambda_priv")
         if not 0 <= self.hysteresis < float("inf"):
-            raise UsageError(f"--hysteresis must be a non-negative number, got {self.hysteresis}")
+            raise UsageError(f"must be a non-negative number, got {self.hysteresis}", option="hysteresis")
         if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise UsageError(f"must be at least 1, got {self.batch_size}", option="batch_size")
         if self.fill not in FILLS:
-            raise UsageError(f"--fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
+            raise UsageError(f"must be one of {', '.join(FILLS)}, got {self.fill!r}", option="fill")
         if not 0 <= self.crf <= 51:
-            raise UsageError(f"--crf must lie in 0..51, got {self.crf}")
+            raise UsageError(f"must lie in 0..51, got {self.crf}", option="crf")
         if self.guard not in ("auto", "centerface", "none"):
-            raise UsageError(f"--guard must be auto, centerface or none, got {self.guard!r}")
+            raise UsageError(f"must be auto, centerface or none, got {self.guard!r}", option="guard")
         g = self.guard_config
         if isinstance(g.stride, bool) or not isinstance(g.stride, int) or not 1 <= g.stride <= 1000:
-            raise UsageError(f"--guard-stride must be an integer in 1..1000, got {g.stride}")
+            raise UsageError(f"must be an integer in 1..1000, got {g.stride}", option="guard_stride")
         if not 0 < g.threshold < 1:  # NaN fails too: a threshold of 1 or more would find no face at all
-            raise UsageError(f"--guard-threshold must lie strictly between 0 and 1, got {g.threshold}")
+            raise UsageError(f"must lie strictly between 0 and 1, got {g.threshold}", option="guard_threshold")
         if not (0 <= g.margin <= 2 and 0 <= g.carry <= 100 and 32 <= g.max_side <= 8192):
             raise UsageError(f"guard settings out of range: {g}")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
-            raise UsageError(f"--shard K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}")
+            raise UsageError(f"K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}", option="shard")
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -68,7 +68,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         return None
     k, sep, n = text.partition("/")
     if not sep or not k.strip().isdigit() or not n.strip().isdigit() or int(n) < 1:
-        raise UsageError(f"--shard must look like K/N (e.g. 0/4), got {text!r}")
+        raise UsageError(f"must look like K/N (e.g. 0/4), got {text!r}", option="shard")
     return int(k), int(n)
 
 

@@ -23,6 +23,7 @@ from ppar_cli.core.scoring import score_clips
 from ppar_cli.media.video import FrameReader, VideoError
 from ppar_cli.pipeline.guard import FaceGuard
 from ppar_cli.pipeline.options import Options
+from ppar_cli.pipeline.scoremap import window_record
 
 # Full-resolution frames waiting for their batch to be scored are held up to about this many bytes
 # (fewer clips per batch at 4K); memory stays flat in the video's length either way.
@@ -114,14 +115,14 @@ def score_windows(reader: FrameReader, model: PPARModel, opts: Options, device: 
 
     def flush() -> None:
         nonlocal start, last_kept
-        out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep, device, opts.lambda_priv,
-                          hysteresis=opts.hysteresis, prev_keep=last_kept)
+        out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep_ratio, device, opts.lambda_priv,
+                          hysteresis=opts.hysteresis, prev_kept=last_kept)
         if not all(torch.isfinite(t).all() for t in (out.scores, out.action_logits, out.privacy_logits)):
             # NaN scores sort in grid order: the kept tubelets would be arbitrary, so nothing is written
             raise VideoError(f"non-finite tubelet scores in the window at frame {start}; no frame of it was written")
-        last_kept = out.keep_mask[-1]
+        last_kept = out.kept[-1]
         for b, (frames, _, forced) in enumerate(pending):
-            kept = out.keep_mask[b].numpy()
+            kept = out.kept[b].numpy()
             if forced is not None:
                 kept = kept & ~forced
             windows.append(window_record(start, len(frames), out, b, kept, forced, cfg))
@@ -157,22 +158,3 @@ def fill_pass(reader: FrameReader, windows: list[dict], cfg: PPARConfig,
             done, offset = done + n, offset + n
             if offset == rec["frames"]:
                 w, offset = w + 1, 0
-
-
-def window_record(start: int, n: int, out, b: int, kept: np.ndarray, forced: np.ndarray | None, cfg: PPARConfig) -> dict:
-    """One window of the score map (README: schema ppar-scores/1)."""
-    probs = out.action_logits[b].softmax(-1)
-    top = probs.topk(min(5, len(cfg.actions)))
-    priv = out.privacy_logits[b].sigmoid()
-    rec = {
-        "start": start,
-        "frames": n,
-        "kept_fraction": round(float(kept.mean()), 6),
-        "scores": np.round(out.scores[b].view(cfg.grid).numpy(), 6).tolist(),
-        "keep": kept.astype(np.uint8).tolist(),
-        "actions": [{"label": cfg.actions[i], "p": round(float(p), 6)} for p, i in zip(top.values, top.indices)],
-        "privacy": {a: round(float(p), 6) for a, p in zip(cfg.attributes, priv)},
-    }
-    if forced is not None:
-        rec["guard"] = forced.astype(np.uint8).tolist()  # tubelets the face guard pruned whatever their score
-    return rec

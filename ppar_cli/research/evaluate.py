@@ -12,6 +12,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 
 from ppar_cli.core.model import PPARModel, keep_counts
 from ppar_cli.core.scoring import score_clips
+from ppar_cli.errors import UsageError
 from ppar_cli.pipeline.fill import smooth_fill
+from ppar_cli.pipeline.scoremap import flicker
 from ppar_cli.research.data import ClipSet
 from ppar_cli.research.metrics import (
     attention_mass,
@@ -34,18 +37,18 @@ PIXEL_METHODS = ("raw", "blur", "downsample2", "downsample4", "blacken")  # blac
 METHODS = TUBELET_METHODS + PIXEL_METHODS
 
 
-def run_model(model: PPARModel, clips: np.ndarray, keep: float, device: torch.device, batch_size: int = 32,
+def score_batches(model: PPARModel, clips: np.ndarray, keep_ratio: float, device: torch.device, batch_size: int = 32,
               lambda_priv: float | None = None, hysteresis: float = 0.0, follows: np.ndarray | None = None) -> dict:
     """Model outputs over uint8 clips (B, T, S, S, 3), concatenated as numpy arrays. follows[b]:
     window b comes right after window b-1 of the same video (for hysteresis)."""
     outs, prev = [], None
     follows = np.zeros(len(clips), bool) if follows is None else follows
     for b in range(0, len(clips), batch_size):
-        o = score_clips(model, torch.from_numpy(clips[b:b + batch_size]), keep, device, lambda_priv,
+        o = score_clips(model, torch.from_numpy(clips[b:b + batch_size]), keep_ratio, device, lambda_priv,
                         hysteresis, follows[b:b + batch_size], prev)
-        prev = o.keep_mask[-1]
+        prev = o.kept[-1]
         outs.append({"action": o.action_logits, "privacy": o.privacy_logits.sigmoid(),
-                     "keep": o.keep_mask.reshape(len(o.keep_mask), -1), "a_act": o.a_act[:, 0], "a_priv": o.a_priv[:, 0]})
+                     "keep": o.kept.reshape(len(o.kept), -1), "a_act": o.a_act[:, 0], "a_priv": o.a_priv[:, 0]})
     return {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
 
 
@@ -106,7 +109,7 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
     if method in TUBELET_METHODS:
         k = keep_counts(cfg.num_tokens, keep, 1)[0]
         if method == "ppar":
-            out = run_model(model, w.raw, keep, device, lambda_priv=lambda_priv, hysteresis=hysteresis, follows=w.follows)
+            out = score_batches(model, w.raw, keep, device, lambda_priv=lambda_priv, hysteresis=hysteresis, follows=w.follows)
             mask = out["keep"]
             rec["lambda_priv"] = cfg.lambda_priv if lambda_priv is None else lambda_priv
             rec["hysteresis"] = hysteresis
@@ -121,14 +124,14 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
         if w.priv is not None:
             rec.update(pixel_metrics(mask, w.priv, w.act))
         if w.follows.any():
-            rec["flicker"] = float((mask[1:] != mask[:-1]).mean(1)[w.follows[1:]].mean())
+            rec["flicker"] = flicker(mask, w.follows)
         return w.raw * tubelet_pixels(mask, cfg), rec
     if method == "blacken":
         return w.raw * ~w.person[..., None], rec
     return pixel_anonymize(method, w.raw), rec
 
 
-def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
+def quick_protocol(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
              seed: int = 0, progress=None, clips_per_video: int = 1, lambda_priv: float | None = None,
              hysteresis: float = 0.0) -> list[dict]:
     """The quick protocol: one record per (method, keep) over evenly spaced windows of every test video.
@@ -141,7 +144,7 @@ def evaluate(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5,
     records = []
     for method, keep in runs(methods, keeps, w.priv is not None, w.person is not None):
         anon, extra = anonymize_windows(model, w, method, keep, rng, device, lambda_priv, hysteresis)
-        out = run_model(model, anon, 1.0, device)
+        out = score_batches(model, anon, 1.0, device)
         rec = {"method": method, "keep": keep, **extra, "action_top1": float((out["action"].argmax(1) == w.actions).mean())}
         if w.attrs is not None:
             rec.update(privacy_metrics(out["privacy"], w.attrs, cfg.attributes))
@@ -158,11 +161,11 @@ def runs(methods, keeps, has_masks: bool, has_person: bool) -> list[tuple[str, f
     return [(m, k) for m in methods if ok(m) for k in (keeps if m in TUBELET_METHODS else (None,))]
 
 
-def evaluate_clips(model: PPARModel, clips: ClipSet, device=torch.device("cpu")) -> dict:
+def validation_record(model: PPARModel, clips: ClipSet, device=torch.device("cpu")) -> dict:
     """The per-epoch validation of training: raw and ppar at keep 0.5, flattened into one record."""
     res = {}
-    for rec in evaluate(model, clips, ("raw", "ppar", "random", "oracle"), (0.5,), device):
-        tag = rec["method"] if rec["keep"] is None else f"{rec['method']}@{rec['keep']:g}"
+    for rec in quick_protocol(model, clips, ("raw", "ppar", "random", "oracle"), (0.5,), device):
+        tag = label(rec)
         for k, v in rec.items():
             if k not in ("method", "keep", "per_attribute_ap"):
                 res[f"{tag}/{k}"] = v
@@ -201,7 +204,68 @@ def sweet_spots(records: list[dict], tolerance: float = 0.02) -> dict:
 
 
 def label(r: dict) -> str:
+    """A run's name in tables, plots and caches: ``method@keep`` (``raw`` for the pixel methods)."""
     return r["method"] if r["keep"] is None else f"{r['method']}@{r['keep']:g}"
+
+
+def parse_keeps(text: str) -> list[float]:
+    """Keep ratios: a list "0.3,0.5" or a sweep "start:stop:step"."""
+    try:
+        if ":" in text:
+            a, b, step = (float(v) for v in text.split(":"))
+            keeps = [round(a + i * step, 6) for i in range(int(round((b - a) / step)) + 1)]
+        else:
+            keeps = [float(v) for v in text.split(",")]
+    except (ValueError, ZeroDivisionError):
+        keeps = []
+    if not keeps or any(not 0 <= k <= 1 for k in keeps):
+        raise UsageError(f"{text!r}: give keep ratios in [0, 1] as 0.3,0.5 or a sweep 0.1:0.9:0.1", option="keeps")
+    return keeps
+
+
+@dataclass
+class Evaluation:
+    records: list[dict]  # one per (method, keep)
+    spots: dict  # named sweet spots of the trade-off
+    test_videos: int
+
+
+def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "auto", split: int = 1,
+                       labels: Path | None = None, splits: Path | None = None, protocol: str = "quick",
+                       methods: tuple[str, ...] = METHODS, keeps: tuple[float, ...] = (0.3, 0.5, 0.7), epochs: int = 8,
+                       max_videos: int | None = None, max_train_videos: int | None = None, clips_per_video: int = 1,
+                       lambda_priv: float | None = None, hysteresis: float = 0.0, out: Path = Path("results"),
+                       progress: Callable[[str, int], Callable[[], None]] | None = None) -> Evaluation:
+    """`ppar eval` as a function: a benchmark's test split under every method and keep ratio, by the
+    quick or the full protocol; writes results.json, results.csv and tradeoff.png into ``out``.
+    ``progress(stage, total)`` returns a callback advanced once per step of that stage."""
+    from ppar_cli.core.weights import load_weights
+    from ppar_cli.research.data import open_benchmark
+
+    if protocol not in ("quick", "full"):
+        raise UsageError(f"must be quick or full, got {protocol!r}", option="protocol")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"unknown {', '.join(unknown) or '(none given)'} (choose from {', '.join(METHODS)})", option="methods")
+    tick = progress or (lambda stage, total: None)
+    w = load_weights(weights)
+    bench = open_benchmark(data, format, split, labels, splits)
+    items = bench.test[:max_videos] if max_videos else bench.test
+    clips = ClipSet(items, w.model.cfg, progress=tick("decoding test videos", len(items)))
+    n_runs = len(runs(methods, keeps, clips.has_masks, clips.has_person))
+    if protocol == "quick":
+        records = quick_protocol(w.model, clips, methods, keeps, progress=tick("methods", n_runs),
+                                 clips_per_video=max(1, clips_per_video), lambda_priv=lambda_priv, hysteresis=hysteresis)
+    else:
+        from ppar_cli.research.full_protocol import full_protocol
+
+        train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
+        train_clips = ClipSet(train_items, w.model.cfg, progress=tick("decoding training videos", len(train_items)))
+        records = full_protocol(w.model, Windows.of(train_clips, 2), Windows.of(clips, max(1, clips_per_video)), methods,
+                                keeps, epochs=epochs, cache=out / "cache", lambda_priv=lambda_priv,
+                                progress=tick("methods (training fresh models)", n_runs))
+    spots = write_results(records, out, f"{w.path.name} on {data} ({protocol} protocol, {len(items)} test videos)")
+    return Evaluation(records, spots, len(items))
 
 
 def write_results(records: list[dict], out: Path, title: str) -> dict:

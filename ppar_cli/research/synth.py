@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppar_cli.errors import UsageError
+
 ACTIONS = ["WaveOneHand", "WaveBothHands", "Clap", "JumpingJack", "JumpInPlace",
            "WalkAcross", "RunAcross", "BendDown", "Punch", "Kick"]
 ATTRIBUTES = ["face", "skin_color", "gender", "nudity", "relationship"]
@@ -359,7 +361,13 @@ def _job(args) -> dict:
 
 def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, frames: int = 64, fps: float = 25,
              identities: int = 32, workers: int | None = None, progress=None) -> dict:
-    """Write a benchmark to ``out``; returns its label index (also written as labels.json)."""
+    """Write a benchmark to ``out``; returns its label index (also written as labels.json), with the
+    number of test videos (UCF101 split 1's rule: groups 1-7) as ``test_videos``."""
+    for name, value, low in (("videos", videos, 1), ("frames", frames, 1), ("identities", identities, 1), ("size", size, 16)):
+        if value < low:
+            raise UsageError(f"must be at least {low}, got {value}", option=name)
+    if not fps > 0:
+        raise UsageError(f"must be above 0, got {fps}", option="fps")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), seed, i, identities, size, frames, fps) for i in range(videos)]
@@ -381,4 +389,4 @@ def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, fr
              "actions": ACTIONS, "attributes": ATTRIBUTES, "identities": identities,
              "videos": {r["name"]: {k: r[k] for k in ("action", "identity", "group", "attributes")} for r in records}}
     (out / "labels.json").write_text(json.dumps(index, indent=1))
-    return index
+    return {**index, "test_videos": len(test)}

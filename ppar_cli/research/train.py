@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,36 +24,9 @@ from ppar_cli.core.clips import prepare_clips
 from ppar_cli.core.model import PRESETS, PPARConfig, PPARModel
 from ppar_cli.core.weights import read_metadata, save_weights
 from ppar_cli.media.files import atomic_path
+from ppar_cli.research.args import TrainArgs
 from ppar_cli.research.data import ClipSet, open_benchmark
-from ppar_cli.research.evaluate import evaluate_clips
-
-
-@dataclass
-class TrainArgs:
-    data: str
-    out: str = "weights/ppar-small.safetensors"
-    run_dir: str = "runs/train"
-    format: str = "auto"
-    labels: str | None = None
-    splits_dir: str | None = None
-    split: int = 1
-    config: str = "small"  # a preset name or a weights/config JSON file
-    overrides: dict = field(default_factory=dict)  # config fields, e.g. {"grl": false}
-    epochs: int = 30
-    batch_size: int = 32
-    accum: int = 1
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    overlap_weight: float = 0.0  # penalty on the overlap of action and privacy CLS attention
-    # Mask-supervised attention (needs ground-truth masks, i.e. the synthetic benchmark): at every
-    # pruning block, cross-entropy from each CLS's attention to its mask's per-tubelet pixel share.
-    mask_weight: float = 0.0
-    seed: int = 0
-    max_eval: int | None = None  # cap on evaluation videos per epoch
-    stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)
-    threads: int | None = None
+from ppar_cli.research.evaluate import validation_record
 
 
 def grl_coeff(progress: float) -> float:
@@ -185,7 +158,7 @@ def train(args: TrainArgs, log=print) -> dict:
             y = torch.tensor([train_set.items[i].action for i in idx], device=device)
             progress = (epoch + bi / len(batches)) / args.epochs
             with torch.autocast(**scaler_ctx):
-                out = net(x, grl=grl_coeff(progress) if cfg.grl else None)
+                out = net(x, grl_coeff=grl_coeff(progress) if cfg.grl else None)
             loss_a = F.cross_entropy(out.action_logits.float(), y)
             loss = loss_a
             if has_privacy:
@@ -221,7 +194,7 @@ def train(args: TrainArgs, log=print) -> dict:
         state["epoch"] = epoch + 1
         if master:
             model.eval()
-            rec.update(evaluate_clips(model, test_set, device=device))
+            rec.update(validation_record(model, test_set, device=device))
             state["history"].append(rec)
             with open(metrics_log, "a") as f:
                 f.write(json.dumps(rec) + "\n")

@@ -1,0 +1,33 @@
+"""The arguments of `ppar train`, as plain data: the CLI takes its defaults from here without
+loading PyTorch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainArgs:
+    data: str
+    out: str = "weights/ppar-small.safetensors"
+    run_dir: str = "runs/train"
+    format: str = "auto"
+    labels: str | None = None
+    splits_dir: str | None = None
+    split: int = 1
+    config: str = "small"  # a preset name or a weights/config JSON file
+    overrides: dict = field(default_factory=dict)  # config fields, e.g. {"grl": false}
+    epochs: int = 30
+    batch_size: int = 32
+    accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    overlap_weight: float = 0.0  # penalty on the overlap of action and privacy CLS attention
+    # Mask-supervised attention (needs ground-truth masks, i.e. the synthetic benchmark): at every
+    # pruning block, cross-entropy from each CLS's attention to its mask's per-tubelet pixel share.
+    mask_weight: float = 0.0
+    seed: int = 0
+    max_eval: int | None = None  # cap on evaluation videos per epoch
+    stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)
+    threads: int | None = None
