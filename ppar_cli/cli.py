@@ -1,7 +1,6 @@
 """`ppar` command line: a thin Typer layer over the Python API. Exit codes: 0 ok, 1 a file failed, 2 usage."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -28,15 +27,23 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ppar_cli.errors import PparError, UsageError  # noqa: E402 -- below the environment setting, on purpose
 from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
 from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
-from ppar_cli.pipeline.options import FileResult, Options, parse_shard  # noqa: E402
+from ppar_cli.pipeline.options import Options, parse_shard  # noqa: E402
 from ppar_cli.research.args import TrainArgs  # noqa: E402
+from ppar_cli.views import (  # noqa: E402
+    RichReporter,
+    audit_table,
+    console,
+    eval_table,
+    info_table,
+    stages,
+    summary_table,
+)
 
 _OPT = Options()  # the API's defaults are the CLI's: one source
 _TRAIN = TrainArgs(data="")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Privacy-preserving video anonymization by attention-driven tubelet pruning.")
-console = Console(stderr=True)
 
 
 # API parameter -> the flag a user types, where they differ (others: --name-with-dashes)
@@ -48,39 +55,6 @@ def fail(error: str | Exception, code: int) -> None:
     message = error.render(FLAGS) if isinstance(error, UsageError) else str(error)
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-class RichReporter:
-    """Progress per file and for the batch."""
-
-    def __init__(self, progress: Progress | None):
-        self.progress = progress
-        self.batch = self.file_task = None
-
-    def start_batch(self, n_files: int) -> None:
-        if self.progress and n_files > 1:
-            self.batch = self.progress.add_task("files", total=n_files)
-
-    def start_file(self, src: Path, total_frames: int | None) -> None:
-        if self.progress:
-            self.file_task = self.progress.add_task(src.name[-40:], total=total_frames)
-
-    def advance(self, frames: int) -> None:
-        if self.progress and self.file_task is not None:
-            self.progress.advance(self.file_task, frames)
-
-    def end_file(self, result: FileResult) -> None:
-        if not self.progress:
-            return
-        if self.file_task is not None:
-            self.progress.remove_task(self.file_task)
-            self.file_task = None
-        if self.batch is not None:
-            self.progress.advance(self.batch)
-        if result.status == "failed":
-            self.progress.console.print(f"[red]failed[/] {result.error}", highlight=False)
-        for note in result.notes:
-            self.progress.console.print(f"[yellow]note[/] {result.src}: {note}", highlight=False)
 
 
 @app.command()
@@ -140,7 +114,7 @@ def anonymize(
             progress.stop()
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
-        _summary(results, inp if inp.is_dir() else None, keep)
+        summary_table(results, inp if inp.is_dir() else None, keep)
     else:  # errors are shown even when quiet
         for r in failed:
             console.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
@@ -150,32 +124,6 @@ def anonymize(
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _summary(results: list[FileResult], root: Path | None, keep: float) -> None:
-    def kept(r: FileResult) -> str:
-        if r.kept_fraction is None:
-            return ""
-        below = r.kept_fraction < keep - 0.01  # the face guard pruned more than --keep asked
-        return f"{r.kept_fraction:.3f}" + (f" (guard; asked {keep:g})" if below else "")
-
-    if len(results) == 1 and results[0].status == "ok":
-        r = results[0]
-        console.print(f"[green]ok[/] {r.dst}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
-                      f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False)
-        return
-    table = Table(title="ppar anonymize")
-    table.add_column("file", overflow="fold")  # whole names, relative to the input folder: never cut
-    for col in ("frames", "visible", "time (s)", "status"):
-        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
-    for r in results:
-        style = {"ok": "green", "skipped": "yellow", "failed": "red"}[r.status]
-        name = r.src.relative_to(root).as_posix() if root is not None else str(r.src)
-        table.add_row(name, str(r.frames) if r.frames else "", kept(r),
-                      f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
-    console.print(table)
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
 
 
 @app.command()
@@ -205,30 +153,9 @@ def audit(
     if as_json:
         typer.echo(json.dumps(records, indent=1))
     else:
-        _audit_table(records, threshold)
+        audit_table(records, threshold)
     if any("error" in r for r in records):
         raise typer.Exit(1)
-
-
-def _audit_table(records: list[dict], threshold: float) -> None:
-    names = next((list(r["detectors"]) for r in records if "detectors" in r), [])
-    ident = any("identity" in r for r in records)
-    table = Table(title=f"ppar audit: face frames before -> leaked (CenterFace at {threshold})")
-    cols = ["video", "frames"] + [f"{n}: faces / any after / leaked" for n in names]
-    cols += ["identity matches"] if ident else []
-    for col in cols + ["kept"]:
-        table.add_column(col, justify="left" if col == "video" else "right")
-    for r in records:
-        if "error" in r:
-            table.add_row(Path(r["original"]).name, f"[red]{r['error']}[/]", *[""] * (len(cols) - 1))
-            continue
-        cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']}" for d in r["detectors"].values()]
-        if ident:
-            i = r.get("identity")
-            cells.append(f"{i['matches']} of {i['checked']} ({i['blank']} blank)" if i else "")
-        table.add_row(Path(r["original"]).name, str(r["frames"]), *cells,
-                      f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
-    Console().print(table)
 
 
 @app.command()
@@ -246,45 +173,7 @@ def info(
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
-    table = Table(show_header=False, title=d["path"], title_justify="left")
-    table.add_column("field", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_row("sha256", d["sha256"])
-    table.add_row("parameters", f"{d['parameters']:,}")
-    table.add_row("tokens / grid", f"{d['tokens']} = {' x '.join(map(str, d['grid']))}")
-    for k, v in d["config"].items():  # every field, whatever the config holds
-        table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
-    out = Console()
-    out.print(table)
-    out.print("[bold]provenance[/]")
-    for k, v in _flatten(d["provenance"]):
-        out.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
-
-
-def _flatten(data, prefix: str = ""):
-    """Nested provenance as (dotted key, value) lines that a person can read."""
-    if isinstance(data, dict) and data:
-        for k, v in data.items():
-            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(data, list) and data and any(isinstance(v, (dict, list)) for v in data):
-        for i, v in enumerate(data):
-            yield from _flatten(v, f"{prefix}[{i}]")
-    else:
-        yield prefix or "(none)", json.dumps(data) if not isinstance(data, str) else data
-
-
-@contextlib.contextmanager
-def _stages(quiet: bool):
-    """A rich progress display; yields ``stage(name, total) -> advance`` for the API's progress hooks."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=quiet)
-
-    def stage(what: str, total: int):
-        task = progress.add_task(what, total=total)
-        return lambda: progress.advance(task)
-
-    with progress:
-        yield stage
+    info_table(d)
 
 
 @app.command()
@@ -302,7 +191,7 @@ def synth(
     """Generate the procedural PPAR benchmark (UCF101 layout, privacy labels, ground-truth masks)."""
     from ppar_cli.research.synth import generate
 
-    with _stages(quiet) as progress:
+    with stages(quiet) as progress:
         try:
             index = generate(out_dir, videos, seed, size, frames, fps, identities, workers,
                              progress=progress("rendering", videos))
@@ -319,7 +208,7 @@ def labels(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Summarise a privacy label file: videos, attributes, positive rates."""
-    from ppar_cli.research.data import summarize_labels
+    from ppar_cli.research.labels import summarize_labels
 
     try:
         summary = summarize_labels(path)
@@ -407,9 +296,9 @@ def eval_(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table (results are still written)."),
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
-    from ppar_cli.research.evaluate import evaluate_benchmark, label, parse_keeps
+    from ppar_cli.research.evaluate import evaluate_benchmark, parse_keeps
 
-    with _stages(quiet) as progress:
+    with stages(quiet) as progress:
         try:
             result = evaluate_benchmark(data, weights, format, split, labels, splits, protocol,
                                         tuple(m.strip() for m in methods.split(",") if m.strip()), tuple(parse_keeps(keep)),
@@ -419,16 +308,7 @@ def eval_(
             fail(e, e.exit_code)
     if quiet:
         return
-    table = Table(title=f"ppar eval ({protocol}) - {result.test_videos} test videos")
-    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    for r in result.records:
-        table.add_row(label(r), fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
-                      fmt(r.get("reid_top1")), fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")))
-    Console().print(table)
-    for name, r in result.spots.items():
-        console.print(f"{name.replace('_', ' ')}: {label(r)}")
+    eval_table(result, protocol)
     console.print(f"wrote {out}/results.json, results.csv, tradeoff.png")
 
 

@@ -30,3 +30,9 @@ class UsageError(PparError):
 
         text = re.sub(r"<(\w+)>", lambda m: name(m.group(1)), self.message)
         return f"{name(self.option)} {text}" if self.option else text
+
+
+class DataError(PparError):
+    """A benchmark or label file that cannot be read; the message names the file and the problem."""
+
+    exit_code = 2

@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ppar_cli.media.video import FrameReader, probe  # noqa: E402
+from ppar_cli.media.decode import FrameReader  # noqa: E402
+from ppar_cli.media.probe import probe
 from ppar_cli.pipeline.preview import side_by_side  # noqa: E402
 
 

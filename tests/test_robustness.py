@@ -20,7 +20,9 @@ from ppar_cli import Options, anonymize
 from ppar_cli.cli import app
 from ppar_cli.core.weights import WeightsError, load_weights
 from ppar_cli.errors import UsageError
-from ppar_cli.media.video import FrameReader, VideoWriter, ffmpeg_exe, probe
+from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.encode import VideoWriter
+from ppar_cli.media.probe import ffmpeg_exe, probe
 
 
 def frames_in(path):

@@ -6,8 +6,8 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from ppar_cli.research.synth import generate
 from ppar_cli.research.args import TrainArgs
+from ppar_cli.research.synth import generate
 from ppar_cli.research.train import grl_coeff, train
 
 TINY = {"frames": 4, "image_size": 32, "tubelet": [2, 8, 8], "dim": 32, "depth": 2, "heads": 2, "prune_blocks": [1, 2]}

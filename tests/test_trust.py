@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 from ppar_cli import Options, anonymize
 from ppar_cli.cli import app
 from ppar_cli.core.weights import WeightsError, load_weights
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import DataError, UsageError
 from ppar_cli.media.files import temp_beside
 from ppar_cli.pipeline.api import OutputError
 from ppar_cli.pipeline.guard import GuardConfig
 from ppar_cli.pipeline.stream import _ahead
-from ppar_cli.research.data import DataError, read_label_pickle
+from ppar_cli.research.labels import read_label_pickle
 
 runner = CliRunner()
 
@@ -387,7 +387,7 @@ def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights)
 
 def test_stray_finds_a_partial_file_left_behind(tmp_path, clip, tiny_weights, monkeypatch):
     """The leftover check itself: an abort that forgets its temporary file is caught."""
-    from ppar_cli.media.video import VideoWriter
+    from ppar_cli.media.encode import VideoWriter
 
     real_abort = VideoWriter.abort
 

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from helpers import make_clip
 
-from ppar_cli.media.video import BufferPool, FrameReader, probe
+from ppar_cli.media.decode import BufferPool, FrameReader
+from ppar_cli.media.probe import probe
 
 
 def test_pool_never_hands_out_a_buffer_in_use():

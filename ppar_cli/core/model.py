@@ -17,6 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The privacy attributes of VP-UCF101, VP-HMDB51 and PA-HMDB51 (STPrivacy's list and order), which the
+# synthetic benchmark renders too.
+PRIVACY_ATTRIBUTES = ("face", "skin_color", "gender", "nudity", "relationship")
+
 # Sane bounds for a config read from a file: the largest is well above ViT-L, and a model is never
 # built from a config outside them.
 _INT_BOUNDS = {"frames": (1, 256), "frame_stride": (1, 64), "image_size": (8, 1024), "dim": (8, 4096),
@@ -44,7 +48,7 @@ class PPARConfig:
     heads: int = 4
     mlp_ratio: float = 4.0
     actions: list[str] = field(default_factory=lambda: ["action"])
-    attributes: list[str] = field(default_factory=lambda: ["face", "skin_color", "gender", "nudity", "relationship"])
+    attributes: list[str] = field(default_factory=lambda: list(PRIVACY_ATTRIBUTES))
     prune_blocks: tuple[int, ...] = (2, 3, 4)  # 1-based blocks after whose attention tokens are pruned
     train_keep_rate: float = 0.9  # per pruning block, used while training
     lambda_priv: float = 0.5

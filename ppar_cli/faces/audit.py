@@ -29,11 +29,12 @@ import numpy as np
 
 from ppar_cli.faces.detectors import (
     SAME_PERSON,
+    FaceDescriptor,
     FacesUnavailable,
-    Identity,
     load_detectors,
 )
-from ppar_cli.media.video import FrameReader, VideoError, probe
+from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.probe import VideoError, probe
 from ppar_cli.pipeline.jobs import plan_jobs
 
 
@@ -70,7 +71,7 @@ MIN_FACE = 40  # pixels, the shorter side of the faces the identity check descri
 FLAT = 8.0  # pixel standard deviation under which an output region is blank
 
 
-def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Identity | None = None,
+def audit_pair(original: Path, anonymized: Path, detectors: list, identity: FaceDescriptor | None = None,
                identity_stride: int = 5) -> dict:
     per = {d.name: {"before": [], "after": [], "leaked": []} for d in detectors}
     checked = matched = blank = 0
@@ -128,7 +129,7 @@ def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold:
     ident = None
     if identity != "off":
         try:
-            ident = Identity()
+            ident = FaceDescriptor()
         except FacesUnavailable:
             if identity == "on":
                 raise

@@ -107,7 +107,7 @@ def _resize(frame: np.ndarray, s: float) -> np.ndarray:
     return small[0].contiguous().numpy()
 
 
-class Identity:
+class FaceDescriptor:
     """dlib's 128-d face descriptor: two crops of the same person lie within SAME_PERSON."""
 
     def __init__(self):

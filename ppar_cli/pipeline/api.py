@@ -20,8 +20,10 @@ from ppar_cli import __version__
 from ppar_cli.core.weights import LoadedWeights, load_weights
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
+from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.encode import VideoWriter
 from ppar_cli.media.files import atomic_path
-from ppar_cli.media.video import FrameReader, VideoError, VideoWriter, probe
+from ppar_cli.media.probe import VideoError, probe
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.guard import FaceGuard
 from ppar_cli.pipeline.jobs import check_outputs, plan_jobs

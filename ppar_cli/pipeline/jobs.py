@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ppar_cli.errors import UsageError
-
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
-# Containers ppar writes (H.264 video in each); an output file name must end in one of them.
-OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+from ppar_cli.media.encode import OUTPUT_CONTAINERS
+from ppar_cli.media.probe import VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import torch
 from ppar_cli.core.clips import resize_frames, sample_clip, slab_index
 from ppar_cli.core.model import PPARConfig, PPARModel
 from ppar_cli.core.scoring import score_clips
-from ppar_cli.media.video import FrameReader, VideoError
+from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.probe import VideoError
 from ppar_cli.pipeline.guard import FaceGuard
 from ppar_cli.pipeline.options import Options
 from ppar_cli.pipeline.scoremap import window_record

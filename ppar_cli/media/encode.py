@@ -1,0 +1,224 @@
+"""Encoding: H.264 through FFmpeg's libraries (PyAV) into a temporary file beside the destination,
+renamed only when complete; each frame at its source timestamp, the audio remuxed."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ppar_cli.media.files import temp_beside
+from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo
+
+# Containers by output suffix: ppar writes H.264 in these (an output name must end in one of them).
+OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+# Audio codecs an MP4 can carry as they are; anything else is re-encoded to AAC.
+MP4_AUDIO = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}
+
+# The audio codecs each output container can carry as they are (others become AAC).
+_MOV_AUDIO = MP4_AUDIO | {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_s16be", "pcm_u8"}
+AUDIO_AS_IS = {"mp4": MP4_AUDIO, "mov": _MOV_AUDIO, "matroska": None}  # None: any codec
+
+
+class VideoWriter:
+    """H.264 through FFmpeg's libraries (PyAV), in the container the file name asks for, written to
+    a temporary file beside ``dest``: ``commit()`` renames it into place, ``abort()`` (or an
+    exception) removes it.
+
+    Each frame keeps its source timestamp (``times``), so variable frame rates, GIF delays and a
+    video that starts after its audio play as in the input; the pixel aspect ratio is kept; audio
+    packets are copied with their own timestamps, interleaved as the video advances.
+    """
+
+    def __init__(self, dest: str | os.PathLike, width: int, height: int, fps: Fraction, crf: int = 20,
+                 preset: str = "veryfast", audio_from: VideoInfo | None = None, times: "FrameTimes | None" = None):
+        import av
+
+        self.dest = Path(dest)
+        self.size = (width, height)
+        self.times = times or FrameTimes.constant(fps)
+        fmt = OUTPUT_CONTAINERS.get(self.dest.suffix.lower())
+        if fmt is None:
+            raise VideoError(f"{self.dest}: cannot write this container; name the output .mp4, .m4v, .mov or .mkv")
+        self.tmp = temp_beside(self.dest, self.dest.suffix.lower())
+        self.frames = 0
+        self._failed: str | None = None
+        try:
+            self._out = av.open(str(self.tmp), "w", format=fmt,
+                                container_options={"movflags": "+faststart"} if fmt in ("mp4", "mov") else {})
+            vs = self._out.add_stream("libx264", rate=fps)
+            vs.width, vs.height = width, height
+            # yuv420p needs even sizes; odd sizes keep their exact size through 4:4:4 instead of a pad or crop.
+            vs.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            vs.time_base = self.times.time_base
+            vs.codec_context.time_base = self.times.time_base
+            if self.times.sar:
+                vs.codec_context.sample_aspect_ratio = self.times.sar
+            vs.options = {"crf": str(crf), "preset": preset}
+            # x264's frame threads, as the ffmpeg program uses (PyAV defaults to slices: 25% slower at 720p)
+            vs.codec_context.thread_type, vs.codec_context.thread_count = "FRAME", 0
+            self._video = vs
+            self._audio = _AudioCopy(self._out, audio_from, AUDIO_AS_IS[fmt]) if audio_from and audio_from.audio_codecs else None
+        except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, a damaged audio track, anything: no temp file left
+            self.abort()
+            raise VideoError(f"{self.dest}: cannot start the encoder ({str(e).splitlines()[0][:200]})") from None
+        self.pix_fmt = vs.pix_fmt
+        # Frames are encoded in a thread (FFmpeg releases the GIL), so the caller can score the
+        # next clip meanwhile; at most two writes wait in between.
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._failed:
+                continue
+            try:
+                self._encode(*item)
+            except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, disk full, anything: reported by write/commit
+                self._failed = str(e).splitlines()[0][:200] or type(e).__name__
+
+    def _encode(self, frames: np.ndarray | None, first: int) -> None:
+        import av
+
+        if frames is None:  # flush
+            packets = list(self._video.encode())
+        else:
+            packets = []
+            for i, frame in enumerate(frames):
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                vf.pts, vf.time_base = self.times.pts(first + i), self.times.time_base
+                vf.duration = self.times.pts(first + i + 1) - vf.pts  # the last frame's too: the duration is kept
+                packets += self._video.encode(vf)
+        for packet in packets:
+            if self._audio is not None:  # audio up to this point of the video, so the muxer holds little
+                self._audio.mux_until(float(packet.pts * packet.time_base))
+            self._out.mux(packet)
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.shape[1:] != (self.size[1], self.size[0], 3) or frames.dtype != np.uint8:
+            raise VideoError(f"{self.dest}: frame shape {frames.shape} does not match {self.size}")
+        if self._failed or not self._thread.is_alive():
+            raise VideoError(f"{self.dest}: encoder stopped ({self._failed or 'unknown error'})")
+        self._queue.put((np.ascontiguousarray(frames), self.frames))
+        self.frames += len(frames)
+
+    @property
+    def end_time(self) -> float:
+        """Seconds, in the input's timeline, at which the last written frame ends."""
+        return float(self.times.pts(self.frames) * self.times.time_base) if self.frames else 0.0
+
+    def commit(self, trim_audio: bool = False) -> None:
+        """Finish the file; ``trim_audio`` cuts audio at the end of the video written (an input
+        that could be decoded only in part), else all of the input's audio is kept."""
+        self._queue.put((None, self.frames))
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            if not self._failed and self._audio is not None:
+                self._audio.mux_until(self.end_time if trim_audio else float("inf"), trim=trim_audio)
+        except Exception as e:  # noqa: BLE001
+            self._failed = str(e).splitlines()[0][:200]
+        try:
+            self._close()
+        except Exception as e:  # noqa: BLE001 -- the trailer write can fail on a full disk
+            self._failed = self._failed or str(e).splitlines()[0][:200]
+        if self._failed:
+            msg = self._failed
+            self.abort()
+            raise VideoError(f"{self.dest}: encoding failed ({msg})")
+        os.replace(self.tmp, self.dest)
+
+    def _close(self) -> None:
+        audio, self._audio = getattr(self, "_audio", None), None
+        out, self._out = getattr(self, "_out", None), None
+        try:
+            if audio is not None:
+                audio.close(flush=out is not None and not self._failed)
+        finally:
+            if out is not None:
+                out.close()
+
+    def abort(self) -> None:
+        if getattr(self, "_thread", None) is not None and self._thread.is_alive():
+            self._failed = self._failed or "aborted"
+            self._queue.put(None)
+            self._thread.join()
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 -- the file is removed anyway
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class _AudioCopy:
+    """The input's audio streams into the output: packets copied with their own timestamps, or
+    re-encoded to AAC when the container cannot hold the codec."""
+
+    def __init__(self, out, info: VideoInfo, as_is: set[str] | None):
+        import av
+
+        self._in = av.open(str(info.path))
+        self.streams = {}
+        for s in self._in.streams.audio:
+            name = s.codec_context.codec.name if s.codec_context.codec else s.codec_context.name
+            name = {"mp3float": "mp3"}.get(name, name)
+            if as_is is None or name in as_is:
+                o = out.add_stream_from_template(s)
+                self.streams[s.index] = (o, None)
+            else:
+                o = out.add_stream("aac", rate=s.codec_context.sample_rate or 48000)
+                n = s.codec_context.channels
+                o.layout = {1: "mono", 2: "stereo"}.get(n, f"{n}c")  # PCM often leaves the layout unnamed
+                self.streams[s.index] = (o, av.AudioResampler(format="fltp", layout=o.layout.name, rate=o.rate))
+        self._packets = self._in.demux(*self._in.streams.audio)
+        self._next = None
+        self._out = out
+
+    def mux_until(self, t: float, trim: bool = False) -> None:
+        """Mux audio packets that start before ``t`` seconds (with ``trim``: that end by ``t``)."""
+        while True:
+            if self._next is None:
+                self._next = next(self._packets, False)
+            p = self._next
+            if p is False:
+                return
+            if p.dts is None or p.size == 0:  # demuxer flush packets and packets without time
+                self._next = None
+                continue
+            start = float((p.pts if p.pts is not None else p.dts) * p.time_base)
+            if start >= t:
+                return
+            self._next = None
+            if trim and p.duration and start + float(p.duration * p.time_base) > t + 1e-6:
+                return
+            o, resampler = self.streams[p.stream.index]
+            if resampler is None:
+                p.stream = o
+                self._out.mux(p)
+            else:
+                for frame in p.decode():
+                    self._encode(o, resampler.resample(frame))
+
+    def _encode(self, stream, frames: list) -> None:
+        for frame in frames:
+            for q in stream.encode(frame):
+                self._out.mux(q)
+
+    def close(self, flush: bool = True) -> None:
+        try:
+            for o, resampler in self.streams.values() if flush else ():
+                if resampler is not None:
+                    self._encode(o, resampler.resample(None) + [None])
+        finally:
+            self._in.close()

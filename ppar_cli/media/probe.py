@@ -1,0 +1,133 @@
+"""What a video file holds: size, rate, rotation, audio streams (from ``ffmpeg -i``), and each
+frame's timestamp and the pixel aspect ratio (from the container's packets, through PyAV)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ppar_cli.errors import PparError
+
+# The file names `ppar anonymize` reads in a folder.
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
+
+
+class VideoError(PparError):
+    """A video that cannot be read or written; the message names the file and the problem."""
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass
+class FrameTimes:
+    """Presentation timestamps of the video's frames in ``time_base`` units, display order, read
+    from the container's packets (no decoding). Frames past the known ones continue at the average
+    interval ``step``; ``sar`` is the pixel aspect ratio to keep (None: square pixels)."""
+
+    time_base: Fraction
+    known: np.ndarray  # int64, increasing
+    step: Fraction  # average frame interval, in time_base units
+    last_duration: int = 0  # of the last known frame (a GIF's last delay), 0: unknown
+    sar: Fraction | None = None
+
+    @classmethod
+    def constant(cls, fps: Fraction, sar: Fraction | None = None) -> "FrameTimes":
+        fps = Fraction(fps) if fps > 0 else Fraction(25)
+        return cls(1 / fps, np.zeros(0, np.int64), Fraction(1), 0, sar)
+
+    def pts(self, i: int) -> int:
+        """Timestamp of frame ``i``; for one past the last frame, the time the last frame ends."""
+        n = len(self.known)
+        if i < n:
+            return int(self.known[i])
+        if n == 0:
+            return int(round(i * self.step))
+        tail = self.last_duration if self.last_duration > 0 else self.step
+        return int(round(self.known[-1] + tail + (i - n) * self.step))
+
+
+def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
+    """The video's frame timestamps and pixel aspect ratio (PyAV demux, no decode); a constant rate
+    from ``fps`` when the container cannot be read that way."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            v = c.streams.video[0]
+            sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
+            pts, last_duration = [], 0
+            for p in c.demux(v):
+                t = p.pts if p.pts is not None else p.dts
+                if t is not None and p.size:
+                    pts.append(t)
+                    last_duration = p.duration or 0
+            tb = Fraction(v.time_base)
+    except (av.error.FFmpegError, IndexError, ValueError, ZeroDivisionError, TypeError):
+        return FrameTimes.constant(fps)
+    if sar is not None and (sar <= 0 or sar == 1):
+        sar = None
+    if sar is not None and rotation in (90, 270):
+        sar = 1 / sar
+    known = np.unique(np.asarray(pts, np.int64))  # sorted into display order; a repeated time is one frame
+    if len(known) < 2:
+        return FrameTimes.constant(fps, sar)
+    return FrameTimes(tb, known, Fraction(int(known[-1] - known[0]), len(known) - 1), int(last_duration), sar)
+
+
+@dataclass
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: int | None  # None when only a full decode can tell
+    audio_codecs: list[str]
+    rotation: int
+    codec: str
+    times: FrameTimes | None = None  # frame timestamps and pixel aspect ratio, read on demand
+
+    def frame_times(self) -> FrameTimes:
+        if self.times is None:
+            self.times = read_frame_times(self.path, self.fps, self.rotation)
+        return self.times
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read stream facts from ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe)."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file")
+    if path.is_dir():
+        raise VideoError(f"{path}: is a directory, expected a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: empty file")
+    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, errors="replace")
+    text = r.stderr
+    m = re.search(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{1,5})x(\d{1,5})", text)
+    if not m:
+        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+        raise VideoError(f"{path}: no video stream ({last})")
+    codec, w, h = m.group(1), int(m.group(2)), int(m.group(3))
+    vline = text[m.start():].splitlines()[0]
+    fm = re.search(r"([\d.]+)(k?) fps", vline) or re.search(r"([\d.]+)(k?) tbr", vline)
+    fps = Fraction(fm.group(1)) * (1000 if fm and fm.group(2) else 1) if fm else Fraction(25)
+    fps = fps.limit_denominator(1001)
+    rot = re.search(r"rotation of (-?[\d.]+) degrees", text) or re.search(r"rotate\s*:\s*(-?\d+)", text)
+    rotation = int(round(float(rot.group(1)))) % 360 if rot else 0
+    if rotation in (90, 270):
+        w, h = h, w
+    audio = re.findall(r"Stream #\d+:\d+.*?: Audio: (\w+)", text)
+    if w < 1 or h < 1:
+        raise VideoError(f"{path}: invalid frame size {w}x{h}")
+    return VideoInfo(path, w, h, fps, None, audio, rotation, codec)
+
+

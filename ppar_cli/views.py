@@ -1,0 +1,158 @@
+"""What the CLI shows: progress, the summary and audit tables, weights info and eval results, on
+the terminal through rich. Presentation only: every number comes from the Python API."""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ppar_cli.pipeline.options import FileResult
+
+console = Console(stderr=True)  # messages and progress; tables and JSON go to stdout
+
+
+class RichReporter:
+    """Progress per file and for the batch."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.batch = self.file_task = None
+
+    def start_batch(self, n_files: int) -> None:
+        if self.progress and n_files > 1:
+            self.batch = self.progress.add_task("files", total=n_files)
+
+    def start_file(self, src: Path, total_frames: int | None) -> None:
+        if self.progress:
+            self.file_task = self.progress.add_task(src.name[-40:], total=total_frames)
+
+    def advance(self, frames: int) -> None:
+        if self.progress and self.file_task is not None:
+            self.progress.advance(self.file_task, frames)
+
+    def end_file(self, result: FileResult) -> None:
+        if not self.progress:
+            return
+        if self.file_task is not None:
+            self.progress.remove_task(self.file_task)
+            self.file_task = None
+        if self.batch is not None:
+            self.progress.advance(self.batch)
+        if result.status == "failed":
+            self.progress.console.print(f"[red]failed[/] {result.error}", highlight=False)
+        for note in result.notes:
+            self.progress.console.print(f"[yellow]note[/] {result.src}: {note}", highlight=False)
+
+
+def summary_table(results: list[FileResult], root: Path | None, keep: float) -> None:
+    def kept(r: FileResult) -> str:
+        if r.kept_fraction is None:
+            return ""
+        below = r.kept_fraction < keep - 0.01  # the face guard pruned more than --keep asked
+        return f"{r.kept_fraction:.3f}" + (f" (guard; asked {keep:g})" if below else "")
+
+    if len(results) == 1 and results[0].status == "ok":
+        r = results[0]
+        console.print(f"[green]ok[/] {r.dst}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
+                      f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False)
+        return
+    table = Table(title="ppar anonymize")
+    table.add_column("file", overflow="fold")  # whole names, relative to the input folder: never cut
+    for col in ("frames", "visible", "time (s)", "status"):
+        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
+    for r in results:
+        style = {"ok": "green", "skipped": "yellow", "failed": "red"}[r.status]
+        name = r.src.relative_to(root).as_posix() if root is not None else str(r.src)
+        table.add_row(name, str(r.frames) if r.frames else "", kept(r),
+                      f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
+    console.print(table)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+
+
+def audit_table(records: list[dict], threshold: float) -> None:
+    names = next((list(r["detectors"]) for r in records if "detectors" in r), [])
+    ident = any("identity" in r for r in records)
+    table = Table(title=f"ppar audit: face frames before -> leaked (CenterFace at {threshold})")
+    cols = ["video", "frames"] + [f"{n}: faces / any after / leaked" for n in names]
+    cols += ["identity matches"] if ident else []
+    for col in cols + ["kept"]:
+        table.add_column(col, justify="left" if col == "video" else "right")
+    for r in records:
+        if "error" in r:
+            table.add_row(Path(r["original"]).name, f"[red]{r['error']}[/]", *[""] * (len(cols) - 1))
+            continue
+        cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']}" for d in r["detectors"].values()]
+        if ident:
+            i = r.get("identity")
+            cells.append(f"{i['matches']} of {i['checked']} ({i['blank']} blank)" if i else "")
+        table.add_row(Path(r["original"]).name, str(r["frames"]), *cells,
+                      f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
+    Console().print(table)
+
+
+def info_table(d: dict) -> None:
+    table = Table(show_header=False, title=d["path"], title_justify="left")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_row("sha256", d["sha256"])
+    table.add_row("parameters", f"{d['parameters']:,}")
+    table.add_row("tokens / grid", f"{d['tokens']} = {' x '.join(map(str, d['grid']))}")
+    for k, v in d["config"].items():  # every field, whatever the config holds
+        table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+    out = Console()
+    out.print(table)
+    out.print("[bold]provenance[/]")
+    for k, v in _flatten(d["provenance"]):
+        out.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
+
+
+def _flatten(data, prefix: str = ""):
+    """Nested provenance as (dotted key, value) lines that a person can read."""
+    if isinstance(data, dict) and data:
+        for k, v in data.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(data, list) and data and any(isinstance(v, (dict, list)) for v in data):
+        for i, v in enumerate(data):
+            yield from _flatten(v, f"{prefix}[{i}]")
+    else:
+        yield prefix or "(none)", json.dumps(data) if not isinstance(data, str) else data
+
+
+@contextlib.contextmanager
+def stages(quiet: bool):
+    """A rich progress display; yields ``stage(name, total) -> advance`` for the API's progress hooks."""
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True, disable=quiet)
+
+    def stage(what: str, total: int):
+        task = progress.add_task(what, total=total)
+        return lambda: progress.advance(task)
+
+    with progress:
+        yield stage
+
+
+def eval_table(result, protocol: str) -> None:
+    from ppar_cli.research.evaluate import label
+
+    table = Table(title=f"ppar eval ({protocol}) - {result.test_videos} test videos")
+    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in result.records:
+        table.add_row(label(r), fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
+                      fmt(r.get("reid_top1")), fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")))
+    Console().print(table)
+    for name, r in result.spots.items():
+        console.print(f"{name.replace('_', ' ')}: {label(r)}")
