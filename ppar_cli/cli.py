@@ -228,7 +228,7 @@ def labels(
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., help="Benchmark folder (or CSV)."),
+    data: str = typer.Option(..., help="Benchmark folder (or CSV); several, comma-separated, train together."),
     format: str = typer.Option("auto", help="auto, ucf101, hmdb51, synth, pseudo (real videos with `ppar pseudolabel` masks) or csv."),
     labels: Optional[Path] = typer.Option(None, help="VP privacy label pickle, or a PA-HMDB51 folder (with --format hmdb51)."),
     splits: Optional[Path] = typer.Option(None, help="Folder of split files, when not inside --data."),
@@ -247,6 +247,8 @@ def train(
     run_dir: Path = typer.Option(Path(_TRAIN.run_dir), help="Checkpoints and metrics.jsonl; an existing run resumes."),
     max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
+    init_stem: Optional[Path] = typer.Option(None, help="Pretrained stem weights (.safetensors) for a config with stem=mobilenet_v2, "
+                                             "e.g. weights/mobilenet_v2_stem.safetensors."),
 ) -> None:
     """Train the dual-CLS anonymizer (resumes from RUN_DIR; works under torchrun)."""
     from ppar_cli.research.train import TrainArgs
@@ -262,7 +264,8 @@ def train(
     args = TrainArgs(data=str(data), format=format, labels=str(labels) if labels else None,
                      splits_dir=str(splits) if splits else None, split=split, config=config, overrides=overrides,
                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, overlap_weight=overlap_weight,
-                     mask_weight=mask_weight, threads=threads, seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after)
+                     mask_weight=mask_weight, threads=threads, seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after,
+                     init_stem=str(init_stem) if init_stem else None)
     try:
         run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
     except PparError as e:

@@ -27,7 +27,7 @@ def test_oracle_drops_privacy_first_then_least_action():
 
 
 def test_tubelet_pixels_layout():
-    cfg = PPARConfig(frames=4, image_size=16, tubelet=(2, 8, 8), dim=32, depth=1, heads=2, prune_blocks=(1,), conv_stem=False)
+    cfg = PPARConfig(frames=4, image_size=16, tubelet=(2, 8, 8), dim=32, depth=1, heads=2, prune_blocks=(1,), stem="linear")
     keep = np.zeros((1, cfg.num_tokens), bool)
     keep[0, 1 * 4 + 0 * 2 + 1] = True  # slab 1, row 0, column 1
     px = tubelet_pixels(keep, cfg)[0, ..., 0]

@@ -28,6 +28,7 @@ _INT_BOUNDS = {"frames": (1, 256), "frame_stride": (1, 64), "image_size": (8, 10
 _FLOAT_BOUNDS = {"diff_scale": (0.0, 1e4), "mlp_ratio": (0.25, 16.0), "train_keep_rate": (0.0, 1.0),
                  "lambda_priv": (0.0, 1e4)}
 MAX_TOKENS = 16384
+STEMS = {"conv": 4, "linear": 1, "mobilenet_v2": 8}  # stem -> its stride (the patch size must be a multiple)
 MAX_PARAMS = 10**9  # about 12 * dim^2 per block: ViT-L has 0.3e9
 
 
@@ -42,7 +43,9 @@ class PPARConfig:
     # Frame differences are about 20x smaller than the frames; scaled so the embedding sees motion
     # from the first step (unscaled, the small model learned no action in 150 steps).
     diff_scale: float = 8.0
-    conv_stem: bool = True  # small convolutional stem before tokenisation (SPEC section 7)
+    # before tokenisation: "conv" (a small convolutional stem, SPEC section 7), "linear" (the paper's
+    # single Conv3d) or "mobilenet_v2" (ImageNet MobileNetV2's first blocks on every frame, core/stem.py)
+    stem: str = "conv"
     dim: int = 128
     depth: int = 4
     heads: int = 4
@@ -71,7 +74,9 @@ class PPARConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:  # NaN fails too
                 raise ValueError(f"{name} must be a finite number in {lo}..{hi}, got {v!r}")
-        for name in ("frame_diff", "conv_stem", "grl"):
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
+        for name in ("frame_diff", "grl"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.name, str):
@@ -85,8 +90,8 @@ class PPARConfig:
             raise ValueError(f"frames ({self.frames}) and image_size ({self.image_size}) must be multiples of the tubelet {self.tubelet}")
         if self.num_tokens > MAX_TOKENS:
             raise ValueError(f"{self.num_tokens} tubelet tokens per clip, more than {MAX_TOKENS}")
-        if self.conv_stem and p % 4:
-            raise ValueError("the convolutional stem needs a patch size that is a multiple of 4")
+        if self.stem != "linear" and p % STEMS[self.stem]:
+            raise ValueError(f"the {self.stem} stem needs a patch size that is a multiple of {STEMS[self.stem]}")
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if not self.prune_blocks or any(not 1 <= b <= self.depth for b in self.prune_blocks):
@@ -118,6 +123,8 @@ class PPARConfig:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError("the config must be a JSON object")
+        if "conv_stem" in data:  # weights written before the stem field (ppar 0.2)
+            data.setdefault("stem", "conv" if data.pop("conv_stem") else "linear")
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
@@ -126,8 +133,11 @@ class PPARConfig:
 
 PRESETS = {
     "small": dict(),
+    # For real footage: an ImageNet MobileNetV2 stem under the dual-CLS transformer, 112 px frames in
+    # 8 px tubelets (a 14x14 grid, the paper's), 784 tokens per clip.
+    "real": dict(name="ppar-real", image_size=112, tubelet=(2, 8, 8), stem="mobilenet_v2"),
     # The paper's reference backbone: ViT-B, 16 frames at stride 2, 224 px, tubelets 2x16x16.
-    "base": dict(name="ppar-base", frames=16, frame_stride=2, image_size=224, tubelet=(2, 16, 16), frame_diff=False, conv_stem=False,
+    "base": dict(name="ppar-base", frames=16, frame_stride=2, image_size=224, tubelet=(2, 16, 16), frame_diff=False, stem="linear",
                  dim=768, depth=12, heads=12, prune_blocks=(3, 6, 9)),
 }
 
@@ -220,24 +230,44 @@ class Pruning:
 
 
 class TubeletEmbed(nn.Module):
-    """Tubelets t x p x p -> tokens: one Conv3d (the paper), or a small per-frame conv stem first."""
+    """Clips -> tubelet tokens (B, N, dim) in (t, h, w) order. Frame differences (motion) join the
+    input: as 3 more pixel channels before a conv or linear stem, or as feature differences after
+    the per-frame MobileNetV2 stem."""
 
     def __init__(self, cfg: PPARConfig):
         super().__init__()
         t, p, _ = cfg.tubelet
-        cin = 6 if cfg.frame_diff else 3
-        if cfg.conv_stem:
-            w = max(32, cfg.dim // 4)
+        self.frame_diff, self.diff_scale = cfg.frame_diff, cfg.diff_scale
+        self.stem = None
+        if cfg.stem == "mobilenet_v2":
+            from ppar_cli.core.stem import CHANNELS, STRIDE, MobileNetStem
+
+            self.stem = MobileNetStem()
+            cin, k = CHANNELS * (2 if cfg.frame_diff else 1), p // STRIDE
+            self.proj = nn.Conv3d(cin, cfg.dim, (t, k, k), (t, k, k))
+        elif cfg.stem == "conv":
+            cin, w = 6 if cfg.frame_diff else 3, max(32, cfg.dim // 4)
             self.proj = nn.Sequential(
                 nn.Conv3d(cin, w, (1, 3, 3), (1, 2, 2), (0, 1, 1)), nn.GELU(),
                 nn.Conv3d(w, 2 * w, (1, 3, 3), (1, 2, 2), (0, 1, 1)), nn.GELU(),
                 nn.Conv3d(2 * w, cfg.dim, (t, p // 4, p // 4), (t, p // 4, p // 4)),
             )
         else:
-            self.proj = nn.Conv3d(cin, cfg.dim, (t, p, p), (t, p, p))
+            self.proj = nn.Conv3d(6 if cfg.frame_diff else 3, cfg.dim, (t, p, p), (t, p, p))
+
+    def _with_diff(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, 2C, T, H, W): the frames and their temporal differences."""
+        diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * self.diff_scale
+        return torch.cat([x, diff], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, dim), tokens in (t, h, w) order
+        if self.stem is not None:
+            B, C, T, H, W = x.shape
+            f = self.stem(x.transpose(1, 2).reshape(B * T, C, H, W))
+            x = f.view(B, T, *f.shape[1:]).transpose(1, 2)
+        if self.frame_diff:
+            x = self._with_diff(x)
+        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class Output(NamedTuple):
@@ -284,9 +314,6 @@ class PPARModel(nn.Module):
         if keep_ratio is None:
             keep_ratio = cfg.train_keep_rate ** n_blocks
         counts = dict(zip(cfg.prune_blocks, keep_counts(cfg.num_tokens, keep_ratio, n_blocks)))
-        if cfg.frame_diff:
-            diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * cfg.diff_scale
-            x = torch.cat([x, diff], dim=1)
         tokens = self.embed(x) + self.pos
         B, N, _ = tokens.shape
         x = torch.cat([self.cls.expand(B, -1, -1), tokens], dim=1)

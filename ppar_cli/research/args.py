@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class TrainArgs:
-    data: str
+    data: str  # a benchmark folder (or CSV); several, comma-separated, are trained on together
     out: str = "weights/ppar-small.safetensors"
     run_dir: str = "runs/train"
     format: str = "auto"
@@ -31,3 +31,4 @@ class TrainArgs:
     max_eval: int | None = None  # cap on evaluation videos per epoch
     stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)
     threads: int | None = None
+    init_stem: str | None = None  # safetensors of a pretrained stem (scripts/convert_mobilenet_stem.py)

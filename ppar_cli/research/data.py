@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +164,21 @@ def read_csv(path: str | os.PathLike) -> Benchmark:
         (bench.test if r.get("split", "train") == "test" else bench.train).append(item)
     bench.check_disjoint()
     return bench
+
+
+def combine(benches: list[Benchmark]) -> Benchmark:
+    """Several benchmarks trained on together: their action classes side by side (renumbered), the
+    privacy attributes they share. Videos without privacy labels leave the privacy head untrained."""
+    if len({tuple(b.attributes) for b in benches}) > 1:
+        raise DataError("the benchmarks name different privacy attributes: " + "; ".join(b.source for b in benches))
+    actions: list[str] = []
+    out = Benchmark(actions, benches[0].attributes, source=",".join(b.source for b in benches))
+    for b in benches:
+        offset = len(actions)
+        actions += [a if a not in actions else f"{Path(b.source).name}/{a}" for a in b.actions]
+        for split in ("train", "test"):
+            getattr(out, split).extend(replace(it, action=it.action + offset) for it in getattr(b, split))
+    return out
 
 
 def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, labels: str | os.PathLike | None = None,

@@ -25,7 +25,7 @@ from ppar_cli.core.model import PRESETS, PPARConfig, PPARModel
 from ppar_cli.core.weights import read_metadata, save_weights
 from ppar_cli.media.files import atomic_path
 from ppar_cli.research.args import TrainArgs
-from ppar_cli.research.data import ClipSet, open_benchmark
+from ppar_cli.research.data import ClipSet, combine, open_benchmark
 from ppar_cli.research.evaluate import validation_record
 
 
@@ -53,6 +53,19 @@ def build_config(args: TrainArgs, actions: list[str], attributes: list[str]) -> 
     if unknown:
         raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
     return PPARConfig(**base)
+
+
+def _load_stem(model: PPARModel, path: Path) -> None:
+    """Pretrained stem weights (safetensors) into the model's per-frame stem; a mismatch is an error."""
+    if model.embed.stem is None:
+        raise ValueError(f"{path}: this config has no pretrained stem (stem={model.cfg.stem})")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable safetensors file ({str(e)[:160]})") from None
+    missing, unexpected = model.embed.stem.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: stem tensors do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def mask_attention_loss(attn: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -110,10 +123,15 @@ def train(args: TrainArgs, log=print) -> dict:
         run.mkdir(parents=True, exist_ok=True)
 
     # -- data and model ---------------------------------------------------------------------------
-    bench = open_benchmark(args.data, args.format, args.split, args.labels, args.splits_dir)
+    sources = [d for d in str(args.data).split(",") if d]
+    bench = combine([open_benchmark(d, args.format, args.split, args.labels, args.splits_dir) for d in sources])
     cfg = build_config(args, bench.actions, bench.attributes)
     torch.manual_seed(args.seed)
-    model = PPARModel(cfg).to(device)
+    model = PPARModel(cfg)
+    if args.init_stem:
+        _load_stem(model, Path(args.init_stem))
+        log(f"stem from {args.init_stem}")
+    model = model.to(device)
     log(f"config {cfg.to_json()}")
     log(f"decoding {len(bench.train)} train / {len(bench.test)} test videos at {cfg.image_size}px")
     train_set = ClipSet(bench.train, cfg)
