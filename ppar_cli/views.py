@@ -147,12 +147,14 @@ def eval_table(result, protocol: str) -> None:
     from ppar_cli.research.evaluate import label
 
     table = Table(title=f"ppar eval ({protocol}) - {result.test_videos} test videos")
-    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept"):
+    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept",
+                "motion / area"):
         table.add_column(col, justify="left" if col == "method" else "right")
     fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for r in result.records:
         table.add_row(label(r), fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
-                      fmt(r.get("reid_top1")), fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")))
+                      fmt(r.get("reid_top1")), fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")),
+                      "" if r.get("motion_over_area") is None else f"{r['motion_over_area']:.2f}")
     Console().print(table)
     for name, r in result.spots.items():
         console.print(f"{name.replace('_', ' ')}: {label(r)}")

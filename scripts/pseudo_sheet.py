@@ -35,13 +35,14 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=12)
     ap.add_argument("--frames", type=int, default=5)
     args = ap.parse_args()
-    index = json.loads((args.pseudo / "pseudo.json").read_text())["videos"]
+    meta = json.loads((args.pseudo / "pseudo.json").read_text())
+    index, root = meta["videos"], args.pseudo / meta.get("root", "")
     names = sorted(index)[:: max(1, len(index) // args.videos)][: args.videos]
     rows = []
     for name in names:
         privacy, action, person = load_masks(args.pseudo / (name + ".masks.npz"), ("privacy", "action", "person"))
         F, H, W = privacy.shape
-        frames = np.concatenate(list(FrameReader(probe(index[name]["source"]), backend="ffmpeg").chunks(64)))[:F]
+        frames = np.concatenate(list(FrameReader(probe(index[name].get("source", root / name)), backend="ffmpeg").chunks(64)))[:F]
         picks = np.linspace(1, F - 1, args.frames).astype(int)
         small = resize_frames(torch.from_numpy(frames[picks]), (H, W)).numpy()
         row = [overlay(f, privacy[i], action[i], person[i]) for f, i in zip(small, picks)]

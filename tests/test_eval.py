@@ -125,3 +125,18 @@ def test_eval_hysteresis_between_back_to_back_windows(tmp_path, tiny_weights):
     assert held["hysteresis"] == 3.0 and 0 <= held["flicker"] < 0.5 * free["flicker"]
     rand = next(r for r in recs[0.0] if r["method"] == "random")
     assert 0.3 < rand["flicker"] < 0.7  # independent halves of the tubelets: about 0.5
+
+
+def test_motion_and_static_metrics():
+    from ppar_cli.research.metrics import motion_metrics, static_keep, tubelet_motion
+
+    cfg = PPARConfig(frames=4, image_size=16, tubelet=(2, 8, 8), dim=32, depth=1, heads=2, prune_blocks=(1,), stem="linear")
+    raw = np.zeros((1, 4, 16, 16, 3), np.uint8)
+    raw[0, 1::2, :8, :8] = 200  # only the top-left cell flickers
+    motion = tubelet_motion(raw, cfg)
+    assert motion.shape == (1, 8) and motion[0, 0] > 0 and motion[0, 4] > 0 and motion[0, [1, 2, 3, 5, 6, 7]].sum() == 0
+    keep = np.zeros((1, 8), bool)
+    keep[0, [0, 4]] = True  # keep exactly the moving cells: a quarter of the area, all of the motion
+    assert motion_metrics(keep, motion) == {"motion_kept": 1.0, "motion_over_area": 4.0}
+    kept = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0]], bool)
+    assert static_keep(kept, 2).tolist() == [True, True, False, False]

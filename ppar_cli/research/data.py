@@ -106,11 +106,12 @@ def read_pseudo(root: str | os.PathLike) -> Benchmark:
     """Real videos with pseudo masks (`ppar pseudolabel`): train and val as the labeller split them
     (val is the test side), actions named by each video's top folder (fight, noFight, asl, ...)."""
     root = Path(root)
-    index = json.loads((root / "pseudo.json").read_text())["videos"]
+    meta = json.loads((root / "pseudo.json").read_text())
+    index, videos = meta["videos"], root / meta.get("root", "")
     actions = sorted({name.split("/")[0] if "/" in name else "video" for name in index})
     bench = Benchmark(actions, list(PRIVACY_ATTRIBUTES), source=str(root))
     for name, rec in sorted(index.items()):
-        item = Item(Path(rec["source"]), actions.index(name.split("/")[0] if "/" in name else "video"),
+        item = Item(Path(rec["source"]) if "source" in rec else videos / name, actions.index(name.split("/")[0] if "/" in name else "video"),
                     masks=root / (name + ".masks.npz"))
         (bench.test if rec["split"] == "val" else bench.train).append(item)
     missing = [str(i.path) for i in bench.train + bench.test if not i.path.exists()]

@@ -27,12 +27,15 @@ from ppar_cli.research.data import ClipSet
 from ppar_cli.research.metrics import (
     attention_mass,
     oracle_keep,
+    motion_metrics,
     pixel_metrics,
     privacy_metrics,
     random_keep,
+    static_keep,
+    tubelet_motion,
 )
 
-TUBELET_METHODS = ("ppar", "random", "oracle")
+TUBELET_METHODS = ("ppar", "random", "static", "oracle")  # static: ppar's most kept grid positions, the same everywhere
 PIXEL_METHODS = ("raw", "blur", "downsample2", "downsample4", "blacken")  # blacken: every person pixel, from ground truth
 METHODS = TUBELET_METHODS + PIXEL_METHODS
 
@@ -117,12 +120,16 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
                 rec["a_priv_on_privacy"] = attention_mass(out["a_priv"], w.priv)
                 rec["a_act_on_privacy"] = attention_mass(out["a_act"], w.priv)
                 rec["privacy_token_share"] = float((w.priv > 0).mean())
+        elif method == "static":
+            kept = score_batches(model, w.raw, keep, device, lambda_priv=lambda_priv)["keep"]
+            mask = np.repeat(static_keep(kept, k)[None], len(w.raw), 0)
         elif method == "oracle":
             mask = np.stack([oracle_keep(p, a, k) for p, a in zip(w.priv, w.act)])
         else:
             mask = np.stack([random_keep(cfg.num_tokens, k, rng) for _ in range(len(w.raw))])
         if w.priv is not None:
             rec.update(pixel_metrics(mask, w.priv, w.act))
+        rec.update(motion_metrics(mask, tubelet_motion(w.raw, cfg)))
         if w.follows.any():
             rec["flicker"] = flicker(mask, w.follows)
         return w.raw * tubelet_pixels(mask, cfg), rec

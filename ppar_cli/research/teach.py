@@ -16,6 +16,7 @@ The composition (``compose``) is plain NumPy and tested without the teachers.
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.files import atomic_path
 from ppar_cli.media.probe import VIDEO_EXTENSIONS, probe
 from ppar_cli.research.synth import save_masks
 
@@ -244,6 +246,8 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
         raise UsageError(f"{inp}: not a folder of videos", option="inp")
     index_path = out / "pseudo.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"format": "ppar-pseudo/1", "videos": {}}
+    # the videos' folder relative to the masks' (kept beside a checkout, ../shared stays found)
+    index["root"] = os.path.relpath(inp.resolve(), out.resolve())
     videos = sorted(p for p in inp.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
     coverage = Coverage()
     for src in videos:
@@ -251,9 +255,10 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
         dst = out / (name + ".masks.npz")
         if name not in index["videos"] or not dst.exists():
             rec = pseudolabel_video(src, dst, coverage)
-            index["videos"][name] = {"source": str(src), "split": split_of(name, val_fraction), **rec}
+            index["videos"][name] = {"split": split_of(name, val_fraction), **rec}
             index_path.parent.mkdir(parents=True, exist_ok=True)
-            index_path.write_text(json.dumps(index, indent=1))  # after every video: a rerun resumes
+            with atomic_path(index_path) as tmp:  # after every video, whole: a rerun resumes, a reader never sees half
+                tmp.write_text(json.dumps(index, indent=1))
         if progress:
             progress()
     return index
