@@ -227,3 +227,18 @@ def test_windows_in_flight_keep_their_own_model_input(size):
     held = [small for _, small, _ in _decoded_clips(Reader(), cfg, None)]
     for chunk, small in zip(chunks, held, strict=True):
         assert torch.equal(small, resize_frames(torch.from_numpy(sample_clip(chunk, cfg)), cfg.image_size))
+
+
+def test_score_map_names_no_synthetic_action_on_real_video(tmp_path, tiny_weights):
+    from ppar_cli.core.weights import load_weights, save_weights
+
+    src = make_clip(tmp_path / "in.mp4", 96, 64, 20, audio=False)
+    w = load_weights(tiny_weights)
+    for label_set, named in (("synth", False), ("pseudo-real-train", True)):
+        path = tmp_path / f"{label_set}.safetensors"
+        save_weights(w.model, path, {"label_set": label_set})
+        out = tmp_path / f"{label_set}.mp4"
+        [r] = anonymize(src, out, Options(guard="none"), weights=path)
+        meta = json.loads(out.with_suffix(".json").read_text())
+        assert meta["model"]["action_labels"] == {"classes": 3, "label_set": label_set, "named": named}
+        assert (meta["windows"][0]["actions"] is not None) == named

@@ -29,7 +29,7 @@ from ppar_cli.pipeline.guard import FaceGuard
 from ppar_cli.pipeline.jobs import check_outputs, plan_jobs
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
-from ppar_cli.pipeline.scoremap import score_map
+from ppar_cli.pipeline.scoremap import names_real_actions, score_map
 from ppar_cli.pipeline.stream import SCORE_SIDE, fill_pass, score_windows, two_passes
 
 
@@ -87,9 +87,10 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         model = weights.model
         if not two_passes(model.cfg, info.width, info.height):
             reader = FrameReader(info, backend="ffmpeg")  # decord's reader grows with the video's length
-            windows = score_windows(reader, model, opts, device, guard, emit)
+            windows = score_windows(reader, model, opts, device, guard, emit, names_real_actions(weights))
         else:  # very large frames: decide on small ones, then fill the full-size ones a few at a time
-            windows = score_windows(FrameReader(info, "ffmpeg", SCORE_SIDE), model, opts, device, guard, None)
+            windows = score_windows(FrameReader(info, "ffmpeg", SCORE_SIDE), model, opts, device, guard, None,
+                                    names_real_actions(weights))
             reader = FrameReader(info, backend="ffmpeg")
             if windows:
                 fill_pass(reader, windows, model.cfg, emit)

@@ -16,8 +16,10 @@ from ppar_cli.pipeline.options import FileResult, Options
 SCHEMA = "ppar-scores/1"
 
 
-def window_record(start: int, n: int, out: Output, b: int, kept: np.ndarray, forced: np.ndarray | None, cfg: PPARConfig) -> dict:
-    """One window of the score map (README: schema ppar-scores/1)."""
+def window_record(start: int, n: int, out: Output, b: int, kept: np.ndarray, forced: np.ndarray | None, cfg: PPARConfig,
+                  name_actions: bool = True) -> dict:
+    """One window of the score map (README: schema ppar-scores/1). ``name_actions`` False: the
+    weights' action classes do not describe real video (synthetic ones), so none is named."""
     probs = out.action_logits[b].softmax(-1)
     top = probs.topk(min(5, len(cfg.actions)))
     priv = out.privacy_logits[b].sigmoid()
@@ -27,7 +29,8 @@ def window_record(start: int, n: int, out: Output, b: int, kept: np.ndarray, for
         "kept_fraction": round(float(kept.mean()), 6),
         "scores": np.round(out.scores[b].view(cfg.grid).numpy(), 6).tolist(),
         "keep": kept.astype(np.uint8).tolist(),
-        "actions": [{"label": cfg.actions[i], "p": round(float(p), 6)} for p, i in zip(top.values, top.indices)],
+        "actions": [{"label": cfg.actions[i], "p": round(float(p), 6)} for p, i in zip(top.values, top.indices)]
+        if name_actions else None,
         "privacy": {a: round(float(p), 6) for a, p in zip(cfg.attributes, priv)},
     }
     if forced is not None:
@@ -46,7 +49,9 @@ def score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights:
                   "width": info.width, "height": info.height, "decoder": backend},
         "model": {"name": cfg.name, "weights": str(weights.path), "weights_sha256": weights.sha256,
                   "keep": opts.keep_ratio, "lambda_priv": cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv,
-                  "hysteresis": opts.hysteresis, "fill": opts.fill, "guard": guard_record(windows, opts)},
+                  "hysteresis": opts.hysteresis, "fill": opts.fill, "guard": guard_record(windows, opts),
+                  "action_labels": {"classes": len(cfg.actions), "label_set": label_set(weights),
+                                    "named": names_real_actions(weights)}},
         "grid": {"shape": [gt, gh, gw], "tubelet": list(cfg.tubelet), "clip_frames": cfg.frames,
                  "frame_stride": cfg.frame_stride, "clip_span": cfg.clip_span,
                  "source_frames_per_tubelet": cfg.tubelet[0] * cfg.frame_stride,
@@ -55,6 +60,17 @@ def score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights:
         "summary": {"kept_fraction": round(result.kept_fraction, 6), "windows": len(windows),
                     "flicker": flicker(np.array([w["keep"] for w in windows])), "seconds": round(result.seconds, 3), "notes": result.notes},
     }
+
+
+def label_set(weights: LoadedWeights) -> str:
+    """What the weights' action classes are: the training data's name (provenance), or unknown."""
+    return str(weights.provenance.get("label_set") or weights.provenance.get("format") or "unknown")
+
+
+def names_real_actions(weights: LoadedWeights) -> bool:
+    """Weights trained on the synthetic benchmark know stick-figure classes: their names would be
+    wrong on real video ("Clap 0.97" for a man singing), so the score map names none."""
+    return "synth" not in label_set(weights) and "synth" not in str(weights.provenance.get("data", ""))
 
 
 def flicker(kept: np.ndarray, follows: np.ndarray | None = None) -> float | None:

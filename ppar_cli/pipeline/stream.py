@@ -103,8 +103,8 @@ def _ahead(items: Iterator, depth: int) -> Iterator:
 
 
 def score_windows(reader: FrameReader, model: PPARModel, opts: Options, device: torch.device,
-                  guard: FaceGuard | None, emit: Callable[[np.ndarray, np.ndarray, np.ndarray, dict], None] | None
-                  ) -> list[dict]:
+                  guard: FaceGuard | None, emit: Callable[[np.ndarray, np.ndarray, np.ndarray, dict], None] | None,
+                  name_actions: bool = True) -> list[dict]:
     """Score a video window by window, in batches; ``emit(frames, kept, slab_of_frame, record)``
     gets each window's source frames once its kept tubelets are known (None: scoring only).
     Returns the windows' score-map records."""
@@ -126,7 +126,7 @@ def score_windows(reader: FrameReader, model: PPARModel, opts: Options, device: 
             kept = out.kept[b].numpy()
             if forced is not None:
                 kept = kept & ~forced
-            windows.append(window_record(start, len(frames), out, b, kept, forced, cfg))
+            windows.append(window_record(start, len(frames), out, b, kept, forced, cfg, name_actions))
             if emit is not None:
                 emit(frames, kept, slab_index(len(frames), cfg), windows[-1])
             start += len(frames)

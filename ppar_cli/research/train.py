@@ -224,6 +224,7 @@ def train(args: TrainArgs, log=print) -> dict:
     final = state["history"][-1] if state["history"] else {}
     if master and state["epoch"] >= args.epochs:
         save_weights(model, args.out, {"data": str(args.data), "format": args.format, "epochs": args.epochs,
+                                       "label_set": "+".join(sorted({Path(d).name for d in sources})),
                                        "seed": args.seed, "args": asdict(args), "metrics": final,
                                        "code_version": _code_version()})
         log(f"saved {args.out}")
