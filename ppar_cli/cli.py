@@ -247,6 +247,9 @@ def train(
     run_dir: Path = typer.Option(Path(_TRAIN.run_dir), help="Checkpoints and metrics.jsonl; an existing run resumes."),
     max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
+    init: Optional[Path] = typer.Option(None, help="A public pretrained ViT for the blocks (.safetensors in timm's or Hugging Face's "
+                                        "ViT / VideoMAE layout), e.g. DeiT-B for --config base; heads start fresh."),
+    init_inflation: str = typer.Option(_TRAIN.init_inflation, help="2D patch filters over a tubelet's frames: average or central."),
     init_stem: Optional[Path] = typer.Option(None, help="Pretrained stem weights (.safetensors) for a config with stem=mobilenet_v2, "
                                              "e.g. weights/mobilenet_v2_stem.safetensors."),
 ) -> None:
@@ -265,7 +268,8 @@ def train(
                      splits_dir=str(splits) if splits else None, split=split, config=config, overrides=overrides,
                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, overlap_weight=overlap_weight,
                      mask_weight=mask_weight, threads=threads, seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after,
-                     init_stem=str(init_stem) if init_stem else None)
+                     init_stem=str(init_stem) if init_stem else None, init=str(init) if init else None,
+                     init_inflation=init_inflation)
     try:
         run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
     except PparError as e:

@@ -121,3 +121,24 @@ def test_mismatched_checkpoint_is_one_clear_error(tmp_path, vit):
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(DataError, match="junk.safetensors"):
         init_from_pretrained(ppar_model(), tmp_path / "junk.safetensors")
+
+
+def test_train_init_records_what_was_loaded(tmp_path, vit):
+    import json
+
+    from ppar_cli.research.args import TrainArgs
+    from ppar_cli.research.synth import generate
+    from ppar_cli.research.train import train
+
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "deit.safetensors"))
+    generate(tmp_path / "bench", 8, seed=3, size=32, frames=8, workers=1)
+    cfg = {"frames": 4, "frame_stride": 2, "image_size": 32, "tubelet": [2, 16, 16], "dim": DIM, "depth": DEPTH,
+           "heads": HEADS, "stem": "linear", "frame_diff": False, "prune_blocks": [1, 2]}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    args = TrainArgs(data=str(tmp_path / "bench"), config=str(tmp_path / "cfg.json"), epochs=1, batch_size=4,
+                     out=str(tmp_path / "w.safetensors"), run_dir=str(tmp_path / "run"), init=str(tmp_path / "deit.safetensors"))
+    train(args, log=lambda m: None)
+    from ppar_cli.core.weights import load_weights
+
+    prov = load_weights(tmp_path / "w.safetensors").provenance
+    assert prov["init"]["layout"] == "Hugging Face ViT" and prov["init"]["inflation"] == "average"

@@ -27,6 +27,7 @@ from ppar_cli.media.files import atomic_path
 from ppar_cli.research.args import TrainArgs
 from ppar_cli.research.data import ClipSet, combine, open_benchmark
 from ppar_cli.research.evaluate import validation_record
+from ppar_cli.research.pretrained import init_from_pretrained
 
 
 def grl_coeff(progress: float) -> float:
@@ -131,6 +132,10 @@ def train(args: TrainArgs, log=print) -> dict:
     if args.init_stem:
         _load_stem(model, Path(args.init_stem))
         log(f"stem from {args.init_stem}")
+    init_report = None
+    if args.init and not (run / "state.json").exists():  # a resumed run has its weights already
+        init_report = init_from_pretrained(model, args.init, args.init_inflation)
+        log(f"init {json.dumps(init_report)}")
     model = model.to(device)
     log(f"config {cfg.to_json()}")
     log(f"decoding {len(bench.train)} train / {len(bench.test)} test videos at {cfg.image_size}px")
@@ -147,7 +152,7 @@ def train(args: TrainArgs, log=print) -> dict:
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.999))
     steps_per_epoch = math.ceil(len(train_set) / world / (args.batch_size * args.accum))
     total, warmup = steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs)
-    state = {"epoch": 0, "step": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "history": [], "init": init_report}
     if (run / "state.json").exists():
         state = _load_checkpoint(run, model, opt)
         log(f"resumed from {run} at epoch {state['epoch']}")
@@ -225,6 +230,7 @@ def train(args: TrainArgs, log=print) -> dict:
     if master and state["epoch"] >= args.epochs:
         save_weights(model, args.out, {"data": str(args.data), "format": args.format, "epochs": args.epochs,
                                        "label_set": "+".join(sorted({Path(d).name for d in sources})),
+                                       "init": state.get("init"),
                                        "seed": args.seed, "args": asdict(args), "metrics": final,
                                        "code_version": _code_version()})
         log(f"saved {args.out}")
