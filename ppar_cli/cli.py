@@ -327,6 +327,8 @@ def eval_(
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
     clips_per_video: int = typer.Option(1, help="Evenly spaced windows per test video."),
     out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds; with several, each figure is the mean, with its spread (NAME_std)."),
+    device: str = typer.Option("cpu", help="auto, cpu or cuda: where the model and the fresh models run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table (results are still written)."),
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""
@@ -337,13 +339,23 @@ def eval_(
             result = evaluate_benchmark(data, weights, format, split, labels, splits, protocol,
                                         tuple(m.strip() for m in methods.split(",") if m.strip()), tuple(parse_keeps(keep)),
                                         epochs, max_videos, max_train_videos, clips_per_video, lambda_, hysteresis, out,
-                                        progress=progress)
+                                        progress=progress, seeds=_seeds(seeds), device=device)
         except PparError as e:
             fail(e, e.exit_code)
     if quiet:
         return
     eval_table(result, protocol)
     console.print(f"wrote {out}/results.json, results.csv, tradeoff.png")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds:
+        fail(UsageError(f"give integers separated by commas, got {text!r}", option="seeds"), 2)
+    return seeds
 
 
 if __name__ == "__main__":

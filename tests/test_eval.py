@@ -69,12 +69,13 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     full = tmp_path / "full"
     r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
                         "--protocol", "full", "--epochs", "1", "--keep", "0.5", "--methods", "raw,ppar,blacken",
-                        "--out", str(full), "--quiet"], capture_output=True, text=True)
+                        "--seeds", "0,1", "--device", "cpu", "--out", str(full), "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     recs = {x["method"]: x for x in json.loads((full / "results.json").read_text())["records"]}
     assert set(recs) == {"raw", "ppar", "blacken"}
     for x in recs.values():
         assert x["protocol"] == "full" and 0 <= x["action_top1"] <= 1 and 0 <= x["privacy_cmap"] <= 1 and 0 <= x["reid_top1"] <= 1
+        assert x["seeds"] == 2 and "action_top1_std" in x and "privacy_cmap_std" in x
     assert any(p.name.startswith("ppar@0.5_") for p in (full / "cache").iterdir())  # anonymized training clips cached
     bad = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
                           "--keep", "2", "--quiet"], capture_output=True, text=True)
@@ -140,3 +141,14 @@ def test_motion_and_static_metrics():
     assert motion_metrics(keep, motion) == {"motion_kept": 1.0, "motion_over_area": 4.0}
     kept = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0]], bool)
     assert static_keep(kept, 2).tolist() == [True, True, False, False]
+
+
+def test_seeds_aggregate_to_mean_and_spread():
+    from ppar_cli.research.evaluate import aggregate
+
+    a = [{"method": "ppar", "keep": 0.5, "action_top1": 0.6, "per_attribute_ap": {"face": 0.5}}]
+    b = [{"method": "ppar", "keep": 0.5, "action_top1": 0.8, "per_attribute_ap": {"face": 0.7}}]
+    [r] = aggregate([a, b])
+    assert r["keep"] == 0.5 and r["seeds"] == 2 and abs(r["action_top1"] - 0.7) < 1e-9 and abs(r["action_top1_std"] - 0.1) < 1e-9
+    assert abs(r["per_attribute_ap"]["face"] - 0.6) < 1e-9
+    assert aggregate([a]) == a

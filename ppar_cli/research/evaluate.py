@@ -210,6 +210,25 @@ def sweet_spots(records: list[dict], tolerance: float = 0.02) -> dict:
     return spots
 
 
+def aggregate(per_seed: list[list[dict]]) -> list[dict]:
+    """Records of the same runs under several seeds -> one record per run: each number the mean,
+    with its standard deviation as ``NAME_std`` and the number of seeds as ``seeds``."""
+    if len(per_seed) == 1:
+        return per_seed[0]
+    out = []
+    for recs in zip(*per_seed):
+        rec = dict(recs[0])
+        for k, v in recs[0].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "keep":
+                vals = np.array([r[k] for r in recs], float)
+                rec[k], rec[f"{k}_std"] = float(np.nanmean(vals)), float(np.nanstd(vals))
+            elif isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values()):
+                rec[k] = {a: float(np.nanmean([r[k][a] for r in recs])) for a in v}
+        rec["seeds"] = len(recs)
+        out.append(rec)
+    return out
+
+
 def label(r: dict) -> str:
     """A run's name in tables, plots and caches: ``method@keep`` (``raw`` for the pixel methods)."""
     return r["method"] if r["keep"] is None else f"{r['method']}@{r['keep']:g}"
@@ -242,7 +261,8 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
                        methods: tuple[str, ...] = METHODS, keeps: tuple[float, ...] = (0.3, 0.5, 0.7), epochs: int = 8,
                        max_videos: int | None = None, max_train_videos: int | None = None, clips_per_video: int = 1,
                        lambda_priv: float | None = None, hysteresis: float = 0.0, out: Path = Path("results"),
-                       progress: Callable[[str, int], Callable[[], None]] | None = None) -> Evaluation:
+                       progress: Callable[[str, int], Callable[[], None]] | None = None, seeds: tuple[int, ...] = (0,),
+                       device: str = "cpu") -> Evaluation:
     """`ppar eval` as a function: a benchmark's test split under every method and keep ratio, by the
     quick or the full protocol; writes results.json, results.csv and tradeoff.png into ``out``.
     ``progress(stage, total)`` returns a callback advanced once per step of that stage."""
@@ -260,17 +280,28 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
     items = bench.test[:max_videos] if max_videos else bench.test
     clips = ClipSet(items, w.model.cfg, progress=tick("decoding test videos", len(items)))
     n_runs = len(runs(methods, keeps, clips.has_masks, clips.has_person))
+    from ppar_cli.pipeline.api import resolve_device
+
+    dev = resolve_device(device)
+    w.model.to(dev)
+    per_seed = []
     if protocol == "quick":
-        records = quick_protocol(w.model, clips, methods, keeps, progress=tick("methods", n_runs),
-                                 clips_per_video=max(1, clips_per_video), lambda_priv=lambda_priv, hysteresis=hysteresis)
+        advance = tick("methods", n_runs * len(seeds))
+        for seed in seeds:
+            per_seed.append(quick_protocol(w.model, clips, methods, keeps, dev, seed=seed, progress=advance,
+                                           clips_per_video=max(1, clips_per_video), lambda_priv=lambda_priv,
+                                           hysteresis=hysteresis))
     else:
         from ppar_cli.research.full_protocol import full_protocol
 
         train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
         train_clips = ClipSet(train_items, w.model.cfg, progress=tick("decoding training videos", len(train_items)))
-        records = full_protocol(w.model, Windows.of(train_clips, 2), Windows.of(clips, max(1, clips_per_video)), methods,
-                                keeps, epochs=epochs, cache=out / "cache", lambda_priv=lambda_priv,
-                                progress=tick("methods (training fresh models)", n_runs))
+        train_w, test_w = Windows.of(train_clips, 2), Windows.of(clips, max(1, clips_per_video))
+        advance = tick("methods (training fresh models)", n_runs * len(seeds))
+        for seed in seeds:
+            per_seed.append(full_protocol(w.model, train_w, test_w, methods, keeps, epochs=epochs, cache=out / "cache",
+                                          lambda_priv=lambda_priv, seed=seed, progress=advance, device=dev))
+    records = aggregate(per_seed)
     spots = write_results(records, out, f"{w.path.name} on {data} ({protocol} protocol, {len(items)} test videos)")
     return Evaluation(records, spots, len(items))
 
