@@ -125,3 +125,22 @@ def test_real_teachers_find_the_signer(tmp_path):
     rec = teach.pseudolabel(src, tmp_path / "out")["videos"]["walk.mkv"]
     assert rec["pose_frames"] == rec["faces_frames"] == rec["frames"] and 0.01 < rec["privacy_share"] < 0.15
     assert rec["action_share"] > 0.01
+
+
+@needs_shared
+@pytest.mark.slow
+def test_committed_pseudo_masks_fit_their_videos():
+    """teach/pseudo-real-train (made by the command in its pseudo.json) reads back as a benchmark whose
+    videos are ../shared's real-train clips, masks frame for frame."""
+    from pathlib import Path
+
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
+
+    root = Path(__file__).resolve().parents[1] / "teach" / "pseudo-real-train"
+    bench = open_benchmark(root)
+    assert bench.actions == ["asl", "fight", "noFight", "people"] and len(bench.train) + len(bench.test) == 257
+    for item in (bench.train[:2] + bench.test[:2]):
+        privacy, action = load_masks(item.masks)
+        frames = sum(len(c) for c in FrameReader(probe(item.path), backend="ffmpeg").chunks(64))
+        assert len(privacy) == len(action) == frames and privacy.any()
