@@ -54,6 +54,6 @@ def test_torchrun_two_processes_gloo(bench, tmp_path):
            "--batch-size", "5", "--out", str(tmp_path / "ddp.safetensors"), "--run-dir", str(tmp_path / "ddp")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[:3000] + "\n...\n" + r.stderr[-1500:]
     assert (tmp_path / "ddp.safetensors").exists()
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs

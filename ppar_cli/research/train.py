@@ -234,7 +234,8 @@ def train(args: TrainArgs, log=print) -> dict:
                                        "seed": args.seed, "args": asdict(args), "metrics": final,
                                        "code_version": _code_version()})
         log(f"saved {args.out}")
-    if ddp:
+    if ddp:  # every rank waits for rank 0's final save: a group torn down under a working peer can abort it
+        dist.barrier()
         dist.destroy_process_group()
     return final
 
