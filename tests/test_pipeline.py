@@ -111,8 +111,11 @@ def test_shards_cover_folder_like_one_run(tmp_path, tiny_weights, monkeypatch):
     for k in range(3):
         done += [r.src.name for r in anonymize(src, tmp_path / "sharded", Options(shard=(k, 3)), weights=tiny_weights)]
     assert sorted(done) == [f"v{i}.mp4" for i in range(5)]  # each file once
-    for i in range(5):
-        assert (tmp_path / "whole" / f"v{i}.mp4").read_bytes() == (tmp_path / "sharded" / f"v{i}.mp4").read_bytes()
+    for i in range(5):  # the same decisions and frames (x264's threads may order bits differently)
+        a, b = (json.loads((tmp_path / d / f"v{i}.json").read_text())["windows"] for d in ("whole", "sharded"))
+        assert [w["keep"] for w in a] == [w["keep"] for w in b]
+        fa, fb = (decode(tmp_path / d / f"v{i}.mp4") for d in ("whole", "sharded"))
+        assert fa.shape == fb.shape and np.abs(fa.astype(int) - fb).mean() < 1
     manifests = sorted(p.name for p in (tmp_path / "sharded").glob("ppar-manifest*"))
     assert manifests == [f"ppar-manifest.shard-{k}-of-3.jsonl" for k in range(3)]
     monkeypatch.setenv("RANK", "1")
