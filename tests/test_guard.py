@@ -5,7 +5,7 @@ import pytest
 from helpers import REAL, needs_shared
 
 from ppar_cli import Options, anonymize
-from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
+from ppar_cli.pipeline.guard import FaceGuard, GuardConfig, sweep
 from ppar_cli.pipeline.scoremap import flicker
 
 
@@ -35,6 +35,24 @@ def test_guard_forces_cells_under_the_face_and_carries_it():
     assert out.sum() == 2
     nxt = g.forced(frames(8, 8), (4, 4, 8), slab)  # carried into the next window, then forgotten
     assert nxt[0, 1, 2] and not nxt[3].any()
+
+
+class MovingDetector:
+    """A 10 px face moving 4 px right per frame (x = 4 * frame number)."""
+
+    def __call__(self, frame):
+        x = 4.0 * int(frame[0, 0, 0])
+        return np.array([[x, 20, x + 10, 30, 0.9]], np.float32)
+
+
+def test_guard_covers_a_face_between_searches_by_its_sweep():
+    # searches at frames 0 and 4 see x 0..10 and 16..26; in between the face crosses x 12..16 (cell 3
+    # of 4 px cells), which neither box touches: only the sweep from one search to the next covers it
+    g = FaceGuard(GuardConfig(stride=4, margin=0.0, carry=1), detector=MovingDetector())
+    out = g.forced(frames(0, 5, w=160), (5, 20, 40), np.arange(5))
+    assert out[1:4, 5, 3].all()  # rows of 4 px: the face (y 20..30) starts in row 5
+    far = sweep(np.array([[0, 0, 10, 10]], np.float32), np.array([[100, 0, 110, 10]], np.float32))
+    assert len(far) == 0  # two faces far apart are not one face moving
 
 
 def test_flicker():

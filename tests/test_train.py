@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from ppar_cli.research.args import TrainArgs
 from ppar_cli.research.synth import generate
-from ppar_cli.research.train import grl_coeff, train
+from ppar_cli.research.train import grl_coeff, separation_loss, train
 
 TINY = {"frames": 4, "image_size": 32, "tubelet": [2, 8, 8], "dim": 32, "depth": 2, "heads": 2, "prune_blocks": [1, 2]}
 
@@ -32,6 +32,16 @@ def _args(bench, tmp_path, name, **kw):
 
 
 @pytest.mark.slow
+def test_separation_loss_is_the_attention_mass_on_the_other_mask():
+    import torch
+
+    attn = torch.tensor([[[0.5, 0.25, 0.25, 0.0]]])  # (B=1, one pruning block, N=4)
+    other = torch.tensor([[0.0, 3.0, 1.0, 7.0]])  # pixels of the other mask per tubelet
+    assert separation_loss(attn, other).item() == pytest.approx(0.5)
+    assert separation_loss(attn, torch.tensor([[9.0, 0, 0, 0]])).item() == pytest.approx(0.5)
+    assert separation_loss(attn, torch.zeros(1, 4)).item() == 0.0
+
+
 def test_resume_gives_the_same_result(bench, tmp_path):
     train(_args(bench, tmp_path, "full"), log=lambda m: None)
     part = _args(bench, tmp_path, "part", stop_after=1)

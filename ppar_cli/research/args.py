@@ -27,6 +27,12 @@ class TrainArgs:
     # Mask-supervised attention (needs ground-truth masks, i.e. the synthetic benchmark): at every
     # pruning block, cross-entropy from each CLS's attention to its mask's per-tubelet pixel share.
     mask_weight: float = 0.0
+    # With masks: penalty on the attention mass each CLS puts on the other's mask (action CLS on
+    # heads, privacy CLS on moving limbs). The score is their difference, so this is what ranks heads low.
+    separation_weight: float = 0.0
+    # With masks: the action CLS's attention also learns the clip's own motion energy (frame
+    # differences) outside the privacy mask, so moving parts the teachers missed are kept too.
+    motion_weight: float = 0.0
     seed: int = 0
     max_eval: int | None = None  # cap on evaluation videos per epoch
     stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)

@@ -27,6 +27,7 @@ from ppar_cli.media.files import atomic_path
 from ppar_cli.research.args import TrainArgs
 from ppar_cli.research.data import ClipSet, combine, open_benchmark
 from ppar_cli.research.evaluate import validation_record
+from ppar_cli.research.metrics import tubelet_motion
 from ppar_cli.research.pretrained import init_from_pretrained
 
 
@@ -79,6 +80,11 @@ def mask_attention_loss(attn: torch.Tensor, pixels: torch.Tensor) -> torch.Tenso
     ce = -(target / total.clamp_min(1) * attn.clamp_min(1e-8).log()).sum(-1)
     valid = (total.squeeze(-1) > 0).float()
     return (ce * valid).sum() / valid.sum().clamp_min(1)
+
+
+def separation_loss(attn: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Mean attention mass of (B, n_prune, N) ``attn`` on the tubelets where the other mask has pixels."""
+    return (attn * (other > 0).unsqueeze(1)).sum(-1).mean()
 
 
 def _save_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer, state: dict) -> None:
@@ -143,8 +149,8 @@ def train(args: TrainArgs, log=print) -> dict:
     test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
     test_set = ClipSet(test_items, cfg) if master else None
     has_privacy = train_set.has_attributes
-    if args.mask_weight and not train_set.has_masks:
-        raise ValueError("--mask-weight needs ground-truth masks (the synthetic benchmark)")
+    if (args.mask_weight or args.separation_weight or args.motion_weight) and not train_set.has_masks:
+        raise ValueError("--mask-weight, --separation-weight and --motion-weight need ground-truth masks (synthetic or pseudo)")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
@@ -169,7 +175,7 @@ def train(args: TrainArgs, log=print) -> dict:
         # pads): ranks with more batches than others would wait forever in DDP's all-reduce.
         order = np.resize(order, -(-len(order) // world) * world)[rank::world]
         model.train()
-        t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0, "mask": 0.0}
+        t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0, "mask": 0.0, "separation": 0.0, "motion": 0.0}
         micro = args.batch_size
         batches = [order[i:i + micro] for i in range(0, len(order), micro)]
         for bi, idx in enumerate(batches):
@@ -193,14 +199,19 @@ def train(args: TrainArgs, log=print) -> dict:
                 overlap = (out.a_act * out.a_priv).sum(-1).mean() * cfg.num_tokens
                 loss = loss + args.overlap_weight * overlap
                 sums["overlap"] += overlap.item() * len(idx)
-            if args.mask_weight:
+            if args.mask_weight or args.separation_weight or args.motion_weight:
                 counts = [train_set.counts(i, s) for i, s in zip(idx, starts)]
                 px = torch.from_numpy(np.stack([np.stack(c) for c in counts])).float().view(len(idx), 2, *cfg.grid)
                 px[flip] = px[flip].flip(-1)  # the masks follow the mirrored clips
                 px = px.flatten(2).to(device)
                 loss_m = mask_attention_loss(out.a_priv, px[:, 0]) + mask_attention_loss(out.a_act, px[:, 1])
-                loss = loss + args.mask_weight * loss_m
+                loss_s = separation_loss(out.a_act, px[:, 0]) + separation_loss(out.a_priv, px[:, 1])
+                motion = torch.from_numpy(tubelet_motion(clips, cfg)).to(device) * (px[:, 0] == 0)
+                loss_v = mask_attention_loss(out.a_act, motion)
+                loss = loss + args.mask_weight * loss_m + args.separation_weight * loss_s + args.motion_weight * loss_v
                 sums["mask"] += loss_m.item() * len(idx)
+                sums["separation"] += loss_s.item() * len(idx)
+                sums["motion"] += loss_v.item() * len(idx)
             (loss / args.accum).backward()
             if (bi + 1) % args.accum == 0 or bi + 1 == len(batches):
                 for g in opt.param_groups:
