@@ -84,7 +84,7 @@ def audit_table(records: list[dict], threshold: float) -> None:
     names = next((list(r["detectors"]) for r in records if "detectors" in r), [])
     ident = any("identity" in r for r in records)
     table = Table(title=f"ppar audit: face frames before -> leaked (CenterFace at {threshold})")
-    cols = ["video", "frames"] + [f"{n}: faces / any after / leaked" for n in names]
+    cols = ["video", "frames"] + [f"{n}: faces / any after / leaked (confident)" for n in names]
     cols += ["identity matches"] if ident else []
     for col in cols + ["kept"]:
         table.add_column(col, justify="left" if col == "video" else "right")
@@ -92,7 +92,8 @@ def audit_table(records: list[dict], threshold: float) -> None:
         if "error" in r:
             table.add_row(Path(r["original"]).name, f"[red]{r['error']}[/]", *[""] * (len(cols) - 1))
             continue
-        cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']}" for d in r["detectors"].values()]
+        cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']} ({d['confident_leaked_frames']})"
+                 for d in r["detectors"].values()]
         if ident:
             i = r.get("identity")
             cells.append(f"{i['matches']} of {i['checked']} ({i['blank']} blank)" if i else "")

@@ -50,6 +50,7 @@ def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
     r = ppar("audit", odd_clip, odd_clip, "--detectors", "centerface", "--identity", "off", "--json")
     same = json.loads(r.stdout)[0]["detectors"]["centerface"]  # the original against itself: every face leaks
     assert same["leaked_frames"] == same["face_frames_before"] == cf["face_frames_before"]
+    assert same["confident_leaked_frames"] == 0  # a test pattern: low-score boxes, no face CenterFace is sure of
     for args in (["--identity", "maybe"], ["--detectors", "haar"]):
         r = ppar("audit", odd_clip, out, *args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
