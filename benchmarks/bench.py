@@ -177,14 +177,34 @@ def main() -> None:
     ap.add_argument("--model", action="store_true", help="also time the model alone (bundled and base configs)")
     ap.add_argument("ppar_args", nargs="*", help="extra `ppar anonymize` options, after --")
     args = ap.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory(prefix="ppar-bench-") as d:
         for size in args.sizes.split(","):
             w, h = (int(v) for v in size.split("x"))
-            print(json.dumps(bench_size(w, h, args, Path(d))), flush=True)
+            rows.append(bench_size(w, h, args, Path(d)))
+            print(json.dumps(rows[-1]), flush=True)
     if args.model:
         for name, batch in (("bundled", 8), ("base", 2)):
             for row in bench_model(name, batch, repeats=3):
                 print(json.dumps(row), flush=True)
+                if name == "bundled" and row.get("variant") == "fp32" and "clip_frames_per_s" in row:
+                    print(json.dumps(model_share(rows, row["clip_frames_per_s"])), flush=True)
+
+
+def model_share(rows: list[dict], clip_frames_per_s: float) -> dict:
+    """The bundled model's share of each end-to-end run: the seconds its forward takes for that run's
+    windows (one clip of cfg.frames per cfg.clip_span source frames), over the run's seconds."""
+    from ppar_cli.core.weights import DEFAULT_WEIGHTS, read_metadata
+
+    cfg = read_metadata(DEFAULT_WEIGHTS)[0]
+    share = {}
+    for r in rows:
+        model_s = -(-r["frames"] // cfg.clip_span) * cfg.frames / clip_frames_per_s
+        share[r["size"]] = round(model_s / (r["frames"] / r["ppar_fps"]), 3)
+        if "long_frames" in r:
+            share[r["size"] + " long"] = round(-(-r["long_frames"] // cfg.clip_span) * cfg.frames / clip_frames_per_s
+                                                / (r["long_frames"] / r["long_ppar_fps"]), 3)
+    return {"model_share_of_end_to_end": share}
 
 
 if __name__ == "__main__":

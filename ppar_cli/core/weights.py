@@ -16,7 +16,7 @@ from ppar_cli.core.model import PPARConfig, PPARModel
 from ppar_cli.errors import PparError
 from ppar_cli.media.files import atomic_path
 
-DEFAULT_NAME = "ppar-small.safetensors"
+DEFAULT_NAME = "ppar-real.safetensors"  # ppar-small.safetensors: the synthetic benchmark's weights
 
 
 def _bundled() -> Path:
