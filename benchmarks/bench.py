@@ -89,7 +89,7 @@ def bench_size(w: int, h: int, args, tmp: Path) -> dict:
               "-an", str(tmp / "ff.mp4")]
     pp_cmd = [sys.executable, __file__, "--child", str(src), str(tmp / "pp.mp4"), *args.ppar_args]
     deface = shutil.which("deface")
-    df_cmd = [deface, str(src), "-o", str(tmp / "df.mp4")] if deface else None
+    df_cmd = [deface, str(src), "-o", str(tmp / "df.mp4")] if deface and not args.no_deface else None
     times = {"ffmpeg": [], "ppar": [], "deface": []}
     rss = []
     for i in range(args.repeats):
@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=0, help="also measure peak RSS on a clip this many times longer")
     ap.add_argument("--batch", type=int, default=0, help="also time a folder of this many clips in one run")
     ap.add_argument("--model", action="store_true", help="also time the model alone (bundled and base configs)")
+    ap.add_argument("--no-deface", action="store_true", help="skip deface (minutes on long 720p clips)")
     ap.add_argument("ppar_args", nargs="*", help="extra `ppar anonymize` options, after --")
     args = ap.parse_args()
     rows = []
