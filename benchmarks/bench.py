@@ -198,14 +198,16 @@ def model_share(rows: list[dict], clip_frames_per_s: float) -> dict:
     from ppar_cli.core.weights import DEFAULT_WEIGHTS, read_metadata
 
     cfg = read_metadata(DEFAULT_WEIGHTS)[0]
-    share = {}
+
+    def share(frames: int, fps: float) -> float:
+        return round(-(-frames // cfg.clip_span) * cfg.frames / clip_frames_per_s / (frames / fps), 3)
+
+    out = {}
     for r in rows:
-        model_s = -(-r["frames"] // cfg.clip_span) * cfg.frames / clip_frames_per_s
-        share[r["size"]] = round(model_s / (r["frames"] / r["ppar_fps"]), 3)
+        out[r["size"]] = share(r["frames"], r["ppar_fps"])
         if "long_frames" in r:
-            share[r["size"] + " long"] = round(-(-r["long_frames"] // cfg.clip_span) * cfg.frames / clip_frames_per_s
-                                                / (r["long_frames"] / r["long_ppar_fps"]), 3)
-    return {"model_share_of_end_to_end": share}
+            out[r["size"] + " long"] = share(r["long_frames"], r["long_ppar_fps"])
+    return {"model_share_of_end_to_end": out}
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@ def main() -> None:
         print(json.dumps({"method": r["method"], "privacy_pixels_removed": r["privacy_pixels_removed"],
                           "action_pixels_kept": r["action_pixels_kept"]}))
     bound = next(r["action_pixels_kept"] for r in oracle if r["method"] == "oracle")
-    good = [r for r in rows if r["action_pixels_kept"] >= bound - 0.05]
-    best = max(good, key=lambda r: r["lambda"]) if good else min(rows, key=lambda r: r["lambda"])
-    if args.privacy_target is not None:
+    if args.privacy_target is None:
+        good = [r for r in rows if r["action_pixels_kept"] >= bound - 0.05]
+        best = max(good, key=lambda r: r["lambda"]) if good else min(rows, key=lambda r: r["lambda"])
+    else:
         enough = [r for r in rows if r["privacy_pixels_removed"] >= args.privacy_target]
         best = min(enough, key=lambda r: r["lambda"]) if enough else max(rows, key=lambda r: r["lambda"])
     print(f"chosen lambda {best['lambda']:g}")

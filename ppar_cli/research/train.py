@@ -204,14 +204,17 @@ def train(args: TrainArgs, log=print) -> dict:
                 px = torch.from_numpy(np.stack([np.stack(c) for c in counts])).float().view(len(idx), 2, *cfg.grid)
                 px[flip] = px[flip].flip(-1)  # the masks follow the mirrored clips
                 px = px.flatten(2).to(device)
-                loss_m = mask_attention_loss(out.a_priv, px[:, 0]) + mask_attention_loss(out.a_act, px[:, 1])
-                loss_s = separation_loss(out.a_act, px[:, 0]) + separation_loss(out.a_priv, px[:, 1])
-                motion = torch.from_numpy(tubelet_motion(clips, cfg)).to(device) * (px[:, 0] == 0)
-                loss_v = mask_attention_loss(out.a_act, motion)
-                loss = loss + args.mask_weight * loss_m + args.separation_weight * loss_s + args.motion_weight * loss_v
-                sums["mask"] += loss_m.item() * len(idx)
-                sums["separation"] += loss_s.item() * len(idx)
-                sums["motion"] += loss_v.item() * len(idx)
+                terms = {}  # only the terms asked for are computed
+                if args.mask_weight:
+                    terms["mask"] = mask_attention_loss(out.a_priv, px[:, 0]) + mask_attention_loss(out.a_act, px[:, 1])
+                if args.separation_weight:
+                    terms["separation"] = separation_loss(out.a_act, px[:, 0]) + separation_loss(out.a_priv, px[:, 1])
+                if args.motion_weight:
+                    motion = torch.from_numpy(tubelet_motion(clips, cfg)).to(device) * (px[:, 0] == 0)
+                    terms["motion"] = mask_attention_loss(out.a_act, motion)
+                for name, value in terms.items():
+                    loss = loss + getattr(args, f"{name}_weight") * value
+                    sums[name] += value.item() * len(idx)
             (loss / args.accum).backward()
             if (bi + 1) % args.accum == 0 or bi + 1 == len(batches):
                 for g in opt.param_groups:
