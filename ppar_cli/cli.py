@@ -326,6 +326,7 @@ def eval_(
                                  "full: fresh action model, privacy and re-id attackers trained on anonymized clips."),
     epochs: int = typer.Option(8, help="full: training epochs of each fresh model."),
     max_train_videos: Optional[int] = typer.Option(None, help="full: train the fresh models on at most this many videos."),
+    train_windows: int = typer.Option(4, help="full: evenly spaced windows per training video."),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the ppar score (default: the weights')."),
     hysteresis: float = typer.Option(0.0, help="ppar's hysteresis, as in anonymize (quick protocol; acts between back-to-back windows)."),
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
@@ -343,7 +344,8 @@ def eval_(
             result = evaluate_benchmark(data, weights, format, split, labels, splits, protocol,
                                         tuple(m.strip() for m in methods.split(",") if m.strip()), tuple(parse_keeps(keep)),
                                         epochs, max_videos, max_train_videos, clips_per_video, lambda_, hysteresis, out,
-                                        progress=progress, seeds=_seeds(seeds), device=device)
+                                        progress=progress, seeds=_seeds(seeds), device=device,
+                                        train_windows=train_windows)
         except PparError as e:
             fail(e, e.exit_code)
     if quiet:

