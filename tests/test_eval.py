@@ -78,6 +78,12 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
         assert x["protocol"] == "full" and 0 <= x["action_top1"] <= 1 and 0 <= x["privacy_cmap"] <= 1 and 0 <= x["reid_top1"] <= 1
         assert x["seeds"] == 2 and "action_top1_std" in x and "privacy_cmap_std" in x
     assert any(p.name.startswith("ppar@0.5_") for p in (full / "cache").iterdir())  # anonymized training clips cached
+    r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
+                        "--protocol", "full", "--epochs", "1", "--keep", "0.5", "--methods", "ppar", "--train-windows", "1",
+                        "--out", str(full), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cached = [np.load(p, mmap_mode="r").shape[0] for p in (full / "cache").iterdir() if p.name.startswith("ppar@0.5_")]
+    assert len(cached) == 2 and max(cached) == 4 * min(cached)  # 1 window per video: a cache entry of its own
     bad = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
                           "--keep", "2", "--quiet"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--keep" in bad.stderr
