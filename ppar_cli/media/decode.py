@@ -1,5 +1,6 @@
 """Decoding: consecutive RGB frames in fixed-size chunks from ffmpeg's decoder through a pipe
-(decord where it reads the file as it is), so memory stays flat in the video's length."""
+(decord where it reads the file as it is; PyAV where there is no ffmpeg program), so memory stays
+flat in the video's length."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ppar_cli.media.probe import VideoError, VideoInfo, ffmpeg_exe
+from ppar_cli.media.probe import VideoError, VideoInfo, ffmpeg_exe, has_ffmpeg
 
 
 def _widen_pipe(f) -> None:
@@ -77,8 +78,10 @@ class FrameReader:
             raise ValueError(f"chunk size must be at least 1, got {n}")
         if self._vr is not None:
             yield from self._decord_chunks(n)
-        else:
+        elif has_ffmpeg():
             yield from self._ffmpeg_chunks(n)
+        else:
+            yield from self._av_chunks(n)
 
     def _decord_chunks(self, n: int) -> Iterator[np.ndarray]:
         total = len(self._vr)
@@ -92,6 +95,36 @@ class FrameReader:
                     return
                 raise VideoError(f"{self.info.path}: decode failed at frame {start} ({str(e).splitlines()[0][:200]})") from None
             yield batch
+
+    def _av_chunks(self, n: int) -> Iterator[np.ndarray]:
+        """As ffmpeg's pipe gives them: upright, scaled by area averaging, every decoded frame once;
+        a packet the decoder rejects is skipped and reported in ``damage``, as ffmpeg does."""
+        import av
+
+        k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
+        w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
+        scaled = (self.width, self.height) != (self.info.width, self.info.height)
+        chunk: list[np.ndarray] = []
+        try:
+            with av.open(str(self.info.path)) as c:
+                v = c.streams.video[0]
+                v.thread_type = "AUTO"
+                for packet in c.demux(v):
+                    try:
+                        frames = packet.decode()
+                    except av.error.InvalidDataError as e:
+                        self.damage = str(e).splitlines()[0][:200]
+                        continue
+                    for f in frames:
+                        rgb = f.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA" if scaled else None)
+                        chunk.append(np.rot90(rgb, k) if k else rgb)
+                        if len(chunk) == n:
+                            yield np.ascontiguousarray(np.stack(chunk))
+                            chunk = []
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{self.info.path}: decode failed ({str(e).splitlines()[0][:200]})") from None
+        if chunk:
+            yield np.ascontiguousarray(np.stack(chunk))
 
     def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray]:
         w, h = self.width, self.height

@@ -27,6 +27,16 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def has_ffmpeg() -> bool:
+    """Is imageio-ffmpeg's ffmpeg program there? Without it (a machine where its 68 MB wheel cannot
+    go, such as a lent GPU machine) files are probed and decoded through PyAV's libraries instead."""
+    try:
+        ffmpeg_exe()
+    except (ImportError, RuntimeError):  # RuntimeError: the package without its binary
+        return False
+    return True
+
+
 @dataclass
 class FrameTimes:
     """Presentation timestamps of the video's frames in ``time_base`` units, display order, read
@@ -102,7 +112,7 @@ class VideoInfo:
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read stream facts from ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe)."""
+    """Read stream facts from ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe), or through PyAV."""
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: no such file")
@@ -110,6 +120,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoError(f"{path}: is a directory, expected a video file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file")
+    if not has_ffmpeg():
+        return _probe_av(path)
     r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, errors="replace")
     text = r.stderr
     m = re.search(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{1,5})x(\d{1,5})", text)
@@ -131,3 +143,28 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(path, w, h, fps, None, audio, rotation, codec)
 
 
+
+
+def _probe_av(path: Path) -> VideoInfo:
+    """The same facts through PyAV: the rotation from the first frame's display matrix, read as
+    ``ffmpeg -i`` prints it."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise VideoError(f"{path}: no video stream")
+            v = c.streams.video[0]
+            first = next(c.decode(v), None)
+            rate = v.average_rate or v.guessed_rate or v.base_rate
+            audio = [a.codec_context.name for a in c.streams.audio]
+            codec, w, h = v.codec_context.name, v.codec_context.width, v.codec_context.height
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: no video stream ({str(e).splitlines()[0][:200]})") from None
+    fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
+    rotation = int(round(first.rotation)) % 360 if first is not None else 0
+    if rotation in (90, 270):
+        w, h = h, w
+    if w < 1 or h < 1:
+        raise VideoError(f"{path}: invalid frame size {w}x{h}")
+    return VideoInfo(path, w, h, fps, None, audio, rotation, codec)
