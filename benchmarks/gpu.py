@@ -1,7 +1,9 @@
 """The GPU check, in one call on a lent machine (issue: the GPU path, verified and measured).
 
-    bash benchmarks/gpu_wheels.sh                    # here, once: the wheels the device image lacks into .wheels/
-    # on the device (carry .wheels):  pip install --no-index --find-links .wheels -e . && python benchmarks/gpu.py --out $OUT
+    bash benchmarks/gpu_wheels.sh                    # here, once: the wheel the device image lacks (PyAV) into .wheels/
+    # on the device (carry .wheels), from the repository root:
+    #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
+    #   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu.py --out $OUT
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -10,7 +12,9 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, eager and
                torch.compile, with model FLOPs utilisation against the bf16 peak
   end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, against a
-               plain ffmpeg re-encode of the same folder; GPU busy fraction from nvidia-smi samples
+               plain re-encode of the same folder (FFmpeg's libraries through PyAV, as the device has
+               no ffmpeg program; ppar itself decodes through PyAV there); GPU busy fraction from
+               nvidia-smi samples
   train        `ppar train` steps/s on one GPU and under torchrun --nproc_per_node 1, and a resumed run
                that must equal the uninterrupted one
   eval         `ppar eval --device` (quick protocol) on a small synthetic benchmark
@@ -42,19 +46,46 @@ def ppar(*args) -> subprocess.CompletedProcess:
     return sh([sys.executable, "-m", "ppar_cli.cli", *args])
 
 
-def ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def make_clips(folder: Path, n: int, seconds: float, size: str = "1280x720") -> Path:
+    """Clips of a moving colour pattern, H.264 through PyAV: the device has no ffmpeg program."""
+    import av
+    import numpy as np
+
     folder.mkdir(parents=True, exist_ok=True)
+    w, h = (int(v) for v in size.split("x"))
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 3) % 256], -1).astype(np.uint8)
     for i in range(n):
-        sh([ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-f", "lavfi", "-i",
-            f"sine=frequency={300 + 50 * i}", "-t", seconds, "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
-            "-shortest", folder / f"clip{i:02d}.mp4"], check=True)
+        with av.open(str(folder / f"clip{i:02d}.mp4"), "w") as out:
+            vs = out.add_stream("libx264", rate=25)
+            vs.width, vs.height, vs.pix_fmt, vs.options = w, h, "yuv420p", {"preset": "veryfast", "crf": "18"}
+            for t in range(int(seconds * 25)):
+                frame = av.VideoFrame.from_ndarray(np.roll(base, (i + 1) * 4 * t, axis=1), format="rgb24")
+                out.mux(vs.encode(frame))
+            out.mux(vs.encode())
     return folder
+
+
+def reencode(pair: tuple[str, str]) -> int:
+    """A plain re-encode with ppar's encoder settings (libx264, veryfast, crf 20), through the same
+    FFmpeg libraries as the ffmpeg program; returns the frames."""
+    import av
+
+    src, dst = pair
+    n = 0
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        vs = out.add_stream("libx264", rate=vin.average_rate)
+        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        vs.options = {"preset": "veryfast", "crf": "20"}
+        vs.codec_context.thread_type = "FRAME"
+        for frame in inp.decode(vin):
+            frame.pts = None
+            out.mux(vs.encode(frame))
+            n += 1
+        out.mux(vs.encode())
+    return n
 
 
 def kept_masks(folder: Path) -> dict:
@@ -171,17 +202,16 @@ class GpuBusy:
 
 
 def end_to_end(args, work: Path) -> list[dict]:
+    from multiprocessing import Pool
+
     src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else 20)
-    frames = sum(int(sh([ffmpeg(), "-i", p, "-map", "0:v:0", "-f", "null", "-"]).stderr.rsplit("frame=", 1)[1].split()[0])
-                 for p in sorted(src.glob("*.mp4")))
+    files = sorted(src.glob("*.mp4"))
     rows = []
     t0 = time.perf_counter()
-    jobs = [subprocess.Popen([ffmpeg(), "-v", "error", "-y", "-i", str(p), "-c:v", "libx264", "-preset", "veryfast", "-crf",
-                              "20", "-c:a", "copy", str(work / f"ff_{p.name}")]) for p in sorted(src.glob("*.mp4"))]
-    for j in jobs:
-        j.wait()
+    with Pool(len(files)) as pool:  # all files at once, one process each
+        frames = sum(pool.map(reencode, [(str(p), str(work / f"ff_{p.name}")) for p in files]))
     ff = time.perf_counter() - t0
-    rows.append({"what": "ffmpeg re-encode, all files at once", "fps": round(frames / ff, 1)})
+    rows.append({"what": "plain re-encode (libx264 veryfast crf 20), all files at once", "fps": round(frames / ff, 1)})
     for guard in ("none", "auto"):
         out = work / f"e2e_{guard}"
         with GpuBusy() as g:
@@ -189,7 +219,7 @@ def end_to_end(args, work: Path) -> list[dict]:
             r = ppar("anonymize", src, out, "--device", args.device, "--guard", guard, "--quiet", "--overwrite",
                      "--batch-size", "16")
             dt = time.perf_counter() - t0
-        rows.append({"what": f"ppar --guard {guard}", "fps": round(frames / dt, 1), "ratio_to_ffmpeg": round(ff / dt, 3),
+        rows.append({"what": f"ppar --guard {guard}", "fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3),
                      "gpu_busy": g.busy, "exit": r.returncode, "stderr": r.stderr[-300:]})
     return rows
 

