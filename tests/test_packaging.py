@@ -1,5 +1,6 @@
 """The package as a user installs it: a wheel outside the source tree carries the bundled weights,
 and the CLI answers --help and usage errors without loading PyTorch."""
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -31,11 +32,14 @@ def test_wheel_installed_outside_the_source_tree_anonymizes_with_bundled_weights
     assert r.returncode == 0, r.stderr[-2000:]
     shutil.rmtree(src)  # nothing of the source tree is left to fall back on
     clip = make_clip(tmp_path / "in.mp4", 96, 64, 16, audio=False)
-    code = ("import sys, ppar_cli; from ppar_cli.core.weights import DEFAULT_WEIGHTS; "
+    # the face guard's detector ships in the wheel too (run when the guard extra is installed)
+    guard = "centerface" if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("cv2") else "none"
+    code = ("import sys, ppar_cli; from ppar_cli.core.weights import DEFAULT_WEIGHTS, bundled; "
             f"assert ppar_cli.__file__.startswith({str(target)!r}), ppar_cli.__file__; "
             f"assert str(DEFAULT_WEIGHTS).startswith({str(target)!r}), DEFAULT_WEIGHTS; "
+            f"assert str(bundled('centerface.onnx')).startswith({str(target)!r}) and bundled('centerface.onnx').is_file(); "
             "from ppar_cli.cli import app; "
-            f"app(['anonymize', {str(clip)!r}, {str(tmp_path / 'o.mp4')!r}, '--guard', 'none', '--quiet'])")
+            f"app(['anonymize', {str(clip)!r}, {str(tmp_path / 'o.mp4')!r}, '--guard', {guard!r}, '--quiet'])")
     env = dict(os.environ, PYTHONPATH=str(target))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
