@@ -135,6 +135,28 @@ def test_eval_hysteresis_between_back_to_back_windows(tmp_path, tiny_weights):
     assert 0.3 < rand["flicker"] < 0.7  # independent halves of the tubelets: about 0.5
 
 
+def test_static_baseline_reuses_ppar_masking_pass(tmp_path, tiny_weights, monkeypatch):
+    from ppar_cli.research import evaluate
+    from ppar_cli.research.data import ClipSet, read_synth
+    from ppar_cli.research.metrics import static_keep
+    from ppar_cli.research.synth import generate
+
+    generate(tmp_path / "b", 6, seed=4, size=48, frames=16, workers=1)
+    model = load_weights(tiny_weights).model
+    w = evaluate.Windows.of(ClipSet(read_synth(tmp_path / "b").test, model.cfg), 1)
+    calls = []
+    real = evaluate.score_batches
+    monkeypatch.setattr(evaluate, "score_batches", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    evaluate.anonymize_windows(model, w, "ppar", 0.5, rng)
+    evaluate.anonymize_windows(model, w, "static", 0.5, rng)
+    assert calls == [0.5]  # one masking pass for both
+    kept = w.scored[(model, 0.5, None)]["keep"]
+    anon, _ = evaluate.anonymize_windows(model, w, "static", 0.5, rng)
+    static = np.repeat(static_keep(kept, int(kept[0].sum()))[None], len(w.raw), 0)
+    assert np.array_equal(anon, w.raw * evaluate.tubelet_pixels(static, model.cfg))
+
+
 def test_motion_and_static_metrics():
     from ppar_cli.research.metrics import motion_metrics, static_keep, tubelet_motion
 

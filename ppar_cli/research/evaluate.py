@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -86,6 +86,14 @@ class Windows:
     act: np.ndarray | None  # (B, N) ground-truth action pixels per tubelet
     person: np.ndarray | None  # bool (B, T, S, S) ground-truth person pixels
     follows: np.ndarray  # bool (B,): window b starts where window b-1 of the same video ends
+    # ppar's outputs without hysteresis per (model, keep, lambda): the static baseline reuses its pass
+    scored: dict = field(default_factory=dict, repr=False)
+
+    def score(self, model: PPARModel, keep: float, device, lambda_priv: float | None) -> dict:
+        key = (model, keep, lambda_priv)
+        if key not in self.scored:
+            self.scored[key] = score_batches(model, self.raw, keep, device, lambda_priv=lambda_priv)
+        return self.scored[key]
 
     @classmethod
     def of(cls, clips: ClipSet, per_video: int) -> "Windows":
@@ -112,7 +120,8 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
     if method in TUBELET_METHODS:
         k = keep_counts(cfg.num_tokens, keep, 1)[0]
         if method == "ppar":
-            out = score_batches(model, w.raw, keep, device, lambda_priv=lambda_priv, hysteresis=hysteresis, follows=w.follows)
+            out = (w.score(model, keep, device, lambda_priv) if hysteresis <= 0 else
+                   score_batches(model, w.raw, keep, device, lambda_priv=lambda_priv, hysteresis=hysteresis, follows=w.follows))
             mask = out["keep"]
             rec["lambda_priv"] = cfg.lambda_priv if lambda_priv is None else lambda_priv
             rec["hysteresis"] = hysteresis
@@ -121,7 +130,7 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
                 rec["a_act_on_privacy"] = attention_mass(out["a_act"], w.priv)
                 rec["privacy_token_share"] = float((w.priv > 0).mean())
         elif method == "static":
-            kept = score_batches(model, w.raw, keep, device, lambda_priv=lambda_priv)["keep"]
+            kept = w.score(model, keep, device, lambda_priv)["keep"]
             mask = np.repeat(static_keep(kept, k)[None], len(w.raw), 0)
         elif method == "oracle":
             mask = np.stack([oracle_keep(p, a, k) for p, a in zip(w.priv, w.act)])
