@@ -3,7 +3,7 @@
     python scripts/select_lambda.py --weights W --data /work/data/synth_val --lambdas 0.5,1,2,4,8 [--write]
     python scripts/select_lambda.py --weights W --data teach/pseudo-real-train --split test ...  # its validation split
 
-Prints privacy pixels removed and action pixels kept at keep 0.5 for each lambda next to the oracle,
+Prints privacy pixels removed, action pixels kept and motion kept / area kept at keep 0.5 for each lambda next to the oracle,
 and picks the largest lambda (the most privacy removed) whose action pixels kept stay within 5 points
 of the oracle's: half the 10-point budget, as a margin for unseen data. With --privacy-target P it
 picks instead the smallest lambda that removes at least P of the privacy pixels: the privacy asked
@@ -43,7 +43,7 @@ def main() -> None:
         recs = quick_protocol(w.model, clips, ("ppar",), (args.keep,), clips_per_video=args.clips_per_video, lambda_priv=lam)
         r = recs[0]
         rows.append({"lambda": lam, "privacy_pixels_removed": r["privacy_pixels_removed"],
-                     "action_pixels_kept": r["action_pixels_kept"]})
+                     "action_pixels_kept": r["action_pixels_kept"], "motion_over_area": r["motion_over_area"]})
         print(json.dumps(rows[-1]), flush=True)
     oracle = quick_protocol(w.model, clips, ("oracle", "random"), (args.keep,), clips_per_video=args.clips_per_video)
     for r in oracle:
