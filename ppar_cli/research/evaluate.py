@@ -89,7 +89,7 @@ class Windows:
     # ppar's outputs without hysteresis per (model, keep, lambda): the static baseline reuses its pass
     scored: dict = field(default_factory=dict, repr=False)
 
-    def score(self, model: PPARModel, keep: float, device, lambda_priv: float | None) -> dict:
+    def score(self, model: PPARModel, keep: float, device: torch.device, lambda_priv: float | None) -> dict:
         key = (model, keep, lambda_priv)
         if key not in self.scored:
             self.scored[key] = score_batches(model, self.raw, keep, device, lambda_priv=lambda_priv)
