@@ -23,7 +23,7 @@ from ppar_cli.core.model import keep_counts
 from ppar_cli.core.weights import load_weights
 from ppar_cli.research.data import ClipSet, open_benchmark
 from ppar_cli.research.evaluate import Windows
-from ppar_cli.research.metrics import motion_metrics, tubelet_motion
+from ppar_cli.research.metrics import motion_metrics, oracle_keep, pixel_metrics, tubelet_motion
 
 
 def top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -48,12 +48,16 @@ def main() -> None:
     a_act, a_priv = out["a_act"], out["a_priv"]
 
     def row(name: str, keep: np.ndarray) -> None:
-        print(json.dumps({"keep_rule": name, "privacy_pixels_removed": round(float((w.priv * ~keep).sum() / w.priv.sum()), 4),
+        px = pixel_metrics(keep, w.priv, w.act)
+        print(json.dumps({"keep_rule": name, "privacy_pixels_removed": round(px["privacy_pixels_removed"], 4),
                           **{m: round(v, 4) for m, v in motion_metrics(keep, motion).items()}}))
 
+    def truth_first(rank: np.ndarray) -> np.ndarray:  # the oracle's rule, ranked by something else
+        return np.stack([oracle_keep(p, r, k) for p, r in zip(w.priv, rank)])
+
     row("weights", out["keep"])
-    row("motion bound: privacy tubelets dropped, then the most moving", top(np.where(priv, -1.0, motion), k))
-    row("true privacy, the weights' a_act ranks the rest", top(np.where(priv, -1e9, a_act), k))
+    row("motion bound: privacy tubelets dropped, then the most moving", truth_first(motion))
+    row("true privacy, the weights' a_act ranks the rest", truth_first(a_act))
     share = motion / motion.sum(1, keepdims=True).clip(1e-9)
     for lam in (0.5, 1, 2, 4, 8):
         row(f"motion as a_act, the weights' a_priv, lambda {lam:g}", top(share - lam * a_priv, k))
