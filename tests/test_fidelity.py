@@ -141,3 +141,26 @@ def test_two_pass_path_for_huge_frames_gives_the_same_video(tmp_path, monkeypatc
     a, b = (np.concatenate(list(FrameReader(probe(tmp_path / n)).chunks(32))) for n in ("one.mp4", "two.mp4"))
     assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 3
     assert probe(tmp_path / "two.mp4").audio_codecs == ["aac"]
+
+
+def test_colours_reach_the_encoder_as_ffmpeg_would_convert_them():
+    """The encoder's RGB -> yuv420p conversion (OpenCV's, for speed) keeps the colours as well as
+    FFmpeg's own: luma within a level of it, decoded RGB no further from the input than FFmpeg's
+    round trip, black stays black (a swapped channel order or a full-range matrix would be tens of
+    levels off)."""
+    import av
+
+    from ppar_cli.media.encode import video_frame
+
+    pytest.importorskip("cv2")
+    g = np.random.default_rng(0)
+    rgb = np.repeat(np.repeat(g.integers(0, 256, (18, 32, 3), dtype=np.uint8), 4, 0), 4, 1)  # 4x4 blocks of colour
+    rgb[:8] = 0
+    ours = video_frame(rgb, "yuv420p")
+    assert ours.format.name == "yuv420p"
+    ref = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    H = rgb.shape[0]
+    assert np.abs(ours.to_ndarray()[:H].astype(int) - ref.to_ndarray()[:H]).max() <= 1
+    err = [np.abs(f.to_ndarray(format="rgb24").astype(int) - rgb).mean() for f in (ours, ref)]
+    assert err[0] <= err[1] + 0.5, err
+    assert (ours.to_ndarray()[:8] == 16).all()  # black: the limited range's floor

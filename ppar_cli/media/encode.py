@@ -23,6 +23,23 @@ _MOV_AUDIO = MP4_AUDIO | {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "p
 AUDIO_AS_IS = {"mp4": MP4_AUDIO, "mov": _MOV_AUDIO, "matroska": None}  # None: any codec
 
 
+def video_frame(rgb: np.ndarray, pix_fmt: str):
+    """An RGB frame as an av.VideoFrame for an encoder of ``pix_fmt``. For yuv420p, OpenCV converts
+    it (BT.601, limited range, as FFmpeg's swscale does; luma within 1 level of it): 0.14 ms a
+    640x360 frame, against 1.1 ms for the conversion the encoder would otherwise do, which was a
+    sixth of a 640x360 run's CPU time. Without OpenCV (no `ppar[guard]`), the encoder converts."""
+    import av
+
+    if pix_fmt == "yuv420p":
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        if cv2 is not None:
+            return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24")
+
+
 class VideoWriter:
     """H.264 through FFmpeg's libraries (PyAV), in the container the file name asks for, written to
     a temporary file beside ``dest``: ``commit()`` renames it into place, ``abort()`` (or an
@@ -89,7 +106,7 @@ class VideoWriter:
         else:
             packets = []
             for i, frame in enumerate(frames):
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                vf = video_frame(frame, self.pix_fmt)
                 vf.pts, vf.time_base = self.times.pts(first + i), self.times.time_base
                 vf.duration = self.times.pts(first + i + 1) - vf.pts  # the last frame's too: the duration is kept
                 packets += self._video.encode(vf)

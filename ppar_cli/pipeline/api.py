@@ -147,19 +147,26 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
 
 
 def _flat_heap() -> None:
-    """glibc's heap, tuned for frame-sized buffers. Every buffer above 1 MiB comes straight from
-    mmap: frame buffers are allocated in three threads, and with glibc's adaptive threshold they
-    landed in per-thread arenas that fragment, so peak memory crept up with the video's length
-    (benchmarks/bench.py --long 8 checks it). The heaps grow and shrink in steps of 64 MiB instead
-    of glibc's 128 KiB: the smaller buffers of every window (clips, the detector's and the model's
-    tensors) were returned to the system and faulted back in each time, 17 s of system time in a
-    36 s run at 1280x720 (8 s with the pad, 29 s in all; 16 MiB was not enough)."""
+    """glibc's heap, tuned for frame-sized buffers and the model's activations.
+
+    - Buffers up to 32 MiB (glibc's largest threshold; a 4K frame is 25 MB) come from the heap and
+      are reused. With 1 MiB, every activation of the model (the stem's reach 38 MB for 32 frames)
+      and every frame was a fresh mmap, faulted in page by page: 1.6 million page faults and 4.6 s
+      of system time in a 14 s 640x360 run; 0.3 million and 2 s now. Only larger ones are mmapped.
+    - The heaps grow in steps of 64 MiB and give back only what exceeds 256 MiB at their top,
+      instead of glibc's 128 KiB, so the same memory serves window after window (each step
+      measured by page faults and peak RSS in `benchmarks/bench.py --long 8`).
+    - The threshold is set, not adaptive: glibc's adaptive one moved frame buffers into per-thread
+      arenas that fragment, and peak memory crept up with the video's length (the same benchmark
+      checks it: +13% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
+    """
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
         libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 
