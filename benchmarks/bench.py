@@ -102,7 +102,10 @@ def bench_size(w: int, h: int, args, tmp: Path) -> dict:
     med = {k: statistics.median(v) for k, v in times.items() if v}
     row = {"size": f"{w}x{h}", "frames": n, **{f"{k}_fps": round(n / v, 1) for k, v in med.items()},
            "ratio_ppar_to_ffmpeg": round(med["ffmpeg"] / med["ppar"], 3),
-           "ppar_rss_mb": max(m["rss_mb"] for m in rss), "decoder_rss_mb": max(m["decoder_rss_mb"] for m in rss)}
+           "ppar_rss_mb": max(m["rss_mb"] for m in rss), "decoder_rss_mb": max(m["decoder_rss_mb"] for m in rss),
+           # every run, so the spread on a noisy machine shows beside the medians
+           "ffmpeg_s": [round(t, 2) for t in times["ffmpeg"]], "ppar_s": [round(t, 2) for t in times["ppar"]],
+           "ppar_cpu_s": [m["cpu_s"] for m in rss]}
     if args.batch > 1:
         folder = tmp / f"batch_{w}x{h}"
         folder.mkdir()

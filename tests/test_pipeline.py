@@ -245,3 +245,30 @@ def test_score_map_names_no_synthetic_action_on_real_video(tmp_path, tiny_weight
         meta = json.loads(out.with_suffix(".json").read_text())
         assert meta["model"]["action_labels"] == {"classes": 3, "label_set": label_set, "named": named}
         assert (meta["windows"][0]["actions"] is not None) == named
+
+
+def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path, tiny_weights, monkeypatch):
+    """On 2 cores the model runs on one PyTorch thread (the guard, decoder and encoder have the
+    rest); the caller's setting is back afterwards; OMP_NUM_THREADS, when set, is left to decide."""
+    import torch
+
+    import ppar_cli.pipeline.stream as stream
+
+    seen = []
+    real = stream.score_clips
+    monkeypatch.setattr(stream, "score_clips", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    src = make_clip(tmp_path / "a.mp4", 64, 48, 10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        [r] = anonymize(src, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
+        assert r.status == "ok" and seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        [r] = anonymize(src, tmp_path / "o2.mp4", Options(guard="none"), weights=tiny_weights)
+        assert r.status == "ok" and set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
