@@ -138,7 +138,8 @@ def bench_model(name: str, batch: int, repeats: int) -> list[dict]:
     """Model-only clip-frames/s for a config, plain and with the CPU options that might help."""
     import torch
 
-    from ppar_cli.core.model import PRESETS, PPARConfig, PPARModel
+    from ppar_cli.core.config import PRESETS, PPARConfig
+    from ppar_cli.core.model import PPARModel
     from ppar_cli.core.weights import DEFAULT_WEIGHTS, load_weights
 
     model = load_weights(DEFAULT_WEIGHTS).model if name == "bundled" else PPARModel(PPARConfig(**PRESETS[name], actions=list("abcdefghij")))
@@ -198,7 +199,7 @@ def main() -> None:
 def model_share(rows: list[dict], clip_frames_per_s: float) -> dict:
     """The bundled model's share of each end-to-end run: the seconds its forward takes for that run's
     windows (one clip of cfg.frames per cfg.clip_span source frames), over the run's seconds."""
-    from ppar_cli.core.weights import DEFAULT_WEIGHTS, read_metadata
+    from ppar_cli.core.config import DEFAULT_WEIGHTS, read_metadata
 
     cfg = read_metadata(DEFAULT_WEIGHTS)[0]
 

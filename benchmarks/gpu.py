@@ -134,7 +134,8 @@ def model_throughput(args) -> list[dict]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ppar_cli.core.model import PRESETS, PPARConfig, PPARModel
+    from ppar_cli.core.config import PRESETS, PPARConfig
+    from ppar_cli.core.model import PPARModel
     from ppar_cli.core.weights import load_weights
 
     dev = torch.device(args.device)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import make_clip
 
-from ppar_cli.core.model import PPARConfig, PPARModel
+from ppar_cli.core.config import PPARConfig
+from ppar_cli.core.model import PPARModel
 from ppar_cli.core.weights import save_weights
 
 

@@ -120,7 +120,7 @@ def test_csv_reader(tmp_path):
 def test_hmdb51_with_pa_labels_per_window(tmp_path):
     from helpers import make_clip
 
-    from ppar_cli.core.model import PPARConfig
+    from ppar_cli.core.config import PPARConfig
     from ppar_cli.research.data import ClipSet
 
     splits, videos, pa = tmp_path / "splits", tmp_path / "videos", tmp_path / "pa"

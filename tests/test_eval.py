@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppar_cli.core.model import PPARConfig
+from ppar_cli.core.config import PPARConfig
 from ppar_cli.core.weights import load_weights
 from ppar_cli.research.evaluate import pareto_front, sweet_spots, tubelet_pixels
 from ppar_cli.research.metrics import average_precision, oracle_keep, privacy_metrics

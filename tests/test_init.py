@@ -4,7 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ppar_cli.core.model import PPARConfig, PPARModel
+from ppar_cli.core.config import PPARConfig
+from ppar_cli.core.model import PPARModel
 from ppar_cli.errors import DataError
 from ppar_cli.research.pretrained import init_from_pretrained
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from ppar_cli.core.config import PPARConfig
 from ppar_cli.core.model import (
-    PPARConfig,
     PPARModel,
     keep_counts,
     utility_privacy_scores,

@@ -7,7 +7,7 @@ from helpers import REAL, make_clip, needs_shared
 
 from ppar_cli import Options, anonymize
 from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip
-from ppar_cli.core.model import PPARConfig
+from ppar_cli.core.config import PPARConfig
 from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import UsageError
 from ppar_cli.media.decode import FrameReader

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ppar_cli.core.model import PRESETS, PPARConfig, PPARModel
+from ppar_cli.core.config import PRESETS, PPARConfig
+from ppar_cli.core.model import PPARModel
 from ppar_cli.core.stem import BLOCKS, MobileNetStem
 from ppar_cli.research.pretrained import IMAGENET_MEAN, IMAGENET_STD, mobilenet_v2_stem
 from ppar_cli.research.train import _load_stem

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ppar_cli.core.model import PPARConfig
+from ppar_cli.core.config import PPARConfig
 from ppar_cli.research.data import ClipSet, open_benchmark
 from ppar_cli.research.people import Canvas, make_identities, render_video
 from ppar_cli.research.synth import ACTIONS, load_masks

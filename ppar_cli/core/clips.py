@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from ppar_cli.core.model import PPARConfig
+    from ppar_cli.core.config import PPARConfig
 
 # Inputs are scaled to roughly zero mean / unit variance; the same constants serve training and inference.
 PIXEL_MEAN, PIXEL_STD = 0.45, 0.25

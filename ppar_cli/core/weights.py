@@ -5,36 +5,15 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ppar_cli.core.model import PPARConfig, PPARModel
-from ppar_cli.errors import PparError
+from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, WeightsError, bundled, read_metadata  # noqa: F401 -- part of this module's API
+from ppar_cli.core.model import PPARModel
 from ppar_cli.media.files import atomic_path
-
-DEFAULT_NAME = "ppar-real.safetensors"  # ppar-small.safetensors: the synthetic benchmark's weights
-
-
-def bundled(name: str) -> Path:
-    """A bundled file (weights, the guard's detector): inside the installed package
-    (ppar_cli.bundled, the repository's weights/ folder), in a wheel and in an editable install alike."""
-    try:
-        return Path(str(resources.files("ppar_cli.bundled").joinpath(name)))
-    except ModuleNotFoundError:  # running from a source tree that was never installed
-        return Path(__file__).resolve().parents[2] / "weights" / name
-
-
-DEFAULT_WEIGHTS = bundled(DEFAULT_NAME)
-
-
-class WeightsError(PparError):
-    """A weights file that cannot be used; the message names the file and the problem."""
-
-    exit_code = 2
 
 
 @dataclass
@@ -61,27 +40,6 @@ def save_weights(model: PPARModel, path: str | os.PathLike, provenance: dict | N
     meta = {"format": "ppar-weights/1", "config": model.cfg.to_json(), "provenance": json.dumps(provenance or {}, sort_keys=True)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-
-
-def read_metadata(path: Path) -> tuple[PPARConfig, dict]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a readable safetensors weights file ({e})") from None
-    if "config" not in meta:
-        raise WeightsError(f"{path}: no ppar config in the file's metadata (not a ppar weights file)")
-    try:
-        cfg = PPARConfig.from_json(meta["config"])
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"{path}: invalid config metadata ({e})") from None
-    try:
-        provenance = json.loads(meta.get("provenance", "{}"))
-    except ValueError:
-        provenance = None
-    if not isinstance(provenance, dict):
-        raise WeightsError(f"{path}: the provenance metadata is not a JSON object")
-    return cfg, provenance
 
 
 def load_weights(path: str | os.PathLike | None = None, device: str = "cpu") -> LoadedWeights:

@@ -101,7 +101,7 @@ def _session():
         import onnxruntime as ort
     except ImportError as e:
         raise FacesUnavailable(f"CenterFace needs onnxruntime and OpenCV: pip install 'ppar[guard]' ({e})") from None
-    from ppar_cli.core.weights import bundled
+    from ppar_cli.core.config import bundled
 
     path = bundled(MODEL)
     if not path.is_file():

@@ -99,8 +99,6 @@ class VideoWriter:
                 self._failed = str(e).splitlines()[0][:200] or type(e).__name__
 
     def _encode(self, frames: np.ndarray | None, first: int) -> None:
-        import av
-
         if frames is None:  # flush
             packets = list(self._video.encode())
         else:

@@ -8,7 +8,8 @@ import numpy as np
 
 from ppar_cli import __version__
 from ppar_cli.core.clips import cell_edges
-from ppar_cli.core.model import Output, PPARConfig
+from ppar_cli.core.config import PPARConfig
+from ppar_cli.core.model import Output
 from ppar_cli.core.weights import LoadedWeights
 from ppar_cli.media.probe import VideoInfo
 from ppar_cli.pipeline.options import FileResult, Options

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ppar_cli.core.clips import resize_frames, sample_clip, slab_index
-from ppar_cli.core.model import PPARConfig, PPARModel
+from ppar_cli.core.config import PPARConfig
+from ppar_cli.core.model import PPARModel
 from ppar_cli.core.scoring import score_clips
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import VideoError

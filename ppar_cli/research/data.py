@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ppar_cli.core.clips import cell_edges, resize_frames, sample_clip, slab_index
-from ppar_cli.core.model import PRIVACY_ATTRIBUTES
+from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import DataError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import probe

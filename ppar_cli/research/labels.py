@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppar_cli.core.model import PRIVACY_ATTRIBUTES
+from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import DataError
 
 # Column order of the VP-UCF101 / VP-HMDB51 label arrays. The publisher does not document it;

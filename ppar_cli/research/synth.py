@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppar_cli.core.model import PRIVACY_ATTRIBUTES
+from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import UsageError
 from ppar_cli.research.people import ACTIONS, make_identities, render_video
 
