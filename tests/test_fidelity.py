@@ -126,11 +126,11 @@ def test_two_pass_path_for_huge_frames_gives_the_same_video(tmp_path, monkeypatc
     """Above a window's byte budget a file is scored on small frames, then filled at full size a few
     frames at a time; on a clip already below the scoring size both paths must give the same frames."""
     from ppar_cli.media.decode import FrameReader
-    from ppar_cli.pipeline import stream
+    from ppar_cli.pipeline import front, stream
 
     src = make_clip(tmp_path / "in.mp4", 96, 64, 70)
     one = run(src, tmp_path / "one.mp4")
-    monkeypatch.setattr(stream, "WINDOW_BYTES", 1)
+    monkeypatch.setattr(front, "WINDOW_BYTES", 1)
     monkeypatch.setattr(stream, "FILL_BYTES", 3 * 96 * 64 * 3)  # three frames per chunk: chunks straddle windows
     two = run(src, tmp_path / "two.mp4")
     assert any("two passes" in n for n in two.notes) and one.frames == two.frames == 70

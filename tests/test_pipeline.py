@@ -13,7 +13,8 @@ from ppar_cli.errors import UsageError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import ffmpeg_exe, probe
 from ppar_cli.pipeline.options import parse_shard
-from ppar_cli.pipeline.stream import _decoded_clips
+from ppar_cli.pipeline.front import Ahead
+from ppar_cli.pipeline.stream import ModelInput
 
 
 def decode(path):
@@ -222,12 +223,8 @@ def test_windows_in_flight_keep_their_own_model_input(size):
     cfg = PPARConfig(frames=4, frame_stride=2, image_size=32, tubelet=(2, 8, 8))
     rng = np.random.default_rng(0)
     chunks = [rng.integers(0, 256, (cfg.clip_span, size, size, 3), dtype=np.uint8) for _ in range(4)]
-
-    class Reader:
-        def chunks(self, n):
-            yield from (c.copy() for c in chunks)
-
-    held = [small for _, small, _ in _decoded_clips(Reader(), cfg, None)]
+    model_input = ModelInput(cfg)
+    held = [model_input(frames) for frames in Ahead(c.copy() for c in chunks)]
     for chunk, small in zip(chunks, held, strict=True):
         assert torch.equal(small, resize_frames(torch.from_numpy(sample_clip(chunk, cfg)), cfg.image_size))
 
@@ -272,3 +269,56 @@ def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path
         assert r.status == "ok" and set(seen) == {2}
     finally:
         torch.set_num_threads(before)
+
+
+def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights):
+    """The first video's front (decoder and face guard) starts before PyTorch is imported, so it
+    works while PyTorch loads; in a fresh process, since this one has PyTorch already."""
+    import sys
+
+    src = make_clip(tmp_path / "a.mp4", 64, 48, 10, audio=False)
+    code = (
+        "import sys\n"
+        "import ppar_cli.pipeline.front as front\n"
+        "seen = []\n"
+        "init = front.Front.__init__\n"
+        "front.Front.__init__ = lambda self, *a, **k: (seen.append('torch' in sys.modules), init(self, *a, **k))[1]\n"
+        "from ppar_cli import Options, anonymize\n"
+        f"[r] = anonymize({str(src)!r}, {str(tmp_path / 'o.mp4')!r}, Options(guard='none'), weights={str(tiny_weights)!r})\n"
+        "assert r.status == 'ok', r.error\n"
+        "print(seen)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[False]"
+
+
+def test_front_runs_further_ahead_only_until_the_model_starts():
+    """While PyTorch loads, the front may fill a deeper queue; once the model takes a window, two."""
+    import threading
+    import time
+
+    made = []
+    more = threading.Event()
+
+    def items():
+        for i in range(20):
+            made.append(i)
+            more.set()
+            yield i
+
+    def settle():
+        while more.wait(0.2):
+            more.clear()
+
+    ahead = Ahead(items(), depth=2, start_depth=5)
+    settle()
+    assert len(made) == 6  # the start-up allowance waiting, and the next one made, no more
+    assert next(ahead) == 0
+    settle()
+    assert len(made) == 6  # 5 waiting: above the running depth of 2
+    assert [next(ahead) for _ in range(3)] == [1, 2, 3]
+    settle()
+    assert len(made) == 7  # back to 2 waiting (4 and 5) and one made
+    ahead.close()
+    time.sleep(0.05)
+    assert len(made) == 7

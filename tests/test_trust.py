@@ -25,7 +25,7 @@ from ppar_cli.errors import DataError, UsageError
 from ppar_cli.media.files import temp_beside
 from ppar_cli.pipeline.api import OutputError
 from ppar_cli.pipeline.guard import GuardConfig
-from ppar_cli.pipeline.stream import _ahead
+from ppar_cli.pipeline.front import Ahead
 from ppar_cli.research.labels import read_label_pickle
 
 runner = CliRunner()
@@ -194,7 +194,7 @@ def test_stuck_producer_does_not_hold_up_the_consumer():
         release.wait(60)  # stands in for a call that never returns
         yield 2
 
-    it = _ahead(stuck(), depth=2)
+    it = Ahead(stuck(), depth=2)
     assert next(it) == 1
     t0 = time.perf_counter()
     it.close()  # what a KeyboardInterrupt in the consumer does

@@ -13,35 +13,40 @@ import time
 import warnings
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ppar_cli import __version__
-from ppar_cli.core.weights import LoadedWeights, load_weights
+from ppar_cli.core.config import DEFAULT_WEIGHTS, read_metadata
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.encode import VideoWriter
 from ppar_cli.media.files import atomic_path
-from ppar_cli.media.probe import VideoError, probe
+from ppar_cli.media.probe import VideoError
 from ppar_cli.pipeline.fill import fill_clip
-from ppar_cli.pipeline.guard import FaceGuard
-from ppar_cli.pipeline.jobs import check_outputs, plan_jobs
+from ppar_cli.pipeline.front import SCORE_SIDE, Front
+from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
-from ppar_cli.pipeline.scoremap import names_real_actions, score_map
-from ppar_cli.pipeline.stream import SCORE_SIDE, fill_pass, score_windows, two_passes
+
+# PyTorch and what needs it are imported where first used, after the first video's front has
+# started (front.py): importing PyTorch takes about a second.
+if TYPE_CHECKING:
+    import torch
+
+    from ppar_cli.core.weights import LoadedWeights
 
 
 class OutputError(PparError):
     """An output of the whole run (the manifest) cannot be written: the batch stops (exit 1)."""
-# Full-resolution frames waiting for their batch to be scored are held up to about this many bytes
-# (fewer clips per batch at 4K); memory stays flat in the video's length either way.
-PENDING_BYTES = 384 * 2**20
 
 
 def resolve_device(name: str) -> torch.device:
     """cpu, or cuda (the LOCAL_RANK-th GPU when launched by torchrun)."""
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -55,14 +60,19 @@ def resolve_device(name: str) -> torch.device:
 
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
                    reporter: Reporter | None = None, scores_path: Path | None = None, detector=None,
-                   preview: Path | None = None) -> FileResult:
-    """Anonymize one video. Raises nothing for bad input: failures come back as a failed result."""
+                   preview: Path | None = None, front: Front | None = None) -> FileResult:
+    """Anonymize one video (``front``: its decoding and guard, already started). Raises nothing for
+    bad input: failures come back as a failed result."""
+    from ppar_cli.pipeline.scoremap import names_real_actions, score_map
+    from ppar_cli.pipeline.stream import fill_pass, score_windows
+
     reporter = reporter or Silent()
     t0 = time.perf_counter()
     result = FileResult(src, dst, "failed")
     writer = shown = None
     try:
-        info = probe(src)
+        front = front or Front(src, weights.model.cfg, detector, opts.guard_config)
+        info = front.info
         reporter.start_file(src, info.num_frames)
         if info.width % 2 or info.height % 2:
             result.notes.append(f"odd size {info.width}x{info.height}: encoded as yuv444p to keep the exact size")
@@ -74,7 +84,6 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             preview.parent.mkdir(parents=True, exist_ok=True)
             shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
                                 times=times)
-        guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
 
         def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
             original = frames.copy() if shown is not None else None  # fill_clip works in place
@@ -85,12 +94,11 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             reporter.advance(len(frames))
 
         model = weights.model
-        if not two_passes(model.cfg, info.width, info.height):
-            reader = FrameReader(info, backend="ffmpeg")  # decord's reader grows with the video's length
-            windows = score_windows(reader, model, opts, device, guard, emit, names_real_actions(weights))
+        reader = front.reader
+        if not front.two_passes:
+            windows = score_windows(front.windows, model, opts, device, emit, names_real_actions(weights))
         else:  # very large frames: decide on small ones, then fill the full-size ones a few at a time
-            windows = score_windows(FrameReader(info, "ffmpeg", SCORE_SIDE), model, opts, device, guard, None,
-                                    names_real_actions(weights))
+            windows = score_windows(front.windows, model, opts, device, None, names_real_actions(weights))
             reader = FrameReader(info, backend="ffmpeg")
             if windows:
                 fill_pass(reader, windows, model.cfg, emit)
@@ -111,7 +119,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                                 f"lists could be decoded")
         result.frames = writer.frames
         result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
-        if guard is not None and result.kept_fraction < opts.keep_ratio - 1 / weights.model.cfg.num_tokens:
+        if front.guard is not None and result.kept_fraction < opts.keep_ratio - 1 / weights.model.cfg.num_tokens:
             low = min(w["kept_fraction"] for w in windows)
             result.notes.append(f"the face guard hid more than --keep {opts.keep_ratio:g} asked: {result.kept_fraction:.3f} of "
                                 f"the video visible on average, {low:.3f} in the window with the most faces")
@@ -141,6 +149,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             if w is not None:
                 w.abort()
         raise
+    finally:
+        if front is not None:
+            front.close()
     result.seconds = time.perf_counter() - t0
     reporter.end_file(result)
     return result
@@ -203,38 +214,68 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     if manifest is not None:
         _check_manifest(manifest)
     _flat_heap()
-    device = resolve_device(opts.device)
-    with _model_threads(device):
-        loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
-        loaded.model.to(device)
-        detector = None
-        if opts.guard != "none":
-            try:
-                detector = CenterFace(opts.guard_config.threshold, opts.guard_config.max_side)
-            except FacesUnavailable as e:
-                if opts.guard == "centerface":
-                    raise UsageError(f"centerface: {e}", option="guard") from None
-                warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
-        if opts.preview is not None:
-            warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
-        reporter = reporter or Silent()
-        reporter.start_batch(len(jobs))
-        results = []
-        for job in jobs:
-            score_path = (scores if isinstance(scores, Path) else job.scores) if scores else None
-            if not opts.overwrite and (job.dst.exists() or (score_path is not None and score_path.exists())):
-                # folder mode: a finished file is skipped; a score map without its video is someone else's file
-                result = FileResult(job.src, job.dst, "skipped")
-                if not job.dst.exists():
-                    result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
-                reporter.end_file(result)
-            else:
-                result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
-                                        detector=detector, preview=opts.preview if single else None)
-            results.append(result)
-            if manifest is not None:
-                _append_manifest(manifest, result, loaded, opts)
-        return results
+    detector = None
+    if opts.guard != "none":
+        try:
+            detector = CenterFace(opts.guard_config.threshold, opts.guard_config.max_side)
+        except FacesUnavailable as e:
+            if opts.guard == "centerface":
+                raise UsageError(f"centerface: {e}", option="guard") from None
+            warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
+    if opts.preview is not None:
+        warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
+    front = _early_front(jobs, opts, weights, scores, detector)
+    try:
+        device = resolve_device(opts.device)
+        with _model_threads(device):
+            from ppar_cli.core.weights import LoadedWeights, load_weights
+
+            loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
+            loaded.model.to(device)
+            reporter = reporter or Silent()
+            reporter.start_batch(len(jobs))
+            results = []
+            for i, job in enumerate(jobs):
+                score_path = _score_path(job, scores)
+                if _skipped(job, score_path, opts):
+                    # folder mode: a finished file is skipped; a score map without its video is someone else's file
+                    result = FileResult(job.src, job.dst, "skipped")
+                    if not job.dst.exists():
+                        result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
+                    reporter.end_file(result)
+                else:
+                    result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
+                                            detector=detector, preview=opts.preview if single else None,
+                                            front=front if i == 0 else None)
+                results.append(result)
+                if manifest is not None:
+                    _append_manifest(manifest, result, loaded, opts)
+            return results
+    finally:
+        if front is not None:
+            front.close()
+
+
+def _score_path(job: Job, scores: Path | bool) -> Path | None:
+    return (scores if isinstance(scores, Path) else job.scores) if scores else None
+
+
+def _skipped(job: Job, score_path: Path | None, opts: Options) -> bool:
+    return not opts.overwrite and (job.dst.exists() or (score_path is not None and score_path.exists()))
+
+
+def _early_front(jobs: list[Job], opts: Options, weights, scores: Path | bool, detector) -> Front | None:
+    """The first video's front (decoding and the face guard), started before PyTorch is imported so
+    that it works while PyTorch loads (front.py). None where that video is skipped or its front
+    cannot start: anonymize_file then starts it, or reports why not, as for any other video."""
+    if not jobs or _skipped(jobs[0], _score_path(jobs[0], scores), opts):
+        return None
+    try:
+        model = getattr(weights, "model", None)  # LoadedWeights, without importing PyTorch to ask
+        cfg = model.cfg if model is not None else read_metadata(Path(weights) if weights else DEFAULT_WEIGHTS)[0]
+        return Front(jobs[0].src, cfg, detector, opts.guard_config)
+    except (PparError, OSError, ValueError, RuntimeError):
+        return None
 
 
 @contextlib.contextmanager
@@ -243,6 +284,8 @@ def _model_threads(device: torch.device):
     (the decoder, the face guard's two, the encoder's), at least one; restored afterwards. On 2
     cores one thread spends 10% less CPU time than two on a 640x360 run with the guard and is as
     fast with it off. OMP_NUM_THREADS, when set, decides instead."""
+    import torch
+
     if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
         yield
         return

@@ -1,0 +1,111 @@
+"""The front of the frame stream: a video's windows decoded and, with the face guard, searched for
+faces, in a thread ahead of the model.
+
+No PyTorch here. `anonymize` starts the first video's front before it loads PyTorch and the model
+(about a second on 2 cores), so the guard's searches fill the core that the import leaves idle;
+until the model takes its first window the front may run up to START_BYTES of windows ahead, then
+two windows.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ppar_cli.core.clips import slab_index
+from ppar_cli.core.config import PPARConfig
+from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.probe import probe
+from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
+
+WINDOW_BYTES = 2**30  # one window's source frames above this: two passes (4K: 0.8 GB, one pass; 8K: 3.2 GB, two)
+SCORE_SIDE = 640  # long side of the first pass's frames: the face guard's own detector size
+START_BYTES = 192 * 2**20  # windows the front may hold before the model starts (640x360: 8, 1280x720: 2)
+
+
+def two_passes(cfg: PPARConfig, width: int, height: int) -> bool:
+    return cfg.clip_span * width * height * 3 > WINDOW_BYTES
+
+
+class Ahead:
+    """Runs a generator in a daemon thread, ahead of the consumer: up to ``start_depth`` items
+    before the first is taken, ``depth`` after. Decoding and the detector release the GIL, so
+    they overlap the consumer. Exceptions surface in the consumer; :meth:`close` stops the thread."""
+
+    def __init__(self, items: Iterator, depth: int = 2, start_depth: int = 2):
+        self._items, self._depth, self._limit = items, depth, max(depth, start_depth)
+        self._buf: deque = deque()
+        self._cv = threading.Condition()
+        self._done = self._stop = False
+        self._err: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            for item in self._items:
+                with self._cv:
+                    while len(self._buf) >= self._limit and not self._stop:
+                        self._cv.wait()
+                    if self._stop:
+                        break
+                    self._buf.append(item)
+                    self._cv.notify_all()
+        except BaseException as e:  # noqa: BLE001 -- handed to the consumer
+            self._err = e
+        finally:
+            self._items.close()
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def __iter__(self) -> Ahead:
+        return self
+
+    def __next__(self):
+        with self._cv:
+            self._limit = self._depth
+            while not self._buf and not self._done:
+                self._cv.wait()
+            if self._buf:
+                item = self._buf.popleft()
+                self._cv.notify_all()
+                return item
+        if self._err is not None:
+            raise self._err
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the producer and drop what it made. A producer stuck inside a decoder call is left
+        behind rather than holding up Ctrl-C (a daemon thread: it ends with the process)."""
+        with self._cv:
+            self._stop = True
+            self._buf.clear()
+            self._cv.notify_all()
+        self._thread.join(3.0)
+
+
+class Front:
+    """One video's windows as (source frames, tubelets the guard forces or None), decoded in a
+    thread. For very large frames (two passes) the windows are at SCORE_SIDE, for the model and
+    the guard; the full-size frames are read again to fill them."""
+
+    def __init__(self, src: Path, cfg: PPARConfig, detector=None, guard: GuardConfig | None = None):
+        self.info = probe(src)
+        self.two_passes = two_passes(cfg, self.info.width, self.info.height)
+        # ffmpeg's pipe: decord's reader grows with the video's length
+        self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None)
+        self.guard = FaceGuard(guard, detector) if detector is not None else None
+        window = cfg.clip_span * self.reader.width * self.reader.height * 3
+        self.windows = Ahead(_guarded(self.reader, cfg, self.guard), depth=2, start_depth=START_BYTES // window)
+
+    def close(self) -> None:
+        self.windows.close()
+
+
+def _guarded(reader: FrameReader, cfg: PPARConfig, guard: FaceGuard | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    for frames in reader.chunks(cfg.clip_span):
+        yield frames, guard.forced(frames, cfg.grid, slab_index(len(frames), cfg)) if guard else None
