@@ -63,17 +63,18 @@ def timed(cmd: list[str]) -> tuple[float, dict]:
 
 
 def run_ppar_child(src: str, dst: str, extra: list[str]) -> None:
-    """In a fresh process: anonymize, then print its own and its children's (ffmpeg's) peak RSS and
-    CPU seconds, and its own page faults."""
-    from ppar_cli.cli import app
+    """In a fresh process, as the `ppar` program runs: anonymize, then print its own and its
+    children's (ffmpeg's) peak RSS and CPU seconds, and its own page faults."""
+    from ppar_cli.cli import main
 
+    sys.argv = ["ppar", "anonymize", src, dst, "--overwrite", "--quiet", "--no-scores", *extra]
     try:
-        app(["anonymize", src, dst, "--overwrite", "--quiet", "--no-scores", *extra], standalone_mode=False)
+        main()
     finally:
         own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         print(json.dumps({"rss_mb": round(own.ru_maxrss / 1024, 1), "decoder_rss_mb": round(kids.ru_maxrss / 1024, 1),
                           "user_s": round(own.ru_utime, 1), "sys_s": round(own.ru_stime, 1), "page_faults": own.ru_minflt,
-                          "ffmpeg_user_s": round(kids.ru_utime, 1), "ffmpeg_sys_s": round(kids.ru_stime, 1)}))
+                          "ffmpeg_user_s": round(kids.ru_utime, 1), "ffmpeg_sys_s": round(kids.ru_stime, 1)}), flush=True)
 
 
 def frames_of(path: Path) -> int:

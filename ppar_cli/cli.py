@@ -1,6 +1,7 @@
 """`ppar` command line: a thin Typer layer over the Python API. Exit codes: 0 ok, 1 a file failed, 2 usage."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -364,5 +365,15 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def main() -> None:
+    """The `ppar` program. The interpreter's last garbage collection at exit would walk every object
+    that importing PyTorch made (0.3 s of a run on 2 cores); frozen, they are skipped. Nothing is
+    left to collect in a process that is ending."""
+    try:
+        app()
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":
-    app()
+    main()
