@@ -164,3 +164,17 @@ def test_colours_reach_the_encoder_as_ffmpeg_would_convert_them():
     err = [np.abs(f.to_ndarray(format="rgb24").astype(int) - rgb).mean() for f in (ours, ref)]
     assert err[0] <= err[1] + 0.5, err
     assert (ours.to_ndarray()[:8] == 16).all()  # black: the limited range's floor
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="thread priorities are read from /proc")
+def test_encoder_runs_behind_the_rest(tmp_path):
+    """The encoder's thread (and x264's, which it starts) yields the cores to the stages ahead of it."""
+    from ppar_cli.media.encode import ENCODER_NICE, VideoWriter
+
+    w = VideoWriter(tmp_path / "o.mp4", 64, 48, Fraction(25))
+    try:
+        w.write(np.zeros((4, 48, 64, 3), np.uint8))
+        stat = open(f"/proc/self/task/{w._thread.native_id}/stat").read()
+        assert int(stat[stat.rindex(")") + 2:].split()[16]) == ENCODER_NICE  # field 19: nice
+    finally:
+        w.commit()
