@@ -169,7 +169,7 @@ def _flat_heap() -> None:
       measured by page faults and peak RSS in `benchmarks/bench.py --long 8`).
     - The threshold is set, not adaptive: glibc's adaptive one moved frame buffers into per-thread
       arenas that fragment, and peak memory crept up with the video's length (the same benchmark
-      checks it: +13% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
+      checks it: +12% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
     """
     try:
         import ctypes
@@ -282,8 +282,8 @@ def _early_front(jobs: list[Job], opts: Options, weights, scores: Path | bool, d
 def _model_threads(device: torch.device):
     """PyTorch's threads for the model on the CPU: the cores the pipeline's other stages leave
     (the decoder, the face guard's two, the encoder's), at least one; restored afterwards. On 2
-    cores one thread spends 10% less CPU time than two on a 640x360 run with the guard and is as
-    fast with it off. OMP_NUM_THREADS, when set, decides instead."""
+    cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s with two
+    (three runs each), and as long with the guard off. OMP_NUM_THREADS, when set, decides instead."""
     import torch
 
     if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
