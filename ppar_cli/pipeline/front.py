@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Ahead:
     before the first is taken, ``depth`` after. Decoding and the detector release the GIL, so
     they overlap the consumer. Exceptions surface in the consumer; :meth:`close` stops the thread."""
 
-    def __init__(self, items: Iterator, depth: int = 2, start_depth: int = 2):
+    def __init__(self, items: Generator, depth: int = 2, start_depth: int = 2):
         self._items, self._depth, self._limit = items, depth, max(depth, start_depth)
         self._buf: deque = deque()
         self._cv = threading.Condition()
