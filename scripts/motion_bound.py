@@ -23,7 +23,7 @@ from ppar_cli.core.model import keep_counts
 from ppar_cli.core.weights import load_weights
 from ppar_cli.research.data import ClipSet, open_benchmark
 from ppar_cli.research.evaluate import Windows
-from ppar_cli.research.metrics import motion_metrics, oracle_keep, pixel_metrics, tubelet_motion
+from ppar_cli.research.metrics import attention_mass, motion_metrics, oracle_keep, pixel_metrics, tubelet_motion
 
 
 def top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -63,8 +63,8 @@ def main() -> None:
         row(f"motion as a_act, the weights' a_priv, lambda {lam:g}", top(share - lam * a_priv, k))
     print(json.dumps({"privacy_tubelet_area": round(float(priv.mean()), 4),
                       "motion_in_privacy_tubelets": round(float(motion[priv].sum() / motion.sum()), 4),
-                      "a_priv_on_privacy_tubelets": round(float((a_priv * priv).sum() / a_priv.sum()), 4),
-                      "a_act_on_privacy_tubelets": round(float((a_act * priv).sum() / a_act.sum()), 4)}))
+                      "a_priv_on_privacy_tubelets": round(attention_mass(a_priv, w.priv), 4),
+                      "a_act_on_privacy_tubelets": round(attention_mass(a_act, w.priv), 4)}))
 
 
 if __name__ == "__main__":

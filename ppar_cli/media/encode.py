@@ -2,6 +2,7 @@
 renamed only when complete; each frame at its source timestamp, the audio remuxed."""
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import sys
@@ -49,14 +50,20 @@ def video_frame(rgb: np.ndarray, pix_fmt: str):
     640x360 run's 22 CPU-seconds). Without OpenCV (no `ppar[guard]`), the encoder converts."""
     import av
 
-    if pix_fmt == "yuv420p":
-        try:
-            import cv2
-        except ImportError:
-            cv2 = None
-        if cv2 is not None:
-            return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    cv2 = _opencv()
+    if pix_fmt == "yuv420p" and cv2 is not None:
+        return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
     return av.VideoFrame.from_ndarray(rgb, format="rgb24")
+
+
+@functools.cache
+def _opencv():
+    """OpenCV, or None where it is not installed: looked up once, not for every frame."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
 
 
 class VideoWriter:
