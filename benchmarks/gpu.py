@@ -2,19 +2,25 @@
 
     bash benchmarks/gpu_wheels.sh                    # here, once: the wheel the device image lacks (PyAV) into .wheels/
     # on the device (carry .wheels), from the repository root:
+    bash benchmarks/gpu_clips.sh                     # here, once: a few real clips into .gpuclips/ (carried too)
+    # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
-    #   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu.py --out $OUT
+    #   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu.py --out $OUT --budget 420
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
-  correctness  anonymize a folder (synthetic samples, lavfi 720p clips) on the device and on the CPU:
-               exit codes, finite scores, agreement of the kept masks
-  model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, eager and
-               torch.compile, with model FLOPs utilisation against the bf16 peak
-  end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, against a
-               plain re-encode of the same folder (FFmpeg's libraries through PyAV, as the device has
-               no ffmpeg program; ppar itself decodes through PyAV there); GPU busy fraction from
-               nvidia-smi samples
+  correctness  anonymize a folder (real clips, synthetic samples, 720p pattern clips) on the device and
+               on the CPU: exit codes, finite scores, agreement of the kept masks; and the model alone
+               on the real clips' windows in bf16 (what anonymize uses on CUDA), fp32 and fp32 without
+               TF32, each against the CPU
+  model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
+               FLOPs utilisation against the bf16 peak; `compiled`, last: the same with torch.compile,
+               while the budget lasts
+  guard        the face detector's search time through onnxruntime's CPU and (if there) CUDA provider
+  end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, one process
+               and several shards at once (--shard K/N), against a plain re-encode of the same folder
+               with every file at once (FFmpeg's libraries through PyAV, as the device has no ffmpeg
+               program; ppar itself decodes through PyAV there); GPU busy fraction from nvidia-smi
   train        `ppar train` steps/s on one GPU and under torchrun --nproc_per_node 1, and a resumed run
                that must equal the uninterrupted one
   eval         `ppar eval --device` (quick protocol) on a small synthetic benchmark
@@ -38,8 +44,13 @@ REPO = Path(__file__).resolve().parents[1]
 PEAK_BF16 = 790e12  # FLOP/s, dense bf16 on H100/H200 SXM (the card's datasheet; measured ceilings go in the notes)
 
 
+DEADLINE = float("inf")  # time.monotonic() past which no command may run on (--budget)
+
+
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    """A command, killed at the deadline (subprocess.TimeoutExpired: its section records the error)."""
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                          timeout=max(5.0, DEADLINE - time.monotonic()), **kw)
 
 
 def ppar(*args) -> subprocess.CompletedProcess:
@@ -47,23 +58,31 @@ def ppar(*args) -> subprocess.CompletedProcess:
 
 
 def make_clips(folder: Path, n: int, seconds: float, size: str = "1280x720") -> Path:
-    """Clips of a moving colour pattern, H.264 through PyAV: the device has no ffmpeg program."""
+    """Clips of a moving colour pattern, H.264 through PyAV (the device has no ffmpeg program), made
+    in parallel."""
+    from multiprocessing import Pool
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with Pool(min(n, os.cpu_count() or 1)) as pool:
+        pool.map(_make_clip, [(folder / f"clip{i:02d}.mp4", i, seconds, size) for i in range(n)])
+    return folder
+
+
+def _make_clip(job: tuple[Path, int, float, str]) -> None:
     import av
     import numpy as np
 
-    folder.mkdir(parents=True, exist_ok=True)
+    path, i, seconds, size = job
     w, h = (int(v) for v in size.split("x"))
     yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 3) % 256], -1).astype(np.uint8)
-    for i in range(n):
-        with av.open(str(folder / f"clip{i:02d}.mp4"), "w") as out:
-            vs = out.add_stream("libx264", rate=25)
-            vs.width, vs.height, vs.pix_fmt, vs.options = w, h, "yuv420p", {"preset": "veryfast", "crf": "18"}
-            for t in range(int(seconds * 25)):
-                frame = av.VideoFrame.from_ndarray(np.roll(base, (i + 1) * 4 * t, axis=1), format="rgb24")
-                out.mux(vs.encode(frame))
-            out.mux(vs.encode())
-    return folder
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt, vs.options = w, h, "yuv420p", {"preset": "veryfast", "crf": "18"}
+        for t in range(int(seconds * 25)):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, (i + 1) * 4 * t, axis=1), format="rgb24")
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode())
 
 
 def reencode(pair: tuple[str, str]) -> int:
@@ -86,6 +105,13 @@ def reencode(pair: tuple[str, str]) -> int:
             n += 1
         out.mux(vs.encode())
     return n
+
+
+def decode_only(path: str) -> int:
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
+
+    return sum(len(chunk) for chunk in FrameReader(probe(path), "ffmpeg").chunks(32))
 
 
 def kept_masks(folder: Path) -> dict:
@@ -113,8 +139,8 @@ def strict_json(path: Path) -> bool:
 def correctness(args, work: Path) -> dict:
     src = work / "corr_in"
     make_clips(src, 2, 4 if args.quick else 8)
-    for sample in (REPO / "samples").glob("*.mp4"):
-        shutil.copy(sample, src / sample.name)
+    for clip in [*(REPO / "samples").glob("*.mp4"), *_real_clips(args)]:
+        shutil.copy(clip, src / clip.name)
     res = {}
     for dev in (args.device, "cpu"):
         out = work / f"corr_{dev}"
@@ -123,14 +149,61 @@ def correctness(args, work: Path) -> dict:
     a, b = kept_masks(work / f"corr_{args.device}"), kept_masks(work / "corr_cpu")
     import numpy as np
 
-    agree = [float((np.array(a[k]) == np.array(b[k])).mean()) for k in a if k in b]
+    agree = {k: float((np.array(a[k]) == np.array(b[k])).mean()) for k in a if k in b}
     finite = all(strict_json(p) for p in (work / f"corr_{args.device}").rglob("*.json") if not p.name.startswith("ppar-manifest"))
-    res.update({"files": len(a), "kept_agreement_min": min(agree) if agree else None,
-                "kept_agreement_mean": statistics.mean(agree) if agree else None, "score_maps_finite_json": finite})
+    res.update({"files": len(a), "kept_agreement": agree, "kept_agreement_min": min(agree.values()) if agree else None,
+                "kept_agreement_mean": statistics.mean(agree.values()) if agree else None, "score_maps_finite_json": finite})
+    res["model_alone"] = model_agreement(args, [p for p in sorted(src.iterdir()) if not p.name.startswith("clip")])
     return res
 
 
-def model_throughput(args) -> list[dict]:
+def _real_clips(args) -> list[Path]:
+    return sorted(p for p in args.real.iterdir() if p.is_file()) if args.real and args.real.is_dir() else []
+
+
+def model_agreement(args, files: list[Path]) -> dict:
+    """The bundled model on every window of these files, on the device in bf16 autocast (what
+    anonymize does on CUDA), in fp32, and in fp32 without TF32, against the CPU in fp32: the share
+    of tubelets whose kept/pruned decision agrees, and the largest score difference."""
+    import torch
+
+    from ppar_cli.core.clips import prepare_clips
+    from ppar_cli.core.weights import load_weights
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
+    from ppar_cli.pipeline.stream import ModelInput
+
+    model = load_weights().model.eval()
+    cfg = model.cfg
+    to_input = ModelInput(cfg)
+    clips = torch.stack([to_input(frames) for f in files for frames in FrameReader(probe(f), "ffmpeg").chunks(cfg.clip_span)])
+    dev = torch.device(args.device)
+
+    def run(device, bf16: bool, tf32: bool):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        m = model.to(device)
+        outs = []
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            for batch in clips.split(16):
+                o = m(prepare_clips(batch.to(device), cfg), keep_ratio=0.5)
+                outs.append((o.kept.cpu(), o.scores.float().cpu()))
+        return torch.cat([k for k, _ in outs]), torch.cat([s for _, s in outs])
+
+    ref_kept, ref_scores = run(torch.device("cpu"), False, False)
+    res = {"windows": len(clips)}
+    for name, bf16, tf32 in (("bf16", True, True), ("fp32_tf32", False, True), ("fp32", False, False)):
+        kept, scores = run(dev, bf16, tf32)
+        same = (kept == ref_kept).float()
+        res[name] = {"agreement": round(float(same.mean()), 5), "windows_identical": round(float(same.flatten(1).all(1).float().mean()), 4),
+                     "max_abs_score_diff": float((scores - ref_scores).abs().max()),
+                     "score_scale": float(ref_scores.std())}
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # PyTorch's defaults
+    return res
+
+
+def model_throughput(args, compiled: bool = False) -> list[dict]:
+    """Eager, or (compiled) torch.compile with static shapes, one fresh compilation per variant,
+    the paper's base preset in bf16 first, for as long as the budget lasts."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -139,38 +212,87 @@ def model_throughput(args) -> list[dict]:
     from ppar_cli.core.weights import load_weights
 
     dev = torch.device(args.device)
-    rows = []
-    for name in ("bundled", "base"):
-        model = load_weights().model if name == "bundled" else PPARModel(PPARConfig(**PRESETS["base"], actions=list("abcdefghij")))
-        model = model.to(dev).eval()
+    models = {"base": PPARModel(PPARConfig(**PRESETS["base"], actions=list("abcdefghij"))),
+              "bundled": load_weights().model}
+    batches = (8, 2) if args.quick else (128, 32, 8)
+    inputs, flops = {}, {}
+    for name, model in models.items():
+        model.to(dev).eval()
         cfg = model.cfg
-        for bs in (2, 8) if args.quick else (8, 32, 128):
-            x = torch.randn(bs, 3, cfg.frames, cfg.image_size, cfg.image_size, device=dev)
+        for bs in batches:
+            inputs[name, bs] = torch.randn(bs, 3, cfg.frames, cfg.image_size, cfg.image_size, device=dev)
             with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-                model(x, keep_ratio=0.5)
-            flops = fc.get_total_flops()
-            for dtype in ("fp32", "bf16"):
-                for compiled in (False, True):
-                    row = {"model": name, "batch": bs, "dtype": dtype, "compile": compiled}
-                    try:
-                        m = torch.compile(model) if compiled else model
-                        ctx = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
-                        with torch.inference_mode(), ctx:
-                            for _ in range(3):
-                                m(x, keep_ratio=0.5)
-                            _sync(dev)
-                            reps = 3 if args.quick else 20
-                            t0 = time.perf_counter()
-                            for _ in range(reps):
-                                m(x, keep_ratio=0.5)
-                            _sync(dev)
-                        dt = (time.perf_counter() - t0) / reps
-                        row.update({"clips_per_s": round(bs / dt, 2), "tflops": round(flops / dt / 1e12, 2),
-                                    "mfu_bf16_peak": round(flops / dt / PEAK_BF16, 4)})
-                    except Exception as e:  # noqa: BLE001 -- recorded; the next variant runs
-                        row["error"] = str(e).splitlines()[0][:200]
-                    rows.append(row)
+                model(inputs[name, bs], keep_ratio=0.5)
+            flops[name, bs] = fc.get_total_flops()
+    rows = []
+    for dtype in ("bf16", "fp32"):
+        for name, model in models.items():
+            for bs in batches:
+                row = {"model": name, "batch": bs, "dtype": dtype, "compile": compiled}
+                rows.append(row)
+                if time.monotonic() > args.deadline - (60 if compiled else 20):
+                    row["error"] = "skipped: out of time"
+                    continue
+                try:
+                    if compiled:
+                        torch._dynamo.reset()
+                    m = torch.compile(model, dynamic=False) if compiled else model
+                    row.update(_time_forward(m, inputs[name, bs], flops[name, bs], dtype == "bf16", dev))
+                except Exception as e:  # noqa: BLE001 -- recorded; the next variant runs
+                    row["error"] = str(e).splitlines()[0][:200]
+                print(row, flush=True)
     return rows
+
+
+def guard_check(args, work: Path) -> dict:
+    """The face guard's detector: onnxruntime's providers here, and one search's time on a 1280x720
+    frame through the CPU provider (what ppar uses) and the CUDA provider where there is one."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ppar_cli.core.config import bundled
+    from ppar_cli.faces.detectors import CenterFace
+
+    res = {"onnxruntime": ort.__version__, "providers": ort.get_available_providers()}
+    frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8)
+    det = CenterFace(0.05, 640)
+    for provider in ("CPUExecutionProvider", "CUDAExecutionProvider"):
+        if provider not in res["providers"]:
+            continue
+        try:
+            det._session = ort.InferenceSession(str(bundled("centerface.onnx")), providers=[provider])
+            det(frame)
+            times = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                det(frame)
+                times.append(time.perf_counter() - t0)
+            res[provider] = {"ms_per_search": round(statistics.median(times) * 1e3, 2)}
+        except Exception as e:  # noqa: BLE001
+            res[provider] = {"error": str(e).splitlines()[0][:200]}
+    return res
+
+
+def _time_forward(m, x, flops: float, bf16: bool, dev) -> dict:
+    """Median of forward passes (warm-up first: compilation, cuDNN's autotuning), for about a second."""
+    import torch
+
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        t0 = time.perf_counter()
+        for _ in range(2):
+            m(x, keep_ratio=0.5)
+        _sync(dev)
+        warm = time.perf_counter() - t0
+        times = []
+        while len(times) < 3 or (sum(times) < 1.0 and len(times) < 50):
+            t0 = time.perf_counter()
+            m(x, keep_ratio=0.5)
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    return {"clips_per_s": round(len(x) / dt, 1), "ms": round(dt * 1e3, 2), "tflops": round(flops / dt / 1e12, 2),
+            "mfu_bf16_peak": round(flops / dt / PEAK_BF16, 4), "gflop_per_clip": round(flops / len(x) / 1e9, 1),
+            "warmup_s": round(warm, 1), "reps": len(times)}
 
 
 def _sync(dev) -> None:
@@ -205,23 +327,44 @@ class GpuBusy:
 def end_to_end(args, work: Path) -> list[dict]:
     from multiprocessing import Pool
 
-    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else 20)
+    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else 10)
     files = sorted(src.glob("*.mp4"))
     rows = []
     t0 = time.perf_counter()
     with Pool(len(files)) as pool:  # all files at once, one process each
         frames = sum(pool.map(reencode, [(str(p), str(work / f"ff_{p.name}")) for p in files]))
     ff = time.perf_counter() - t0
-    rows.append({"what": "plain re-encode (libx264 veryfast crf 20), all files at once", "fps": round(frames / ff, 1)})
-    for guard in ("none", "auto"):
-        out = work / f"e2e_{guard}"
+    rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "frames": frames,
+                 "seconds": round(ff, 2), "fps": round(frames / ff, 1)})
+    t0 = time.perf_counter()
+    decoded = sum(decode_only(str(p)) for p in files)
+    dt = time.perf_counter() - t0
+    rows.append({"what": "decode only (PyAV to RGB, as ppar reads there), one file after another", "seconds": round(dt, 2),
+                 "fps": round(decoded / dt, 1)})
+    shards = 2 if args.quick else args.shards
+    for guard, n in (("none", 1), ("none", shards), ("auto", shards)):
+        if time.monotonic() > args.deadline - 60:
+            rows.append({"what": f"ppar --guard {guard}, {n} process(es)", "error": "skipped: out of time"})
+            continue
+        out = work / f"e2e_{guard}_{n}"
         with GpuBusy() as g:
             t0 = time.perf_counter()
-            r = ppar("anonymize", src, out, "--device", args.device, "--guard", guard, "--quiet", "--overwrite",
-                     "--batch-size", "16")
+            logs = [work / f"e2e_{guard}_{n}_{k}.log" for k in range(n)]
+            procs = [subprocess.Popen([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--device",
+                                       args.device, "--guard", guard, "--quiet", "--overwrite", "--batch-size", "16",
+                                       *(["--shard", f"{k}/{n}"] if n > 1 else [])],
+                                      stdout=subprocess.DEVNULL, stderr=open(log, "w")) for k, log in enumerate(logs)]
+            try:
+                done = [p.wait(max(5.0, DEADLINE - time.monotonic())) for p in procs]
+            finally:
+                for p in procs:
+                    p.kill()
+            done = [(rc, log.read_text()) for rc, log in zip(done, logs)]
             dt = time.perf_counter() - t0
-        rows.append({"what": f"ppar --guard {guard}", "fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3),
-                     "gpu_busy": g.busy, "exit": r.returncode, "stderr": r.stderr[-300:]})
+        rows.append({"what": f"ppar --guard {guard}, {n} process(es) (--shard K/{n})", "seconds": round(dt, 2),
+                     "fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3), "gpu_busy": g.busy,
+                     "exit": max(rc for rc, _ in done), "stderr": "".join(e for _, e in done)[-300:]})
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -236,11 +379,15 @@ def synth_bench(args, work: Path) -> Path:
 
 def train_check(args, work: Path) -> dict:
     bench = synth_bench(args, work)
-    common = ["--data", bench, "--batch-size", 8, "--epochs", 2, "--seed", 1]
+    common = ["--data", bench, "--batch-size", 8, "--epochs", 2 if args.quick else 8, "--seed", 1]
     res = {}
     t0 = time.perf_counter()
     r = ppar("train", *common, "--out", work / "full.safetensors", "--run-dir", work / "run_full")
     res["one_gpu_s"], res["one_gpu_exit"] = round(time.perf_counter() - t0, 1), r.returncode
+    res["one_gpu_stderr"] = r.stderr[-300:]
+    if time.monotonic() > args.deadline - 90:
+        res["resume"] = res["torchrun"] = "skipped: out of time"
+        return res
     ppar("train", *common, "--stop-after", 1, "--out", work / "part.safetensors", "--run-dir", work / "run_part")
     r = ppar("train", *common, "--out", work / "part.safetensors", "--run-dir", work / "run_part")
     from safetensors.torch import load_file
@@ -274,8 +421,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
-    ap.add_argument("--only", default="correctness,model,end_to_end,train,eval")
+    ap.add_argument("--only", default="correctness,model,guard,end_to_end,train,eval,compiled")
+    ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
+    ap.add_argument("--shards", type=int, default=8, help="ppar processes at once in the end-to-end run")
+    ap.add_argument("--real", type=Path, default=REPO / ".gpuclips", help="real clips for the correctness check")
     args = ap.parse_args()
+    global DEADLINE
+    args.deadline = DEADLINE = time.monotonic() + args.budget
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "ppar-gpu"
     work.mkdir(parents=True, exist_ok=True)
@@ -283,9 +435,11 @@ def main() -> None:
 
     report = {"torch": torch.__version__, "device": args.device,
               "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    sections = {"correctness": correctness, "model": lambda a, w: model_throughput(a), "end_to_end": end_to_end,
-                "train": train_check, "eval": eval_check}
+    sections = {"correctness": correctness, "model": lambda a, w: model_throughput(a), "guard": guard_check,
+                "end_to_end": end_to_end, "train": train_check, "eval": eval_check,
+                "compiled": lambda a, w: model_throughput(a, compiled=True)}
     for name in args.only.split(","):
+        print(f"== {name} ({args.deadline - time.monotonic():.0f} s left)", flush=True)
         t0 = time.perf_counter()
         try:
             report[name] = sections[name](args, work)
@@ -293,9 +447,28 @@ def main() -> None:
             report[name] = {"error": traceback.format_exc()[-1500:]}
         report[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
         (args.out / "gpu.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: v for k, v in report.items() if k != "model"}, indent=1)[:6000])
-    for row in report.get("model", []) if isinstance(report.get("model"), list) else []:
-        print(row)
+    summary(report)
+
+
+def summary(report: dict) -> None:
+    """The headline numbers, last in the output (the full record is gpu.json)."""
+    print(f"\n{report['card']} torch {report['torch']}")
+    c = report.get("correctness", {})
+    print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json")},
+          {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu")}, c.get("error", "")[-400:])
+    for k, v in c.get("model_alone", {}).items():
+        print("  model alone", k, v)
+    for key in ("end_to_end",):
+        for row in report.get(key, []) if isinstance(report.get(key), list) else [report.get(key)]:
+            print(key, {k: v for k, v in (row or {}).items() if k != "stderr"})
+    for key in ("guard", "train", "eval"):
+        v = report.get(key, {})
+        print(key, json.dumps({k: x for k, x in v.items() if k not in ("records",)})[:700])
+        for rec in v.get("records", [])[:6]:
+            print("  ", json.dumps(rec)[:300])
+    for key in ("model", "compiled"):
+        for row in report.get(key, []) if isinstance(report.get(key), list) else [report.get(key)]:
+            print(row)
 
 
 if __name__ == "__main__":

@@ -322,3 +322,28 @@ def test_front_runs_further_ahead_only_until_the_model_starts():
     ahead.close()
     time.sleep(0.05)
     assert len(made) == 7
+
+
+def test_scores_are_exact_fp32_on_every_device(tiny_weights, monkeypatch):
+    """The kept set is a top-k over near-ties: scoring runs without autocast and without TF32 (which
+    PyTorch allows in cuDNN by default), so a GPU keeps what the CPU keeps; the user's flags come back."""
+    import torch
+
+    from ppar_cli.core.scoring import score_clips
+
+    model = load_weights(tiny_weights).model
+    seen = []
+    forward = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, *a, **k: (
+        seen.append((torch.is_autocast_enabled("cuda"), torch.is_autocast_enabled("cpu"),
+                     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)), forward(self, *a, **k))[1])
+    cfg = model.cfg
+    clips = torch.randint(0, 255, (2, cfg.frames, 40, 40, 3), dtype=torch.uint8)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast does not reach the model
+            out = score_clips(model, clips, 0.5, torch.device("cpu"))
+        assert seen == [(False, False, False, False)] and out.scores.dtype == torch.float32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False

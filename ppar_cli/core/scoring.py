@@ -6,6 +6,8 @@ its predecessor kept (less flicker at the same kept fraction).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -23,7 +25,7 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
     stream of consecutive windows), and ``prev_kept`` (gt, gh, gw) for b = 0. The windows then run
     one after another, since each needs its predecessor's kept mask.
     """
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.inference_mode(), _exact_fp32(), torch.autocast(device.type, enabled=False):
         if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
             clips = clips.pin_memory()
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
@@ -39,3 +41,17 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
                 prev = parts[-1].kept[0]
             out = Output(*(torch.cat(ts) for ts in zip(*parts)))
     return Output(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
+
+
+@contextlib.contextmanager
+def _exact_fp32():
+    """Full fp32 on every device (with autocast off), so a GPU keeps the tubelets the CPU keeps. The kept set is a
+    top-k over scores that differ by little (near-ties): bf16 autocast, or TF32 in cuDNN's
+    convolutions (PyTorch's default), flip some of them (benchmarks/gpu.py measures it), while the
+    model costs little beside decoding and encoding even in fp32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
