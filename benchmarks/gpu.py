@@ -330,30 +330,40 @@ def end_to_end(args, work: Path) -> list[dict]:
     src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else 10)
     files = sorted(src.glob("*.mp4"))
     rows = []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     with Pool(len(files)) as pool:  # all files at once, one process each
         frames = sum(pool.map(reencode, [(str(p), str(work / f"ff_{p.name}")) for p in files]))
+        pool.close()
+        pool.join()
     ff = time.perf_counter() - t0
     rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "frames": frames,
-                 "seconds": round(ff, 2), "fps": round(frames / ff, 1)})
+                 "seconds": round(ff, 2), "cpu_s": round(_children_cpu() - cpu0, 1), "fps": round(frames / ff, 1)})
     t0 = time.perf_counter()
     decoded = sum(decode_only(str(p)) for p in files)
     dt = time.perf_counter() - t0
     rows.append({"what": "decode only (PyAV to RGB, as ppar reads there), one file after another", "seconds": round(dt, 2),
                  "fps": round(decoded / dt, 1)})
-    shards = 2 if args.quick else args.shards
-    for guard, n in (("none", 1), ("none", shards), ("auto", shards)):
+    for spec in args.e2e.split(","):
+        guard, n, *env = spec.split(":")
+        n = min(int(n), 2) if args.quick else int(n)
+        what = f"ppar --guard {guard}, {n} process(es){' (--shard K/N)' if n > 1 else ''}{' ' + ' '.join(env) if env else ''}"
         if time.monotonic() > args.deadline - 60:
-            rows.append({"what": f"ppar --guard {guard}, {n} process(es)", "error": "skipped: out of time"})
+            rows.append({"what": what, "error": "skipped: out of time"})
             continue
-        out = work / f"e2e_{guard}_{n}"
+        out = work / f"e2e_{spec.replace(':', '_')}"
+        logs = [work / f"e2e_{spec.replace(':', '_')}_{k}.log" for k in range(n)]
+        cmd = [sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--device", args.device, "--guard", guard,
+               "--quiet", "--overwrite", "--batch-size", "16"]
+        spy = shutil.which("py-spy") if n == 1 and args.profile else None
+        if spy:  # where one process spends its time, thread by thread (waits included)
+            cmd = [spy, "record", "-r", "50", "--threads", "--idle", "-f", "raw", "-o", str(args.out / "spy.txt"), "--", *cmd]
+            what += " under py-spy"
+        cpu0 = _children_cpu()
         with GpuBusy() as g:
             t0 = time.perf_counter()
-            logs = [work / f"e2e_{guard}_{n}_{k}.log" for k in range(n)]
-            procs = [subprocess.Popen([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--device",
-                                       args.device, "--guard", guard, "--quiet", "--overwrite", "--batch-size", "16",
-                                       *(["--shard", f"{k}/{n}"] if n > 1 else [])],
-                                      stdout=subprocess.DEVNULL, stderr=open(log, "w")) for k, log in enumerate(logs)]
+            procs = [subprocess.Popen([*cmd, *(["--shard", f"{k}/{n}"] if n > 1 else [])], stdout=subprocess.DEVNULL,
+                                      stderr=open(log, "w"), env={**os.environ, **dict(e.split("=") for e in env)})
+                     for k, log in enumerate(logs)]
             try:
                 done = [p.wait(max(5.0, DEADLINE - time.monotonic())) for p in procs]
             finally:
@@ -361,11 +371,18 @@ def end_to_end(args, work: Path) -> list[dict]:
                     p.kill()
             done = [(rc, log.read_text()) for rc, log in zip(done, logs)]
             dt = time.perf_counter() - t0
-        rows.append({"what": f"ppar --guard {guard}, {n} process(es) (--shard K/{n})", "seconds": round(dt, 2),
+        rows.append({"what": what, "seconds": round(dt, 2), "cpu_s": round(_children_cpu() - cpu0, 1),
                      "fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3), "gpu_busy": g.busy,
                      "exit": max(rc for rc, _ in done), "stderr": "".join(e for _, e in done)[-300:]})
         print(rows[-1], flush=True)
     return rows
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def synth_bench(args, work: Path) -> Path:
@@ -385,6 +402,7 @@ def train_check(args, work: Path) -> dict:
     r = ppar("train", *common, "--out", work / "full.safetensors", "--run-dir", work / "run_full")
     res["one_gpu_s"], res["one_gpu_exit"] = round(time.perf_counter() - t0, 1), r.returncode
     res["one_gpu_stderr"] = r.stderr[-300:]
+    res["nondeterministic_ops"] = sorted({line.strip()[:200] for line in r.stderr.splitlines() if "deterministic" in line})
     if time.monotonic() > args.deadline - 90:
         res["resume"] = res["torchrun"] = "skipped: out of time"
         return res
@@ -423,7 +441,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
     ap.add_argument("--only", default="correctness,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
-    ap.add_argument("--shards", type=int, default=8, help="ppar processes at once in the end-to-end run")
+    ap.add_argument("--e2e", default="none:1,none:8,auto:8",
+                    help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE...] each (environment for those processes)")
+    ap.add_argument("--profile", action="store_true", help="the one-process end-to-end run under py-spy (OUT/spy.txt)")
     ap.add_argument("--real", type=Path, default=REPO / ".gpuclips", help="real clips for the correctness check")
     args = ap.parse_args()
     global DEADLINE
@@ -453,23 +473,20 @@ def main() -> None:
 def summary(report: dict) -> None:
     """The headline numbers, last in the output (the full record is gpu.json)."""
     print(f"\n{report['card']} torch {report['torch']}")
-    c = report.get("correctness", {})
-    print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json")},
-          {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu")}, c.get("error", "")[-400:])
-    for k, v in c.get("model_alone", {}).items():
-        print("  model alone", k, v)
-    for key in ("end_to_end",):
-        for row in report.get(key, []) if isinstance(report.get(key), list) else [report.get(key)]:
-            print(key, {k: v for k, v in (row or {}).items() if k != "stderr"})
+    if "correctness" in report:
+        c = report["correctness"]
+        print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json")},
+              {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu")}, c.get("error", "")[-400:])
+        for k, v in c.get("model_alone", {}).items():
+            print("  model alone", k, v)
+    for key in ("end_to_end", "model", "compiled"):
+        for row in report[key] if isinstance(report.get(key), list) else [report[key]] if key in report else []:
+            print(key, {k: v for k, v in row.items() if k != "stderr"})
     for key in ("guard", "train", "eval"):
-        v = report.get(key, {})
-        print(key, json.dumps({k: x for k, x in v.items() if k not in ("records",)})[:700])
-        for rec in v.get("records", [])[:6]:
-            print("  ", json.dumps(rec)[:300])
-    for key in ("model", "compiled"):
-        for row in report.get(key, []) if isinstance(report.get(key), list) else [report.get(key)]:
-            print(row)
-
+        if key in report:
+            print(key, json.dumps({k: x for k, x in report[key].items() if k != "records"})[:700])
+            for rec in report[key].get("records", [])[:6]:
+                print("  ", json.dumps(rec)[:300])
 
 if __name__ == "__main__":
     main()

@@ -126,6 +126,13 @@ def train(args: TrainArgs, log=print) -> dict:
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        # Deterministic kernels, so that a seed gives one result and a resumed run equals the
+        # uninterrupted one, as on the CPU: on an H100, atomics in the backward pass left a resumed
+        # run 0.03 away from the uninterrupted one after 8 epochs (benchmarks/gpu.py). cuBLAS needs
+        # its workspace fixed before its first call; an op with no deterministic kernel warns.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     master = rank == 0
     run = Path(args.run_dir)
     if master:
