@@ -327,9 +327,15 @@ class GpuBusy:
 def end_to_end(args, work: Path) -> list[dict]:
     from multiprocessing import Pool
 
-    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else 10)
+    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds)
     files = sorted(src.glob("*.mp4"))
     rows = []
+    # what one process pays before its first frame (imports, CUDA, the model), on a 1 s clip
+    one = make_clips(work / "e2e_one", 1, 1)
+    t0 = time.perf_counter()
+    r = ppar("anonymize", one / "clip00.mp4", work / "one.mp4", "--device", args.device, "--guard", "none", "-q", "--overwrite")
+    rows.append({"what": "ppar on a 1 s clip: start-up and 25 frames", "seconds": round(time.perf_counter() - t0, 2),
+                 "exit": r.returncode})
     t0, cpu0 = time.perf_counter(), _children_cpu()
     with Pool(len(files)) as pool:  # all files at once, one process each
         frames = sum(pool.map(reencode, [(str(p), str(work / f"ff_{p.name}")) for p in files]))
@@ -441,7 +447,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
     ap.add_argument("--only", default="correctness,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
-    ap.add_argument("--e2e", default="none:1,none:8,auto:8",
+    ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
+    ap.add_argument("--e2e", default="none:1,none:4,none:16,auto:16",
                     help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE...] each (environment for those processes)")
     ap.add_argument("--profile", action="store_true", help="the one-process end-to-end run under py-spy (OUT/spy.txt)")
     ap.add_argument("--real", type=Path, default=REPO / ".gpuclips", help="real clips for the correctness check")

@@ -292,6 +292,34 @@ def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights
     assert out.strip() == "[False]"
 
 
+def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_weights, monkeypatch):
+    """In a folder, each next video's front starts once the video before it is with the encoder,
+    before that one's flush and commit; a video that fails still lets the batch go on."""
+    import ppar_cli.pipeline.api as api
+    from ppar_cli.media.encode import VideoWriter
+
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 10, audio=False)
+    (tmp_path / "in" / "b.mp4").write_bytes(b"not a video")
+    events = []
+    init, commit = api.Front.__init__, VideoWriter.commit
+
+    def front(self, src, *a, **k):
+        events.append(f"front {src.stem}")
+        init(self, src, *a, **k)
+
+    def committed(self, *a, **k):
+        events.append(f"commit {self.dest.stem}")
+        commit(self, *a, **k)
+
+    monkeypatch.setattr(api.Front, "__init__", front)
+    monkeypatch.setattr(VideoWriter, "commit", committed)
+    results = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tiny_weights)
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
+    assert events == ["front a", "front b", "commit a", "front b", "front c", "commit c"]
+
+
 def test_front_runs_further_ahead_only_until_the_model_starts():
     """While PyTorch loads, the front may fill a deeper queue; once the model takes a window, two."""
     import threading

@@ -12,7 +12,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -59,9 +59,11 @@ def resolve_device(name: str) -> torch.device:
 
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
                    reporter: Reporter | None = None, scores_path: Path | None = None, detector=None,
-                   preview: Path | None = None, front: Front | None = None) -> FileResult:
-    """Anonymize one video (``front``: its decoding and guard, already started). Raises nothing for
-    bad input: failures come back as a failed result."""
+                   preview: Path | None = None, front: Front | None = None,
+                   then: Callable[[], None] | None = None) -> FileResult:
+    """Anonymize one video (``front``: its decoding and guard, already started). ``then`` is called
+    once every frame is with the encoder, whose flush and the commit are still ahead: the next
+    video's front starts there. Raises nothing for bad input: failures come back as a failed result."""
     from ppar_cli.pipeline.scoremap import names_real_actions, score_map
     from ppar_cli.pipeline.stream import fill_pass, score_windows
 
@@ -111,6 +113,8 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             result.notes.append(f"{info.width}x{info.height}: scored at {SCORE_SIDE} px, then filled at full size (two passes)")
         if not windows:
             raise VideoError(f"{src}: no decodable frames")
+        if then is not None:
+            then()
         if reader.damage:  # every frame written was scored; say that the input itself is damaged
             result.notes.append(f"damaged input, {writer.frames} frames decoded ({reader.damage})")
         elif writer.frames < len(times.known):
@@ -223,7 +227,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
-    front = _early_front(jobs, opts, weights, scores, detector)
+    cfg = getattr(getattr(weights, "model", None), "cfg", None)  # LoadedWeights, without importing PyTorch to ask
+    fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, cfg or weights, scores, detector)}
     try:
         device = resolve_device(opts.device)
         with _model_threads(device):
@@ -243,16 +248,20 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                         result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
                     reporter.end_file(result)
                 else:
+                    def start_next(i: int = i) -> None:
+                        fronts[i + 1] = _start_front(jobs, i + 1, opts, loaded.model.cfg, scores, detector)
+
                     result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
                                             detector=detector, preview=opts.preview if single else None,
-                                            front=front if i == 0 else None)
+                                            front=fronts.pop(i, None), then=start_next)
                 results.append(result)
                 if manifest is not None:
                     _append_manifest(manifest, result, loaded, opts)
             return results
     finally:
-        if front is not None:
-            front.close()
+        for front in fronts.values():
+            if front is not None:
+                front.close()
 
 
 def _score_path(job: Job, scores: Path | bool) -> Path | None:
@@ -263,16 +272,19 @@ def _skipped(job: Job, score_path: Path | None, opts: Options) -> bool:
     return not opts.overwrite and (job.dst.exists() or (score_path is not None and score_path.exists()))
 
 
-def _early_front(jobs: list[Job], opts: Options, weights, scores: Path | bool, detector) -> Front | None:
-    """The first video's front (decoding and the face guard), started before PyTorch is imported so
-    that it works while PyTorch loads (front.py). None where that video is skipped or its front
-    cannot start: anonymize_file then starts it, or reports why not, as for any other video."""
-    if not jobs or _skipped(jobs[0], _score_path(jobs[0], scores), opts):
+def _start_front(jobs: list[Job], i: int, opts: Options, cfg, scores: Path | bool, detector) -> Front | None:
+    """Job i's front (decoding and the face guard), started ahead of its turn: the first before
+    PyTorch is imported, so that it works while PyTorch loads (front.py); each next one while the
+    encoder finishes the video before it (on a folder of 2 s clips the start of a file and the end
+    of the last one had taken 0.1 s each, serially). ``cfg``: the model's config, or the weights
+    file to read it from. None where there is no such job, it is skipped, or its front cannot
+    start: anonymize_file then starts it, or reports why not, as for any other video."""
+    if i >= len(jobs) or _skipped(jobs[i], _score_path(jobs[i], scores), opts):
         return None
     try:
-        model = getattr(weights, "model", None)  # LoadedWeights, without importing PyTorch to ask
-        cfg = model.cfg if model is not None else read_metadata(Path(weights) if weights else DEFAULT_WEIGHTS)[0]
-        return Front(jobs[0].src, cfg, detector, opts.guard_config)
+        if not hasattr(cfg, "clip_span"):
+            cfg = read_metadata(Path(cfg) if cfg else DEFAULT_WEIGHTS)[0]
+        return Front(jobs[i].src, cfg, detector, opts.guard_config)
     except (PparError, OSError, ValueError, RuntimeError):
         return None
 

@@ -128,11 +128,13 @@ def train(args: TrainArgs, log=print) -> dict:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         # Deterministic kernels, so that a seed gives one result and a resumed run equals the
-        # uninterrupted one, as on the CPU: on an H100, atomics in the backward pass left a resumed
-        # run 0.03 away from the uninterrupted one after 8 epochs (benchmarks/gpu.py). cuBLAS needs
-        # its workspace fixed before its first call; an op with no deterministic kernel warns.
+        # uninterrupted one, as on the CPU. On an H100 a resumed run ended 0.03 away from the
+        # uninterrupted one after 8 epochs; with warn_only=True, 0.02, and the one kernel PyTorch
+        # warned about was cuDNN's attention backward, which picks a deterministic algorithm only
+        # when warn_only is False (benchmarks/gpu.py, train). cuBLAS needs its workspace fixed
+        # before its first call.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True)
     master = rank == 0
     run = Path(args.run_dir)
     if master:
