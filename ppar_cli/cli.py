@@ -78,6 +78,7 @@ def anonymize(
     guard: str = typer.Option(_OPT.guard, help="Face guard: auto (on when installed), centerface, or none."),
     guard_stride: int = typer.Option(_OPT.guard_config.stride, help="Run the face detector on every N-th frame."),
     guard_threshold: float = typer.Option(_OPT.guard_config.threshold, help="Face detector threshold (lower hides more)."),
+    jobs: int = typer.Option(_OPT.jobs, help="Folder mode: videos anonymized at once in this process (they share the model); more use more cores and memory."),
     shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
     manifest: Optional[Path] = typer.Option(None, help="Folder mode: JSON-lines record of each file (default OUT/ppar-manifest*.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
@@ -85,7 +86,7 @@ def anonymize(
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
     try:
         opts = Options(keep_ratio=keep, lambda_priv=lambda_, hysteresis=hysteresis, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
-                       scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard),
+                       scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard), jobs=jobs,
                        guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride),
                        manifest=manifest)
         opts.validate()  # what can be checked without PyTorch is, before it loads (seconds)

@@ -22,11 +22,12 @@ console = Console(stderr=True)  # messages and progress; tables and JSON go to s
 
 
 class RichReporter:
-    """Progress per file and for the batch."""
+    """Progress per file and for the batch; files may run at once (``--jobs``), each with its bar."""
 
     def __init__(self, progress: Progress | None):
         self.progress = progress
-        self.batch = self.file_task = None
+        self.batch = None
+        self.tasks: dict[Path, int] = {}
 
     def start_batch(self, n_files: int) -> None:
         if self.progress and n_files > 1:
@@ -34,18 +35,18 @@ class RichReporter:
 
     def start_file(self, src: Path, total_frames: int | None) -> None:
         if self.progress:
-            self.file_task = self.progress.add_task(src.name[-40:], total=total_frames)
+            self.tasks[src] = self.progress.add_task(src.name[-40:], total=total_frames)
 
-    def advance(self, frames: int) -> None:
-        if self.progress and self.file_task is not None:
-            self.progress.advance(self.file_task, frames)
+    def advance(self, src: Path, frames: int) -> None:
+        if self.progress and src in self.tasks:
+            self.progress.advance(self.tasks[src], frames)
 
     def end_file(self, result: FileResult) -> None:
         if not self.progress:
             return
-        if self.file_task is not None:
-            self.progress.remove_task(self.file_task)
-            self.file_task = None
+        task = self.tasks.pop(result.src, None)
+        if task is not None:
+            self.progress.remove_task(task)
         if self.batch is not None:
             self.progress.advance(self.batch)
         if result.status == "failed":

@@ -3,7 +3,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import REAL, make_clip, needs_shared
+from helpers import REAL, make_clip, needs_shared, stray
 
 from ppar_cli import Options, anonymize
 from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip
@@ -69,7 +69,8 @@ def test_short_video_even_size(tmp_path, tiny_weights):
 
 
 def test_usage_errors(tmp_path, odd_clip, tiny_weights):
-    for opts in (Options(keep_ratio=1.5), Options(keep_ratio=float("nan")), Options(batch_size=0), Options(fill="sparkle")):
+    for opts in (Options(keep_ratio=1.5), Options(keep_ratio=float("nan")), Options(batch_size=0), Options(fill="sparkle"),
+                 Options(jobs=0), Options(jobs=True), Options(jobs=65)):
         with pytest.raises(UsageError):
             anonymize(odd_clip, tmp_path / "x.mp4", opts, weights=tiny_weights)
     with pytest.raises(UsageError):
@@ -318,6 +319,43 @@ def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_we
     results = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tiny_weights)
     assert [r.status for r in results] == ["ok", "failed", "ok"]
     assert events == ["front a", "front b", "commit a", "front b", "front c", "commit c"]
+
+
+def test_videos_at_once_give_what_one_at_a_time_gives(tmp_path, tiny_weights):
+    """--jobs: several videos at once, the same outputs and results (in the folder's order), a
+    damaged one failing alone, every video in the manifest."""
+    (tmp_path / "in").mkdir()
+    for name, frames in (("a", 40), ("b", 10), ("c", 70), ("d", 25)):
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, frames)
+    (tmp_path / "in" / "b.mp4").write_bytes(b"not a video")
+    runs = {n: anonymize(tmp_path / "in", tmp_path / f"out{n}", Options(guard="none", jobs=n), weights=tiny_weights)
+            for n in (1, 3)}
+    assert [(r.src.name, r.status, r.frames) for r in runs[3]] == [(r.src.name, r.status, r.frames) for r in runs[1]]
+    assert [r.status for r in runs[3]] == ["ok", "failed", "ok", "ok"]
+    for name in ("a", "c", "d"):
+        maps = [json.loads((tmp_path / f"out{n}" / f"{name}.json").read_text())["windows"] for n in (1, 3)]
+        assert [w["keep"] for w in maps[0]] == [w["keep"] for w in maps[1]]
+    lines = (tmp_path / "out3" / "ppar-manifest.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["src"] for line in lines) == sorted(str(r.src) for r in runs[3])
+
+
+def test_ctrl_c_stops_every_video_running_at_once(tmp_path, tiny_weights):
+    """Ctrl-C while several videos run: all stop at their next window, none is left half-written."""
+    from ppar_cli.pipeline.options import Silent
+
+    (tmp_path / "in").mkdir()
+    for name in "abcd":
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 400, audio=False)
+
+    class Interrupt(Silent):
+        def advance(self, src, frames):
+            if src.name == "b.mp4":
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none", jobs=2), weights=tiny_weights, reporter=Interrupt())
+    assert not stray(tmp_path / "out")
+    assert not [p.name for p in (tmp_path / "out").glob("*.mp4")]  # a stopped with b; c and d never started
 
 
 def test_front_runs_further_ahead_only_until_the_model_starts():

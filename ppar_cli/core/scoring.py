@@ -7,12 +7,18 @@ its predecessor kept (less flicker at the same kept fraction).
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy as np
 import torch
 
 from ppar_cli.core.clips import prepare_clips
 from ppar_cli.core.model import Output, PPARModel
+
+
+# One model call at a time, when several videos are anonymized at once (--jobs): the flags that
+# _exact_fp32 sets are global, so calls overlapping in time would restore them under each other.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device: torch.device,
@@ -25,7 +31,7 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
     stream of consecutive windows), and ``prev_kept`` (gt, gh, gw) for b = 0. The windows then run
     one after another, since each needs its predecessor's kept mask.
     """
-    with torch.inference_mode(), _exact_fp32(), torch.autocast(device.type, enabled=False):
+    with _ONE_AT_A_TIME, torch.inference_mode(), _exact_fp32(), torch.autocast(device.type, enabled=False):
         if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
             clips = clips.pin_memory()
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)

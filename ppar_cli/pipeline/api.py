@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import warnings
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -60,10 +62,12 @@ def resolve_device(name: str) -> torch.device:
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
                    reporter: Reporter | None = None, scores_path: Path | None = None, detector=None,
                    preview: Path | None = None, front: Front | None = None,
-                   then: Callable[[], None] | None = None) -> FileResult:
+                   then: Callable[[], None] | None = None, cancel: threading.Event | None = None) -> FileResult:
     """Anonymize one video (``front``: its decoding and guard, already started). ``then`` is called
     once every frame is with the encoder, whose flush and the commit are still ahead: the next
-    video's front starts there. Raises nothing for bad input: failures come back as a failed result."""
+    video's front starts there. ``cancel``, once set, stops the video at its next window as Ctrl-C
+    would (videos in other threads). Raises nothing for bad input: failures come back as a failed
+    result."""
     from ppar_cli.pipeline.scoremap import names_real_actions, score_map
     from ppar_cli.pipeline.stream import fill_pass, score_windows
 
@@ -87,12 +91,14 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                                 times=times)
 
         def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt
             original = frames.copy() if shown is not None else None  # fill_clip works in place
             filled = fill_clip(frames, kept, slab, opts.fill)
             writer.write(filled)
             if shown is not None:
                 shown.write(side_by_side(original, filled, record, slab))
-            reporter.advance(len(frames))
+            reporter.advance(src, len(frames))
 
         model = weights.model
         reader = front.reader
@@ -238,8 +244,10 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             loaded.model.to(device)
             reporter = reporter or Silent()
             reporter.start_batch(len(jobs))
-            results = []
-            for i, job in enumerate(jobs):
+            cancel, manifest_lock = threading.Event(), threading.Lock()
+
+            def run(i: int) -> FileResult:
+                job = jobs[i]
                 score_path = _score_path(job, scores)
                 if _skipped(job, score_path, opts):
                     # folder mode: a finished file is skipped; a score map without its video is someone else's file
@@ -248,16 +256,35 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                         result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
                     reporter.end_file(result)
                 else:
-                    def start_next(i: int = i) -> None:
+                    def start_next() -> None:
                         fronts[i + 1] = _start_front(jobs, i + 1, opts, loaded.model.cfg, scores, detector)
 
                     result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
                                             detector=detector, preview=opts.preview if single else None,
-                                            front=fronts.pop(i, None), then=start_next)
-                results.append(result)
+                                            front=fronts.pop(i, None), then=start_next if opts.jobs == 1 else None,
+                                            cancel=cancel)
                 if manifest is not None:
-                    _append_manifest(manifest, result, loaded, opts)
-            return results
+                    with manifest_lock:
+                        _append_manifest(manifest, result, loaded, opts)
+                return result
+
+            if opts.jobs == 1 or len(jobs) < 2:
+                return [run(i) for i in range(len(jobs))]
+            # Several videos at once, each with its own decoder, guard and encoder threads; they
+            # share the model, one call at a time (scoring.py).
+            with ThreadPoolExecutor(opts.jobs, thread_name_prefix="ppar-video") as pool:
+                futures = [pool.submit(run, i) for i in range(len(jobs))]
+                try:
+                    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                    for f in done:
+                        if f.exception() is not None:
+                            raise f.exception()
+                    return [f.result() for f in futures]
+                except BaseException:  # Ctrl-C, a manifest that cannot be written: stop the others too
+                    cancel.set()
+                    for f in futures:
+                        f.cancel()
+                    raise
     finally:
         for front in fronts.values():
             if front is not None:

@@ -31,6 +31,7 @@ class Options:
     guard: str = "auto"  # auto: the face guard when installed (a warning otherwise) | centerface | none
     guard_config: GuardConfig = field(default_factory=GuardConfig)
     shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
+    jobs: int = 1  # folder mode: videos anonymized at once in this process (they share the model)
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
     def validate(self) -> None:
@@ -55,6 +56,8 @@ class Options:
             raise UsageError(f"must lie strictly between 0 and 1, got {g.threshold}", option="guard_threshold")
         if not (0 <= g.margin <= 2 and 0 <= g.carry <= 100 and 32 <= g.max_side <= 8192):
             raise UsageError(f"guard settings out of range: {g}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or not 1 <= self.jobs <= 64:
+            raise UsageError(f"must be an integer in 1..64, got {self.jobs}", option="jobs")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise UsageError(f"K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}", option="shard")
 
@@ -85,14 +88,15 @@ class FileResult:
 
 
 class Reporter(Protocol):
+    """Progress, called from the threads that anonymize the files (several at once with jobs > 1)."""
     def start_batch(self, n_files: int) -> None: ...
     def start_file(self, src: Path, total_frames: int | None) -> None: ...
-    def advance(self, frames: int) -> None: ...
+    def advance(self, src: Path, frames: int) -> None: ...
     def end_file(self, result: FileResult) -> None: ...
 
 
 class Silent:
     def start_batch(self, n_files: int) -> None: ...
     def start_file(self, src: Path, total_frames: int | None) -> None: ...
-    def advance(self, frames: int) -> None: ...
+    def advance(self, src: Path, frames: int) -> None: ...
     def end_file(self, result: FileResult) -> None: ...
