@@ -16,6 +16,7 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
                FLOPs utilisation against the bf16 peak; `compiled`, last: the same with torch.compile,
                while the budget lasts
+  startup      one process's start-up: importing PyTorch, CUDA, the weights, the first forward pass
   guard        the face detector's search time through onnxruntime's CPU and (if there) CUDA provider
   end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, one process
                and several shards at once (--shard K/N), against a plain re-encode of the same folder
@@ -350,16 +351,18 @@ def end_to_end(args, work: Path) -> list[dict]:
     rows.append({"what": "decode only (PyAV to RGB, as ppar reads there), one file after another", "seconds": round(dt, 2),
                  "fps": round(decoded / dt, 1)})
     for spec in args.e2e.split(","):
-        guard, n, *env = spec.split(":")
+        guard, n, *extra = spec.split(":")
+        env = [e for e in extra if not e.startswith("--")]
+        opts = [part for e in extra if e.startswith("--") for part in e.split("=", 1)]
         n = min(int(n), 2) if args.quick else int(n)
-        what = f"ppar --guard {guard}, {n} process(es){' (--shard K/N)' if n > 1 else ''}{' ' + ' '.join(env) if env else ''}"
+        what = f"ppar --guard {guard} {' '.join(opts)}, {n} process(es){' (--shard K/N)' if n > 1 else ''}{' ' + ' '.join(env) if env else ''}"
         if time.monotonic() > args.deadline - 60:
             rows.append({"what": what, "error": "skipped: out of time"})
             continue
         out = work / f"e2e_{spec.replace(':', '_')}"
         logs = [work / f"e2e_{spec.replace(':', '_')}_{k}.log" for k in range(n)]
         cmd = [sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--device", args.device, "--guard", guard,
-               "--quiet", "--overwrite", "--batch-size", "16"]
+               "--quiet", "--overwrite", "--batch-size", "16", *opts]
         spy = shutil.which("py-spy") if n == 1 and args.profile else None
         if spy:  # where one process spends its time, thread by thread (waits included)
             cmd = [spy, "record", "-r", "50", "--threads", "--idle", "-f", "raw", "-o", str(args.out / "spy.txt"), "--", *cmd]
@@ -382,6 +385,34 @@ def end_to_end(args, work: Path) -> list[dict]:
                      "exit": max(rc for rc, _ in done), "stderr": "".join(e for _, e in done)[-300:]})
         print(rows[-1], flush=True)
     return rows
+
+
+STARTUP = """
+import json, time
+t = [time.perf_counter()]
+import torch
+t.append(time.perf_counter())
+torch.cuda.is_available() and torch.cuda.init()
+t.append(time.perf_counter())
+from ppar_cli.core.weights import load_weights
+w = load_weights()
+t.append(time.perf_counter())
+dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+m = w.model.to(dev)
+with torch.inference_mode():
+    m(torch.zeros(1, 3, m.cfg.frames, m.cfg.image_size, m.cfg.image_size, device=dev).normal_(), keep_ratio=0.5)
+(dev.type == "cuda") and torch.cuda.synchronize()
+t.append(time.perf_counter())
+names = ["import_torch", "cuda_init", "load_weights", "first_forward"]
+print(json.dumps({k: round(b - a, 2) for k, a, b in zip(names, t, t[1:])}))
+"""
+
+
+def startup(args, work: Path) -> dict:
+    """Where one process's start-up goes (each of several processes pays it): importing PyTorch,
+    initialising CUDA, reading the weights, the first forward pass."""
+    r = sh([sys.executable, "-c", STARTUP])
+    return json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
 
 
 def _children_cpu() -> float:
@@ -445,11 +476,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
-    ap.add_argument("--only", default="correctness,model,guard,end_to_end,train,eval,compiled")
+    ap.add_argument("--only", default="correctness,startup,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
-    ap.add_argument("--e2e", default="none:1,none:4,none:16,auto:16",
-                    help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE...] each (environment for those processes)")
+    ap.add_argument("--e2e", default="none:1,none:1:--jobs=8,none:4:--jobs=4,auto:1:--jobs=8,auto:4:--jobs=4",
+                    help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
+                         "`ppar anonymize` options of those processes)")
     ap.add_argument("--profile", action="store_true", help="the one-process end-to-end run under py-spy (OUT/spy.txt)")
     ap.add_argument("--real", type=Path, default=REPO / ".gpuclips", help="real clips for the correctness check")
     args = ap.parse_args()
@@ -462,7 +494,7 @@ def main() -> None:
 
     report = {"torch": torch.__version__, "device": args.device,
               "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    sections = {"correctness": correctness, "model": lambda a, w: model_throughput(a), "guard": guard_check,
+    sections = {"correctness": correctness, "startup": startup, "model": lambda a, w: model_throughput(a), "guard": guard_check,
                 "end_to_end": end_to_end, "train": train_check, "eval": eval_check,
                 "compiled": lambda a, w: model_throughput(a, compiled=True)}
     for name in args.only.split(","):
@@ -489,7 +521,7 @@ def summary(report: dict) -> None:
     for key in ("end_to_end", "model", "compiled"):
         for row in report[key] if isinstance(report.get(key), list) else [report[key]] if key in report else []:
             print(key, {k: v for k, v in row.items() if k != "stderr"})
-    for key in ("guard", "train", "eval"):
+    for key in ("startup", "guard", "train", "eval"):
         if key in report:
             print(key, json.dumps({k: x for k, x in report[key].items() if k != "records"})[:700])
             for rec in report[key].get("records", [])[:6]:
