@@ -98,13 +98,17 @@ class FrameReader:
 
     def _av_chunks(self, n: int) -> Iterator[np.ndarray]:
         """As ffmpeg's pipe gives them: upright, scaled by area averaging, every decoded frame once;
-        a packet the decoder rejects is skipped and reported in ``damage``, as ffmpeg does."""
+        a packet the decoder rejects is skipped and reported in ``damage``, as ffmpeg does. Each
+        frame goes straight into a pooled chunk buffer, as the pipe's bytes do: no list of frames
+        to stack (a second copy of each) and no fresh memory for every window."""
         import av
 
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
         w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
-        chunk: list[np.ndarray] = []
+        frame_bytes = self.width * self.height * 3
+        pool = BufferPool(frame_bytes * n, keep=max(2, min(12, POOL_BYTES // (frame_bytes * n))))
+        chunk, got = pool.get().reshape(n, self.height, self.width, 3), 0
         try:
             with av.open(str(self.info.path)) as c:
                 v = c.streams.video[0]
@@ -117,14 +121,15 @@ class FrameReader:
                         continue
                     for f in frames:
                         rgb = f.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA" if scaled else None)
-                        chunk.append(np.rot90(rgb, k) if k else rgb)
-                        if len(chunk) == n:
-                            yield np.ascontiguousarray(np.stack(chunk))
-                            chunk = []
+                        chunk[got] = np.rot90(rgb, k) if k else rgb
+                        got += 1
+                        if got == n:
+                            yield chunk
+                            chunk, got = pool.get().reshape(n, self.height, self.width, 3), 0
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.info.path}: decode failed ({str(e).splitlines()[0][:200]})") from None
-        if chunk:
-            yield np.ascontiguousarray(np.stack(chunk))
+        if got:
+            yield chunk[:got]
 
     def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray]:
         w, h = self.width, self.height
