@@ -262,7 +262,9 @@ def guard_check(args, work: Path) -> dict:
         if provider not in res["providers"]:
             continue
         try:
-            det._session = ort.InferenceSession(str(bundled("centerface.onnx")), providers=[provider])
+            quiet = ort.SessionOptions()
+            quiet.log_severity_level = 3  # as ppar's own session: no notes on unused initializers
+            det._session = ort.InferenceSession(str(bundled("centerface.onnx")), quiet, providers=[provider])
             det(frame)
             times = []
             for _ in range(20):
@@ -444,6 +446,8 @@ def synth_bench(args, work: Path) -> Path:
 def train_check(args, work: Path) -> dict:
     bench = synth_bench(args, work)
     common = ["--data", bench, "--batch-size", 8, "--epochs", 2 if args.quick else 8, "--seed", 1]
+    for run in ("run_full", "run_part", "run_ddp"):  # a run left by an earlier call would resume
+        shutil.rmtree(work / run, ignore_errors=True)
     res = {}
     t0 = time.perf_counter()
     r = ppar("train", *common, "--out", work / "full.safetensors", "--run-dir", work / "run_full")
