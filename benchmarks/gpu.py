@@ -378,6 +378,9 @@ def end_to_end(args, work: Path) -> list[dict]:
                      for k, log in enumerate(logs)]
             try:
                 done = [p.wait(max(5.0, DEADLINE - time.monotonic())) for p in procs]
+            except subprocess.TimeoutExpired:  # the rows so far are kept
+                rows.append({"what": what, "error": f"killed at the deadline after {time.perf_counter() - t0:.0f} s"})
+                break
             finally:
                 for p in procs:
                     p.kill()
