@@ -67,3 +67,21 @@ def test_torchrun_two_processes_gloo(bench, tmp_path):
     assert r.returncode == 0, r.stderr[:3000] + "\n...\n" + r.stderr[-1500:]
     assert (tmp_path / "ddp.safetensors").exists()
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 alone logs
+
+
+def test_deterministic_kernels_last_only_as_long_as_the_run(monkeypatch):
+    """On CUDA training requires deterministic kernels; what the process runs afterwards (the full
+    protocol's evaluation in `ppar paper`) gets the setting it had, also when training fails."""
+    import torch
+
+    import ppar_cli.research.train as tr
+
+    def fails(args, log):
+        torch.use_deterministic_algorithms(True)  # as _train does on CUDA
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(tr, "_train", fails)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(TrainArgs(data=""))
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -116,6 +116,17 @@ def _load_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer) ->
 
 
 def train(args: TrainArgs, log=print) -> dict:
+    """Train (or resume) and return the last epoch's metrics. On CUDA the kernels are deterministic
+    for the run's duration only: what runs afterwards in the same process (`ppar paper` evaluates
+    there) may use kernels that have no deterministic form and would raise."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        return _train(args, log)
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def _train(args: TrainArgs, log=print) -> dict:
     # -- processes: one, or many under torchrun ------------------------------------------------
     ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if ddp:
