@@ -6,7 +6,7 @@
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.4 left to measure there:
-    #   ... --only startup,end_to_end,train,compiled
+    #   ... --only startup,end_to_end,train,compiled --dtypes fp32,bf16
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -227,7 +227,7 @@ def model_throughput(args, compiled: bool = False) -> list[dict]:
                 model(inputs[name, bs], keep_ratio=0.5)
             flops[name, bs] = fc.get_total_flops()
     rows = []
-    for dtype in ("bf16", "fp32"):
+    for dtype in args.dtypes.split(","):
         for name, model in models.items():
             for bs in batches:
                 row = {"model": name, "batch": bs, "dtype": dtype, "compile": compiled}
@@ -495,6 +495,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
     ap.add_argument("--only", default="correctness,startup,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
+    ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
     ap.add_argument("--e2e", default="none:1,none:1:--jobs=8,none:4:--jobs=4,auto:1:--jobs=8,auto:4:--jobs=4",
                     help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
