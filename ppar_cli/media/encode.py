@@ -32,10 +32,9 @@ BEHIND_MAX_PIXELS = 640 * 480  # larger frames: the encoder keeps its normal pri
 def _behind_the_rest() -> None:
     """The calling thread, and the x264 threads it starts, at nice ENCODER_NICE (Linux). The encoder
     is the stream's last stage and has a queue: it can fall behind and catch up, while the decoder,
-    face guard and model ahead of it, which it waits on anyway, get the cores first. On 2 cores, a
-    60 s 640x360 run with the guard: median 12.1 s against 12.9 s (6 runs each). Only for frames up
-    to BEHIND_MAX_PIXELS: at 1280x720 the encoder is half of the work, the run was no faster, and
-    the frames waiting for it raised peak memory from 1.30 to 1.52 GB."""
+    face guard and model ahead of it, which it waits on anyway, get the cores first (on 2 cores a
+    640x360 run with the guard was faster so). Only for frames up to BEHIND_MAX_PIXELS: at 1280x720
+    the encoder is half of the work, the run was no faster, and more frames waited for it."""
     if sys.platform.startswith("linux"):  # elsewhere a thread id is not what setpriority takes
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ENCODER_NICE)

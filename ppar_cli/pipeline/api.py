@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ppar_cli import __version__
-from ppar_cli.core.config import DEFAULT_WEIGHTS, read_metadata
+from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, read_metadata
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
@@ -233,8 +233,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
-    cfg = getattr(getattr(weights, "model", None), "cfg", None)  # LoadedWeights, without importing PyTorch to ask
-    fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, cfg or weights, scores, detector)}
+    fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, _config_of(weights), scores, detector)}
     try:
         device = resolve_device(opts.device)
         with _model_threads(device):
@@ -299,18 +298,28 @@ def _skipped(job: Job, score_path: Path | None, opts: Options) -> bool:
     return not opts.overwrite and (job.dst.exists() or (score_path is not None and score_path.exists()))
 
 
-def _start_front(jobs: list[Job], i: int, opts: Options, cfg, scores: Path | bool, detector) -> Front | None:
+def _config_of(weights) -> PPARConfig | None:
+    """The model's config without importing PyTorch: a LoadedWeights' own, else the weights file's
+    header; None where that cannot be read (load_weights then says why)."""
+    model = getattr(weights, "model", None)
+    if model is not None:
+        return model.cfg
+    try:
+        return read_metadata(Path(weights) if weights else DEFAULT_WEIGHTS)[0]
+    except PparError:
+        return None
+
+
+def _start_front(jobs: list[Job], i: int, opts: Options, cfg: PPARConfig | None, scores: Path | bool,
+                 detector) -> Front | None:
     """Job i's front (decoding and the face guard), started ahead of its turn: the first before
     PyTorch is imported, so that it works while PyTorch loads (front.py); each next one while the
-    encoder finishes the video before it (on a folder of 2 s clips the start of a file and the end
-    of the last one had taken 0.1 s each, serially). ``cfg``: the model's config, or the weights
-    file to read it from. None where there is no such job, it is skipped, or its front cannot
-    start: anonymize_file then starts it, or reports why not, as for any other video."""
-    if i >= len(jobs) or _skipped(jobs[i], _score_path(jobs[i], scores), opts):
+    encoder finishes the video before it, instead of one video's start waiting for the end of the
+    last. None where there is no such job or config, the job is skipped, or its front cannot start:
+    anonymize_file then starts it, or reports why not, as for any other video."""
+    if cfg is None or i >= len(jobs) or _skipped(jobs[i], _score_path(jobs[i], scores), opts):
         return None
     try:
-        if not hasattr(cfg, "clip_span"):
-            cfg = read_metadata(Path(cfg) if cfg else DEFAULT_WEIGHTS)[0]
         return Front(jobs[i].src, cfg, detector, opts.guard_config)
     except (PparError, OSError, ValueError, RuntimeError):
         return None

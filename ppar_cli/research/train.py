@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ppar_cli.core.clips import prepare_clips
-from ppar_cli.core.config import PRESETS, PPARConfig
+from ppar_cli.core.config import PRESETS, PPARConfig, read_metadata
 from ppar_cli.core.model import PPARModel
-from ppar_cli.core.config import read_metadata
 from ppar_cli.core.weights import save_weights
 from ppar_cli.media.files import atomic_path
 from ppar_cli.research.args import TrainArgs
