@@ -51,8 +51,9 @@ def load_weights(path: str | os.PathLike | None = None, device: str = "cpu") -> 
             raise WeightsError(f"{path}: no bundled weights found; train some with `ppar train` or pass --weights FILE")
         raise WeightsError(f"{path}: weights file not found")
     cfg, provenance = read_metadata(path)
-    with torch.device("meta"):  # shapes only: no memory for a config that does not match the file
-        expected = {k: tuple(v.shape) for k, v in PPARModel(cfg).state_dict().items()}
+    with torch.device("meta"):  # a skeleton: no memory for a config that does not match the file
+        model = PPARModel(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -71,8 +72,7 @@ def load_weights(path: str | os.PathLike | None = None, device: str = "cpu") -> 
             raise WeightsError(f"{path}: tensor {k} is {v.dtype}, not floating point")
         if not torch.isfinite(v).all():
             raise WeightsError(f"{path}: tensor {k} holds NaN or infinite values")
-    model = PPARModel(cfg)
-    model.load_state_dict(state)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)  # the file's tensors become the parameters
     model.eval().to(device)
     return LoadedWeights(model, path, sha256_of(path), provenance)
 
