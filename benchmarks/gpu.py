@@ -5,15 +5,16 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.4 left to measure there:
-    #   ... --only startup,end_to_end,train,compiled --dtypes fp32,bf16
+    # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.5 left to measure there:
+    #   ... --only end_to_end,compiled --dtypes fp32
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
   correctness  anonymize a folder (real clips, synthetic samples, 720p pattern clips) on the device and
-               on the CPU: exit codes, finite scores, agreement of the kept masks; and the model alone
-               on the real clips' windows in bf16 (what anonymize uses on CUDA), fp32 and fp32 without
-               TF32, each against the CPU
+               on the CPU: exit codes, finite scores, agreement of the kept masks; and on the device
+               with --jobs 4 (shared passes), which must keep the same tubelets
+  agreement    the model alone on the real clips' windows in bf16 autocast, fp32 with TF32 and exact
+               fp32 (what anonymize uses), each against the CPU
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
                FLOPs utilisation against the bf16 peak; `compiled`, last: the same with torch.compile,
                while the budget lasts
@@ -146,10 +147,10 @@ def correctness(args, work: Path) -> dict:
     for clip in [*(REPO / "samples").glob("*.mp4"), *_real_clips(args)]:
         shutil.copy(clip, src / clip.name)
     res = {}
-    for dev in (args.device, "cpu"):
-        out = work / f"corr_{dev}"
-        r = ppar("anonymize", src, out, "--device", dev, "--guard", "none", "--quiet", "--overwrite")
-        res[dev] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
+    for run, dev, jobs in ((args.device, args.device, 1), ("cpu", "cpu", 1), ("jobs4", args.device, 4)):
+        r = ppar("anonymize", src, work / f"corr_{run}", "--device", dev, "--guard", "none", "--quiet", "--overwrite",
+                 "--jobs", jobs)
+        res[run] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
     a, b = kept_masks(work / f"corr_{args.device}"), kept_masks(work / "corr_cpu")
     import numpy as np
 
@@ -157,8 +158,16 @@ def correctness(args, work: Path) -> dict:
     finite = all(strict_json(p) for p in (work / f"corr_{args.device}").rglob("*.json") if not p.name.startswith("ppar-manifest"))
     res.update({"files": len(a), "kept_agreement": agree, "kept_agreement_min": min(agree.values()) if agree else None,
                 "kept_agreement_mean": statistics.mean(agree.values()) if agree else None, "score_maps_finite_json": finite})
-    res["model_alone"] = model_agreement(args, [p for p in sorted(src.iterdir()) if not p.name.startswith("clip")])
+    # several videos at once share the model's passes (scoring.py): the same kept masks as one at a time
+    res["jobs4_same_kept"] = kept_masks(work / "corr_jobs4") == a
     return res
+
+
+def agreement(args, work: Path) -> dict:
+    src = work / "corr_in"
+    if not src.is_dir():
+        correctness(args, work)
+    return model_agreement(args, [p for p in sorted(src.iterdir()) if not p.name.startswith("clip")])
 
 
 def _real_clips(args) -> list[Path]:
@@ -167,7 +176,7 @@ def _real_clips(args) -> list[Path]:
 
 def model_agreement(args, files: list[Path]) -> dict:
     """The bundled model on every window of these files, on the device in bf16 autocast (what
-    anonymize does on CUDA), in fp32, and in fp32 without TF32, against the CPU in fp32: the share
+    anonymize did on CUDA before 0.3.4), in fp32, and in fp32 without TF32, against the CPU in fp32: the share
     of tubelets whose kept/pruned decision agrees, and the largest score difference."""
     import torch
 
@@ -500,7 +509,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
-    ap.add_argument("--only", default="correctness,startup,model,guard,end_to_end,train,eval,compiled")
+    ap.add_argument("--only", default="correctness,agreement,startup,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
     ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
@@ -519,7 +528,7 @@ def main() -> None:
 
     report = {"torch": torch.__version__, "device": args.device,
               "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    sections = {"correctness": correctness, "startup": startup, "model": lambda a, w: model_throughput(a), "guard": guard_check,
+    sections = {"correctness": correctness, "agreement": agreement, "startup": startup, "model": lambda a, w: model_throughput(a), "guard": guard_check,
                 "end_to_end": end_to_end, "train": train_check, "eval": eval_check,
                 "compiled": lambda a, w: model_throughput(a, compiled=True)}
     for name in args.only.split(","):
@@ -539,10 +548,11 @@ def summary(report: dict) -> None:
     print(f"\n{report['card']} torch {report['torch']}")
     if "correctness" in report:
         c = report["correctness"]
-        print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json")},
-              {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu")}, c.get("error", "")[-400:])
-        for k, v in c.get("model_alone", {}).items():
-            print("  model alone", k, v)
+        print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json",
+                                                      "jobs4_same_kept")},
+              {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu", "jobs4")}, c.get("error", "")[-400:])
+    for k, v in report.get("agreement", {}).items():
+        print("  model alone", k, v)
     for key in ("end_to_end", "model", "compiled"):
         for row in report[key] if isinstance(report.get(key), list) else [report[key]] if key in report else []:
             print(key, {k: v for k, v in row.items() if k != "stderr"})
