@@ -321,16 +321,9 @@ def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_we
     assert events == ["front a", "front b", "commit a", "front b", "front c", "commit c"]
 
 
-@pytest.mark.parametrize("combined", [False, True], ids=["cpu", "combined-passes"])
-def test_videos_at_once_give_what_one_at_a_time_gives(tmp_path, tiny_weights, monkeypatch, combined):
+def test_videos_at_once_give_what_one_at_a_time_gives(tmp_path, tiny_weights):
     """--jobs: several videos at once, the same outputs and results (in the folder's order), a
-    damaged one failing alone, every video in the manifest; also with the GPU's shared, padded
-    passes (scoring.py), which here run on the CPU."""
-    import ppar_cli.core.scoring as scoring
-
-    if combined:
-        monkeypatch.setattr(scoring, "COMBINED", {"cpu"})
-        monkeypatch.setattr(scoring, "GPU_BATCH", 3)
+    damaged one failing alone, every video in the manifest."""
     (tmp_path / "in").mkdir()
     for name, frames in (("a", 40), ("b", 10), ("c", 70), ("d", 25)):
         make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, frames)
@@ -395,68 +388,6 @@ def test_front_runs_further_ahead_only_until_the_model_starts():
     ahead.close()
     time.sleep(0.05)
     assert len(made) == 7
-
-
-def test_one_cpu_thread_with_the_model_on_a_gpu(monkeypatch):
-    """With the model on a GPU, PyTorch's CPU work (resizing the input) gets one thread, not a team
-    per video; the caller's setting comes back."""
-    import torch
-
-    from ppar_cli.pipeline.api import _model_threads
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with _model_threads(torch.device("cuda")):
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
-def test_waiting_windows_share_padded_passes(tiny_weights, monkeypatch):
-    """On a GPU, the windows that several videos wait with go through one forward pass, padded to
-    exactly GPU_BATCH windows; each caller gets its own windows' outputs, the same as alone."""
-    import threading
-    import time
-
-    import torch
-
-    import ppar_cli.core.scoring as scoring
-
-    monkeypatch.setattr(scoring, "COMBINED", {"cpu"})
-    monkeypatch.setattr(scoring, "GPU_BATCH", 4)
-    model, cpu = load_weights(tiny_weights).model, torch.device("cpu")
-    gen = torch.Generator().manual_seed(0)
-    requests = [torch.randint(0, 255, (2, model.cfg.frames, 40, 40, 3), dtype=torch.uint8, generator=gen) for _ in range(3)]
-    alone = [scoring.score_clips(model, c, 0.5, cpu) for c in requests]
-    passes, forward = [], scoring._forward
-
-    def counted(model, clips, *a, **k):
-        if not passes:  # the first pass waits until the two other callers queue behind it
-            while len(scoring._COMBINER._waiting) < 2:
-                time.sleep(0.01)
-        passes.append(len(clips))
-        return forward(model, clips, *a, **k)
-
-    monkeypatch.setattr(scoring, "_forward", counted)
-    got = [None] * 3
-
-    def call(i):
-        got[i] = scoring.score_clips(model, requests[i], 0.5, cpu)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
-    threads[0].start()
-    while not passes and not scoring._COMBINER._running:
-        time.sleep(0.01)
-    for t in threads[1:]:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert passes == [4, 4]  # 2 windows and 2 copies, then the 4 windows of the two who waited
-    for mine, ref in zip(got, alone):
-        assert torch.equal(mine.kept, ref.kept) and torch.equal(mine.scores, ref.scores)
 
 
 def test_scores_are_exact_fp32_on_every_device(tiny_weights, monkeypatch):

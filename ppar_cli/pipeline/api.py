@@ -327,20 +327,18 @@ def _start_front(jobs: list[Job], i: int, opts: Options, cfg: PPARConfig | None,
 
 @contextlib.contextmanager
 def _model_threads(device: torch.device):
-    """PyTorch's CPU threads; restored afterwards. For the model on the CPU: the cores the
-    pipeline's other stages leave (the decoder, the face guard's two, the encoder's), at least one.
-    On 2 cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s with
-    two (three runs each), and as long with the guard off. With the model on a GPU, PyTorch's only
-    CPU work is resizing the model's input, a small part of a frame's cost: one thread, not a team of
-    one per core for each video (--jobs). OMP_NUM_THREADS, when set, decides instead."""
+    """PyTorch's threads for the model on the CPU: the cores the pipeline's other stages leave
+    (the decoder, the face guard's two, the encoder's), at least one; restored afterwards. On 2
+    cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s with two
+    (three runs each), and as long with the guard off. OMP_NUM_THREADS, when set, decides instead."""
     import torch
 
-    if "OMP_NUM_THREADS" in os.environ:
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
         yield
         return
     before = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // 2 - 1) if device.type == "cpu" else 1)
+    torch.set_num_threads(max(1, cores // 2 - 1))
     try:
         yield
     finally:
