@@ -12,7 +12,7 @@
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
   correctness  anonymize a folder (real clips, synthetic samples, 720p pattern clips) on the device and
                on the CPU: exit codes, finite scores, agreement of the kept masks; and on the device
-               with --jobs 4 (shared passes), which must keep the same tubelets
+               with --jobs 4, which must keep the same tubelets
   agreement    the model alone on the real clips' windows in bf16 autocast, fp32 with TF32 and exact
                fp32 (what anonymize uses), each against the CPU
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
