@@ -513,7 +513,7 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
     ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
-    ap.add_argument("--e2e", default="none:1,none:1:--jobs=8,none:4:--jobs=4,auto:1:--jobs=8,auto:4:--jobs=4",
+    ap.add_argument("--e2e", default="none:4:--jobs=4,auto:4:--jobs=4,none:8:--jobs=2,auto:8:--jobs=2,none:16",
                     help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
                          "`ppar anonymize` options of those processes)")
     ap.add_argument("--profile", action="store_true", help="the one-process end-to-end runs under py-spy (OUT/spy_RUN.txt)")
