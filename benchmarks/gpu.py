@@ -141,11 +141,17 @@ def strict_json(path: Path) -> bool:
         return False
 
 
-def correctness(args, work: Path) -> dict:
+def correctness_clips(args, work: Path) -> Path:
+    """Two 720p pattern clips, the bundled samples and the carried real clips, in one folder."""
     src = work / "corr_in"
     make_clips(src, 2, 4 if args.quick else 8)
     for clip in [*(REPO / "samples").glob("*.mp4"), *_real_clips(args)]:
         shutil.copy(clip, src / clip.name)
+    return src
+
+
+def correctness(args, work: Path) -> dict:
+    src = correctness_clips(args, work)
     res = {}
     for run, dev, jobs in ((args.device, args.device, 1), ("cpu", "cpu", 1), ("jobs4", args.device, 4)):
         r = ppar("anonymize", src, work / f"corr_{run}", "--device", dev, "--guard", "none", "--quiet", "--overwrite",
@@ -158,15 +164,13 @@ def correctness(args, work: Path) -> dict:
     finite = all(strict_json(p) for p in (work / f"corr_{args.device}").rglob("*.json") if not p.name.startswith("ppar-manifest"))
     res.update({"files": len(a), "kept_agreement": agree, "kept_agreement_min": min(agree.values()) if agree else None,
                 "kept_agreement_mean": statistics.mean(agree.values()) if agree else None, "score_maps_finite_json": finite})
-    # several videos at once share the model's passes (scoring.py): the same kept masks as one at a time
+    # several videos at once (--jobs), sharing the model: the same kept masks as one at a time
     res["jobs4_same_kept"] = kept_masks(work / "corr_jobs4") == a
     return res
 
 
 def agreement(args, work: Path) -> dict:
-    src = work / "corr_in"
-    if not src.is_dir():
-        correctness(args, work)
+    src = correctness_clips(args, work)
     return model_agreement(args, [p for p in sorted(src.iterdir()) if not p.name.startswith("clip")])
 
 
@@ -380,7 +384,8 @@ def end_to_end(args, work: Path) -> list[dict]:
                "--quiet", "--overwrite", "--batch-size", "16", *opts]
         spy = shutil.which("py-spy") if n == 1 and args.profile else None
         if spy:  # where one process spends its time, thread by thread (waits included)
-            cmd = [spy, "record", "-r", "50", "--threads", "--idle", "-f", "raw", "-o", str(args.out / re.sub(r"[^\w.-]", "_", f"spy_{out.name}.txt")), "--", *cmd]
+            profile = args.out / re.sub(r"[^\w.-]", "_", f"spy_{out.name}.txt")  # names the device returns
+            cmd = [spy, "record", "-r", "50", "--threads", "--idle", "-f", "raw", "-o", str(profile), "--", *cmd]
             what += " under py-spy"
         cpu0 = _children_cpu()
         with GpuBusy() as g:
@@ -398,7 +403,8 @@ def end_to_end(args, work: Path) -> list[dict]:
                     p.kill()
             done = [(rc, log.read_text()) for rc, log in zip(done, logs)]
             dt = time.perf_counter() - t0
-        rows.append({"what": what, "seconds": round(dt, 2), "cpu_s": round(_children_cpu() - cpu0, 1),
+        rows.append({"what": what, "seconds": round(dt, 2),  # py-spy's child's CPU time does not reach us
+                     "cpu_s": None if spy else round(_children_cpu() - cpu0, 1),
                      "fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3), "gpu_busy": g.busy,
                      "exit": max(rc for rc, _ in done), "stderr": "".join(e for _, e in done)[-300:]})
         print(rows[-1], flush=True)
