@@ -10,6 +10,7 @@ and peak RSS are printed. `--long K` also anonymizes a clip K times longer, for 
 `--batch K` times a folder of K such clips in one `ppar anonymize` against K ffmpeg runs: the way a
 dataset is processed, where ppar's start-up (importing PyTorch, about 1.5 s) is paid once.
 `--model` times the model alone in clip-frames/s. deface is measured in the same run when installed.
+`--frame` only times making the encoder's frames from RGB ones (a copy, or wrapping the array).
 """
 from __future__ import annotations
 
@@ -170,6 +171,34 @@ def bench_model(name: str, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def bench_frame(w: int, h: int, repeats: int = 300) -> dict:
+    """ms to make the encoder's frame from an RGB frame: PyAV's copy (from_ndarray, GIL held) against
+    the wrapper ppar uses (video_frame: from_numpy_buffer), for the yuv420p and rgb24 encoder inputs."""
+    import av
+    import numpy as np
+
+    from ppar_cli.media.encode import _opencv, video_frame
+
+    rgb = np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)
+    cv2 = _opencv()
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420) if cv2 is not None else None
+
+    def ms(make) -> float:
+        make()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            make()
+        return round((time.perf_counter() - t0) / repeats * 1e3, 3)
+
+    row = {"size": f"{w}x{h}", "rgb24_copy_ms": ms(lambda: av.VideoFrame.from_ndarray(rgb, format="rgb24")),
+           "rgb24_wrapped_ms": ms(lambda: av.VideoFrame.from_numpy_buffer(rgb, format="rgb24"))}
+    if yuv is not None:
+        row.update({"yuv420p_copy_ms": ms(lambda: av.VideoFrame.from_ndarray(yuv, format="yuv420p")),
+                    "yuv420p_wrapped_ms": ms(lambda: av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")),
+                    "video_frame_ms (OpenCV's conversion included)": ms(lambda: video_frame(rgb, "yuv420p"))})
+    return row
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return run_ppar_child(sys.argv[2], sys.argv[3], sys.argv[4:])
@@ -181,8 +210,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0, help="also time a folder of this many clips in one run")
     ap.add_argument("--model", action="store_true", help="also time the model alone (bundled and base configs)")
     ap.add_argument("--no-deface", action="store_true", help="skip deface (minutes on long 720p clips)")
+    ap.add_argument("--frame", action="store_true", help="only time making the encoder's frames, at each size")
     ap.add_argument("ppar_args", nargs="*", help="extra `ppar anonymize` options, after --")
     args = ap.parse_args()
+    if args.frame:
+        for size in args.sizes.split(","):
+            print(json.dumps(bench_frame(*(int(v) for v in size.split("x")))), flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="ppar-bench-") as d:
         for size in args.sizes.split(","):

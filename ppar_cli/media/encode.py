@@ -46,13 +46,17 @@ def video_frame(rgb: np.ndarray, pix_fmt: str):
     """An RGB frame as an av.VideoFrame for an encoder of ``pix_fmt``. For yuv420p, OpenCV converts
     it (BT.601, limited range, as FFmpeg's swscale does; luma within 1 level of it): 0.14 ms a
     640x360 frame, against 1.1 ms for the conversion the encoder would otherwise do (1.7 of a 60 s
-    640x360 run's 22 CPU-seconds). Without OpenCV (no `ppar[guard]`), the encoder converts."""
+    640x360 run's 22 CPU-seconds). Without OpenCV (no `ppar[guard]`), the encoder converts.
+
+    The frame wraps the array's memory instead of copying it (``from_numpy_buffer``): the copy held
+    the GIL, which several videos at once (--jobs) share, and the encoder's own conversion or x264
+    copies the picture before ``encode`` returns. `benchmarks/bench.py --frame` times both."""
     import av
 
     cv2 = _opencv()
     if pix_fmt == "yuv420p" and cv2 is not None:
-        return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
-    return av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        return av.VideoFrame.from_numpy_buffer(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    return av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(rgb), format="rgb24")
 
 
 @functools.cache
