@@ -19,6 +19,9 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
                FLOPs utilisation against the bf16 peak; `compiled`, last: the same with torch.compile,
                while the budget lasts
   startup      one process's start-up: importing PyTorch, CUDA, the weights, the first forward pass
+  contention   the bundled model's forward pass alone and beside 8 Python threads, eager (at Python's
+               switch interval and at 0.1 ms) and as a captured CUDA graph (is one process's model
+               time with --jobs the GIL's, and which remedy works?)
   guard        the face detector's search time through onnxruntime's CPU and (if there) CUDA provider
   end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, one process
                and several shards at once (--shard K/N), against a plain re-encode of the same folder
@@ -500,6 +503,80 @@ def train_check(args, work: Path) -> dict:
     return res
 
 
+def contention(args, work: Path) -> dict:
+    """The bundled model's forward pass on a batch of 4 windows (ppar's batch at 1280x720), alone and
+    while 8 threads run Python (as a process's decoders, scorers and encoders do with --jobs); on
+    CUDA also replayed as a captured CUDA graph, one call for all its kernel launches, which must give
+    the eager pass's outputs exactly. Tests whether the model's time in one process with several
+    videos is the GIL's, taken back after each kernel launch (0.3.5's profile), and a remedy."""
+    import torch
+
+    from ppar_cli.core.weights import load_weights
+
+    dev = torch.device(args.device)
+    model = load_weights().model.to(dev)
+    cfg = model.cfg
+    x = torch.randn(4, 3, cfg.frames, cfg.image_size, cfg.image_size, device=dev)
+
+    def eager():
+        return model(x, keep_ratio=0.5)
+
+    passes = {"eager": eager}
+    res = {}
+    if dev.type == "cuda":
+        with torch.inference_mode():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up outside the capture (cuDNN's plans, the allocator)
+                    eager()
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                captured = eager()
+            graph.replay()
+            ref = eager()
+            _sync(dev)
+            res["graph_equals_eager"] = all(torch.equal(a, b) for a, b in zip(captured, ref))
+        passes["cuda_graph"] = lambda: (graph.replay(), captured)[1]
+    stop = threading.Event()
+
+    def python_work():
+        while not stop.is_set():
+            sum(range(2000))
+
+    def median_ms(run) -> float:  # 20 passes, or as many as 3 s allow (at least 3)
+        times = []
+        with torch.inference_mode():
+            run()
+            while len(times) < 3 or (len(times) < 20 and sum(times) < 3.0):
+                t0 = time.perf_counter()
+                run()
+                _sync(dev)
+                times.append(time.perf_counter() - t0)
+        return round(statistics.median(times) * 1e3, 2)
+
+    interval = sys.getswitchinterval()
+    for name, run in passes.items():
+        res[f"{name}_ms_alone"] = median_ms(run)
+        # Python's default switch interval (5 ms: how long a thread waiting for the GIL waits before
+        # asking for it), and 0.1 ms, a remedy that needs no GPU-specific code
+        for switch in (interval, 1e-4) if name == "eager" else (interval,):
+            stop.clear()
+            sys.setswitchinterval(switch)
+            workers = [threading.Thread(target=python_work, daemon=True) for _ in range(8)]
+            for w in workers:
+                w.start()
+            try:
+                res[f"{name}_ms_beside_8_python_threads_switch_{switch * 1e3:g}ms"] = median_ms(run)
+            finally:
+                stop.set()
+                for w in workers:
+                    w.join()
+                sys.setswitchinterval(interval)
+    return res
+
+
 def eval_check(args, work: Path) -> dict:
     bench = synth_bench(args, work)
     r = ppar("eval", "--data", bench, "--device", args.device, "--max-videos", 12, "--keep", "0.5",
@@ -515,7 +592,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
-    ap.add_argument("--only", default="correctness,agreement,startup,model,guard,end_to_end,train,eval,compiled")
+    ap.add_argument("--only", default="correctness,agreement,startup,contention,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
     ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
@@ -534,7 +611,7 @@ def main() -> None:
 
     report = {"torch": torch.__version__, "device": args.device,
               "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    sections = {"correctness": correctness, "agreement": agreement, "startup": startup, "model": lambda a, w: model_throughput(a), "guard": guard_check,
+    sections = {"correctness": correctness, "agreement": agreement, "startup": startup, "contention": contention, "model": lambda a, w: model_throughput(a), "guard": guard_check,
                 "end_to_end": end_to_end, "train": train_check, "eval": eval_check,
                 "compiled": lambda a, w: model_throughput(a, compiled=True)}
     for name in args.only.split(","):
@@ -562,7 +639,7 @@ def summary(report: dict) -> None:
     for key in ("end_to_end", "model", "compiled"):
         for row in report[key] if isinstance(report.get(key), list) else [report[key]] if key in report else []:
             print(key, {k: v for k, v in row.items() if k != "stderr"})
-    for key in ("startup", "guard", "train", "eval"):
+    for key in ("startup", "contention", "guard", "train", "eval"):
         if key in report:
             print(key, json.dumps({k: x for k, x in report[key].items() if k != "records"})[:700])
             for rec in report[key].get("records", [])[:6]:

@@ -245,6 +245,23 @@ def test_score_map_names_no_synthetic_action_on_real_video(tmp_path, tiny_weight
         assert (meta["windows"][0]["actions"] is not None) == named
 
 
+def test_gil_handed_on_quickly_while_anonymizing(tmp_path, tiny_weights, monkeypatch):
+    """Python's switch interval is 0.1 ms while the model scores (each PyTorch operation's wait for
+    the GIL beside busy threads), and the caller's comes back afterwards."""
+    import sys
+
+    import ppar_cli.pipeline.stream as stream
+
+    seen = []
+    real = stream.score_clips
+    monkeypatch.setattr(stream, "score_clips", lambda *a, **k: (seen.append(sys.getswitchinterval()), real(*a, **k))[1])
+    before = sys.getswitchinterval()
+    src = make_clip(tmp_path / "a.mp4", 64, 48, 10)
+    [r] = anonymize(src, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
+    assert r.status == "ok" and seen and max(seen) <= 1e-4
+    assert sys.getswitchinterval() == before
+
+
 def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path, tiny_weights, monkeypatch):
     """On 2 cores the model runs on one PyTorch thread (the guard, decoder and encoder have the
     rest); the caller's setting is back afterwards; OMP_NUM_THREADS, when set, is left to decide."""

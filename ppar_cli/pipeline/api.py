@@ -236,7 +236,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, _config_of(weights), scores, detector)}
     try:
         device = resolve_device(opts.device)
-        with _model_threads(device):
+        with _model_threads(device), _quick_gil_handoff():
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
             loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
@@ -343,6 +343,27 @@ def _model_threads(device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _quick_gil_handoff():
+    """Python's switch interval at 0.1 ms while videos are anonymized; restored afterwards.
+
+    Each PyTorch operation gives up the GIL and must take it back, and while another thread runs
+    Python that waits up to the switch interval (5 ms by default). The bundled model's forward pass
+    on 4 windows took 116 ms alone on this 2-core machine, 10.0 s beside 8 threads running Python,
+    and 1.1 s with 0.1 ms (`benchmarks/gpu.py --device cpu --quick --only contention`). On a GPU,
+    where the operations themselves take microseconds, such waits are most of a pass, and a process
+    with several videos (--jobs) has a decoder, a scorer and an encoder thread for each.
+    """
+    import sys
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, 1e-4))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def _check_manifest(path: Path) -> None:
