@@ -6,7 +6,7 @@
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.5 left to measure there:
-    #   ... --only end_to_end,compiled --dtypes fp32
+    #   ... --only contention,end_to_end,compiled --dtypes fp32 --e2e none:1:--jobs=8,none:4:--jobs=4,auto:4:--jobs=4,none:16
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
