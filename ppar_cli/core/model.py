@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ppar_cli.core.config import PPARConfig
 
+
 def keep_counts(num_tokens: int, keep: float, num_blocks: int) -> list[int]:
     """Tokens alive after each pruning block so that a fraction ``keep`` survives the last one.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 import warnings
@@ -356,8 +357,6 @@ def _quick_gil_handoff():
     where the operations themselves take microseconds, such waits are most of a pass, and a process
     with several videos (--jobs) has a decoder, a scorer and an encoder thread for each.
     """
-    import sys
-
     before = sys.getswitchinterval()
     sys.setswitchinterval(min(before, 1e-4))
     try:

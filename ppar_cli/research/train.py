@@ -141,8 +141,8 @@ def _train(args: TrainArgs, log=print) -> dict:
         # uninterrupted one, as on the CPU. On an H100 a resumed run ended 0.03 away from the
         # uninterrupted one after 8 epochs; with warn_only=True, 0.02, and the one kernel PyTorch
         # warned about was cuDNN's attention backward, which picks a deterministic algorithm only
-        # when warn_only is False (benchmarks/gpu.py, train). cuBLAS needs its workspace fixed
-        # before its first call.
+        # when warn_only is False; required outright, 0.0 (benchmarks/gpu.py, train). cuBLAS needs
+        # its workspace fixed before its first call.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     master = rank == 0
