@@ -23,6 +23,10 @@ class UsageError(PparError):
         self.message, self.option = message, option
         super().__init__(self.render({}, api=True))
 
+    def __reduce__(self):
+        """Pickled as its parts (a worker process sends it to its parent), not as the rendered text."""
+        return type(self), (self.message, self.option)
+
     def render(self, flags: dict[str, str], api: bool = False) -> str:
         """The message with each parameter named as the API or the CLI user knows it."""
         def name(param: str) -> str:

@@ -1,5 +1,6 @@
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -129,6 +130,54 @@ def test_shards_cover_folder_like_one_run(tmp_path, tiny_weights, monkeypatch):
             parse_shard(bad)
     with pytest.raises(UsageError):
         anonymize(src, tmp_path / "x", Options(shard=(3, 3)), weights=tiny_weights)
+
+
+@pytest.mark.slow
+def test_workers_do_a_folder_as_one_process_does(tmp_path, tiny_weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        make_clip(src / f"v{i}.mp4", 64 + 16 * i, 48, 12, audio=False)
+    (src / "bad.mp4").write_bytes(b"not a video")
+    one = anonymize(src, tmp_path / "one", Options(guard="none"), weights=tiny_weights)
+
+    class Seen:
+        def __init__(self):
+            self.batch, self.started, self.ended, self.frames = None, [], [], 0
+
+        def start_batch(self, n): self.batch = n
+        def start_file(self, s, total): self.started.append(s.name)
+        def advance(self, s, n): self.frames += n
+        def end_file(self, r): self.ended.append(r.src.name)
+
+    seen = Seen()
+    many = anonymize(src, tmp_path / "many", Options(guard="none", workers=3), weights=tiny_weights, reporter=seen)
+    assert [(r.src.name, r.status) for r in many] == [(r.src.name, r.status) for r in one]  # the folder's order
+    assert [r.status for r in many].count("ok") == 4 and "bad.mp4" in next(r.error for r in many if r.status == "failed")
+    assert seen.batch == 5 and sorted(seen.ended) == sorted(r.src.name for r in many) and seen.frames == 4 * 12
+    for i in range(4):  # the same decisions as one process
+        a, b = (json.loads((tmp_path / d / f"v{i}.json").read_text())["windows"] for d in ("one", "many"))
+        assert [w["keep"] for w in a] == [w["keep"] for w in b]
+    lines = [json.loads(x) for x in (tmp_path / "many" / "ppar-manifest.jsonl").read_text().splitlines()]
+    assert sorted(m["src"].rsplit("/", 1)[-1] for m in lines) == sorted(r.src.name for r in many)  # one manifest, whole lines
+    again = anonymize(src, tmp_path / "many", Options(guard="none", workers=2), weights=tiny_weights)
+    assert sorted(r.status for r in again) == ["failed"] + ["skipped"] * 4
+
+
+@pytest.mark.slow
+def test_a_workers_usage_error_reaches_the_user_as_one(tmp_path, tiny_weights):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        make_clip(src / f"v{i}.mp4", 64, 48, 8, audio=False)
+    r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(tmp_path / "o"), "--weights",
+                        str(tiny_weights), "--workers", "2", "--device", "cuda", "-q"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["error: --device cuda: no CUDA GPU is available to PyTorch here (use cpu or auto)"]
 
 
 def test_scores_deterministic(tmp_path, odd_clip, tiny_weights):

@@ -214,15 +214,15 @@ def test_disk_full_leaves_nothing(tmp_path, clip, tiny_weights):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig):
+@pytest.mark.parametrize("sig,workers", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
+def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig, workers):
     src = tmp_path / "in"
     src.mkdir()
     make_clip(src / "a_short.mp4", 96, 64, 10, audio=False)
     make_clip(src / "b_long.mp4", 640, 360, 1500, audio=False, extra=["-preset", "ultrafast"])
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--weights", str(tiny_weights), "--quiet",
-           "--guard", "none", "--batch-size", "1"]
+           "--guard", "none", "--batch-size", "1", "--workers", str(workers)]
     # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: reset it.
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -239,6 +239,31 @@ def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig):
     assert (out / "b_long.mp4").exists()
     last = [json.loads(line) for line in (out / "ppar-manifest.jsonl").read_text().splitlines()][-2:]
     assert [(m["src"].rsplit("/", 1)[-1], m["status"]) for m in last] == [("a_short.mp4", "skipped"), ("b_long.mp4", "ok")]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_videos_and_the_others_finish(tmp_path, tiny_weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a_long.mp4", 640, 360, 1500, audio=False, extra=["-preset", "ultrafast"])
+    make_clip(src / "b_short.mp4", 96, 64, 10, audio=False)
+    make_clip(src / "c_short.mp4", 96, 64, 10, audio=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--weights",
+                             str(tiny_weights), "--quiet", "--guard", "none", "--batch-size", "1", "--workers", "2"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob(".a_long*partial*")):
+        time.sleep(0.1)
+    [partial] = out.glob(".a_long*partial*")  # .NAME.HOST-PID.RANDOM.partial.mp4: written by worker 0
+    os.kill(int(partial.name.split(".")[3].rsplit("-", 1)[1]), signal.SIGKILL)  # as the kernel's OOM killer would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert err.count("worker process ended (exit code -9)") == 2, err  # a_long and c_short: worker 0's
+    assert (out / "b_short.mp4").exists() and not (out / "a_long.mp4").exists() and not (out / "c_short.mp4").exists()
+    lines = [json.loads(x) for x in (out / "ppar-manifest.jsonl").read_text().splitlines()]
+    assert sorted((m["src"].rsplit("/", 1)[-1], m["status"]) for m in lines) == [
+        ("a_long.mp4", "failed"), ("b_short.mp4", "ok"), ("c_short.mp4", "failed")]
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ no PyTorch here, so the decoder and the face guard can start on the first video 
 still loading (about a second)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -156,6 +157,15 @@ class WeightsError(PparError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
     exit_code = 2
+
+
+def sha256_of(path: Path) -> str:
+    """A weights file's SHA-256, as score maps and manifests record it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_metadata(path: Path) -> tuple[PPARConfig, dict]:

@@ -1,7 +1,6 @@
 """Weights files: safetensors with the config and provenance in the header, never pickles."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, WeightsError, bundled, read_metadata  # noqa: F401 -- part of this module's API
+from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, WeightsError, bundled, read_metadata, sha256_of  # noqa: F401 -- part of this module's API
 from ppar_cli.core.model import PPARModel
 from ppar_cli.media.files import atomic_path
 
@@ -22,14 +21,6 @@ class LoadedWeights:
     path: Path
     sha256: str
     provenance: dict
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_weights(model: PPARModel, path: str | os.PathLike, provenance: dict | None = None) -> None:

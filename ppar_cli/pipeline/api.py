@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ppar_cli import __version__
 from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, read_metadata
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
@@ -30,6 +29,7 @@ from ppar_cli.media.probe import VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front
 from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
+from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
 
@@ -39,10 +39,6 @@ if TYPE_CHECKING:
     import torch
 
     from ppar_cli.core.weights import LoadedWeights
-
-
-class OutputError(PparError):
-    """An output of the whole run (the manifest) cannot be written: the batch stops (exit 1)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -222,7 +218,11 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         if existing and not opts.overwrite:
             raise UsageError(f"{existing[0]}: already exists (<overwrite> replaces it)")
     if manifest is not None:
-        _check_manifest(manifest)
+        check_manifest(manifest)
+        if opts.workers > 1 and len(jobs) > 1:
+            from ppar_cli.pipeline.workers import run_workers
+
+            return run_workers(inp, out, opts, getattr(weights, "path", weights), jobs, manifest, reporter or Silent())
     _flat_heap()
     detector = None
     if opts.guard != "none":
@@ -265,7 +265,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                                             cancel=cancel)
                 if manifest is not None:
                     with manifest_lock:
-                        _append_manifest(manifest, result, loaded, opts)
+                        append_manifest(manifest, result, loaded.sha256, opts)
                 return result
 
             if opts.jobs == 1 or len(jobs) < 2:
@@ -363,32 +363,3 @@ def _quick_gil_handoff():
         yield
     finally:
         sys.setswitchinterval(before)
-
-
-def _check_manifest(path: Path) -> None:
-    """The manifest is appended to, so it must be writable and, if it exists, a manifest."""
-    try:
-        if path.is_file() and path.stat().st_size:
-            with open(path, "rb") as f:
-                first = json.loads(f.readline())
-            if not isinstance(first, dict) or "src" not in first:
-                raise ValueError
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except (ValueError, UnicodeDecodeError):
-        raise UsageError(f"{path}: exists and is not a ppar manifest; choose another <manifest>") from None
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
-
-
-def _append_manifest(path: Path, r: FileResult, weights: LoadedWeights, opts: Options) -> None:
-    rec = {"src": str(r.src), "dst": str(r.dst), "status": r.status, "frames": r.frames,
-           "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
-           "keep": opts.keep_ratio, "weights_sha256": weights.sha256, "shard": list(opts.shard) if opts.shard else None,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ppar_version": __version__}
-    try:
-        with open(path, "a", encoding="utf-8") as f:  # one short line per write: appends do not interleave
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e}); finished outputs are kept") from None

@@ -32,6 +32,7 @@ class Options:
     guard_config: GuardConfig = field(default_factory=GuardConfig)
     shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
     jobs: int = 1  # folder mode: videos anonymized at once in this process (they share the model)
+    workers: int = 1  # folder mode: processes, each anonymizing `jobs` videos at once (workers.py)
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
     def validate(self) -> None:
@@ -58,6 +59,8 @@ class Options:
             raise UsageError(f"guard settings out of range: {g}")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or not 1 <= self.jobs <= 64:
             raise UsageError(f"must be an integer in 1..64, got {self.jobs}", option="jobs")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
+            raise UsageError(f"must be an integer in 1..64, got {self.workers}", option="workers")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise UsageError(f"K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}", option="shard")
 
