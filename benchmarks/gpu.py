@@ -5,14 +5,14 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.5 left to measure there:
-    #   ... --only contention,end_to_end,compiled --dtypes fp32 --e2e none:1:--jobs=8,none:4:--jobs=4,auto:4:--jobs=4,none:16
+    # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.6 left to measure there:
+    #   ... --only correctness,contention,end_to_end --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:4:--jobs=4,none:1:--jobs=8
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
   correctness  anonymize a folder (real clips, synthetic samples, 720p pattern clips) on the device and
                on the CPU: exit codes, finite scores, agreement of the kept masks; and on the device
-               with --jobs 4, which must keep the same tubelets
+               with --jobs 4 and with --workers 2, which must keep the same tubelets
   agreement    the model alone on the real clips' windows in bf16 autocast, fp32 with TF32 and exact
                fp32 (what anonymize uses), each against the CPU
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
@@ -156,9 +156,10 @@ def correctness_clips(args, work: Path) -> Path:
 def correctness(args, work: Path) -> dict:
     src = correctness_clips(args, work)
     res = {}
-    for run, dev, jobs in ((args.device, args.device, 1), ("cpu", "cpu", 1), ("jobs4", args.device, 4)):
+    for run, dev, jobs, workers in ((args.device, args.device, 1, 1), ("cpu", "cpu", 1, 1), ("jobs4", args.device, 4, 1),
+                                    ("workers2", args.device, 2, 2)):
         r = ppar("anonymize", src, work / f"corr_{run}", "--device", dev, "--guard", "none", "--quiet", "--overwrite",
-                 "--jobs", jobs)
+                 "--jobs", jobs, "--workers", workers)
         res[run] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
     a, b = kept_masks(work / f"corr_{args.device}"), kept_masks(work / "corr_cpu")
     import numpy as np
@@ -169,6 +170,7 @@ def correctness(args, work: Path) -> dict:
                 "kept_agreement_mean": statistics.mean(agree.values()) if agree else None, "score_maps_finite_json": finite})
     # several videos at once (--jobs), sharing the model: the same kept masks as one at a time
     res["jobs4_same_kept"] = kept_masks(work / "corr_jobs4") == a
+    res["workers2_same_kept"] = kept_masks(work / "corr_workers2") == a  # and in worker processes (--workers)
     return res
 
 
