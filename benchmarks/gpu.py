@@ -24,9 +24,11 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
                time with --jobs the GIL's, and which remedy works?)
   guard        the face detector's search time through onnxruntime's CPU and (if there) CUDA provider
   end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, one process
-               and several shards at once (--shard K/N), against a plain re-encode of the same folder
-               with every file at once (FFmpeg's libraries through PyAV, as the device has no ffmpeg
-               program; ppar itself decodes through PyAV there); GPU busy fraction from nvidia-smi
+               (--jobs, --workers) and several shards at once (--shard K/N), against a plain re-encode
+               of the same folder with every file at once (FFmpeg's libraries through PyAV, as the
+               device has no ffmpeg program; ppar itself decodes through PyAV there); the CPU time in
+               user space and in the kernel, page faults and context switches of each; GPU busy
+               fraction from nvidia-smi
   train        `ppar train` steps/s on one GPU and under torchrun --nproc_per_node 1, and a resumed run
                that must equal the uninterrupted one
   eval         `ppar eval --device` (quick protocol) on a small synthetic benchmark
@@ -360,14 +362,14 @@ def end_to_end(args, work: Path) -> list[dict]:
     r = ppar("anonymize", one / "clip00.mp4", work / "one.mp4", "--device", args.device, "--guard", "none", "-q", "--overwrite")
     rows.append({"what": "ppar on a 1 s clip: start-up and 25 frames", "seconds": round(time.perf_counter() - t0, 2),
                  "exit": r.returncode})
-    t0, cpu0 = time.perf_counter(), _children_cpu()
+    t0, used0 = time.perf_counter(), _children_usage()
     with Pool(len(files)) as pool:  # all files at once, one process each
         frames = sum(pool.map(reencode, [(str(p), str(work / f"ff_{p.name}")) for p in files]))
         pool.close()
         pool.join()
     ff = time.perf_counter() - t0
     rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "frames": frames,
-                 "seconds": round(ff, 2), "cpu_s": round(_children_cpu() - cpu0, 1), "fps": round(frames / ff, 1)})
+                 "seconds": round(ff, 2), **_used_since(used0), "fps": round(frames / ff, 1)})
     t0 = time.perf_counter()
     with Pool(len(files)) as pool:
         decoded = sum(pool.map(decode_only, [str(p) for p in files]))
@@ -392,7 +394,7 @@ def end_to_end(args, work: Path) -> list[dict]:
             profile = args.out / re.sub(r"[^\w.-]", "_", f"spy_{out.name}.txt")  # names the device returns
             cmd = [spy, "record", "-r", "50", "--threads", "--idle", "-f", "raw", "-o", str(profile), "--", *cmd]
             what += " under py-spy"
-        cpu0 = _children_cpu()
+        used0 = _children_usage()
         with GpuBusy() as g:
             t0 = time.perf_counter()
             procs = [subprocess.Popen([*cmd, *(["--shard", f"{k}/{n}"] if n > 1 else [])], stdout=subprocess.DEVNULL,
@@ -409,7 +411,7 @@ def end_to_end(args, work: Path) -> list[dict]:
             done = [(rc, log.read_text()) for rc, log in zip(done, logs)]
             dt = time.perf_counter() - t0
         rows.append({"what": what, "seconds": round(dt, 2),  # py-spy's child's CPU time does not reach us
-                     "cpu_s": None if spy else round(_children_cpu() - cpu0, 1),
+                     **({} if spy else _used_since(used0)),
                      "fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3), "gpu_busy": g.busy,
                      "exit": max(rc for rc, _ in done), "stderr": "".join(e for _, e in done)[-300:]})
         print(rows[-1], flush=True)
@@ -457,11 +459,23 @@ def startup(args, work: Path) -> dict:
     return res
 
 
-def _children_cpu() -> float:
+USAGE = {"user_s": "ru_utime", "sys_s": "ru_stime", "page_faults": "ru_minflt", "waits": "ru_nvcsw", "preempted": "ru_nivcsw"}
+
+
+def _children_usage() -> dict:
+    """What the finished child processes used: CPU seconds in user space and in the kernel, page
+    faults, and context switches (voluntary: waits; involuntary: preempted). Where ppar spends more
+    CPU than the re-encode per frame, these say whether it is its own work or the kernel's."""
     import resource
 
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+    return {k: getattr(r, f) for k, f in USAGE.items()}
+
+
+def _used_since(before: dict) -> dict:
+    now = _children_usage()
+    used = {k: round(now[k] - before[k], 1) for k in now}
+    return {"cpu_s": round(used["user_s"] + used["sys_s"], 1), **used}
 
 
 def synth_bench(args, work: Path) -> Path:
@@ -634,8 +648,8 @@ def summary(report: dict) -> None:
     if "correctness" in report:
         c = report["correctness"]
         print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json",
-                                                      "jobs4_same_kept")},
-              {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu", "jobs4")}, c.get("error", "")[-400:])
+                                                      "jobs4_same_kept", "workers2_same_kept")},
+              {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu", "jobs4", "workers2")}, c.get("error", "")[-400:])
     for k, v in report.get("agreement", {}).items():
         print("  model alone", k, v)
     for key in ("end_to_end", "model", "compiled"):
