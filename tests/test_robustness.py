@@ -139,6 +139,19 @@ def test_device_cuda_without_gpu(clip, tmp_path, tiny_weights):
         anonymize(clip, tmp_path / "o.mp4", Options(device="cuda"), weights=tiny_weights)
 
 
+def test_cuda_device_is_the_local_rank_th_gpu(monkeypatch):
+    """torchrun's ranks and --workers' worker k (which sets LOCAL_RANK to k) spread over the GPUs."""
+    from ppar_cli.pipeline.api import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for rank, gpu in (("0", 0), ("1", 1), ("3", 1)):
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        assert resolve_device("cuda") == torch.device("cuda", gpu)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+
+
 @pytest.mark.parametrize("damage", ["not_safetensors", "truncated", "missing_tensor", "wrong_shape", "no_config"])
 def test_bad_weights_refused(tmp_path, tiny_weights, damage):
     bad = tmp_path / "w.safetensors"

@@ -40,7 +40,7 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
     a, b = opts.shard or (0, 1)  # worker k takes every n-th of this process's jobs: jobs[k::n]
     procs = [ctx.Process(target=_work, name=f"ppar-worker-{k}", daemon=True,
                          args=(inp, out, replace(opts, workers=1, shard=(a + k * b, b * n), manifest=manifest),
-                               weights, events, _torch_threads(n)))
+                               weights, events, k, _torch_threads(n)))
              for k in range(n)]
     reporter.start_batch(len(jobs))
     results: dict[Path, FileResult] = {}
@@ -125,10 +125,11 @@ class _Forward:
         self.events.put(("end_file", result))
 
 
-def _work(inp: Path, out: Path, opts: Options, weights: Path | None, events, threads: int) -> None:
-    """A worker process: `anonymize` on its shard. SIGINT is left to the parent (a terminal's
-    Ctrl-C reaches every process of the group), which sends SIGTERM once; a second stop signal
-    cannot interrupt the cleanup."""
+def _work(inp: Path, out: Path, opts: Options, weights: Path | None, events, k: int, threads: int) -> None:
+    """Worker k: `anonymize` on its shard, on GPU k (modulo the GPUs there are) unless torchrun
+    already gave the process one (LOCAL_RANK). SIGINT is left to the parent (a terminal's Ctrl-C
+    reaches every process of the group), which sends SIGTERM once; a second stop signal cannot
+    interrupt the cleanup."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def stop(signum, frame):
@@ -137,6 +138,7 @@ def _work(inp: Path, out: Path, opts: Options, weights: Path | None, events, thr
 
     signal.signal(signal.SIGTERM, stop)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before PyTorch is imported
+    os.environ.setdefault("LOCAL_RANK", str(k))  # api.resolve_device's GPU
     from ppar_cli.pipeline.api import anonymize
 
     try:
