@@ -58,8 +58,15 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
             reporter.end_file(args[0])
         elif kind == "warning" and args[0] not in said:
             said.append(args[0])
-        elif kind == "error":
+        elif kind == "error":  # the batch stops, as in one process: say so to the other workers too
             errors.append(args[0])
+            stop()
+
+    def stop() -> None:
+        """Each worker stops at its next window and cleans up (SIGTERM: see _work)."""
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
 
     def pump(until: float = float("inf")) -> None:
         """Events until every worker has exited (and what they sent before is read), or ``until``."""
@@ -75,9 +82,7 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
             p.start()
         pump()
     except BaseException:  # Ctrl-C or SIGTERM here: each worker stops at its next window and cleans up
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
+        stop()
         pump(time.monotonic() + STOP_SECONDS)
         for p in procs:
             if p.is_alive():
@@ -139,15 +144,18 @@ def _work(inp: Path, out: Path, opts: Options, weights: Path | None, events, k: 
     signal.signal(signal.SIGTERM, stop)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before PyTorch is imported
     os.environ.setdefault("LOCAL_RANK", str(k))  # api.resolve_device's GPU
-    from ppar_cli.pipeline.api import anonymize
-
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            anonymize(inp, out, opts, weights, _Forward(events))
-        for w in caught:
-            events.put(("warning", str(w.message)))
-    except PparError as e:
-        events.put(("error", e))
+        try:
+            from ppar_cli.pipeline.api import anonymize
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                anonymize(inp, out, opts, weights, _Forward(events))
+            for w in caught:
+                events.put(("warning", str(w.message)))
+        except PparError as e:
+            events.put(("error", e))
+        finally:  # done: a stop signal must not interrupt the exit (which sends what is queued)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except KeyboardInterrupt:
         pass
