@@ -311,6 +311,15 @@ def test_gil_handed_on_quickly_while_anonymizing(tmp_path, tiny_weights, monkeyp
     assert sys.getswitchinterval() == before
 
 
+def test_worker_processes_share_the_model_threads(monkeypatch):
+    from ppar_cli.pipeline.options import torch_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert [torch_threads(p) for p in (1, 2, 4, 8)] == [7, 3, 1, 1]  # one process leaves half the cores, and one more
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert torch_threads() == torch_threads(2) == 1
+
+
 def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path, tiny_weights, monkeypatch):
     """On 2 cores the model runs on one PyTorch thread (the guard, decoder and encoder have the
     rest); the caller's setting is back afterwards; OMP_NUM_THREADS, when set, is left to decide."""

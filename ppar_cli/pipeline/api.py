@@ -30,7 +30,7 @@ from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front
 from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
-from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
+from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard, torch_threads  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
 
 # PyTorch and what needs it are imported where first used, after the first video's front has
@@ -328,18 +328,15 @@ def _start_front(jobs: list[Job], i: int, opts: Options, cfg: PPARConfig | None,
 
 @contextlib.contextmanager
 def _model_threads(device: torch.device):
-    """PyTorch's threads for the model on the CPU: the cores the pipeline's other stages leave
-    (the decoder, the face guard's two, the encoder's), at least one; restored afterwards. On 2
-    cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s with two
-    (three runs each), and as long with the guard off. OMP_NUM_THREADS, when set, decides instead."""
+    """PyTorch's threads for the model on the CPU (`options.torch_threads`); restored afterwards.
+    OMP_NUM_THREADS, when set, decides instead."""
     import torch
 
     if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
         yield
         return
     before = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // 2 - 1))
+    torch.set_num_threads(torch_threads())
     try:
         yield
     finally:

@@ -33,6 +33,7 @@ def check_manifest(path: Path) -> None:
 
 
 def append_manifest(path: Path, r: FileResult, weights_sha256: str, opts: Options) -> None:
+    """One finished (or skipped, or failed) file's line."""
     rec = {"src": str(r.src), "dst": str(r.dst), "status": r.status, "frames": r.frames,
            "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
            "keep": opts.keep_ratio, "weights_sha256": weights_sha256, "shard": list(opts.shard) if opts.shard else None,

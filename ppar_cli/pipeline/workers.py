@@ -26,7 +26,7 @@ from ppar_cli.core.config import DEFAULT_WEIGHTS, sha256_of
 from ppar_cli.errors import PparError
 from ppar_cli.pipeline.jobs import Job
 from ppar_cli.pipeline.manifest import append_manifest
-from ppar_cli.pipeline.options import FileResult, Options, Reporter
+from ppar_cli.pipeline.options import FileResult, Options, Reporter, torch_threads
 
 STOP_SECONDS = 60  # after the stop signal a worker finishes its window and cleans up; then it is killed
 
@@ -40,7 +40,7 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
     a, b = opts.shard or (0, 1)  # worker k takes every n-th of this process's jobs: jobs[k::n]
     procs = [ctx.Process(target=_work, name=f"ppar-worker-{k}", daemon=True,
                          args=(inp, out, replace(opts, workers=1, shard=(a + k * b, b * n), manifest=manifest),
-                               weights, events, k, _torch_threads(n)))
+                               weights, events, k, torch_threads(n)))  # the workers share the cores
              for k in range(n)]
     reporter.start_batch(len(jobs))
     results: dict[Path, FileResult] = {}
@@ -102,13 +102,6 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
             append_manifest(manifest, results[job.src], sha256_of(weights or DEFAULT_WEIGHTS), opts)
             reporter.end_file(results[job.src])
     return [results[job.src] for job in jobs]
-
-
-def _torch_threads(workers: int) -> int:
-    """PyTorch's CPU threads in each worker: the share of what one process would take
-    (`api._model_threads`), so that the workers do not oversubscribe the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, (cores // 2 - 1) // workers)
 
 
 class _Forward:
