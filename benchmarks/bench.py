@@ -11,6 +11,8 @@ and peak RSS are printed. `--long K` also anonymizes a clip K times longer, for 
 dataset is processed, where ppar's start-up (importing PyTorch, about 1.5 s) is paid once.
 `--model` times the model alone in clip-frames/s. deface is measured in the same run when installed.
 `--frame` only times making the encoder's frames from RGB ones (a copy, or wrapping the array).
+`--stages` only times each stage of ppar's path one after another, in CPU-ms a frame, against a
+plain re-encode of the same clip through the same FFmpeg libraries.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +174,84 @@ def bench_model(name: str, batch: int, repeats: int) -> list[dict]:
     return rows
 
 
+def reencode(pair: tuple[str, str]) -> int:
+    """A plain re-encode with ppar's encoder settings (libx264, veryfast, crf 20), through the same
+    FFmpeg libraries as the ffmpeg program; returns the frames."""
+    import av
+
+    src, dst = pair
+    n = 0
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        vs = out.add_stream("libx264", rate=vin.average_rate)
+        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        vs.options = {"preset": "veryfast", "crf": "20"}
+        vs.codec_context.thread_type = "FRAME"
+        for frame in inp.decode(vin):
+            frame.pts, frame.time_base = n, 1 / Fraction(vin.average_rate)  # numbered as ppar's encoder does
+            out.mux(vs.encode(frame))
+            n += 1
+        out.mux(vs.encode())
+    return n
+
+
+def bench_stages(clip: Path, device: str = "cpu", tmp: Path | None = None) -> dict:
+    """CPU-ms per frame of each stage of `ppar anonymize --guard none` on ``clip``, run one after
+    another in this process with nothing else running, and of a plain re-encode of the same clip
+    (`reencode`). Their sum against a whole run's CPU per frame says how much of it the stages
+    themselves are and how much is their running together (threads, the GIL, start-up). Each
+    stage counts every thread it uses (the decoder's and x264's too) and ffmpeg's program when it
+    decodes; the model's pass on a GPU counts what it costs the CPU (launches, waiting)."""
+    import torch
+
+    from ppar_cli.core.clips import slab_index
+    from ppar_cli.core.scoring import score_clips
+    from ppar_cli.core.weights import load_weights
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.encode import VideoWriter
+    from ppar_cli.media.probe import probe
+    from ppar_cli.pipeline.fill import fill_clip
+    from ppar_cli.pipeline.stream import ModelInput
+
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="ppar-stages-"))
+    weights = load_weights()
+    cfg, dev = weights.model.cfg, torch.device(device)
+    weights.model.to(dev)
+    info = probe(clip)
+    row = {"clip": f"{info.width}x{info.height}", "device": device}
+
+    def cpu() -> float:
+        return cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN)
+
+    for run in ("warm-up", "measured"):  # the first run pays the imports, page faults and kernels' first calls
+        ms, t = {}, cpu()
+        frames = sum(len(c) for c in FrameReader(info, "ffmpeg").chunks(cfg.clip_span))  # as front.Front reads
+        ms["decode_to_rgb"], t = cpu() - t, cpu()
+        windows = [c.copy() for c in FrameReader(info, "ffmpeg").chunks(cfg.clip_span)]
+        t = cpu()
+        model_input = ModelInput(cfg)
+        small = [model_input(w) for w in windows]
+        ms["model_input"], t = cpu() - t, cpu()
+        kept = [k.numpy() for i in range(0, len(small), 4)
+                for k in score_clips(weights.model, torch.stack(small[i:i + 4]), 0.5, dev).kept]
+        ms["model_pass"], t = cpu() - t, cpu()
+        for w, k in zip(windows, kept):
+            fill_clip(w, k, slab_index(len(w), cfg))
+        ms["black_fill"], t = cpu() - t, cpu()
+        writer = VideoWriter(tmp / "stages.mp4", info.width, info.height, info.fps, times=info.frame_times())
+        for w in windows:
+            writer.write(w)
+        writer.commit()
+        ms["encode_from_rgb"], t = cpu() - t, cpu()
+        reencode((str(clip), str(tmp / "reencoded.mp4")))
+        ms["reencode"] = cpu() - t
+    row.update({f"{k}_ms": round(v / frames * 1e3, 3) for k, v in ms.items()})
+    row["stages_sum_ms"] = round(sum(v for k, v in ms.items() if k != "reencode") / frames * 1e3, 3)
+    row["frames"] = frames
+    return row
+
+
 def bench_frame(w: int, h: int, repeats: int = 300) -> dict:
     """ms to make the encoder's frame from an RGB frame: PyAV's copy (from_ndarray, GIL held) against
     the wrapper ppar uses (video_frame: from_numpy_buffer), for the yuv420p and rgb24 encoder inputs;
@@ -212,6 +293,7 @@ def main() -> None:
     ap.add_argument("--model", action="store_true", help="also time the model alone (bundled and base configs)")
     ap.add_argument("--no-deface", action="store_true", help="skip deface (minutes on long 720p clips)")
     ap.add_argument("--frame", action="store_true", help="only time making the encoder's frames, at each size")
+    ap.add_argument("--stages", action="store_true", help="only time each stage of ppar's path, in CPU-ms a frame, at each size")
     ap.add_argument("ppar_args", nargs="*", help="extra `ppar anonymize` options, after --")
     args = ap.parse_args()
     if args.frame:
@@ -220,6 +302,11 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="ppar-bench-") as d:
+        if args.stages:
+            for size in args.sizes.split(","):
+                make_clip(Path(d) / f"{size}.mp4", *(int(v) for v in size.split("x")), args.seconds)
+                print(json.dumps(bench_stages(Path(d) / f"{size}.mp4", tmp=Path(d))), flush=True)
+            return
         for size in args.sizes.split(","):
             w, h = (int(v) for v in size.split("x"))
             rows.append(bench_size(w, h, args, Path(d)))

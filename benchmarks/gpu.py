@@ -6,7 +6,7 @@
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.6 left to measure there:
-    #   ... --only correctness,contention,end_to_end --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:4:--jobs=4,none:1:--jobs=8
+    #   ... --only correctness,contention,stages,end_to_end --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:4:--jobs=4,none:1:--jobs=8
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -22,6 +22,8 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
   contention   the bundled model's forward pass alone and beside 8 Python threads, eager (at Python's
                switch interval and at 0.1 ms) and as a captured CUDA graph (is one process's model
                time with --jobs the GIL's, and which remedy works?)
+  stages       each stage of ppar's path alone on a 720p clip, in CPU-ms a frame (decode, model input,
+               the model's pass on the device, fill, encode), and a plain re-encode's (bench.py --stages)
   guard        the face detector's search time through onnxruntime's CPU and (if there) CUDA provider
   end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, one process
                (--jobs, --workers) and several shards at once (--shard K/N), against a plain re-encode
@@ -47,10 +49,11 @@ import sys
 import threading
 import time
 import traceback
-from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench import bench_stages, reencode  # noqa: E402 -- the same re-encode and stage timings as bench.py
 PEAK_BF16 = 790e12  # FLOP/s, dense bf16 on H100/H200 SXM (the card's datasheet; measured ceilings go in the notes)
 
 
@@ -67,54 +70,66 @@ def ppar(*args) -> subprocess.CompletedProcess:
     return sh([sys.executable, "-m", "ppar_cli.cli", *args])
 
 
-def make_clips(folder: Path, n: int, seconds: float, size: str = "1280x720") -> Path:
-    """Clips of a moving colour pattern, H.264 through PyAV (the device has no ffmpeg program), made
-    in parallel."""
+def make_clips(folder: Path, n: int, seconds: float, size: str = "1280x720", sources: list[Path] | None = None) -> Path:
+    """n clips, H.264 through PyAV (the device has no ffmpeg program), made in parallel: from real
+    ``sources`` (clip i from source i, looped, scaled to cover ``size`` and cropped), or else a
+    moving colour pattern. x264 re-encodes such a pattern at half the CPU of real footage (bench.py
+    --stages: 8.6 against 17.3 CPU-ms a 720p frame here), so a pattern weighs ppar's own work per
+    frame double against the re-encode: the end-to-end runs use real footage where it is carried."""
     from multiprocessing import Pool
 
     folder.mkdir(parents=True, exist_ok=True)
     with Pool(min(n, os.cpu_count() or 1)) as pool:
-        pool.map(_make_clip, [(folder / f"clip{i:02d}.mp4", i, seconds, size) for i in range(n)])
+        pool.map(_make_clip, [(folder / f"clip{i:02d}.mp4", i, seconds, size, sources[i % len(sources)] if sources else None)
+                              for i in range(n)])
     return folder
 
 
-def _make_clip(job: tuple[Path, int, float, str]) -> None:
+def _make_clip(job: tuple[Path, int, float, str, Path | None]) -> None:
     import av
     import numpy as np
 
-    path, i, seconds, size = job
+    path, i, seconds, size, source = job
     w, h = (int(v) for v in size.split("x"))
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 3) % 256], -1).astype(np.uint8)
+    if source is None:
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 3) % 256], -1).astype(np.uint8)
+        pictures = (np.roll(base, (i + 1) * 4 * t, axis=1) for t in range(int(seconds * 25)))
+    else:
+        pictures = _looped(source, w, h, int(seconds * 25))
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=25)
         vs.width, vs.height, vs.pix_fmt, vs.options = w, h, "yuv420p", {"preset": "veryfast", "crf": "18"}
-        for t in range(int(seconds * 25)):
-            frame = av.VideoFrame.from_ndarray(np.roll(base, (i + 1) * 4 * t, axis=1), format="rgb24")
-            out.mux(vs.encode(frame))
+        for picture in pictures:
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
         out.mux(vs.encode())
 
 
-def reencode(pair: tuple[str, str]) -> int:
-    """A plain re-encode with ppar's encoder settings (libx264, veryfast, crf 20), through the same
-    FFmpeg libraries as the ffmpeg program; returns the frames."""
+def _looped(source: Path, w: int, h: int, frames: int):
+    """``frames`` RGB pictures of ``source``, played again from the start as often as needed, each
+    scaled to cover w x h (keeping its aspect) and cropped to it."""
     import av
 
-    src, dst = pair
-    n = 0
-    with av.open(src) as inp, av.open(dst, "w") as out:
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"
-        vs = out.add_stream("libx264", rate=vin.average_rate)
-        vs.width, vs.height, vs.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        vs.options = {"preset": "veryfast", "crf": "20"}
-        vs.codec_context.thread_type = "FRAME"
-        for frame in inp.decode(vin):
-            frame.pts, frame.time_base = n, 1 / Fraction(vin.average_rate)  # numbered as ppar's encoder does
-            out.mux(vs.encode(frame))
-            n += 1
-        out.mux(vs.encode())
-    return n
+    made = 0
+    while made < frames:
+        with av.open(str(source)) as c:
+            for f in c.decode(video=0):
+                s = max(w / f.width, h / f.height)
+                sw, sh = max(w, round(f.width * s)), max(h, round(f.height * s))
+                rgb = f.to_ndarray(format="rgb24", width=sw, height=sh, interpolation="BICUBIC")
+                y, x = (sh - h) // 2, (sw - w) // 2
+                yield rgb[y:y + h, x:x + w]
+                made += 1
+                if made == frames:
+                    return
+
+
+def stages(args, work: Path) -> dict:
+    """Each stage of ppar's path one after another on one 720p clip, in CPU-ms a frame (bench.py
+    --stages), the model's pass on the device: against the end-to-end runs' CPU per frame."""
+    real = [p for p in _real_clips(args) if p.suffix != ".gif"]
+    clip = make_clips(work / "stages_in", 1, 4 if args.quick else 8, sources=real) / "clip00.mp4"
+    return bench_stages(clip, args.device, work)
 
 
 def decode_only(path: str) -> int:
@@ -353,7 +368,8 @@ class GpuBusy:
 def end_to_end(args, work: Path) -> list[dict]:
     from multiprocessing import Pool
 
-    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds)
+    real = [p for p in _real_clips(args) if p.suffix != ".gif"]
+    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds, sources=real)
     files = sorted(src.glob("*.mp4"))
     rows = []
     # what one process pays before its first frame (imports, CUDA, the model), on a 1 s clip
@@ -368,7 +384,8 @@ def end_to_end(args, work: Path) -> list[dict]:
         pool.close()
         pool.join()
     ff = time.perf_counter() - t0
-    rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "frames": frames,
+    content = f"real footage from {len(real)} clips of {args.real.name}" if real else "a moving colour pattern"
+    rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "clips": content, "frames": frames,
                  "seconds": round(ff, 2), **_used_since(used0), "fps": round(frames / ff, 1)})
     t0 = time.perf_counter()
     with Pool(len(files)) as pool:
@@ -608,7 +625,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-out")))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="small sizes: check the script, not the card")
-    ap.add_argument("--only", default="correctness,agreement,startup,contention,model,guard,end_to_end,train,eval,compiled")
+    ap.add_argument("--only", default="correctness,agreement,startup,contention,stages,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
     ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
@@ -628,6 +645,7 @@ def main() -> None:
     report = {"torch": torch.__version__, "device": args.device,
               "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     sections = {"correctness": correctness, "agreement": agreement, "startup": startup, "contention": contention, "model": lambda a, w: model_throughput(a), "guard": guard_check,
+                "stages": stages,
                 "end_to_end": end_to_end, "train": train_check, "eval": eval_check,
                 "compiled": lambda a, w: model_throughput(a, compiled=True)}
     for name in args.only.split(","):
@@ -655,7 +673,7 @@ def summary(report: dict) -> None:
     for key in ("end_to_end", "model", "compiled"):
         for row in report[key] if isinstance(report.get(key), list) else [report[key]] if key in report else []:
             print(key, {k: v for k, v in row.items() if k != "stderr"})
-    for key in ("startup", "contention", "guard", "train", "eval"):
+    for key in ("startup", "contention", "stages", "guard", "train", "eval"):
         if key in report:
             print(key, json.dumps({k: x for k, x in report[key].items() if k != "records"})[:700])
             for rec in report[key].get("records", [])[:6]:
