@@ -71,10 +71,11 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
     def pump(until: float = float("inf")) -> None:
         """Events until every worker has exited (and what they sent before is read), or ``until``."""
         while time.monotonic() < until:
+            alive = any(p.is_alive() for p in procs)  # asked first: a worker sends everything before it exits
             try:
                 handle(events.get(timeout=0.1))
             except queue.Empty:
-                if not any(p.is_alive() for p in procs):
+                if not alive:
                     return
 
     try:
