@@ -270,13 +270,48 @@ def test_a_killed_worker_fails_its_videos_and_the_others_finish(tmp_path, tiny_w
         time.sleep(0.1)
     [partial] = out.glob(".a_long*partial*")  # .NAME.HOST-PID.RANDOM.partial.mp4: written by worker 0
     os.kill(int(partial.name.split(".")[3].rsplit("-", 1)[1]), signal.SIGKILL)  # as the kernel's OOM killer would
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)  # the other worker's messages get through (a shared queue hung here)
+    finally:
+        proc.kill()  # its workers follow it (they stop with their parent)
     assert proc.returncode == 1 and "Traceback" not in err
     assert err.count("worker process ended (exit code -9)") == 2, err  # a_long and c_short: worker 0's
     assert (out / "b_short.mp4").exists() and not (out / "a_long.mp4").exists() and not (out / "c_short.mp4").exists()
     lines = [json.loads(x) for x in (out / "ppar-manifest.jsonl").read_text().splitlines()]
     assert sorted((m["src"].rsplit("/", 1)[-1], m["status"]) for m in lines) == [
         ("a_long.mp4", "failed"), ("b_short.mp4", "ok"), ("c_short.mp4", "failed")]
+
+
+@pytest.mark.slow
+def test_workers_stop_and_clean_up_when_their_parent_is_killed(tmp_path, tiny_weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a_long.mp4", "b_long.mp4"):
+        make_clip(src / name, 640, 360, 1500, audio=False, extra=["-preset", "ultrafast"])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--weights",
+                             str(tiny_weights), "--quiet", "--guard", "none", "--batch-size", "1", "--workers", "2"],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob(".*_long*partial*"))) < 2:
+        time.sleep(0.1)
+    workers = [int(p.name.split(".")[3].rsplit("-", 1)[1]) for p in out.glob(".*_long*partial*")]
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: the parent cleans nothing up itself
+    proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and (stray(out) or any(_alive(pid) for pid in workers)):
+        time.sleep(0.2)
+    assert not stray(out) and not any(_alive(pid) for pid in workers)
+    assert not (out / "a_long.mp4").exists() and not (out / "b_long.mp4").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")  # a zombie has exited
 
 
 @pytest.mark.slow

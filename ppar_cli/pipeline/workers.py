@@ -14,9 +14,10 @@ unfinished videos failed, with the reason, while the others go on.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import signal
+import threading
 import time
 import warnings
 from dataclasses import replace
@@ -36,12 +37,15 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
     """Anonymize ``jobs`` (this process's share of the folder ``inp``) in ``opts.workers`` processes."""
     n = min(opts.workers, len(jobs))
     ctx = multiprocessing.get_context("spawn")  # not fork: a forked PyTorch, CUDA above all, is not safe
-    events = ctx.Queue()
+    # One pipe per worker, not a shared queue: a worker killed in the middle of a message then
+    # damages only its own pipe (its end closes, so reading stops there), never the others' sends.
+    pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
     a, b = opts.shard or (0, 1)  # worker k takes every n-th of this process's jobs: jobs[k::n]
     procs = [ctx.Process(target=_work, name=f"ppar-worker-{k}", daemon=True,
                          args=(inp, out, replace(opts, workers=1, shard=(a + k * b, b * n), manifest=manifest),
-                               weights, events, k, torch_threads(n)))  # the workers share the cores
+                               weights, pipes[k][1], k, torch_threads(n)))  # the workers share the cores
              for k in range(n)]
+    reading = [r for r, _ in pipes]
     reporter.start_batch(len(jobs))
     results: dict[Path, FileResult] = {}
     errors: list[PparError] = []
@@ -69,18 +73,21 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
                 p.terminate()
 
     def pump(until: float = float("inf")) -> None:
-        """Events until every worker has exited (and what they sent before is read), or ``until``."""
-        while time.monotonic() < until:
-            alive = any(p.is_alive() for p in procs)  # asked first: a worker sends everything before it exits
-            try:
-                handle(events.get(timeout=0.1))
-            except queue.Empty:
-                if not alive:
-                    return
+        """Events until every worker's pipe has closed (it has exited: all it sent is read), or ``until``."""
+        while reading and time.monotonic() < until:
+            for r in multiprocessing.connection.wait(reading, timeout=0.1):
+                try:
+                    event = r.recv()
+                except Exception:  # noqa: BLE001 -- closed (the worker exited or was killed), or a message
+                    reading.remove(r)  # cut by Ctrl-C here: nothing more is read from it, and it says so
+                    r.close()
+                    continue
+                handle(event)
 
     try:
-        for p in procs:
+        for p, (_, w) in zip(procs, pipes):
             p.start()
+            w.close()  # the worker holds the only sending end: its exit closes the pipe
         pump()
     except BaseException:  # Ctrl-C or SIGTERM here: each worker stops at its next window and cleans up
         stop()
@@ -92,6 +99,9 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
     finally:
         for p in procs:
             p.join(timeout=STOP_SECONDS)
+        for r, w in pipes:
+            r.close()
+            w.close()
     for message in said:
         warnings.warn(message, stacklevel=3)
     if errors:
@@ -106,36 +116,58 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
 
 
 class _Forward:
-    """A worker's progress, sent to the parent process (its reporter draws the bars)."""
+    """A worker's progress, sent to the parent process (its reporter draws the bars), one message
+    at a time from the worker's several video threads. A stop signal that arrives while the main
+    thread is in the middle of a message takes effect once the message is whole (``stop_after``):
+    half a message would garble the pipe."""
 
-    def __init__(self, events):
-        self.events = events
+    def __init__(self, pipe):
+        self.pipe, self.lock = pipe, threading.Lock()
+        self.sending = self.stop_after = False
+
+    def put(self, *event) -> None:
+        main = threading.current_thread() is threading.main_thread()  # where signal handlers run
+        with self.lock:
+            self.sending = main
+            try:
+                self.pipe.send(event)
+            except OSError:  # the parent stopped listening (it is stopping every worker): carry on to the cleanup
+                pass
+            finally:
+                self.sending = False
+        if main and self.stop_after:
+            raise KeyboardInterrupt
 
     def start_batch(self, n_files: int) -> None:  # the parent counts the whole batch
         pass
 
     def start_file(self, src: Path, total_frames: int | None) -> None:
-        self.events.put(("start_file", src, total_frames))
+        self.put("start_file", src, total_frames)
 
     def advance(self, src: Path, frames: int) -> None:
-        self.events.put(("advance", src, frames))
+        self.put("advance", src, frames)
 
     def end_file(self, result: FileResult) -> None:
-        self.events.put(("end_file", result))
+        self.put("end_file", result)
 
 
-def _work(inp: Path, out: Path, opts: Options, weights: Path | None, events, k: int, threads: int) -> None:
+def _work(inp: Path, out: Path, opts: Options, weights: Path | None, pipe, k: int, threads: int) -> None:
     """Worker k: `anonymize` on its shard, on GPU k (modulo the GPUs there are) unless torchrun
     already gave the process one (LOCAL_RANK). SIGINT is left to the parent (a terminal's Ctrl-C
     reaches every process of the group), which sends SIGTERM once; a second stop signal cannot
     interrupt the cleanup."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    forward = _Forward(pipe)
 
     def stop(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        if forward.sending:
+            forward.stop_after = True
+        else:
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    _stop_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before PyTorch is imported
     os.environ.setdefault("LOCAL_RANK", str(k))  # api.resolve_device's GPU
     try:
@@ -144,12 +176,24 @@ def _work(inp: Path, out: Path, opts: Options, weights: Path | None, events, k: 
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                anonymize(inp, out, opts, weights, _Forward(events))
+                anonymize(inp, out, opts, weights, forward)
             for w in caught:
-                events.put(("warning", str(w.message)))
+                forward.put("warning", str(w.message))
         except PparError as e:
-            events.put(("error", e))
-        finally:  # done: a stop signal must not interrupt the exit (which sends what is queued)
+            forward.put("error", e)
+        finally:  # done: a stop signal must not interrupt the exit
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except KeyboardInterrupt:
         pass
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM when the parent process dies, even by SIGKILL (Linux), so no worker goes on alone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a worker whose parent is killed finishes its share
+        return
+    if os.getppid() == 1:  # the parent died before that took effect
+        os.kill(os.getpid(), signal.SIGTERM)
