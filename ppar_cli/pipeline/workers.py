@@ -8,8 +8,9 @@ process of ``--jobs 8`` (README, "On one H100 (0.3.5)"); this runs that layout f
 Each worker is `anonymize` on a shard of the folder: it writes its own outputs and appends to the
 one manifest (a line per write), and sends its progress, warnings and errors here. This process
 imports no PyTorch. Interrupted (Ctrl-C, SIGTERM), it tells each worker to stop at its next
-window, as one process would, and waits for them to clean up. A worker that dies leaves its
-unfinished videos failed, with the reason, while the others go on.
+window, as one process would, and waits for them to clean up; killed outright, the workers are
+stopped the same way (Linux). A worker that dies leaves its unfinished videos failed, with the
+reason, while the others go on.
 """
 from __future__ import annotations
 
