@@ -127,7 +127,7 @@ def _looped(source: Path, w: int, h: int, frames: int):
 def stages(args, work: Path) -> dict:
     """Each stage of ppar's path one after another on one 720p clip, in CPU-ms a frame (bench.py
     --stages), the model's pass on the device: against the end-to-end runs' CPU per frame."""
-    real = _footage(args)
+    real = _real_clips(args)
     clip = make_clips(work / "stages_in", 1, 4 if args.quick else 8, sources=real) / "clip00.mp4"
     return bench_stages(clip, args.device, work)
 
@@ -198,12 +198,6 @@ def agreement(args, work: Path) -> dict:
 
 def _real_clips(args) -> list[Path]:
     return sorted(p for p in args.real.iterdir() if p.is_file()) if args.real and args.real.is_dir() else []
-
-
-def _footage(args) -> list[Path]:
-    """The real clips that the end-to-end and stages clips are made from (the GIFs' few colours
-    and frames are not footage)."""
-    return [p for p in _real_clips(args) if p.suffix != ".gif"]
 
 
 def model_agreement(args, files: list[Path]) -> dict:
@@ -374,7 +368,7 @@ class GpuBusy:
 def end_to_end(args, work: Path) -> list[dict]:
     from multiprocessing import Pool
 
-    real = _footage(args)
+    real = _real_clips(args)
     src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds, sources=real)
     files = sorted(src.glob("*.mp4"))
     rows = []
