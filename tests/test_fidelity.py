@@ -184,3 +184,61 @@ def test_encoder_runs_behind_the_rest(tmp_path):
             assert int(stat[stat.rindex(")") + 2:].split()[16]) == nice  # field 19: nice
         finally:
             w.commit()
+
+
+def i420(path):
+    """Every frame of a 4:2:0 file as decoded (k, H*3/2, W), with its format."""
+    from ppar_cli.media.decode import FrameReader, yuv_format
+
+    info = probe(path)
+    fmt = yuv_format(info)
+    return np.concatenate([c.data.copy() for c in FrameReader(info, "ffmpeg", yuv=fmt).chunks(32)]), fmt
+
+
+@pytest.mark.parametrize("tags", [["-pix_fmt", "yuv420p"],
+                                  ["-pix_fmt", "yuvj420p"],
+                                  ["-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_range", "tv"]])
+def test_black_fill_keeps_the_sources_own_4_2_0_pixels_and_tags(tmp_path, tags):
+    """With the black fill, frames stay 4:2:0 from decoder to encoder: at crf 0 every kept pixel is
+    the source's own (no trip through RGB), pruned luma is the format's black and pruned chroma
+    neutral, and the output carries the source's range and colour space. The model and the face
+    guard still see exactly the RGB they saw before (the same tubelets as the RGB path's mean fill)."""
+    import json
+
+    from ppar_cli.core.clips import pixel_mask, slab_index
+    from ppar_cli.core.weights import load_weights
+
+    # 90x66: cell edges fall on odd pixels, so some chroma samples straddle a kept and a pruned cell
+    src = make_clip(tmp_path / "s.mp4", 90, 66, 40, audio=False, extra=["-c:v", "libx264", "-crf", "18", *tags])
+    run(src, tmp_path / "o.mp4", crf=0)
+    run(src, tmp_path / "m.mp4", crf=0, fill="mean")
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["windows"] for n in ("o", "m"))
+    assert [w["keep"] for w in a] == [w["keep"] for w in b]
+    (s, fmt), (o, ofmt) = i420(src), i420(tmp_path / "o.mp4")
+    assert ofmt == fmt and fmt is not None
+    H, W, cfg = 66, 90, load_weights(run.weights).model.cfg
+    for w in a:
+        keep = np.array(w["keep"], bool)
+        for f, slab in zip(range(w["start"], w["start"] + w["frames"]), slab_index(w["frames"], cfg)):
+            m = pixel_mask(keep[slab], H, W)
+            assert (o[f][:H][m] == s[f][:H][m]).all()  # luma: the source's own
+            assert (o[f][:H][~m] == fmt.black).all()
+            chroma = o[f][H:].reshape(2, H // 2, W // 2)
+            fully_kept = m.reshape(H // 2, 2, W // 2, 2).all(axis=(1, 3))  # 2x2 blocks wholly kept
+            assert (chroma[:, fully_kept] == s[f][H:].reshape(2, H // 2, W // 2)[:, fully_kept]).all()
+            assert (chroma[:, ~fully_kept] == 128).all()  # any pruned pixel under it: neutral
+
+
+def test_yuv_frames_give_the_decoders_rgb_bit_for_bit(tmp_path):
+    """What the model and the face guard see of 4:2:0 frames equals the decoder's RGB output, by
+    ffmpeg's pipe and by PyAV, for limited and full range and a BT.709 source."""
+    from ppar_cli.media.decode import FrameReader, yuv_format
+
+    for i, tags in enumerate((["-pix_fmt", "yuvj420p"], ["-pix_fmt", "yuv420p", "-colorspace", "bt709"])):
+        src = make_clip(tmp_path / f"c{i}.mp4", 96, 64, 20, audio=False, extra=["-c:v", "libx264", *tags])
+        info = probe(src)
+        rgb = np.concatenate(list(FrameReader(info, "ffmpeg").chunks(8)))
+        reader = FrameReader(info, "ffmpeg", yuv=yuv_format(info))
+        for chunks in (reader.chunks(8), reader._av_chunks(8)):
+            got = np.concatenate([c[:] for c in chunks])
+            assert got.shape == rgb.shape and (got == rgb).all()

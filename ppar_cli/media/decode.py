@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -49,19 +50,87 @@ class BufferPool:
         return buf
 
 
+@dataclass(frozen=True)
+class YUVFormat:
+    """A 4:2:0 video's pixel format and colour tags, as its decoder gives them."""
+    pix_fmt: str  # yuv420p, or yuvj420p (full range)
+    colorspace: int
+    color_range: int
+    color_primaries: int
+    color_trc: int
+
+    @property
+    def black(self) -> int:
+        """Luma of black: 0 in full range, 16 in limited."""
+        return 0 if self.pix_fmt == "yuvj420p" or self.color_range == 2 else 16
+
+
+def yuv_format(info: VideoInfo) -> YUVFormat | None:
+    """The video's YUVFormat where its frames can stay 4:2:0 from decoder to encoder (yuv420p or
+    yuvj420p, even sizes, no rotation to apply); else None."""
+    if info.rotation or info.width % 2 or info.height % 2:
+        return None
+    import av
+
+    try:
+        with av.open(str(info.path)) as c:
+            f = next(c.decode(video=0), None)
+    except av.error.FFmpegError:
+        return None
+    if f is None or f.format.name not in ("yuv420p", "yuvj420p") or (f.width, f.height) != (info.width, info.height):
+        return None
+    return YUVFormat(f.format.name, f.colorspace, f.color_range, f.color_primaries, f.color_trc)
+
+
+class YUVFrames:
+    """k frames as decoded, 4:2:0 (the I420 layout: k x H*3/2 x W), so that ppar fills and encodes
+    them without a trip through RGB and back: the kept pixels are the source's own, and at 720p the
+    two conversions cost about 2 CPU-ms a frame (`benchmarks/bench.py --stages`). Indexing gives RGB
+    (one frame, or a stack for a slice) converted as the decoder's RGB output would be, bit for bit
+    (the same swscale, colour space and range): the model and the face guard see a few frames of
+    each window, and see them exactly as before."""
+
+    def __init__(self, data: np.ndarray, fmt: YUVFormat):
+        self.data, self.fmt = data, fmt
+        k, rows, w = data.shape
+        self.shape, self.dtype = (k, rows * 2 // 3, w, 3), np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    def __getitem__(self, i: int | slice) -> np.ndarray:
+        if isinstance(i, slice):
+            picked = range(*i.indices(len(self)))
+            return np.stack([self.rgb(j) for j in picked]) if picked else np.empty((0, *self.shape[1:]), np.uint8)
+        return self.rgb(i)
+
+    def rgb(self, i: int) -> np.ndarray:
+        import av
+
+        f = av.VideoFrame.from_numpy_buffer(self.data[i], format=self.fmt.pix_fmt)
+        f.colorspace, f.color_range = self.fmt.colorspace, self.fmt.color_range
+        return f.to_ndarray(format="rgb24")
+
+
 class FrameReader:
     """Consecutive RGB frames in chunks. decord first; ffmpeg's own decoder when decord cannot
     open the file (GIFs, some containers) or the video carries a rotation decord would ignore."""
 
-    def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None):
+    def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None,
+                 yuv: YUVFormat | None = None):
         self.info = info
+        self.yuv = yuv if max_side is None else None  # chunks of YUVFrames (4:2:0 as decoded), not RGB
         self.backend = "ffmpeg"
         self.damage: str | None = None  # the decoder's complaint about a file it still decoded (truncated, corrupt)
         self._vr = None
         # max_side: frames scaled down (area averaging, in ffmpeg) so their long side is at most this
         s = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         self.width, self.height = max(1, round(info.width * s)), max(1, round(info.height * s))
-        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif":
+        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif" and self.yuv is None:
             try:
                 import decord
 
@@ -72,8 +141,9 @@ class FrameReader:
             except Exception:  # decord raises its own error types for anything it cannot open
                 self._vr = None
 
-    def chunks(self, n: int) -> Iterator[np.ndarray]:
-        """Yield uint8 arrays (k, H, W, 3), k <= n, covering every frame once, in order."""
+    def chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
+        """Yield uint8 arrays (k, H, W, 3), k <= n, covering every frame once, in order (YUVFrames
+        with ``yuv``)."""
         if n < 1:
             raise ValueError(f"chunk size must be at least 1, got {n}")
         if self._vr is not None:
@@ -106,9 +176,10 @@ class FrameReader:
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
         w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
-        frame_bytes = self.width * self.height * 3
+        shape = (self.height * 3 // 2, self.width) if self.yuv else (self.height, self.width, 3)
+        frame_bytes = int(np.prod(shape))
         pool = BufferPool(frame_bytes * n, keep=max(2, min(12, POOL_BYTES // (frame_bytes * n))))
-        chunk, got = pool.get().reshape(n, self.height, self.width, 3), 0
+        chunk, got = pool.get().reshape(n, *shape), 0
         try:
             with av.open(str(self.info.path)) as c:
                 v = c.streams.video[0]
@@ -120,23 +191,27 @@ class FrameReader:
                         self.damage = str(e).splitlines()[0][:200]
                         continue
                     for f in frames:
-                        rgb = f.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA" if scaled else None)
-                        chunk[got] = np.rot90(rgb, k) if k else rgb
+                        if self.yuv:
+                            _copy_i420(f, chunk[got], self.yuv.pix_fmt)
+                        else:
+                            rgb = f.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA" if scaled else None)
+                            chunk[got] = np.rot90(rgb, k) if k else rgb
                         got += 1
                         if got == n:
-                            yield chunk
-                            chunk, got = pool.get().reshape(n, self.height, self.width, 3), 0
+                            yield YUVFrames(chunk, self.yuv) if self.yuv else chunk
+                            chunk, got = pool.get().reshape(n, *shape), 0
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.info.path}: decode failed ({str(e).splitlines()[0][:200]})") from None
         if got:
-            yield chunk[:got]
+            yield YUVFrames(chunk[:got], self.yuv) if self.yuv else chunk[:got]
 
-    def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray]:
+    def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
         w, h = self.width, self.height
-        frame_bytes = w * h * 3
+        shape = (h * 3 // 2, w) if self.yuv else (h, w, 3)
+        frame_bytes = int(np.prod(shape))
         scale = ["-vf", f"scale={w}:{h}:flags=area"] if (w, h) != (self.info.width, self.info.height) else []
         cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(self.info.path), "-map", "0:v:0", *scale,
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-fps_mode", "passthrough", "-"]
+               "-f", "rawvideo", "-pix_fmt", self.yuv.pix_fmt if self.yuv else "rgb24", "-fps_mode", "passthrough", "-"]
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=0)
             _widen_pipe(proc.stdout)
@@ -154,7 +229,8 @@ class FrameReader:
                         got += r
                     k = got // frame_bytes
                     if k:
-                        yield buf[:k * frame_bytes].reshape(k, h, w, 3)
+                        frames = buf[:k * frame_bytes].reshape(k, *shape)
+                        yield YUVFrames(frames, self.yuv) if self.yuv else frames
             finally:
                 if not finished:  # the consumer stopped early: do not leave ffmpeg running
                     proc.kill()
@@ -169,3 +245,11 @@ class FrameReader:
             raise VideoError(f"{self.info.path}: decode failed ({msg.splitlines()[-1][:200] if msg else f'ffmpeg exit {rc}'})")
 
 
+def _copy_i420(f, out: np.ndarray, pix_fmt: str) -> None:
+    """A decoded frame's three planes into ``out`` (H*3/2 x W, I420), without their row padding."""
+    h, w = out.shape[0] * 2 // 3, out.shape[1]
+    if f.format.name != pix_fmt or (f.width, f.height) != (w, h):  # a stream that changes format midway
+        f = f.reformat(width=w, height=h, format=pix_fmt)
+    for plane, dst, (ph, pw) in zip(f.planes, (out[:h], out[h:h + h // 4], out[h + h // 4:]),
+                                    ((h, w), (h // 2, w // 2), (h // 2, w // 2))):
+        dst.reshape(ph, pw)[:] = np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]

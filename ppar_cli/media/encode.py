@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppar_cli.media.decode import YUVFormat, YUVFrames
 from ppar_cli.media.files import temp_beside
 from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo
 
@@ -80,7 +81,8 @@ class VideoWriter:
     """
 
     def __init__(self, dest: str | os.PathLike, width: int, height: int, fps: Fraction, crf: int = 20,
-                 preset: str = "veryfast", audio_from: VideoInfo | None = None, times: "FrameTimes | None" = None):
+                 preset: str = "veryfast", audio_from: VideoInfo | None = None, times: "FrameTimes | None" = None,
+                 yuv: YUVFormat | None = None):
         import av
 
         self.dest = Path(dest)
@@ -99,6 +101,11 @@ class VideoWriter:
             vs.width, vs.height = width, height
             # yuv420p needs even sizes; odd sizes keep their exact size through 4:4:4 instead of a pad or crop.
             vs.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            if yuv is not None:  # YUVFrames: the source's 4:2:0 as it is, with its colour tags
+                cc = vs.codec_context
+                vs.pix_fmt = yuv.pix_fmt
+                cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = (
+                    yuv.colorspace, yuv.color_range, yuv.color_primaries, yuv.color_trc)
             vs.time_base = self.times.time_base
             vs.codec_context.time_base = self.times.time_base
             if self.times.sar:
@@ -111,7 +118,7 @@ class VideoWriter:
         except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, a damaged audio track, anything: no temp file left
             self.abort()
             raise VideoError(f"{self.dest}: cannot start the encoder ({str(e).splitlines()[0][:200]})") from None
-        self.pix_fmt = vs.pix_fmt
+        self.pix_fmt, self.yuv = vs.pix_fmt, yuv
         # Frames are encoded in a thread (FFmpeg releases the GIL), so the caller can score the
         # next clip meanwhile; at most two writes wait in between.
         self._queue: queue.Queue = queue.Queue(maxsize=2)
@@ -130,12 +137,14 @@ class VideoWriter:
                 self._failed = str(e).splitlines()[0][:200] or type(e).__name__
 
     def _encode(self, frames: np.ndarray | None, first: int) -> None:
+        import av
+
         if frames is None:  # flush
             packets = list(self._video.encode())
         else:
             packets = []
             for i, frame in enumerate(frames):
-                vf = video_frame(frame, self.pix_fmt)
+                vf = av.VideoFrame.from_numpy_buffer(frame, format=self.pix_fmt) if self.yuv else video_frame(frame, self.pix_fmt)
                 vf.pts, vf.time_base = self.times.pts(first + i), self.times.time_base
                 vf.duration = self.times.pts(first + i + 1) - vf.pts  # the last frame's too: the duration is kept
                 packets += self._video.encode(vf)
@@ -144,12 +153,14 @@ class VideoWriter:
                 self._audio.mux_until(float(packet.pts * packet.time_base))
             self._out.mux(packet)
 
-    def write(self, frames: np.ndarray) -> None:
-        if frames.shape[1:] != (self.size[1], self.size[0], 3) or frames.dtype != np.uint8:
+    def write(self, frames: np.ndarray | YUVFrames) -> None:
+        """RGB frames (k, H, W, 3), or YUVFrames when the writer was made for them."""
+        if frames.shape[1:] != (self.size[1], self.size[0], 3) or frames.dtype != np.uint8 \
+                or isinstance(frames, YUVFrames) != (self.yuv is not None):
             raise VideoError(f"{self.dest}: frame shape {frames.shape} does not match {self.size}")
         if self._failed or not self._thread.is_alive():
             raise VideoError(f"{self.dest}: encoder stopped ({self._failed or 'unknown error'})")
-        self._queue.put((np.ascontiguousarray(frames), self.frames))
+        self._queue.put((frames.data if self.yuv else np.ascontiguousarray(frames), self.frames))
         self.frames += len(frames)
 
     @property

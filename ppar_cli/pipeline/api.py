@@ -73,7 +73,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     result = FileResult(src, dst, "failed")
     writer = shown = None
     try:
-        front = front or Front(src, weights.model.cfg, detector, opts.guard_config)
+        front = front or Front(src, weights.model.cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, preview))
         info = front.info
         reporter.start_file(src, info.num_frames)
         if info.width % 2 or info.height % 2:
@@ -81,7 +81,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         dst.parent.mkdir(parents=True, exist_ok=True)
         times = info.frame_times()
         writer = VideoWriter(dst, info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
-                             audio_from=info if opts.audio else None, times=times)
+                             audio_from=info if opts.audio else None, times=times, yuv=front.reader.yuv)
         if preview is not None:
             preview.parent.mkdir(parents=True, exist_ok=True)
             shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
@@ -291,6 +291,12 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                 front.close()
 
 
+def _stays_yuv(opts: Options, preview: Path | None) -> bool:
+    """Frames stay 4:2:0 from decoder to encoder for the black fill; the other fills and the
+    preview are computed in RGB."""
+    return opts.fill == "black" and preview is None
+
+
 def _score_path(job: Job, scores: Path | bool) -> Path | None:
     return (scores if isinstance(scores, Path) else job.scores) if scores else None
 
@@ -321,7 +327,7 @@ def _start_front(jobs: list[Job], i: int, opts: Options, cfg: PPARConfig | None,
     if cfg is None or i >= len(jobs) or _skipped(jobs[i], _score_path(jobs[i], scores), opts):
         return None
     try:
-        return Front(jobs[i].src, cfg, detector, opts.guard_config)
+        return Front(jobs[i].src, cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, opts.preview))
     except (PparError, OSError, ValueError, RuntimeError):
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ppar_cli.core.clips import cell_edges, cell_index
+from ppar_cli.media.decode import YUVFrames
 
 FILLS = ("black", "blur", "pixelate", "mean")
 
@@ -39,17 +40,23 @@ def pruned_runs(grid: np.ndarray) -> list[tuple[int, int, int]]:
     return runs
 
 
-def fill_clip(frames: np.ndarray, keep: np.ndarray, slab_of_frame: np.ndarray, fill: str = "black") -> np.ndarray:
+def fill_clip(frames: np.ndarray | YUVFrames, keep: np.ndarray, slab_of_frame: np.ndarray,
+              fill: str = "black") -> np.ndarray | YUVFrames:
     """Apply a clip's keep grid to its source frames, in place where possible.
 
-    frames: uint8 (L, H, W, 3); keep: bool (gt, gh, gw); slab_of_frame: (L,) temporal tubelet index
-    of each frame. Pruned tubelets are filled over all their frames, one rectangle per run of pruned
-    cells in a grid row (no full-frame mask arithmetic: this is on the per-frame hot path).
+    frames: uint8 (L, H, W, 3), or YUVFrames (black only); keep: bool (gt, gh, gw); slab_of_frame:
+    (L,) temporal tubelet index of each frame. Pruned tubelets are filled over all their frames, one
+    rectangle per run of pruned cells in a grid row (no full-frame mask arithmetic: this is on the
+    per-frame hot path).
     """
     if fill not in FILLS:
         raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(FILLS)}")
     if keep.all():
         return frames
+    if isinstance(frames, YUVFrames):
+        if fill != "black":  # the other fills are computed in RGB: such frames are decoded as RGB
+            raise ValueError(f"the {fill} fill needs RGB frames")
+        return _black_yuv(frames, keep, slab_of_frame)
     H, W = frames.shape[1:3]
     rows, cols = cell_edges(H, keep.shape[1]), cell_edges(W, keep.shape[2])
     frames = np.require(frames, requirements=["W"])
@@ -59,4 +66,23 @@ def fill_clip(frames: np.ndarray, keep: np.ndarray, slab_of_frame: np.ndarray, f
         for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
             region = (slice(a, b), slice(rows[r], rows[r + 1]), slice(cols[c0], cols[c1]))
             frames[region] = 0 if replacement is None else replacement[region]
+    return frames
+
+
+def _black_yuv(frames: YUVFrames, keep: np.ndarray, slab_of_frame: np.ndarray) -> YUVFrames:
+    """Black in 4:2:0: luma at the format's black, both chroma planes at 128. A chroma sample
+    covers 2x2 pixels; one that straddles a pruned cell's edge is blacked too (the pruned pixels'
+    colour must not show), so a kept cell beside a pruned one can lose a chroma row or column."""
+    H, W = frames.shape[1:3]
+    rows, cols = cell_edges(H, keep.shape[1]), cell_edges(W, keep.shape[2])
+    y = frames.data[:, :H]
+    u = frames.data[:, H:H + H // 4].reshape(len(frames), H // 2, W // 2)
+    v = frames.data[:, H + H // 4:].reshape(len(frames), H // 2, W // 2)
+    starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))
+    for a, b in zip(starts, list(starts[1:]) + [len(frames)]):
+        for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
+            y0, y1, x0, x1 = rows[r], rows[r + 1], cols[c0], cols[c1]
+            y[a:b, y0:y1, x0:x1] = frames.fmt.black
+            chroma = (slice(a, b), slice(y0 // 2, (y1 + 1) // 2), slice(x0 // 2, (x1 + 1) // 2))
+            u[chroma] = v[chroma] = 128
     return frames

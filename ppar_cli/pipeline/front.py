@@ -17,7 +17,7 @@ import numpy as np
 
 from ppar_cli.core.clips import slab_index
 from ppar_cli.core.config import PPARConfig
-from ppar_cli.media.decode import FrameReader
+from ppar_cli.media.decode import FrameReader, yuv_format
 from ppar_cli.media.probe import probe
 from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
 
@@ -93,11 +93,14 @@ class Front:
     thread. For very large frames (two passes) the windows are at SCORE_SIDE, for the model and
     the guard; the full-size frames are read again to fill them."""
 
-    def __init__(self, src: Path, cfg: PPARConfig, detector=None, guard: GuardConfig | None = None):
+    def __init__(self, src: Path, cfg: PPARConfig, detector=None, guard: GuardConfig | None = None, yuv: bool = False):
+        """``yuv``: the windows are YUVFrames where the video allows (decode.yuv_format); for the
+        black fill, which the encoder then takes without a conversion."""
         self.info = probe(src)
         self.two_passes = two_passes(cfg, self.info.width, self.info.height)
+        fmt = yuv_format(self.info) if yuv and not self.two_passes else None
         # ffmpeg's pipe: decord's reader grows with the video's length
-        self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None)
+        self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt)
         self.guard = FaceGuard(guard, detector) if detector is not None else None
         window = cfg.clip_span * self.reader.width * self.reader.height * 3
         self.windows = Ahead(_guarded(self.reader, cfg, self.guard), depth=2, start_depth=START_BYTES // window)
