@@ -207,22 +207,24 @@ def test_black_fill_keeps_the_sources_own_4_2_0_pixels_and_tags(tmp_path, tags):
 
     from ppar_cli.core.clips import pixel_mask, slab_index
     from ppar_cli.core.weights import load_weights
+    from ppar_cli.media.decode import FrameReader
 
-    # 90x66: cell edges fall on odd pixels, so some chroma samples straddle a kept and a pruned cell
-    src = make_clip(tmp_path / "s.mp4", 90, 66, 40, audio=False, extra=["-c:v", "libx264", "-crf", "18", *tags])
+    # 90x68: cell edges fall on odd pixels, so some chroma samples straddle a kept and a pruned cell
+    src = make_clip(tmp_path / "s.mp4", 90, 68, 40, audio=False, extra=["-c:v", "libx264", "-crf", "18", *tags])
     run(src, tmp_path / "o.mp4", crf=0)
     run(src, tmp_path / "m.mp4", crf=0, fill="mean")
     a, b = (json.loads((tmp_path / f"{n}.json").read_text())["windows"] for n in ("o", "m"))
     assert [w["keep"] for w in a] == [w["keep"] for w in b]
     (s, fmt), (o, ofmt) = i420(src), i420(tmp_path / "o.mp4")
     assert ofmt == fmt and fmt is not None
-    H, W, cfg = 66, 90, load_weights(run.weights).model.cfg
+    rgb = np.concatenate(list(FrameReader(probe(tmp_path / "o.mp4"), "ffmpeg").chunks(32)))
+    H, W, cfg = 68, 90, load_weights(run.weights).model.cfg
     for w in a:
         keep = np.array(w["keep"], bool)
         for f, slab in zip(range(w["start"], w["start"] + w["frames"]), slab_index(w["frames"], cfg)):
             m = pixel_mask(keep[slab], H, W)
             assert (o[f][:H][m] == s[f][:H][m]).all()  # luma: the source's own
-            assert (o[f][:H][~m] == fmt.black).all()
+            assert (o[f][:H][~m] == fmt.black).all() and (rgb[f][~m] == 0).all()  # black as a player shows it
             chroma = o[f][H:].reshape(2, H // 2, W // 2)
             fully_kept = m.reshape(H // 2, 2, W // 2, 2).all(axis=(1, 3))  # 2x2 blocks wholly kept
             assert (chroma[:, fully_kept] == s[f][H:].reshape(2, H // 2, W // 2)[:, fully_kept]).all()
@@ -242,3 +244,5 @@ def test_yuv_frames_give_the_decoders_rgb_bit_for_bit(tmp_path):
         for chunks in (reader.chunks(8), reader._av_chunks(8)):
             got = np.concatenate([c[:] for c in chunks])
             assert got.shape == rgb.shape and (got == rgb).all()
+    odd = make_clip(tmp_path / "h66.mp4", 90, 66, 4, audio=False, extra=["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+    assert yuv_format(probe(odd)) is None  # PyAV wraps 4:2:0 buffers only for heights that are multiples of 4

@@ -67,8 +67,9 @@ class YUVFormat:
 
 def yuv_format(info: VideoInfo) -> YUVFormat | None:
     """The video's YUVFormat where its frames can stay 4:2:0 from decoder to encoder (yuv420p or
-    yuvj420p, even sizes, no rotation to apply); else None."""
-    if info.rotation or info.width % 2 or info.height % 2:
+    yuvj420p, no rotation to apply, an even width and a height that is a multiple of 4: PyAV wraps
+    no other I420 buffers); else None."""
+    if info.rotation or info.width % 2 or info.height % 4:
         return None
     import av
 
@@ -101,6 +102,11 @@ class YUVFrames:
     @property
     def nbytes(self) -> int:
         return self.data.nbytes
+
+    @property
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of Y (k, H, W), U and V (k, H/2, W/2)."""
+        return _planes(self.data, *self.shape[1:3])
 
     def __getitem__(self, i: int | slice) -> np.ndarray:
         if isinstance(i, slice):
@@ -245,11 +251,18 @@ class FrameReader:
             raise VideoError(f"{self.info.path}: decode failed ({msg.splitlines()[-1][:200] if msg else f'ffmpeg exit {rc}'})")
 
 
+def _planes(data: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U, V views of I420 frames (k, h*3/2, w): the chroma planes start mid-row when h % 4."""
+    flat = data.reshape(len(data), -1)
+    q = h * w // 4
+    return (flat[:, :4 * q].reshape(-1, h, w), flat[:, 4 * q:5 * q].reshape(-1, h // 2, w // 2),
+            flat[:, 5 * q:].reshape(-1, h // 2, w // 2))
+
+
 def _copy_i420(f, out: np.ndarray, pix_fmt: str) -> None:
     """A decoded frame's three planes into ``out`` (H*3/2 x W, I420), without their row padding."""
     h, w = out.shape[0] * 2 // 3, out.shape[1]
     if f.format.name != pix_fmt or (f.width, f.height) != (w, h):  # a stream that changes format midway
         f = f.reformat(width=w, height=h, format=pix_fmt)
-    for plane, dst, (ph, pw) in zip(f.planes, (out[:h], out[h:h + h // 4], out[h + h // 4:]),
-                                    ((h, w), (h // 2, w // 2), (h // 2, w // 2))):
-        dst.reshape(ph, pw)[:] = np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]
+    for plane, dst in zip(f.planes, _planes(out[None], h, w)):
+        dst[0] = np.frombuffer(plane, np.uint8).reshape(dst.shape[1], plane.line_size)[:, :dst.shape[2]]

@@ -75,9 +75,7 @@ def _black_yuv(frames: YUVFrames, keep: np.ndarray, slab_of_frame: np.ndarray) -
     colour must not show), so a kept cell beside a pruned one can lose a chroma row or column."""
     H, W = frames.shape[1:3]
     rows, cols = cell_edges(H, keep.shape[1]), cell_edges(W, keep.shape[2])
-    y = frames.data[:, :H]
-    u = frames.data[:, H:H + H // 4].reshape(len(frames), H // 2, W // 2)
-    v = frames.data[:, H + H // 4:].reshape(len(frames), H // 2, W // 2)
+    y, u, v = frames.planes
     starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))
     for a, b in zip(starts, list(starts[1:]) + [len(frames)]):
         for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
