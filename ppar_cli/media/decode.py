@@ -147,6 +147,19 @@ class FrameReader:
             except Exception:  # decord raises its own error types for anything it cannot open
                 self._vr = None
 
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """One frame as the chunks hold it: (H*3/2, W) in 4:2:0, else (H, W, 3)."""
+        return (self.height * 3 // 2, self.width) if self.yuv else (self.height, self.width, 3)
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(np.prod(self.frame_shape))
+
+    def _pool(self, n: int) -> BufferPool:
+        """Buffers for chunks of n frames, as many as POOL_BYTES allows (2 to 12)."""
+        return BufferPool(self.frame_bytes * n, keep=max(2, min(12, POOL_BYTES // (self.frame_bytes * n))))
+
     def chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
         """Yield uint8 arrays (k, H, W, 3), k <= n, covering every frame once, in order (YUVFrames
         with ``yuv``)."""
@@ -182,9 +195,7 @@ class FrameReader:
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
         w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
-        shape = (self.height * 3 // 2, self.width) if self.yuv else (self.height, self.width, 3)
-        frame_bytes = int(np.prod(shape))
-        pool = BufferPool(frame_bytes * n, keep=max(2, min(12, POOL_BYTES // (frame_bytes * n))))
+        shape, pool = self.frame_shape, self._pool(n)
         chunk, got = pool.get().reshape(n, *shape), 0
         try:
             with av.open(str(self.info.path)) as c:
@@ -213,8 +224,7 @@ class FrameReader:
 
     def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
         w, h = self.width, self.height
-        shape = (h * 3 // 2, w) if self.yuv else (h, w, 3)
-        frame_bytes = int(np.prod(shape))
+        shape, frame_bytes = self.frame_shape, self.frame_bytes
         scale = ["-vf", f"scale={w}:{h}:flags=area"] if (w, h) != (self.info.width, self.info.height) else []
         cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(self.info.path), "-map", "0:v:0", *scale,
                "-f", "rawvideo", "-pix_fmt", self.yuv.pix_fmt if self.yuv else "rgb24", "-fps_mode", "passthrough", "-"]
@@ -222,7 +232,7 @@ class FrameReader:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=0)
             _widen_pipe(proc.stdout)
             finished = False
-            pool = BufferPool(frame_bytes * n, keep=max(2, min(12, POOL_BYTES // (frame_bytes * n))))
+            pool = self._pool(n)
             try:
                 while not finished:
                     buf = pool.get()

@@ -102,7 +102,7 @@ class Front:
         # ffmpeg's pipe: decord's reader grows with the video's length
         self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt)
         self.guard = FaceGuard(guard, detector) if detector is not None else None
-        window = cfg.clip_span * self.reader.width * self.reader.height * 3
+        window = cfg.clip_span * self.reader.frame_bytes
         self.windows = Ahead(_guarded(self.reader, cfg, self.guard), depth=2, start_depth=START_BYTES // window)
 
     def close(self) -> None:
