@@ -208,7 +208,7 @@ def bench_stages(clip: Path, device: str = "cpu", tmp: Path | None = None) -> di
     from ppar_cli.core.clips import slab_index
     from ppar_cli.core.scoring import score_clips
     from ppar_cli.core.weights import load_weights
-    from ppar_cli.media.decode import FrameReader, yuv_format
+    from ppar_cli.media.decode import FrameReader, YUVFrames, yuv_format
     from ppar_cli.media.encode import VideoWriter
     from ppar_cli.media.probe import probe
     from ppar_cli.pipeline.fill import fill_clip
@@ -229,7 +229,7 @@ def bench_stages(clip: Path, device: str = "cpu", tmp: Path | None = None) -> di
         ms, t = {}, cpu()
         frames = sum(len(c) for c in FrameReader(info, "ffmpeg", yuv=fmt).chunks(cfg.clip_span))
         ms["decode"], t = cpu() - t, cpu()
-        windows = [type(c)(c.data.copy(), fmt) if fmt else c.copy() for c in FrameReader(info, "ffmpeg", yuv=fmt).chunks(cfg.clip_span)]
+        windows = [YUVFrames(c.data.copy(), fmt) if fmt else c.copy() for c in FrameReader(info, "ffmpeg", yuv=fmt).chunks(cfg.clip_span)]
         t = cpu()
         model_input = ModelInput(cfg)
         small = [model_input(w) for w in windows]

@@ -73,9 +73,10 @@ def ppar(*args) -> subprocess.CompletedProcess:
 def make_clips(folder: Path, n: int, seconds: float, size: str = "1280x720", sources: list[Path] | None = None) -> Path:
     """n clips, H.264 through PyAV (the device has no ffmpeg program), made in parallel: from real
     ``sources`` (clip i from source i, looped, scaled to cover ``size`` and cropped), or else a
-    moving colour pattern. x264 re-encodes such a pattern at half the CPU of real footage (bench.py
-    --stages: 8.6 against 17.3 CPU-ms a 720p frame here), so a pattern weighs ppar's own work per
-    frame double against the re-encode: the end-to-end runs use real footage where it is carried."""
+    moving colour pattern. x264 re-encodes such a pattern at about half the CPU of real footage
+    (the `stages` section's re-encode, `--device cpu --quick`: 9.1 CPU-ms a 720p frame with `--real
+    /nonexistent`, 17.9 with the carried clips), so a pattern weighs ppar's own work per frame
+    double against the re-encode: the end-to-end runs use real footage where it is carried."""
     from multiprocessing import Pool
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
 # through it, and there, having no ffmpeg program, probes and decodes through it too). decord is not
 # needed (ppar falls back from it) and imageio-ffmpeg's 68 MB wheel would not fit the 64 MiB carried
 # with the repository (27 MB). `bash benchmarks/gpu_wheels.sh py-spy` adds py-spy (3 MB), which
-# gpu.py --profile uses; the repository, PyAV, py-spy and .gpuclips then come to 63.7 MiB.
+# gpu.py --profile uses; the repository, PyAV, py-spy and .gpuclips then come to 63.8 MiB (of the 64 MiB carried).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .wheels

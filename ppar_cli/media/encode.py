@@ -99,11 +99,11 @@ class VideoWriter:
                                 container_options={"movflags": "+faststart"} if fmt in ("mp4", "mov") else {})
             vs = self._out.add_stream("libx264", rate=fps)
             vs.width, vs.height = width, height
-            # yuv420p needs even sizes; odd sizes keep their exact size through 4:4:4 instead of a pad or crop.
-            vs.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            if yuv is not None:  # YUVFrames: the source's 4:2:0 as it is, with its colour tags
+            # YUVFrames: the source's 4:2:0 as it is. RGB: yuv420p needs even sizes; odd sizes keep their
+            # exact size through 4:4:4 instead of a pad or crop.
+            vs.pix_fmt = yuv.pix_fmt if yuv else "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            if yuv is not None:  # and its colour tags
                 cc = vs.codec_context
-                vs.pix_fmt = yuv.pix_fmt
                 cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = (
                     yuv.colorspace, yuv.color_range, yuv.color_primaries, yuv.color_trc)
             vs.time_base = self.times.time_base
