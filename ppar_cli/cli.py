@@ -18,6 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
 # The CLI owns its process: PyTorch's OpenMP threads otherwise spin for a while after every parallel
@@ -54,7 +55,7 @@ FLAGS = {"keep_ratio": "--keep", "lambda_priv": "--lambda", "scores_path": "--sc
 
 def fail(error: str | Exception, code: int) -> None:
     message = error.render(FLAGS) if isinstance(error, UsageError) else str(error)
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -107,7 +108,7 @@ def anonymize(
             warnings.simplefilter("always")
             results = run_anonymize(inp, out, opts, weights=weights, reporter=RichReporter(progress))
         for w in caught:
-            console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
     except PparError as e:
         fail(e, e.exit_code)
     except KeyboardInterrupt:
@@ -120,7 +121,7 @@ def anonymize(
         summary_table(results, inp if inp.is_dir() else None, keep)
     else:  # errors are shown even when quiet
         for r in failed:
-            console.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(r.error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -201,7 +202,7 @@ def synth(
         except PparError as e:
             fail(e, e.exit_code)
     if not quiet:
-        console.print(f"[green]ok[/] {out_dir}: {videos} videos ({videos - index['test_videos']} train, "
+        console.print(f"[green]ok[/] {escape(str(out_dir))}: {videos} videos ({videos - index['test_videos']} train, "
                       f"{index['test_videos']} test), {len(index['actions'])} actions, {identities} identities")
 
 
@@ -306,7 +307,7 @@ def pseudolabel(
     if not quiet:
         v = index["videos"].values()
         frames = sum(r["frames"] for r in v) or 1
-        console.print(f"[green]ok[/] {out}: {len(index['videos'])} videos, {frames} frames; person found by pose in "
+        console.print(f"[green]ok[/] {escape(str(out))}: {len(index['videos'])} videos, {frames} frames; person found by pose in "
                       f"{sum(r['pose_frames'] for r in v) / frames:.0%} of frames, a face in "
                       f"{sum(r['faces_frames'] for r in v) / frames:.0%}, any teacher in "
                       f"{sum(r['any_person_frames'] for r in v) / frames:.0%}", highlight=False)
@@ -354,7 +355,7 @@ def eval_(
     if quiet:
         return
     eval_table(result, protocol)
-    console.print(f"wrote {out}/results.json, results.csv, tradeoff.png")
+    console.print(f"wrote {out}/results.json, results.csv, tradeoff.png", markup=False)
 
 
 def _seeds(text: str) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 
 from ppar_cli.pipeline.options import FileResult
@@ -35,7 +36,7 @@ class RichReporter:
 
     def start_file(self, src: Path, total_frames: int | None) -> None:
         if self.progress:
-            self.tasks[src] = self.progress.add_task(src.name[-40:], total=total_frames)
+            self.tasks[src] = self.progress.add_task(escape(src.name[-40:]), total=total_frames)
 
     def advance(self, src: Path, frames: int) -> None:
         if self.progress and src in self.tasks:
@@ -50,9 +51,9 @@ class RichReporter:
         if self.batch is not None:
             self.progress.advance(self.batch)
         if result.status == "failed":
-            self.progress.console.print(f"[red]failed[/] {result.error}", highlight=False)
+            self.progress.console.print(f"[red]failed[/] {escape(result.error)}", highlight=False)
         for note in result.notes:
-            self.progress.console.print(f"[yellow]note[/] {result.src}: {note}", highlight=False)
+            self.progress.console.print(f"[yellow]note[/] {escape(f'{result.src}: {note}')}", highlight=False)
 
 
 def summary_table(results: list[FileResult], root: Path | None, keep: float) -> None:
@@ -64,7 +65,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float) -> 
 
     if len(results) == 1 and results[0].status == "ok":
         r = results[0]
-        console.print(f"[green]ok[/] {r.dst}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
+        console.print(f"[green]ok[/] {escape(str(r.dst))}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
                       f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False)
         return
     table = Table(title="ppar anonymize")
@@ -74,7 +75,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float) -> 
     for r in results:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}[r.status]
         name = r.src.relative_to(root).as_posix() if root is not None else str(r.src)
-        table.add_row(name, str(r.frames) if r.frames else "", kept(r),
+        table.add_row(escape(name), str(r.frames) if r.frames else "", kept(r),
                       f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
     console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
@@ -91,32 +92,32 @@ def audit_table(records: list[dict], threshold: float) -> None:
         table.add_column(col, justify="left" if col == "video" else "right")
     for r in records:
         if "error" in r:
-            table.add_row(Path(r["original"]).name, f"[red]{r['error']}[/]", *[""] * (len(cols) - 1))
+            table.add_row(escape(Path(r["original"]).name), f"[red]{escape(r['error'])}[/]", *[""] * (len(cols) - 1))
             continue
         cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']} ({d['confident_leaked_frames']})"
                  for d in r["detectors"].values()]
         if ident:
             i = r.get("identity")
             cells.append(f"{i['matches']} of {i['checked']} ({i['blank']} blank)" if i else "")
-        table.add_row(Path(r["original"]).name, str(r["frames"]), *cells,
+        table.add_row(escape(Path(r["original"]).name), str(r["frames"]), *cells,
                       f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
     Console().print(table)
 
 
 def info_table(d: dict) -> None:
-    table = Table(show_header=False, title=d["path"], title_justify="left")
+    table = Table(show_header=False, title=escape(d["path"]), title_justify="left")
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_row("sha256", d["sha256"])
     table.add_row("parameters", f"{d['parameters']:,}")
     table.add_row("tokens / grid", f"{d['tokens']} = {' x '.join(map(str, d['grid']))}")
     for k, v in d["config"].items():  # every field, whatever the config holds
-        table.add_row(k, ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+        table.add_row(k, escape(", ".join(map(str, v)) if isinstance(v, list) else str(v)))
     out = Console()
     out.print(table)
     out.print("[bold]provenance[/]")
     for k, v in _flatten(d["provenance"]):
-        out.print(f"  {k}: {v}", highlight=False, soft_wrap=True)
+        out.print(f"  {k}: {v}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _flatten(data, prefix: str = ""):

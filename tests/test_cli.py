@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 from helpers import ppar
@@ -88,3 +89,45 @@ def test_program_freezes_the_collector_before_exit(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main()
     assert calls == [1]
+
+
+@pytest.mark.slow
+def test_cli_shows_names_and_messages_as_they_are(tmp_path):
+    """File names and decoder messages are text, not rich markup: "[final]" or "[h264]" stay."""
+    import random
+
+    from helpers import make_clip
+
+    src = tmp_path / "in"
+    src.mkdir()
+    good = make_clip(src / "clip [final].mp4", 96, 64, 40)
+    data = good.read_bytes()
+    mid = len(data) // 2
+    (src / "cut [red]x.mp4").write_bytes(data[:mid] + bytes(random.Random(0).randrange(256) for _ in range(4096)) + data[mid + 4096:])
+    (src / "text [b].mp4").write_text("not a video")
+    r = ppar("anonymize", src, tmp_path / "out", "--guard", "none", env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 1, r.stderr
+    for shown in ("clip [final].mp4", "cut [red]x.mp4: damaged input", "[h264]", "text [b].mp4: no video stream"):
+        assert shown in r.stderr, (shown, r.stderr)
+    r = ppar("anonymize", src / "nope [x].mp4", tmp_path / "o.mp4")
+    assert r.returncode != 0 and "nope [x].mp4: no such file" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_without_the_ffmpeg_program_decoder_complaints_stay_off_the_terminal(tmp_path):
+    """Through PyAV (no ffmpeg program) FFmpeg's logging is on, for the damage notes: the messages
+    of its decoder threads and of files no one listens to go to a sink, not to stderr."""
+    import random
+    import subprocess
+    import sys
+
+    from helpers import make_clip
+
+    data = make_clip(tmp_path / "c.mp4", 96, 64, 40).read_bytes()
+    mid = len(data) // 2
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(data[:mid] + bytes(random.Random(0).randrange(256) for _ in range(4096)) + data[mid + 4096:])
+    code = ("import sys; sys.modules['imageio_ffmpeg'] = None; from ppar_cli.cli import main; "
+            f"sys.argv = ['ppar', 'anonymize', {str(bad)!r}, {str(tmp_path / 'o.mp4')!r}, '--guard', 'none', '-q']; main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr

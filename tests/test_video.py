@@ -2,11 +2,10 @@
 and PyAV in place of the ffmpeg program."""
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import torch
-from helpers import make_clip
+from helpers import make_clip, without_ffmpeg
 
 from ppar_cli.media.decode import BufferPool, FrameReader
 from ppar_cli.media.probe import probe
@@ -61,7 +60,7 @@ def test_without_the_ffmpeg_program_pyav_probes_and_decodes_the_same(tmp_path, m
     import subprocess
 
     from ppar_cli import Options, anonymize
-    from ppar_cli.media.probe import ffmpeg_exe, has_ffmpeg
+    from ppar_cli.media.probe import ffmpeg_exe
 
     clip = make_clip(tmp_path / "c.mp4", 96, 64, 30, fps=30)
     rotated = tmp_path / "rot.mp4"
@@ -70,8 +69,7 @@ def test_without_the_ffmpeg_program_pyav_probes_and_decodes_the_same(tmp_path, m
     gif = make_clip(tmp_path / "g.gif", 48, 32, 10, fps=10, audio=False)
     with_ffmpeg = {p: (probe(p), [np.concatenate(list(FrameReader(probe(p), "ffmpeg", m).chunks(7))) for m in (None, 40)])
                    for p in (clip, rotated, gif)}
-    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import imageio_ffmpeg now fails
-    assert not has_ffmpeg()
+    without_ffmpeg(monkeypatch)
     for p, (info, frames) in with_ffmpeg.items():
         got = probe(p)
         assert (got.width, got.height, got.fps, got.rotation, got.audio_codecs, got.codec) == \

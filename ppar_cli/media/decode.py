@@ -3,6 +3,7 @@
 flat in the video's length."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
@@ -11,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ppar_cli.media.probe import VideoError, VideoInfo, ffmpeg_exe, has_ffmpeg
+from ppar_cli.media.probe import VideoError, VideoInfo, ffmpeg_errors, ffmpeg_exe, has_ffmpeg
 
 
 def _widen_pipe(f) -> None:
@@ -187,27 +188,29 @@ class FrameReader:
 
     def _av_chunks(self, n: int) -> Iterator[np.ndarray]:
         """As ffmpeg's pipe gives them: upright, scaled by area averaging, every decoded frame once;
-        a packet the decoder rejects is skipped and reported in ``damage``, as ffmpeg does. Each
-        frame goes straight into a pooled chunk buffer, as the pipe's bytes do: no list of frames
-        to stack (a second copy of each) and no fresh memory for every window."""
+        damage is reported in ``damage`` as ffmpeg reports it (a packet the decoder rejects is
+        skipped; a file that ends early, a frame decoded with errors). Each frame goes straight into
+        a pooled chunk buffer, as the pipe's bytes do: no list of frames to stack (a second copy of
+        each) and no fresh memory for every window."""
         import av
 
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
         w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
         shape, pool = self.frame_shape, self._pool(n)
-        chunk, got = pool.get().reshape(n, *shape), 0
+        chunk, got, corrupt, rejected = pool.get().reshape(n, *shape), 0, 0, None
         try:
-            with av.open(str(self.info.path)) as c:
+            with av.open(str(self.info.path)) as c, ffmpeg_errors() as said:
                 v = c.streams.video[0]
                 v.thread_type = "AUTO"
                 for packet in c.demux(v):
                     try:
                         frames = packet.decode()
                     except av.error.InvalidDataError as e:
-                        self.damage = str(e).splitlines()[0][:200]
+                        rejected = e.strerror
                         continue
                     for f in frames:
+                        corrupt += f.is_corrupt
                         if self.yuv:
                             _copy_i420(f, chunk[got], self.yuv.pix_fmt)
                         else:
@@ -218,7 +221,10 @@ class FrameReader:
                             yield YUVFrames(chunk, self.yuv) if self.yuv else chunk
                             chunk, got = pool.get().reshape(n, *shape), 0
         except av.error.FFmpegError as e:
-            raise VideoError(f"{self.info.path}: decode failed ({str(e).splitlines()[0][:200]})") from None
+            raise VideoError(f"{self.info.path}: decode failed ({e.strerror})") from None
+        if said or rejected or corrupt:
+            self.damage = (f"[{said[-1][1]}] {said[-1][2].strip()}" if said else rejected or
+                           f"{corrupt} frame{'s' * (corrupt > 1)} decoded with errors")[:200]
         if got:
             yield YUVFrames(chunk[:got], self.yuv) if self.yuv else chunk[:got]
 
@@ -256,7 +262,7 @@ class FrameReader:
             msg = err.read().decode(errors="replace").strip()
         if rc == 0 and msg:
             said = [line for line in msg.splitlines() if not line.lstrip().startswith("Last message repeated")]
-            self.damage = (said[-1] if said else msg.splitlines()[-1])[:200]
+            self.damage = re.sub(r" @ 0x[0-9a-f]+\]", "]", said[-1] if said else msg.splitlines()[-1])[:200]  # no addresses
         if rc != 0:
             raise VideoError(f"{self.info.path}: decode failed ({msg.splitlines()[-1][:200] if msg else f'ffmpeg exit {rc}'})")
 

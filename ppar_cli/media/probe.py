@@ -2,12 +2,15 @@
 frame's timestamp and the pixel aspect ratio (from the container's packets, through PyAV)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -35,6 +38,32 @@ def has_ffmpeg() -> bool:
     except (ImportError, RuntimeError):  # RuntimeError: the package without its binary
         return False
     return True
+
+
+_SINK_LOCK = threading.Lock()
+_SINK: list | None = None  # FFmpeg's error messages of threads not listening, dropped
+
+
+@contextlib.contextmanager
+def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error messages logged in this thread while the block runs, as (level, source,
+    message): what ffmpeg's program prints on stderr, such as a demuxer's "File ended prematurely",
+    which PyAV otherwise drops without raising. PyAV's logging is off unless asked for, and its level
+    is process-wide: the first call turns on errors and collects those of every other thread (other
+    videos', the decoders' own threads) in a sink that is emptied, so that nothing reaches the
+    terminal, as before. Where the program has set PyAV's level itself, its logging is left as is."""
+    import av.logging
+
+    global _SINK
+    with _SINK_LOCK:
+        if _SINK is None and av.logging.get_level() is None:
+            av.logging.set_level(av.logging.ERROR)
+            av.logging.set_skip_repeated(False)  # its repeat check spans threads: one file's message would hide the next's
+            _SINK = av.logging.Capture(local=False).__enter__()
+    if _SINK is not None:
+        _SINK.clear()
+    with av.logging.Capture(local=True) as said:
+        yield said
 
 
 @dataclass
@@ -151,7 +180,7 @@ def _probe_av(path: Path) -> VideoInfo:
     import av
 
     try:
-        with av.open(str(path)) as c:
+        with ffmpeg_errors() as said, av.open(str(path)) as c:
             if not c.streams.video:
                 raise VideoError(f"{path}: no video stream")
             v = c.streams.video[0]
@@ -160,7 +189,8 @@ def _probe_av(path: Path) -> VideoInfo:
             audio = [a.codec_context.name for a in c.streams.audio]
             codec, w, h = v.codec_context.name, v.codec_context.width, v.codec_context.height
     except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: no video stream ({str(e).splitlines()[0][:200]})") from None
+        why = f"{e.strerror}: [{said[-1][1]}] {said[-1][2].strip()}" if said else e.strerror
+        raise VideoError(f"{path}: no video stream ({why[:200]})") from None
     fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
     rotation = int(round(first.rotation)) % 360 if first is not None else 0
     if rotation in (90, 270):
