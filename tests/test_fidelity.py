@@ -253,3 +253,38 @@ def test_yuv_frames_give_the_decoders_rgb_bit_for_bit(tmp_path):
             assert got.shape == rgb.shape and (got == rgb).all()
     odd = make_clip(tmp_path / "h66.mp4", 90, 66, 4, audio=False, extra=["-c:v", "libx264", "-pix_fmt", "yuv420p"])
     assert yuv_format(probe(odd)) is None  # PyAV wraps 4:2:0 buffers only for heights that are multiples of 4
+
+
+@pytest.mark.parametrize("pix_fmt,matrix,tags,want,close", [
+    ("yuv420p", "bt709", "colorspace=bt709:color_primaries=bt709:color_trc=bt709", (1, 1), 2.5),
+    # HLG, 10 bits: sharper losses on this saturated pattern (3.6 as tagged, 7.6 taken for BT.709)
+    ("yuv420p10le", "bt2020", "colorspace=bt2020nc:color_primaries=bt2020:color_trc=arib-std-b67", (9, 18), 5.5),
+])
+def test_rgb_frames_are_tagged_as_encoded_with_the_sources_primaries_and_transfer(tmp_path, pix_fmt, matrix, tags, want, close):
+    """Frames through RGB (here the mean fill) are encoded as BT.601 limited range, and the output
+    says so: untagged, an HD player takes BT.709 (0.85 levels from the source's RGB as tagged, 5.4
+    taken for BT.709, on this pattern). The source's primaries and transfer stay, so an HDR (HLG,
+    PQ) video is still shown as HDR."""
+    import json
+
+    import av
+
+    from ppar_cli.core.clips import pixel_mask, slab_index
+    from ppar_cli.core.weights import load_weights
+    from ppar_cli.media.decode import FrameReader
+
+    vf = f"scale=out_color_matrix={matrix}:out_range=tv,format={pix_fmt},setparams={tags}:range=tv"
+    src = make_clip(tmp_path / "s.mp4", 96, 64, 20, audio=False, extra=["-vf", vf, "-c:v", "libx264", "-crf", "10"])
+    run(src, tmp_path / "o.mp4", crf=0, fill="mean")
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]  # as tagged
+        f = c.streams.video[0].codec_context
+    assert (f.colorspace, f.color_range, f.color_primaries, f.color_trc) == (6, 1, *want)
+    s = np.concatenate(list(FrameReader(probe(src), "ffmpeg").chunks(32))).astype(int)
+    cfg, errors = load_weights(run.weights).model.cfg, []
+    for w in json.loads((tmp_path / "o.json").read_text())["windows"]:
+        keep = np.array(w["keep"], bool)
+        for i, slab in zip(range(w["start"], w["start"] + w["frames"]), slab_index(w["frames"], cfg)):
+            m = pixel_mask(keep[slab], 64, 96)
+            errors.append(np.abs(frames[i][m] - s[i][m]).mean())
+    assert np.mean(errors) < close

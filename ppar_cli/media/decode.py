@@ -53,12 +53,13 @@ class BufferPool:
 
 @dataclass(frozen=True)
 class YUVFormat:
-    """A 4:2:0 video's pixel format and colour tags, as its decoder gives them."""
-    pix_fmt: str  # yuv420p, or yuvj420p (full range)
+    """A video's pixel format and colour tags, as its decoder gives them."""
+    pix_fmt: str  # yuv420p, yuvj420p (full range), yuv422p10le, ...
     colorspace: int
     color_range: int
     color_primaries: int
     color_trc: int
+    size: tuple[int, int] = (0, 0)  # of the decoded frame, before any rotation
 
     @property
     def black(self) -> int:
@@ -66,12 +67,8 @@ class YUVFormat:
         return 0 if self.pix_fmt == "yuvj420p" or self.color_range == 2 else 16
 
 
-def yuv_format(info: VideoInfo) -> YUVFormat | None:
-    """The video's YUVFormat where its frames can stay 4:2:0 from decoder to encoder (yuv420p or
-    yuvj420p, no rotation to apply, an even width and a height that is a multiple of 4: PyAV wraps
-    no other I420 buffers); else None."""
-    if info.rotation or info.width % 2 or info.height % 4:
-        return None
+def source_format(info: VideoInfo) -> YUVFormat | None:
+    """The video's pixel format and colour tags, from its first frame (None where PyAV decodes none)."""
     import av
 
     try:
@@ -79,9 +76,21 @@ def yuv_format(info: VideoInfo) -> YUVFormat | None:
             f = next(c.decode(video=0), None)
     except av.error.FFmpegError:
         return None
-    if f is None or f.format.name not in ("yuv420p", "yuvj420p") or (f.width, f.height) != (info.width, info.height):
+    if f is None:
         return None
-    return YUVFormat(f.format.name, f.colorspace, f.color_range, f.color_primaries, f.color_trc)
+    return YUVFormat(f.format.name, f.colorspace, f.color_range, f.color_primaries, f.color_trc, (f.width, f.height))
+
+
+def yuv_format(info: VideoInfo, source: YUVFormat | None = None) -> YUVFormat | None:
+    """The video's format (``source``, read if not given) where its frames can stay 4:2:0 from
+    decoder to encoder (yuv420p or yuvj420p, no rotation to apply, an even width and a height that
+    is a multiple of 4: PyAV wraps no other I420 buffers); else None."""
+    if info.rotation or info.width % 2 or info.height % 4:
+        return None
+    source = source or source_format(info)
+    if source is None or source.pix_fmt not in ("yuv420p", "yuvj420p") or source.size != (info.width, info.height):
+        return None
+    return source
 
 
 class YUVFrames:

@@ -70,6 +70,9 @@ def _opencv():
     return cv2
 
 
+BT601, LIMITED = 6, 1  # FFmpeg's AVCOL_SPC_SMPTE170M and AVCOL_RANGE_MPEG
+
+
 class VideoWriter:
     """H.264 through FFmpeg's libraries (PyAV), in the container the file name asks for, written to
     a temporary file beside ``dest``: ``commit()`` renames it into place, ``abort()`` (or an
@@ -78,11 +81,15 @@ class VideoWriter:
     Each frame keeps its source timestamp (``times``), so variable frame rates, GIF delays and a
     video that starts after its audio play as in the input; the pixel aspect ratio is kept; audio
     packets are copied with their own timestamps, interleaved as the video advances.
+
+    Frames are RGB, or YUVFrames of the source's 4:2:0 format ``yuv``, encoded as they are with its
+    colour tags. RGB frames are encoded as BT.601 limited range and tagged so, with the primaries
+    and transfer of ``source`` (the source's format), so that players show the source's colours.
     """
 
     def __init__(self, dest: str | os.PathLike, width: int, height: int, fps: Fraction, crf: int = 20,
                  preset: str = "veryfast", audio_from: VideoInfo | None = None, times: "FrameTimes | None" = None,
-                 yuv: YUVFormat | None = None):
+                 yuv: YUVFormat | None = None, source: YUVFormat | None = None):
         import av
 
         self.dest = Path(dest)
@@ -102,10 +109,13 @@ class VideoWriter:
             # YUVFrames: the source's 4:2:0 as it is. RGB: yuv420p needs even sizes; odd sizes keep their
             # exact size through 4:4:4 instead of a pad or crop.
             vs.pix_fmt = yuv.pix_fmt if yuv else "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            cc, tags = vs.codec_context, yuv or source
             if yuv is not None:  # and its colour tags
-                cc = vs.codec_context
-                cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = (
-                    yuv.colorspace, yuv.color_range, yuv.color_primaries, yuv.color_trc)
+                cc.colorspace, cc.color_range = yuv.colorspace, yuv.color_range
+            else:  # what RGB frames become (video_frame, or the encoder's own conversion): untagged, an HD player would take BT.709
+                cc.colorspace, cc.color_range = BT601, LIMITED
+            if tags is not None:  # the RGB values are still in the source's primaries and transfer (HDR's PQ or HLG too)
+                cc.color_primaries, cc.color_trc = tags.color_primaries, tags.color_trc
             vs.time_base = self.times.time_base
             vs.codec_context.time_base = self.times.time_base
             if self.times.sar:

@@ -81,11 +81,12 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         dst.parent.mkdir(parents=True, exist_ok=True)
         times = info.frame_times()
         writer = VideoWriter(dst, info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
-                             audio_from=info if opts.audio else None, times=times, yuv=front.reader.yuv)
+                             audio_from=info if opts.audio else None, times=times, yuv=front.reader.yuv,
+                             source=front.source)
         if preview is not None:
             preview.parent.mkdir(parents=True, exist_ok=True)
             shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
-                                times=times)
+                                times=times, source=front.source)
 
         def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
             if cancel is not None and cancel.is_set():
