@@ -288,3 +288,20 @@ def test_rgb_frames_are_tagged_as_encoded_with_the_sources_primaries_and_transfe
             m = pixel_mask(keep[slab], 64, 96)
             errors.append(np.abs(frames[i][m] - s[i][m]).mean())
     assert np.mean(errors) < close
+
+
+def test_the_sources_metadata_is_not_carried(tmp_path):
+    """A phone's location, a title naming someone, a stream's name: none reaches the output."""
+    import av
+
+    from ppar_cli.media.probe import ffmpeg_exe
+
+    src = make_clip(tmp_path / "c.mp4", 96, 64, 10)
+    tagged = tmp_path / "tagged.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(src), "-c", "copy", "-metadata", "title=Jane Doe at home",
+                    "-metadata", "location=+37.7749-122.4194/", "-metadata:s:v:0", "title=Jane's phone",
+                    "-movflags", "use_metadata_tags", str(tagged)], check=True)
+    run(tagged, tmp_path / "o.mp4")
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        said = " ".join([*c.metadata.values(), *(v for s in c.streams for v in s.metadata.values())])
+    assert "Jane" not in said and "37.7749" not in said, said
