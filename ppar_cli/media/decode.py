@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ppar_cli.media.probe import VideoError, VideoInfo, ffmpeg_errors, ffmpeg_exe, has_ffmpeg
+from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, ffmpeg_exe, has_ffmpeg
 
 
 def _widen_pipe(f) -> None:
@@ -137,8 +137,9 @@ class FrameReader:
     open the file (GIFs, some containers) or the video carries a rotation decord would ignore."""
 
     def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None,
-                 yuv: YUVFormat | None = None):
-        self.info = info
+                 yuv: YUVFormat | None = None, times: FrameTimes | None = None):
+        """``times``: the video's frame times, told of the listed frames the decoder does not give."""
+        self.info, self.times = info, times
         self.yuv = yuv if max_side is None else None  # chunks of YUVFrames (4:2:0 as decoded), not RGB
         self.backend = "ffmpeg"
         self.damage: str | None = None  # the decoder's complaint about a file it still decoded (truncated, corrupt)
@@ -195,21 +196,25 @@ class FrameReader:
                 raise VideoError(f"{self.info.path}: decode failed at frame {start} ({str(e).splitlines()[0][:200]})") from None
             yield batch
 
-    def _av_chunks(self, n: int) -> Iterator[np.ndarray]:
-        """As ffmpeg's pipe gives them: upright, scaled by area averaging, every decoded frame once;
-        damage is reported in ``damage`` as ffmpeg reports it (a packet the decoder rejects is
-        skipped; a file that ends early, a frame decoded with errors). Each frame goes straight into
-        a pooled chunk buffer, as the pipe's bytes do: no list of frames to stack (a second copy of
-        each) and no fresh memory for every window."""
+    def _av_chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
+        """As ffmpeg's pipe gives them: upright, scaled by area averaging, every decoded frame once,
+        each straight into a pooled chunk buffer (no list of frames to stack, no fresh memory for
+        every window). A packet the decoder rejects is skipped and, as a frame decoded with errors,
+        reported in ``damage``; each frame's own timestamp goes to ``times``.
+
+        FFmpeg's log is left off: PyAV hands it to Python, so a decoder thread that logs waits for
+        the GIL, and a codec freed meanwhile (which holds the GIL) waits for that thread: a
+        deadlock, met in the tests. So a file that ends early, which only the demuxer's log tells
+        (ffmpeg's pipe reports it), decodes here without a note unless frames are missing."""
         import av
 
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
         w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
         shape, pool = self.frame_shape, self._pool(n)
-        chunk, got, corrupt, rejected = pool.get().reshape(n, *shape), 0, 0, None
+        chunk, got, done, corrupt, rejected = pool.get().reshape(n, *shape), 0, 0, 0, None
         try:
-            with av.open(str(self.info.path)) as c, ffmpeg_errors() as said:
+            with av.open(str(self.info.path)) as c:
                 v = c.streams.video[0]
                 v.thread_type = "AUTO"
                 for packet in c.demux(v):
@@ -220,6 +225,8 @@ class FrameReader:
                         continue
                     for f in frames:
                         corrupt += f.is_corrupt
+                        if self.times is not None:
+                            self.times.decoded(done + got, f.pts)
                         if self.yuv:
                             _copy_i420(f, chunk[got], self.yuv.pix_fmt)
                         else:
@@ -228,16 +235,20 @@ class FrameReader:
                         got += 1
                         if got == n:
                             yield YUVFrames(chunk, self.yuv) if self.yuv else chunk
-                            chunk, got = pool.get().reshape(n, *shape), 0
+                            chunk, got, done = pool.get().reshape(n, *shape), 0, done + n
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.info.path}: decode failed ({e.strerror})") from None
-        if said or rejected or corrupt:
-            self.damage = (f"[{said[-1][1]}] {said[-1][2].strip()}" if said else rejected or
-                           f"{corrupt} frame{'s' * (corrupt > 1)} decoded with errors")[:200]
+        if rejected or corrupt:
+            self.damage = (rejected or f"{corrupt} frame{'s' * (corrupt > 1)} decoded with errors")[:200]
         if got:
             yield YUVFrames(chunk[:got], self.yuv) if self.yuv else chunk[:got]
 
     def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
+        """ffmpeg's raw frames carry no timestamps: the frames its decoder skips at the start (a file
+        that starts after a keyframe) are found from the first frame PyAV's decoder gives (the same
+        libavcodec); a gap further on is not placed (`_av_chunks` places it)."""
+        if self.times is not None:
+            self.times.decoded(0, _first_pts(self.info))
         w, h = self.width, self.height
         shape, frame_bytes = self.frame_shape, self.frame_bytes
         scale = ["-vf", f"scale={w}:{h}:flags=area"] if (w, h) != (self.info.width, self.info.height) else []
@@ -274,6 +285,17 @@ class FrameReader:
             self.damage = re.sub(r" @ 0x[0-9a-f]+\]", "]", said[-1] if said else msg.splitlines()[-1])[:200]  # no addresses
         if rc != 0:
             raise VideoError(f"{self.info.path}: decode failed ({msg.splitlines()[-1][:200] if msg else f'ffmpeg exit {rc}'})")
+
+
+def _first_pts(info: VideoInfo) -> int | None:
+    import av
+
+    try:
+        with av.open(str(info.path)) as c:
+            f = next(c.decode(video=0), None)
+    except av.error.FFmpegError:
+        return None
+    return None if f is None else f.pts
 
 
 def _planes(data: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -100,6 +100,7 @@ class VideoWriter:
             raise VideoError(f"{self.dest}: cannot write this container; name the output .mp4, .m4v, .mov or .mkv")
         self.tmp = temp_beside(self.dest, self.dest.suffix.lower())
         self.frames = 0
+        self.audio_rejected = 0  # damaged audio packets left out
         self._failed: str | None = None
         try:
             self._out = av.open(str(self.tmp), "w", format=fmt,
@@ -201,6 +202,8 @@ class VideoWriter:
 
     def _close(self) -> None:
         audio, self._audio = getattr(self, "_audio", None), None
+        if audio is not None:
+            self.audio_rejected = audio.rejected
         out, self._out = getattr(self, "_out", None), None
         try:
             if audio is not None:
@@ -251,9 +254,11 @@ class _AudioCopy:
         self._packets = self._in.demux(*self._in.streams.audio)
         self._next = None
         self._out = out
+        self.rejected = 0  # damaged packets left out (a stream cut mid-frame): silence there, the rest in sync
 
     def mux_until(self, t: float, trim: bool = False) -> None:
         """Mux audio packets that start before ``t`` seconds (with ``trim``: that end by ``t``)."""
+        import av
         while True:
             if self._next is None:
                 self._next = next(self._packets, False)
@@ -270,12 +275,15 @@ class _AudioCopy:
             if trim and p.duration and start + float(p.duration * p.time_base) > t + 1e-6:
                 return
             o, resampler = self.streams[p.stream.index]
-            if resampler is None:
-                p.stream = o
-                self._out.mux(p)
-            else:
-                for frame in p.decode():
-                    self._encode(o, resampler.resample(frame))
+            try:
+                if resampler is None:
+                    p.stream = o
+                    self._out.mux(p)
+                else:
+                    for frame in p.decode():
+                        self._encode(o, resampler.resample(frame))
+            except av.error.InvalidDataError:
+                self.rejected += 1
 
     def _encode(self, stream, frames: list) -> None:
         for frame in frames:

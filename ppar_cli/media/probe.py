@@ -2,15 +2,12 @@
 frame's timestamp and the pixel aspect ratio (from the container's packets, through PyAV)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -40,32 +37,6 @@ def has_ffmpeg() -> bool:
     return True
 
 
-_SINK_LOCK = threading.Lock()
-_SINK: list | None = None  # FFmpeg's error messages of threads not listening, dropped
-
-
-@contextlib.contextmanager
-def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
-    """FFmpeg's error messages logged in this thread while the block runs, as (level, source,
-    message): what ffmpeg's program prints on stderr, such as a demuxer's "File ended prematurely",
-    which PyAV otherwise drops without raising. PyAV's logging is off unless asked for, and its level
-    is process-wide: the first call turns on errors and collects those of every other thread (other
-    videos', the decoders' own threads) in a sink that is emptied, so that nothing reaches the
-    terminal, as before. Where the program has set PyAV's level itself, its logging is left as is."""
-    import av.logging
-
-    global _SINK
-    with _SINK_LOCK:
-        if _SINK is None and av.logging.get_level() is None:
-            av.logging.set_level(av.logging.ERROR)
-            av.logging.set_skip_repeated(False)  # its repeat check spans threads: one file's message would hide the next's
-            _SINK = av.logging.Capture(local=False).__enter__()
-    if _SINK is not None:
-        _SINK.clear()
-    with av.logging.Capture(local=True) as said:
-        yield said
-
-
 @dataclass
 class FrameTimes:
     """Presentation timestamps of the video's frames in ``time_base`` units, display order, read
@@ -77,11 +48,26 @@ class FrameTimes:
     step: Fraction  # average frame interval, in time_base units
     last_duration: int = 0  # of the last known frame (a GIF's last delay), 0: unknown
     sar: Fraction | None = None
+    dropped: int = 0  # listed frames the decoder did not give, taken out of ``known`` (see decoded)
 
     @classmethod
     def constant(cls, fps: Fraction, sar: Fraction | None = None) -> "FrameTimes":
         fps = Fraction(fps) if fps > 0 else Fraction(25)
         return cls(1 / fps, np.zeros(0, np.int64), Fraction(1), 0, sar)
+
+    def decoded(self, i: int, pts: int | None) -> None:
+        """The decoder's frame ``i`` has the timestamp ``pts``. Listed frames before it that the
+        decoder did not give (a file that starts after a keyframe, a damaged stretch) leave
+        ``known``, so every frame keeps its own time and the audio stays in sync; without this the
+        frames after a gap would move forward, by a second a missing second. A time that is not
+        listed changes nothing."""
+        known = self.known
+        if pts is None or i >= len(known) or known[i] == pts:
+            return
+        j = int(np.searchsorted(known, pts))
+        if i < j < len(known) and known[j] == pts:
+            self.known = np.delete(known, np.s_[i:j])  # a new array: the encoder's thread reads one or the other
+            self.dropped += j - i
 
     def pts(self, i: int) -> int:
         """Timestamp of frame ``i``; for one past the last frame, the time the last frame ends."""
@@ -180,7 +166,7 @@ def _probe_av(path: Path) -> VideoInfo:
     import av
 
     try:
-        with ffmpeg_errors() as said, av.open(str(path)) as c:
+        with av.open(str(path)) as c:
             if not c.streams.video:
                 raise VideoError(f"{path}: no video stream")
             v = c.streams.video[0]
@@ -189,8 +175,7 @@ def _probe_av(path: Path) -> VideoInfo:
             audio = [a.codec_context.name for a in c.streams.audio]
             codec, w, h = v.codec_context.name, v.codec_context.width, v.codec_context.height
     except av.error.FFmpegError as e:
-        why = f"{e.strerror}: [{said[-1][1]}] {said[-1][2].strip()}" if said else e.strerror
-        raise VideoError(f"{path}: no video stream ({why[:200]})") from None
+        raise VideoError(f"{path}: no video stream ({e.strerror})") from None
     fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
     rotation = int(round(first.rotation)) % 360 if first is not None else 0
     if rotation in (90, 270):

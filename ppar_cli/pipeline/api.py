@@ -104,7 +104,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             windows = score_windows(front.windows, model, opts, device, emit, names_real_actions(weights))
         else:  # very large frames: decide on small ones, then fill the full-size ones a few at a time
             windows = score_windows(front.windows, model, opts, device, None, names_real_actions(weights))
-            reader = FrameReader(info, backend="ffmpeg")
+            reader = FrameReader(info, backend="ffmpeg", times=times)
             if windows:
                 fill_pass(reader, windows, model.cfg, emit)
             excess = sum(w["frames"] for w in windows) - writer.frames  # the second decode ended early
@@ -121,9 +121,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             then()
         if reader.damage:  # every frame written was scored; say that the input itself is damaged
             result.notes.append(f"damaged input, {writer.frames} frames decoded ({reader.damage})")
-        elif writer.frames < len(times.known):
-            result.notes.append(f"damaged input: {writer.frames} of the {len(times.known)} frames its container "
-                                f"lists could be decoded")
+        elif writer.frames < len(times.known) + times.dropped:
+            result.notes.append(f"damaged input: {writer.frames} of the {len(times.known) + times.dropped} frames "
+                                f"its container lists could be decoded")
         result.frames = writer.frames
         result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
         if front.guard is not None and result.kept_fraction < opts.keep_ratio - 1 / weights.model.cfg.num_tokens:
@@ -139,10 +139,12 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                 tmp.write_text(json.dumps(score_map(info, result, windows, weights, opts, reader.backend),
                                           separators=(",", ":"), allow_nan=False))
             # an input decoded only in part keeps the audio of the part written, not the rest
-            cut_short = reader.damage is not None or writer.frames < len(times.known)
+            cut_short = reader.damage is not None or writer.frames < len(times.known) + times.dropped
             if shown is not None:
                 shown.commit()
             writer.commit(trim_audio=cut_short)
+        if writer.audio_rejected:
+            result.notes.append(f"damaged audio: {writer.audio_rejected} packet(s) left out, silent there; the rest in sync")
         result.status = "ok"
     except (VideoError, OSError, RuntimeError, ValueError) as e:
         for w in (writer, shown):

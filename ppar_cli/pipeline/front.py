@@ -101,7 +101,8 @@ class Front:
         self.source = source_format(self.info)  # its colour tags go to the output
         fmt = yuv_format(self.info, self.source) if yuv and not self.two_passes else None
         # ffmpeg's pipe: decord's reader grows with the video's length
-        self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt)
+        self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt,
+                                  times=self.info.frame_times())
         self.guard = FaceGuard(guard, detector) if detector is not None else None
         window = cfg.clip_span * self.reader.frame_bytes
         self.windows = Ahead(_guarded(self.reader, cfg, self.guard), depth=2, start_depth=START_BYTES // window)
