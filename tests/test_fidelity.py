@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from helpers import make_clip, without_ffmpeg
+from helpers import SHARED, make_clip, needs_shared
 
 from ppar_cli import Options, anonymize
 from ppar_cli.errors import UsageError
@@ -75,19 +75,19 @@ def test_frame_times_and_duration_are_kept(tmp_path, kind):
     assert abs(out["video"][1] - (t_in[-1] - t_in[0] + frame)) <= frame  # duration within one frame
 
 
-def test_damaged_input_keeps_only_the_audio_of_the_video_written(tmp_path):
-    """A file cut short (every packet it still holds decodes): only the demuxer knows, and says so
-    on FFmpeg's log, which ffmpeg's program prints (PyAV's path cannot read it: see _av_chunks)."""
-    src = tmp_path / "full.mkv"
-    make_clip(src, 96, 64, 300, audio=True, extra=["-c:v", "mjpeg"])
+@pytest.mark.parametrize("suffix,codec", [(".mkv", ["-c:v", "mjpeg"]), (".mp4", ["-movflags", "+faststart"])])
+def test_damaged_input_keeps_only_the_audio_of_the_video_written(tmp_path, suffix, codec):
+    """A file cut short, every packet it still holds whole: its header states a longer duration
+    than its streams reach (the demuxer says "File ended prematurely" only on FFmpeg's log)."""
+    src = tmp_path / f"full{suffix}"
+    make_clip(src, 96, 64, 300, audio=True, extra=codec)
     data = src.read_bytes()
-    cut = tmp_path / "cut.mkv"
+    cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(data[: len(data) // 2])  # half the file: about half the video
     r = run(cut, tmp_path / "o.mp4")
     out, times = streams(tmp_path / "o.mp4")
-    assert 0 < r.frames < 300 and any("damaged input" in n and "File ended prematurely" in n for n in r.notes), r.notes
-    assert not any("Last message repeated" in n for n in r.notes)
-    assert run(cut, tmp_path / "again.mp4").notes == r.notes  # no pointer addresses: a rerun says the same
+    assert 0 < r.frames < 300 and any("damaged input" in n and "cut short" in n for n in r.notes), r.notes
+    assert run(cut, tmp_path / "again.mp4").notes == r.notes  # a rerun says the same
     end = times[-1] + 0.04
     assert out["audio"][1] is not None and out["audio"][0] + out["audio"][1] <= end + 0.1, (out, end)
 
@@ -236,7 +236,7 @@ def test_black_fill_keeps_the_sources_own_4_2_0_pixels_and_tags(tmp_path, tags):
 
 def test_yuv_frames_give_the_decoders_rgb_bit_for_bit(tmp_path):
     """What the model and the face guard see of 4:2:0 frames equals the decoder's RGB output, by
-    ffmpeg's pipe and by PyAV, for limited and full range and a BT.709 source."""
+    PyAV, for limited and full range and a BT.709 source."""
     from ppar_cli.media.decode import FrameReader, yuv_format
 
     for i, tags in enumerate((["-pix_fmt", "yuvj420p"], ["-pix_fmt", "yuv420p", "-colorspace", "bt709"])):
@@ -244,9 +244,8 @@ def test_yuv_frames_give_the_decoders_rgb_bit_for_bit(tmp_path):
         info = probe(src)
         rgb = np.concatenate(list(FrameReader(info, "ffmpeg").chunks(8)))
         reader = FrameReader(info, "ffmpeg", yuv=yuv_format(info))
-        for chunks in (reader.chunks(8), reader._av_chunks(8)):
-            got = np.concatenate([c[:] for c in chunks])
-            assert got.shape == rgb.shape and (got == rgb).all()
+        got = np.concatenate([c[:] for c in reader.chunks(8)])
+        assert got.shape == rgb.shape and (got == rgb).all()
     odd = make_clip(tmp_path / "h66.mp4", 90, 66, 4, audio=False, extra=["-c:v", "libx264", "-pix_fmt", "yuv420p"])
     assert yuv_format(probe(odd)) is None  # PyAV wraps 4:2:0 buffers only for heights that are multiples of 4
 
@@ -303,25 +302,21 @@ def test_the_sources_metadata_is_not_carried(tmp_path):
     assert "Jane" not in said and "37.7749" not in said, said
 
 
-@pytest.mark.parametrize("decoder", ["pipe", "pyav"])
-def test_frames_after_undecodable_ones_keep_their_times(tmp_path, decoder, monkeypatch):
-    """A stream that starts after a keyframe (a cut recording, a segment) and, through PyAV, one with
-    a stretch missing in the middle: every frame written keeps the time its decoder gives it, so the
-    picture stays with the sound. Before, frames moved forward by the frames lost (a second a GOP)."""
+def test_frames_after_undecodable_ones_keep_their_times(tmp_path):
+    """A stream that starts after a keyframe (a cut recording, a segment) and one with a stretch
+    missing in the middle: every frame written keeps the time its decoder gives it, so the picture
+    stays with the sound. Before 0.3.7 (ffmpeg's pipe, no timestamps) frames moved forward by the
+    frames lost (a second a GOP)."""
     import av
 
     full = tmp_path / "full.ts"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
            "-t", "4", "-c:v", "libx264", "-g", "25", "-bf", "0", "-c:a", "aac", full)
     data, cells = full.read_bytes(), full.stat().st_size // 188  # TS packets of 188 bytes
-    cases = {"start": data[cells // 8 * 188:]}  # from about 0.5 s in: nothing decodes before the keyframe at 1 s
-    if decoder == "pyav":  # ffmpeg's pipe gives no timestamps to place a gap by
-        cases["gap"] = data[:cells * 3 // 8 * 188] + data[cells // 2 * 188:]
+    cases = {"start": data[cells // 8 * 188:],  # from about 0.5 s in: nothing decodes before the keyframe at 1 s
+             "gap": data[:cells * 3 // 8 * 188] + data[cells // 2 * 188:]}
     for name, cut in cases.items():
         (tmp_path / f"{name}.ts").write_bytes(cut)
-    if decoder == "pyav":
-        without_ffmpeg(monkeypatch)
-    for name in cases:
         src = tmp_path / f"{name}.ts"
         with av.open(str(src)) as c:
             decoded = np.array([float(f.time) for f in c.decode(video=0)])
@@ -332,3 +327,16 @@ def test_frames_after_undecodable_ones_keep_their_times(tmp_path, decoder, monke
         (ins, _), (outs, written) = streams(src), streams(tmp_path / f"{name}.mp4")
         assert len(written) == len(decoded) and np.abs(written - decoded).max() < 0.002, (name, written[:3], decoded[:3])
         assert abs(outs["audio"][0] - ins["audio"][0]) < 0.03  # the sound starts where it did
+
+
+@needs_shared
+def test_no_real_clip_reads_as_cut_short():
+    """The header check for files cut short (`read_frame_times`) on every clip of ../shared, whole
+    files of many sources: none is taken for one."""
+    from fractions import Fraction
+
+    from ppar_cli.media.probe import VIDEO_EXTENSIONS, read_frame_times
+
+    clips = [p for p in (SHARED / "data").rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS]
+    assert len(clips) > 200
+    assert [p.name for p in clips if read_frame_times(p, Fraction(25), 0).ends_early] == []

@@ -39,11 +39,11 @@ def _check_failed(r, src, out_dir):
     assert not r.dst.exists() and not stray(out_dir)
 
 
-@pytest.mark.parametrize("decoder", ["pipe", "pyav"])
+@pytest.mark.parametrize("program", ["ffmpeg", "none"])
 @pytest.mark.parametrize("case", ["empty", "text", "truncated", "corrupt_middle", "audio_only", "directory"])
-def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case, decoder, monkeypatch, capfd):
-    """Through ffmpeg's pipe, and through PyAV as where there is no ffmpeg program (GPU machines);
-    the decoders' own complaints go into the result, not onto the terminal."""
+def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case, program, monkeypatch, capfd):
+    """With ffmpeg's program (which probes), and without it (PyAV probes: the GPU machines); the
+    decoders' own complaints go into the result, not onto the terminal."""
     src = tmp_path / f"-{case} ü.mp4"  # a leading dash, a space and unicode in the name
     data = clip.read_bytes()
     if case == "empty":
@@ -60,7 +60,7 @@ def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case, decoder, mon
     elif case == "directory":
         src.mkdir()
     before = src.read_bytes() if src.is_file() else None
-    if decoder == "pyav":
+    if program == "none":
         without_ffmpeg(monkeypatch)
     out = tmp_path / "out"
     out.mkdir()

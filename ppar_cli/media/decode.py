@@ -1,29 +1,14 @@
-"""Decoding: consecutive RGB frames in fixed-size chunks from ffmpeg's decoder through a pipe
-(decord where it reads the file as it is; PyAV where there is no ffmpeg program), so memory stays
-flat in the video's length."""
+"""Decoding: consecutive RGB frames in fixed-size chunks through FFmpeg's libraries (PyAV; decord
+where it reads the file as it is), so memory stays flat in the video's length."""
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, ffmpeg_exe, has_ffmpeg
-
-
-def _widen_pipe(f) -> None:
-    """Raw frames cross the pipes to and from ffmpeg: 1 MiB pipe buffers (Linux; 64 KiB by default)
-    take 16 times fewer system calls and context switches."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
-    except (ImportError, AttributeError, OSError):  # not Linux, or capped below 1 MiB: keep the default
-        pass
+from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo
 
 
 POOL_BYTES = 2**30  # chunk buffers kept for reuse, in all (12 at most)
@@ -133,8 +118,8 @@ class YUVFrames:
 
 
 class FrameReader:
-    """Consecutive RGB frames in chunks. decord first; ffmpeg's own decoder when decord cannot
-    open the file (GIFs, some containers) or the video carries a rotation decord would ignore."""
+    """Consecutive RGB frames in chunks: through decord for backend "auto" where it reads the file
+    as it is, else (backend "ffmpeg", GIFs, rotations, scaled or 4:2:0 reads) through PyAV."""
 
     def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None,
                  yuv: YUVFormat | None = None, times: FrameTimes | None = None):
@@ -176,12 +161,7 @@ class FrameReader:
         with ``yuv``)."""
         if n < 1:
             raise ValueError(f"chunk size must be at least 1, got {n}")
-        if self._vr is not None:
-            yield from self._decord_chunks(n)
-        elif has_ffmpeg():
-            yield from self._ffmpeg_chunks(n)
-        else:
-            yield from self._av_chunks(n)
+        yield from self._decord_chunks(n) if self._vr is not None else self._av_chunks(n)
 
     def _decord_chunks(self, n: int) -> Iterator[np.ndarray]:
         total = len(self._vr)
@@ -191,21 +171,23 @@ class FrameReader:
             except Exception as e:
                 if start == 0:  # decord rejects some files only when decoding (e.g. narrow frames): use ffmpeg
                     self._vr, self.backend, self.info.num_frames = None, "ffmpeg", None
-                    yield from self._ffmpeg_chunks(n)
+                    yield from self._av_chunks(n)
                     return
                 raise VideoError(f"{self.info.path}: decode failed at frame {start} ({str(e).splitlines()[0][:200]})") from None
             yield batch
 
     def _av_chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
-        """As ffmpeg's pipe gives them: upright, scaled by area averaging, every decoded frame once,
-        each straight into a pooled chunk buffer (no list of frames to stack, no fresh memory for
-        every window). A packet the decoder rejects is skipped and, as a frame decoded with errors,
-        reported in ``damage``; each frame's own timestamp goes to ``times``.
+        """Every decoded frame once, upright, scaled by area averaging, each straight into a pooled
+        chunk buffer (no list of frames to stack, no fresh memory for every window). Each frame's
+        own timestamp goes to ``times``, so frames after an undecodable stretch keep their place; a
+        packet the decoder rejects is skipped and, as a frame decoded with errors, noted in
+        ``damage``. (Until 0.3.7, ffmpeg's program decoded through a pipe where it was installed:
+        its raw frames carry no timestamps.)
 
         FFmpeg's log is left off: PyAV hands it to Python, so a decoder thread that logs waits for
         the GIL, and a codec freed meanwhile (which holds the GIL) waits for that thread: a
         deadlock, met in the tests. So a file that ends early, which only the demuxer's log tells
-        (ffmpeg's pipe reports it), decodes here without a note unless frames are missing."""
+        ("File ended prematurely"), is noted as damaged only where frames are missing."""
         import av
 
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
@@ -213,19 +195,24 @@ class FrameReader:
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
         shape, pool = self.frame_shape, self._pool(n)
         chunk, got, done, corrupt, rejected = pool.get().reshape(n, *shape), 0, 0, 0, None
+        # Frames are placed by their own timestamps only at the start and once the stream is seen
+        # damaged: a healthy AVI with packed B-frames gives frames whose times are out of order.
+        damaged = False
         try:
             with av.open(str(self.info.path)) as c:
                 v = c.streams.video[0]
                 v.thread_type = "AUTO"
                 for packet in c.demux(v):
+                    damaged |= packet.is_corrupt  # the demuxer saw a gap (a transport stream's lost packets)
                     try:
                         frames = packet.decode()
                     except av.error.InvalidDataError as e:
-                        rejected = e.strerror
+                        rejected, damaged = e.strerror, True
                         continue
                     for f in frames:
                         corrupt += f.is_corrupt
-                        if self.times is not None:
+                        damaged |= f.is_corrupt
+                        if self.times is not None and (damaged or done + got == 0):
                             self.times.decoded(done + got, f.pts)
                         if self.yuv:
                             _copy_i420(f, chunk[got], self.yuv.pix_fmt)
@@ -242,60 +229,6 @@ class FrameReader:
             self.damage = (rejected or f"{corrupt} frame{'s' * (corrupt > 1)} decoded with errors")[:200]
         if got:
             yield YUVFrames(chunk[:got], self.yuv) if self.yuv else chunk[:got]
-
-    def _ffmpeg_chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
-        """ffmpeg's raw frames carry no timestamps: the frames its decoder skips at the start (a file
-        that starts after a keyframe) are found from the first frame PyAV's decoder gives (the same
-        libavcodec); a gap further on is not placed (`_av_chunks` places it)."""
-        if self.times is not None:
-            self.times.decoded(0, _first_pts(self.info))
-        w, h = self.width, self.height
-        shape, frame_bytes = self.frame_shape, self.frame_bytes
-        scale = ["-vf", f"scale={w}:{h}:flags=area"] if (w, h) != (self.info.width, self.info.height) else []
-        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(self.info.path), "-map", "0:v:0", *scale,
-               "-f", "rawvideo", "-pix_fmt", self.yuv.pix_fmt if self.yuv else "rgb24", "-fps_mode", "passthrough", "-"]
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, bufsize=0)
-            _widen_pipe(proc.stdout)
-            finished = False
-            pool = self._pool(n)
-            try:
-                while not finished:
-                    buf = pool.get()
-                    view, got = memoryview(buf), 0
-                    while got < len(buf):
-                        r = proc.stdout.readinto(view[got:])
-                        if not r:
-                            finished = True
-                            break
-                        got += r
-                    k = got // frame_bytes
-                    if k:
-                        frames = buf[:k * frame_bytes].reshape(k, *shape)
-                        yield YUVFrames(frames, self.yuv) if self.yuv else frames
-            finally:
-                if not finished:  # the consumer stopped early: do not leave ffmpeg running
-                    proc.kill()
-                proc.stdout.close()
-                rc = proc.wait()
-            err.seek(0)
-            msg = err.read().decode(errors="replace").strip()
-        if rc == 0 and msg:
-            said = [line for line in msg.splitlines() if not line.lstrip().startswith("Last message repeated")]
-            self.damage = re.sub(r" @ 0x[0-9a-f]+\]", "]", said[-1] if said else msg.splitlines()[-1])[:200]  # no addresses
-        if rc != 0:
-            raise VideoError(f"{self.info.path}: decode failed ({msg.splitlines()[-1][:200] if msg else f'ffmpeg exit {rc}'})")
-
-
-def _first_pts(info: VideoInfo) -> int | None:
-    import av
-
-    try:
-        with av.open(str(info.path)) as c:
-            f = next(c.decode(video=0), None)
-    except av.error.FFmpegError:
-        return None
-    return None if f is None else f.pts
 
 
 def _planes(data: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -49,6 +49,7 @@ class FrameTimes:
     last_duration: int = 0  # of the last known frame (a GIF's last delay), 0: unknown
     sar: Fraction | None = None
     dropped: int = 0  # listed frames the decoder did not give, taken out of ``known`` (see decoded)
+    ends_early: str | None = None  # why the file looks cut short (its packets end before its header says)
 
     @classmethod
     def constant(cls, fps: Fraction, sar: Fraction | None = None) -> "FrameTimes":
@@ -80,22 +81,36 @@ class FrameTimes:
         return int(round(self.known[-1] + tail + (i - n) * self.step))
 
 
+# Containers whose header states the duration (others estimate it), and how far short of it the
+# last packet of every stream must end for the file to count as cut short.
+STATED_DURATION = ("matroska", "mov")
+CUT_SHORT = (0.5, 0.02)  # seconds, fraction of the duration: whichever is larger
+
+
 def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
     """The video's frame timestamps and pixel aspect ratio (PyAV demux, no decode); a constant rate
-    from ``fps`` when the container cannot be read that way."""
+    from ``fps`` when the container cannot be read that way. A file whose streams all end well
+    before the duration its header states was cut short (``ends_early``): the demuxer says so only
+    on FFmpeg's log, which PyAV cannot read safely (see decode.FrameReader._av_chunks)."""
     import av
 
     try:
         with av.open(str(path)) as c:
             v = c.streams.video[0]
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
-            pts, last_duration = [], 0
-            for p in c.demux(v):
+            pts, last_duration, end = [], 0, 0.0
+            for p in c.demux():
+                if p.pts is not None and p.size:
+                    end = max(end, float((p.pts + (p.duration or 0)) * p.time_base))
+                if p.stream.index != v.index:
+                    continue
                 t = p.pts if p.pts is not None else p.dts
                 if t is not None and p.size:
                     pts.append(t)
                     last_duration = p.duration or 0
             tb = Fraction(v.time_base)
+            stated = (c.start_time or 0) / 1e6 + c.duration / 1e6 \
+                if c.duration and any(k in c.format.name for k in STATED_DURATION) else None
     except (av.error.FFmpegError, IndexError, ValueError, ZeroDivisionError, TypeError):
         return FrameTimes.constant(fps)
     if sar is not None and (sar <= 0 or sar == 1):
@@ -105,7 +120,11 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
     known = np.unique(np.asarray(pts, np.int64))  # sorted into display order; a repeated time is one frame
     if len(known) < 2:
         return FrameTimes.constant(fps, sar)
-    return FrameTimes(tb, known, Fraction(int(known[-1] - known[0]), len(known) - 1), int(last_duration), sar)
+    early = None
+    if stated and end < stated - max(CUT_SHORT[0], CUT_SHORT[1] * stated):
+        early = f"its streams end at {end:.1f} s, its header says {stated:.1f} s: cut short"
+    return FrameTimes(tb, known, Fraction(int(known[-1] - known[0]), len(known) - 1), int(last_duration), sar,
+                      ends_early=early)
 
 
 @dataclass

@@ -119,8 +119,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             raise VideoError(f"{src}: no decodable frames")
         if then is not None:
             then()
-        if reader.damage:  # every frame written was scored; say that the input itself is damaged
-            result.notes.append(f"damaged input, {writer.frames} frames decoded ({reader.damage})")
+        damage = reader.damage or times.ends_early
+        if damage:  # every frame written was scored; say that the input itself is damaged
+            result.notes.append(f"damaged input, {writer.frames} frames decoded ({damage})")
         elif writer.frames < len(times.known) + times.dropped:
             result.notes.append(f"damaged input: {writer.frames} of the {len(times.known) + times.dropped} frames "
                                 f"its container lists could be decoded")
@@ -139,7 +140,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                 tmp.write_text(json.dumps(score_map(info, result, windows, weights, opts, reader.backend),
                                           separators=(",", ":"), allow_nan=False))
             # an input decoded only in part keeps the audio of the part written, not the rest
-            cut_short = reader.damage is not None or writer.frames < len(times.known) + times.dropped
+            cut_short = damage is not None or writer.frames < len(times.known) + times.dropped
             if shown is not None:
                 shown.commit()
             writer.commit(trim_audio=cut_short)

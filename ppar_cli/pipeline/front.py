@@ -100,7 +100,7 @@ class Front:
         self.two_passes = two_passes(cfg, self.info.width, self.info.height)
         self.source = source_format(self.info)  # its colour tags go to the output
         fmt = yuv_format(self.info, self.source) if yuv and not self.two_passes else None
-        # ffmpeg's pipe: decord's reader grows with the video's length
+        # PyAV, not decord: decord's reader grows with the video's length and gives no timestamps
         self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt,
                                   times=self.info.frame_times())
         self.guard = FaceGuard(guard, detector) if detector is not None else None
