@@ -329,6 +329,24 @@ def test_frames_after_undecodable_ones_keep_their_times(tmp_path):
         assert abs(outs["audio"][0] - ins["audio"][0]) < 0.03  # the sound starts where it did
 
 
+def test_a_clip_cut_without_reencoding_keeps_its_times_and_sound(tmp_path):
+    """`ffmpeg -ss 1.3 -i IN -c copy OUT` keeps the frames from the keyframe before 1.3 s and an edit
+    list that hides them: the decoder drops them, so they are no frames of the video. Until 0.3.7
+    they were counted: the picture ran 1.3 s ahead of the sound, with a false damaged-input note."""
+    import av
+
+    full = make_clip(tmp_path / "full.mp4", 96, 64, 150, extra=["-g", "50"])
+    cut = tmp_path / "cut.mp4"
+    ffmpeg("-ss", "1.3", "-i", full, "-c", "copy", cut)
+    with av.open(str(cut)) as c:
+        decoded = np.array([float(f.time) for f in c.decode(video=0)])
+    r = run(cut, tmp_path / "o.mp4")
+    assert r.notes == [], r.notes
+    (ins, _), (outs, written) = streams(cut), streams(tmp_path / "o.mp4")
+    assert len(written) == len(decoded) and np.abs(written - decoded).max() < 0.002, (written[:3], decoded[:3])
+    assert abs(outs["audio"][0] - ins["audio"][0]) < 0.03 and abs(outs["video"][0] - ins["video"][0]) < 0.002
+
+
 @needs_shared
 def test_no_real_clip_reads_as_cut_short():
     """The header check for files cut short (`read_frame_times`) on every clip of ../shared, whole

@@ -169,7 +169,7 @@ class FrameReader:
             try:
                 batch = self._vr.get_batch(list(range(start, min(start + n, total)))).asnumpy()
             except Exception as e:
-                if start == 0:  # decord rejects some files only when decoding (e.g. narrow frames): use ffmpeg
+                if start == 0:  # decord rejects some files only when decoding (e.g. narrow frames): use PyAV
                     self._vr, self.backend, self.info.num_frames = None, "ffmpeg", None
                     yield from self._av_chunks(n)
                     return
@@ -186,8 +186,8 @@ class FrameReader:
 
         FFmpeg's log is left off: PyAV hands it to Python, so a decoder thread that logs waits for
         the GIL, and a codec freed meanwhile (which holds the GIL) waits for that thread: a
-        deadlock, met in the tests. So a file that ends early, which only the demuxer's log tells
-        ("File ended prematurely"), is noted as damaged only where frames are missing."""
+        deadlock, met in the tests. A file that ends early, which the demuxer tells only on that log
+        ("File ended prematurely"), is told by its header instead (probe.read_frame_times)."""
         import av
 
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise

@@ -259,6 +259,7 @@ class _AudioCopy:
     def mux_until(self, t: float, trim: bool = False) -> None:
         """Mux audio packets that start before ``t`` seconds (with ``trim``: that end by ``t``)."""
         import av
+
         while True:
             if self._next is None:
                 self._next = next(self._packets, False)

@@ -60,8 +60,8 @@ class FrameTimes:
         """The decoder's frame ``i`` has the timestamp ``pts``. Listed frames before it that the
         decoder did not give (a file that starts after a keyframe, a damaged stretch) leave
         ``known``, so every frame keeps its own time and the audio stays in sync; without this the
-        frames after a gap would move forward, by a second a missing second. A time that is not
-        listed changes nothing."""
+        frames after a gap would move forward by the length of the gap. A time that is not listed
+        changes nothing."""
         known = self.known
         if pts is None or i >= len(known) or known[i] == pts:
             return
@@ -105,7 +105,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
                 if p.stream.index != v.index:
                     continue
                 t = p.pts if p.pts is not None else p.dts
-                if t is not None and p.size:
+                if t is not None and p.size and not p.is_discard:  # discard: before an edit list's start (a cut with -c copy)
                     pts.append(t)
                     last_duration = p.duration or 0
             tb = Fraction(v.time_base)
