@@ -5,7 +5,8 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.6 left to measure there:
+    # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.6 and 0.3.7 left to measure there
+    # (since 0.3.7 ppar decodes through PyAV everywhere, so this machine's stages equal the device's path):
     #   ... --only correctness,contention,stages,end_to_end --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:4:--jobs=4,none:1:--jobs=8
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
@@ -28,7 +29,7 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
   end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, one process
                (--jobs, --workers) and several shards at once (--shard K/N), against a plain re-encode
                of the same folder with every file at once (FFmpeg's libraries through PyAV, as the
-               device has no ffmpeg program; ppar itself decodes through PyAV there); the CPU time in
+               device has no ffmpeg program; ppar decodes through PyAV everywhere); the CPU time in
                user space and in the kernel, page faults and context switches of each; GPU busy
                fraction from nvidia-smi
   train        `ppar train` steps/s on one GPU and under torchrun --nproc_per_node 1, and a resumed run
