@@ -3,7 +3,7 @@
 # `run(carry=[".wheels"])`; benchmarks/gpu.py's docstring has the command that installs it there.
 # The image has torch, typer, rich, safetensors, numpy, matplotlib, onnxruntime and
 # opencv-python-headless (the face guard), and no registry. It lacks PyAV (av, 35 MB: ppar encodes
-# through it, and there, having no ffmpeg program, probes and decodes through it too). decord is not
+# and decodes through it, and there, having no ffmpeg program, probes through it too). decord is not
 # needed (ppar falls back from it) and imageio-ffmpeg's 68 MB wheel would not fit the 64 MiB carried
 # with the repository (27 MB). `bash benchmarks/gpu_wheels.sh py-spy` adds py-spy (3 MB), which
 # gpu.py --profile uses; the repository, PyAV, py-spy and .gpuclips then come to 63.8 MiB (of the 64 MiB carried).

@@ -42,8 +42,8 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 25, a
 
 
 def without_ffmpeg(monkeypatch) -> None:
-    """From here on this process has no ffmpeg program, as on a lent GPU machine: ppar probes and
-    decodes through PyAV (make the test's input files first)."""
+    """From here on this process has no ffmpeg program, as on a lent GPU machine: ppar probes
+    through PyAV (make the test's input files first)."""
     from ppar_cli.media.probe import has_ffmpeg
 
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import imageio_ffmpeg now fails

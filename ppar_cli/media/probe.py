@@ -29,7 +29,8 @@ def ffmpeg_exe() -> str:
 
 def has_ffmpeg() -> bool:
     """Is imageio-ffmpeg's ffmpeg program there? Without it (a machine where its 68 MB wheel cannot
-    go, such as a lent GPU machine) files are probed and decoded through PyAV's libraries instead."""
+    go, such as a lent GPU machine) files are probed through PyAV's libraries instead (they are
+    decoded through PyAV everywhere)."""
     try:
         ffmpeg_exe()
     except (ImportError, RuntimeError):  # RuntimeError: the package without its binary
