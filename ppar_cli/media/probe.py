@@ -17,6 +17,13 @@ from ppar_cli.errors import PparError
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
 
 
+def video_files(folder: Path) -> list[Path]:
+    """The video files under ``folder``, sorted; hidden names (a dot first, in the file's or a
+    folder's name below ``folder``) are left out: macOS's ._NAME.mp4 companions are no videos."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
 class VideoError(PparError):
     """A video that cannot be read or written; the message names the file and the problem."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ppar_cli.errors import UsageError
 from ppar_cli.media.encode import OUTPUT_CONTAINERS
-from ppar_cli.media.probe import VIDEO_EXTENSIONS
+from ppar_cli.media.probe import VIDEO_EXTENSIONS, video_files
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class Job:
 
 def plan_jobs(inp: Path, out: Path) -> list[Job]:
     """A file maps to OUT (or OUT/NAME.mp4 when OUT is a folder); a folder is walked and mirrored
-    under OUT as .mp4 files (``a.avi`` beside ``a.mp4`` become ``a.avi.mp4`` and ``a.mp4.mp4``)."""
+    under OUT as .mp4 files (``a.avi`` beside ``a.mp4`` become ``a.avi.mp4`` and ``a.mp4.mp4``),
+    hidden files and folders (names starting with a dot) left out."""
     inp, out = Path(inp), Path(out)
     if not inp.exists():
         raise UsageError(f"{inp}: no such file or directory")
@@ -42,8 +43,7 @@ def plan_jobs(inp: Path, out: Path) -> list[Job]:
     if out_abs == in_abs or out_abs in in_abs.parents:
         raise UsageError(f"{out}: the output folder is the input folder or contains it; choose a folder beside "
                          f"or inside {inp}")
-    sources = sorted(p for p in inp.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-                     and out_abs not in p.resolve().parents)
+    sources = [p for p in video_files(inp) if out_abs not in p.resolve().parents]
     by_target: dict[Path, list[Path]] = {}
     for p in sources:
         by_target.setdefault(out / p.relative_to(inp).with_suffix(".mp4"), []).append(p)

@@ -26,7 +26,7 @@ import numpy as np
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.files import atomic_path
-from ppar_cli.media.probe import VIDEO_EXTENSIONS, probe
+from ppar_cli.media.probe import probe, video_files
 from ppar_cli.research.synth import save_masks
 
 MASK_SIDE = 320  # masks at most this long side: ample for a 14x14 grid
@@ -248,7 +248,7 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
     index = json.loads(index_path.read_text()) if index_path.exists() else {"format": "ppar-pseudo/1", "videos": {}}
     # the videos' folder relative to the masks' (kept beside a checkout, ../shared stays found)
     index["root"] = os.path.relpath(inp.resolve(), out.resolve())
-    videos = sorted(p for p in inp.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    videos = video_files(inp)
     coverage = Coverage()
     for src in videos:
         name = src.relative_to(inp).as_posix()
