@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 # The CLI owns its process: PyTorch's OpenMP threads otherwise spin for a while after every parallel
-# region, taking CPU from the ffmpeg decoder and encoder beside them (at 1280x720: 6 s of CPU in a
+# region, taking CPU from the decoder and encoder threads beside them (at 1280x720: 6 s of CPU in a
 # 27 s run, 8% of the wall time). Read by libgomp when torch loads, so before the import below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

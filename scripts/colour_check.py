@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import numpy as np
-
-from ppar_cli.media.probe import ffmpeg_exe
 
 
 def first_rgb(path: Path, colorspace: int | None = None) -> np.ndarray:
@@ -34,7 +33,7 @@ def main() -> None:
     if args.src is None:
         tmp = Path(tempfile.mkdtemp(prefix="ppar-colour-"))
         args.src, args.out = tmp / "bt709.mp4", tmp / "out.mp4"
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "1",
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "1",
                         "-vf", "scale=out_color_matrix=bt709:out_range=tv,setparams=colorspace=bt709:range=tv",
                         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(args.src)], check=True)
         subprocess.run([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(args.src), str(args.out), "--fill", "mean",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from ppar_cli.media.probe import ffmpeg_exe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL = SHARED / "data" / "real"
@@ -24,6 +23,13 @@ def ppar(*args, **kw) -> subprocess.CompletedProcess:
 def stray(folder: Path) -> list[Path]:
     """Temporary outputs left behind anywhere under folder (ppar names them .NAME.HOST-PID.XXXX.partial[.ext])."""
     return [p for p in folder.rglob("*") if p.is_file() and ".partial" in p.name]
+
+
+def ffmpeg_exe() -> str:
+    """ffmpeg's program (imageio-ffmpeg, a dev dependency): the tests make their clips with it."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 25, audio: bool = True, extra: list[str] | None = None) -> Path:
@@ -42,10 +48,7 @@ def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 25, a
 
 
 def without_ffmpeg(monkeypatch) -> None:
-    """From here on this process has no ffmpeg program, as on a lent GPU machine: ppar probes
-    through PyAV (make the test's input files first)."""
-    from ppar_cli.media.probe import has_ffmpeg
-
-    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import imageio_ffmpeg now fails
-    assert not has_ffmpeg()
+    """From here on this process cannot import imageio-ffmpeg (its program): ppar must not need it
+    (make the test's input files first)."""
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
 

@@ -5,11 +5,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from helpers import SHARED, make_clip, needs_shared
+from helpers import SHARED, ffmpeg_exe, make_clip, needs_shared
 
 from ppar_cli import Options, anonymize
 from ppar_cli.errors import UsageError
-from ppar_cli.media.probe import ffmpeg_exe, probe
+from ppar_cli.media.probe import probe
 
 
 def ffmpeg(*args):
@@ -288,8 +288,6 @@ def test_rgb_frames_are_tagged_as_encoded_with_the_sources_primaries_and_transfe
 def test_the_sources_metadata_is_not_carried(tmp_path):
     """A phone's location, a title naming someone, a stream's name: none reaches the output."""
     import av
-
-    from ppar_cli.media.probe import ffmpeg_exe
 
     src = make_clip(tmp_path / "c.mp4", 96, 64, 10)
     tagged = tmp_path / "tagged.mp4"

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REAL, make_clip, needs_shared, stray
+from helpers import REAL, ffmpeg_exe, make_clip, needs_shared, stray
 
 from ppar_cli import Options, anonymize
 from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip
@@ -12,7 +12,7 @@ from ppar_cli.core.config import PPARConfig
 from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import UsageError
 from ppar_cli.media.decode import FrameReader
-from ppar_cli.media.probe import ffmpeg_exe, probe
+from ppar_cli.media.probe import probe
 from ppar_cli.pipeline.options import parse_shard
 from ppar_cli.pipeline.front import Ahead
 from ppar_cli.pipeline.stream import ModelInput

@@ -1,1 +1,2 @@
-"""Video in and out: decoding through ffmpeg, encoding with each frame's timestamp, outputs that appear whole."""
+"""Video in and out through FFmpeg's libraries (PyAV): probing, decoding at each frame's timestamp,
+encoding, and outputs that appear whole."""

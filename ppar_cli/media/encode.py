@@ -14,7 +14,7 @@ import numpy as np
 
 from ppar_cli.media.decode import YUVFormat, YUVFrames
 from ppar_cli.media.files import temp_beside
-from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo
+from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, codec_name
 
 # Containers by output suffix: ppar writes H.264 in these (an output name must end in one of them).
 OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -241,8 +241,7 @@ class _AudioCopy:
         self._in = av.open(str(info.path))
         self.streams = {}
         for s in self._in.streams.audio:
-            name = s.codec_context.codec.name if s.codec_context.codec else s.codec_context.name
-            name = {"mp3float": "mp3"}.get(name, name)
+            name = codec_name(s)
             if as_is is None or name in as_is:
                 o = out.add_stream_from_template(s)
                 self.streams[s.index] = (o, None)

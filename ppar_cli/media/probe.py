@@ -1,10 +1,8 @@
-"""What a video file holds: size, rate, rotation, audio streams (from ``ffmpeg -i``), and each
-frame's timestamp and the pixel aspect ratio (from the container's packets, through PyAV)."""
+"""What a video file holds, read through PyAV (FFmpeg's libraries): size, rate, rotation, audio
+streams, each frame's timestamp and the pixel aspect ratio."""
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,21 +26,10 @@ class VideoError(PparError):
     """A video that cannot be read or written; the message names the file and the problem."""
 
 
-def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def has_ffmpeg() -> bool:
-    """Is imageio-ffmpeg's ffmpeg program there? Without it (a machine where its 68 MB wheel cannot
-    go, such as a lent GPU machine) files are probed through PyAV's libraries instead (they are
-    decoded through PyAV everywhere)."""
-    try:
-        ffmpeg_exe()
-    except (ImportError, RuntimeError):  # RuntimeError: the package without its binary
-        return False
-    return True
+def codec_name(stream) -> str:
+    """A stream's codec as FFmpeg names it (mp3, not its decoder mp3float; av1, not libdav1d)."""
+    cc = stream.codec_context
+    return cc.codec.canonical_name if cc.codec else cc.name
 
 
 @dataclass
@@ -154,7 +141,11 @@ class VideoInfo:
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read stream facts from ``ffmpeg -i`` (imageio-ffmpeg ships no ffprobe), or through PyAV."""
+    """The video's facts; the rotation is the first frame's display matrix, as ``ffmpeg -i`` prints
+    it. (Until 0.3.7 ``ffmpeg -i``'s text was parsed where the program was installed: a process a
+    file, and rates rounded as printed, 29.97 for 30000/1001.)"""
+    import av
+
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: no such file")
@@ -162,36 +153,6 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoError(f"{path}: is a directory, expected a video file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file")
-    if not has_ffmpeg():
-        return _probe_av(path)
-    r = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, errors="replace")
-    text = r.stderr
-    m = re.search(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{1,5})x(\d{1,5})", text)
-    if not m:
-        last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-        raise VideoError(f"{path}: no video stream ({last})")
-    codec, w, h = m.group(1), int(m.group(2)), int(m.group(3))
-    vline = text[m.start():].splitlines()[0]
-    fm = re.search(r"([\d.]+)(k?) fps", vline) or re.search(r"([\d.]+)(k?) tbr", vline)
-    fps = Fraction(fm.group(1)) * (1000 if fm and fm.group(2) else 1) if fm else Fraction(25)
-    fps = fps.limit_denominator(1001)
-    rot = re.search(r"rotation of (-?[\d.]+) degrees", text) or re.search(r"rotate\s*:\s*(-?\d+)", text)
-    rotation = int(round(float(rot.group(1)))) % 360 if rot else 0
-    if rotation in (90, 270):
-        w, h = h, w
-    audio = re.findall(r"Stream #\d+:\d+.*?: Audio: (\w+)", text)
-    if w < 1 or h < 1:
-        raise VideoError(f"{path}: invalid frame size {w}x{h}")
-    return VideoInfo(path, w, h, fps, None, audio, rotation, codec)
-
-
-
-
-def _probe_av(path: Path) -> VideoInfo:
-    """The same facts through PyAV: the rotation from the first frame's display matrix, read as
-    ``ffmpeg -i`` prints it."""
-    import av
-
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -199,8 +160,8 @@ def _probe_av(path: Path) -> VideoInfo:
             v = c.streams.video[0]
             first = next(c.decode(v), None)
             rate = v.average_rate or v.guessed_rate or v.base_rate
-            audio = [a.codec_context.name for a in c.streams.audio]
-            codec, w, h = v.codec_context.name, v.codec_context.width, v.codec_context.height
+            audio = [codec_name(a) for a in c.streams.audio]
+            codec, w, h = codec_name(v), v.codec_context.width, v.codec_context.height
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: no video stream ({e.strerror})") from None
     fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
