@@ -327,6 +327,27 @@ def test_frames_after_undecodable_ones_keep_their_times(tmp_path):
         assert abs(outs["audio"][0] - ins["audio"][0]) < 0.03  # the sound starts where it did
 
 
+def test_a_file_whose_first_frame_is_undecodable_is_read_from_the_next_keyframe(tmp_path):
+    """The first video packet rejected outright (a broken NAL length): probing passes over it as
+    decoding does, the video starts at the next keyframe's time, and the note says so."""
+    import av
+
+    src = make_clip(tmp_path / "s.mp4", 96, 64, 50, extra=["-g", "10"])
+    with av.open(str(src)) as c:
+        pos = next(p.pos for p in c.demux(video=0) if p.size)
+    data = bytearray(src.read_bytes())
+    data[pos:pos + 4] = b"\x7f\xff\xff\xff"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    with av.open(str(bad)) as c:
+        with pytest.raises(av.error.InvalidDataError):
+            next(c.decode(video=0))  # what a plain first-frame read meets
+    r = run(bad, tmp_path / "o.mp4")
+    assert any("damaged input" in n for n in r.notes), r.notes
+    written = streams(tmp_path / "o.mp4")[1]
+    assert len(written) == r.frames and 30 <= r.frames < 50 and abs(written[0] - 0.4) < 0.002  # from frame 10
+
+
 def test_a_clip_cut_without_reencoding_keeps_its_times_and_sound(tmp_path):
     """`ffmpeg -ss 1.3 -i IN -c copy OUT` keeps the frames from the keyframe before 1.3 s and an edit
     list that hides them: the decoder drops them, so they are no frames of the video. Until 0.3.7

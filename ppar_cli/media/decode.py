@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo
+from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, first_frame
 
 
 POOL_BYTES = 2**30  # chunk buffers kept for reuse, in all (12 at most)
@@ -58,7 +58,7 @@ def source_format(info: VideoInfo) -> YUVFormat | None:
 
     try:
         with av.open(str(info.path)) as c:
-            f = next(c.decode(video=0), None)
+            f = first_frame(c)
     except av.error.FFmpegError:
         return None
     if f is None:

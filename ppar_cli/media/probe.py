@@ -26,6 +26,21 @@ class VideoError(PparError):
     """A video that cannot be read or written; the message names the file and the problem."""
 
 
+def first_frame(container):
+    """The first frame of the container's first video stream that decodes (None if none does):
+    packets the decoder rejects are passed over, so a file damaged at its start is still read."""
+    import av
+
+    for packet in container.demux(container.streams.video[0]):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            continue
+        if frames:
+            return frames[0]
+    return None
+
+
 def codec_name(stream) -> str:
     """A stream's codec as FFmpeg names it (mp3, not its decoder mp3float; av1, not libdav1d)."""
     cc = stream.codec_context
@@ -158,7 +173,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             if not c.streams.video:
                 raise VideoError(f"{path}: no video stream")
             v = c.streams.video[0]
-            first = next(c.decode(v), None)
+            first = first_frame(c)
             rate = v.average_rate or v.guessed_rate or v.base_rate
             audio = [codec_name(a) for a in c.streams.audio]
             codec, w, h = codec_name(v), v.codec_context.width, v.codec_context.height
