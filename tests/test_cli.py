@@ -93,7 +93,7 @@ def test_program_freezes_the_collector_before_exit(monkeypatch):
 
 @pytest.mark.slow
 def test_cli_shows_names_and_messages_as_they_are(tmp_path):
-    """File names and decoder messages are text, not rich markup: "[final]" or "[h264]" stay."""
+    """File names and messages are text, not rich markup: "[final]" or "[red]" stay as they are."""
     import random
 
     from helpers import make_clip
@@ -114,12 +114,10 @@ def test_cli_shows_names_and_messages_as_they_are(tmp_path):
 
 
 @pytest.mark.slow
-def test_without_the_ffmpeg_program_decoder_complaints_stay_off_the_terminal(tmp_path):
-    """Through PyAV (no ffmpeg program) FFmpeg's logging is on, for the damage notes: the messages
-    of its decoder threads and of files no one listens to go to a sink, not to stderr."""
+def test_decoder_complaints_stay_off_the_terminal(tmp_path):
+    """FFmpeg's log stays off (reading it through PyAV deadlocked: decode.FrameReader._av_chunks):
+    the decoder's complaints about a damaged file reach the user only as the result's note."""
     import random
-    import subprocess
-    import sys
 
     from helpers import make_clip
 
@@ -127,7 +125,5 @@ def test_without_the_ffmpeg_program_decoder_complaints_stay_off_the_terminal(tmp
     mid = len(data) // 2
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(data[:mid] + bytes(random.Random(0).randrange(256) for _ in range(4096)) + data[mid + 4096:])
-    code = ("import sys; sys.modules['imageio_ffmpeg'] = None; from ppar_cli.cli import main; "
-            f"sys.argv = ['ppar', 'anonymize', {str(bad)!r}, {str(tmp_path / 'o.mp4')!r}, '--guard', 'none', '-q']; main()")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = ppar("anonymize", bad, tmp_path / "o.mp4", "--guard", "none", "-q")
     assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -3,12 +3,11 @@ where it reads the file as it is), so memory stays flat in the video's length.""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, first_frame
+from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, YUVFormat
 
 
 POOL_BYTES = 2**30  # chunk buffers kept for reuse, in all (12 at most)
@@ -36,46 +35,16 @@ class BufferPool:
         return buf
 
 
-@dataclass(frozen=True)
-class YUVFormat:
-    """A video's pixel format and colour tags, as its decoder gives them."""
-    pix_fmt: str  # yuv420p, yuvj420p (full range), yuv422p10le, ...
-    colorspace: int
-    color_range: int
-    color_primaries: int
-    color_trc: int
-    size: tuple[int, int] = (0, 0)  # of the decoded frame, before any rotation
-
-    @property
-    def black(self) -> int:
-        """Luma of black: 0 in full range, 16 in limited."""
-        return 0 if self.pix_fmt == "yuvj420p" or self.color_range == 2 else 16
-
-
-def source_format(info: VideoInfo) -> YUVFormat | None:
-    """The video's pixel format and colour tags, from its first frame (None where PyAV decodes none)."""
-    import av
-
-    try:
-        with av.open(str(info.path)) as c:
-            f = first_frame(c)
-    except av.error.FFmpegError:
+def yuv_format(info: VideoInfo) -> YUVFormat | None:
+    """The video's format where its frames can stay 4:2:0 from decoder to encoder (yuv420p or
+    yuvj420p, no rotation to apply, an even width and a height that is a multiple of 4: PyAV wraps
+    no other I420 buffers); else None."""
+    fmt = info.source
+    if info.rotation or info.width % 2 or info.height % 4 or fmt is None:
         return None
-    if f is None:
+    if fmt.pix_fmt not in ("yuv420p", "yuvj420p") or fmt.size != (info.width, info.height):
         return None
-    return YUVFormat(f.format.name, f.colorspace, f.color_range, f.color_primaries, f.color_trc, (f.width, f.height))
-
-
-def yuv_format(info: VideoInfo, source: YUVFormat | None = None) -> YUVFormat | None:
-    """The video's format (``source``, read if not given) where its frames can stay 4:2:0 from
-    decoder to encoder (yuv420p or yuvj420p, no rotation to apply, an even width and a height that
-    is a multiple of 4: PyAV wraps no other I420 buffers); else None."""
-    if info.rotation or info.width % 2 or info.height % 4:
-        return None
-    source = source or source_format(info)
-    if source is None or source.pix_fmt not in ("yuv420p", "yuvj420p") or source.size != (info.width, info.height):
-        return None
-    return source
+    return fmt
 
 
 class YUVFrames:
@@ -129,7 +98,7 @@ class FrameReader:
         self.backend = "ffmpeg"
         self.damage: str | None = None  # the decoder's complaint about a file it still decoded (truncated, corrupt)
         self._vr = None
-        # max_side: frames scaled down (area averaging, in ffmpeg) so their long side is at most this
+        # max_side: frames scaled down (area averaging) so their long side is at most this
         s = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         self.width, self.height = max(1, round(info.width * s)), max(1, round(info.height * s))
         if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif" and self.yuv is None:
@@ -194,7 +163,7 @@ class FrameReader:
         w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
         shape, pool = self.frame_shape, self._pool(n)
-        chunk, got, done, corrupt, rejected = pool.get().reshape(n, *shape), 0, 0, 0, None
+        chunk, got, index, corrupt, rejected = pool.get().reshape(n, *shape), 0, 0, 0, None
         # Frames are placed by their own timestamps only at the start and once the stream is seen
         # damaged: a healthy AVI with packed B-frames gives frames whose times are out of order.
         damaged = False
@@ -212,17 +181,17 @@ class FrameReader:
                     for f in frames:
                         corrupt += f.is_corrupt
                         damaged |= f.is_corrupt
-                        if self.times is not None and (damaged or done + got == 0):
-                            self.times.decoded(done + got, f.pts)
+                        if self.times is not None and (damaged or index == 0):
+                            self.times.decoded(index, f.pts)
                         if self.yuv:
                             _copy_i420(f, chunk[got], self.yuv.pix_fmt)
                         else:
                             rgb = f.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA" if scaled else None)
                             chunk[got] = np.rot90(rgb, k) if k else rgb
-                        got += 1
+                        got, index = got + 1, index + 1
                         if got == n:
                             yield YUVFrames(chunk, self.yuv) if self.yuv else chunk
-                            chunk, got, done = pool.get().reshape(n, *shape), 0, done + n
+                            chunk, got = pool.get().reshape(n, *shape), 0
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.info.path}: decode failed ({e.strerror})") from None
         if rejected or corrupt:

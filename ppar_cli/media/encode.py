@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ppar_cli.media.decode import YUVFormat, YUVFrames
+from ppar_cli.media.decode import YUVFrames
 from ppar_cli.media.files import temp_beside
-from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, codec_name
+from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, YUVFormat, codec_name
 
 # Containers by output suffix: ppar writes H.264 in these (an output name must end in one of them).
 OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}

@@ -108,10 +108,11 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
         with av.open(str(path)) as c:
             v = c.streams.video[0]
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
-            pts, last_duration, end = [], 0, 0.0
+            pts, last_duration, ends = [], 0, {}  # stream -> where its packets end, in its time base
             for p in c.demux():
                 if p.pts is not None and p.size:
-                    end = max(end, float((p.pts + (p.duration or 0)) * p.time_base))
+                    i = p.stream.index
+                    ends[i] = max(ends.get(i, p.pts), p.pts + (p.duration or 0))
                 if p.stream.index != v.index:
                     continue
                 t = p.pts if p.pts is not None else p.dts
@@ -119,6 +120,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
                     pts.append(t)
                     last_duration = p.duration or 0
             tb = Fraction(v.time_base)
+            end = max((float(t * c.streams[i].time_base) for i, t in ends.items()), default=0.0)
             stated = (c.start_time or 0) / 1e6 + c.duration / 1e6 \
                 if c.duration and any(k in c.format.name for k in STATED_DURATION) else None
     except (av.error.FFmpegError, IndexError, ValueError, ZeroDivisionError, TypeError):
@@ -137,6 +139,22 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
                       ends_early=early)
 
 
+@dataclass(frozen=True)
+class YUVFormat:
+    """A video's pixel format and colour tags, as its decoder gives them."""
+    pix_fmt: str  # yuv420p, yuvj420p (full range), yuv422p10le, ...
+    colorspace: int
+    color_range: int
+    color_primaries: int
+    color_trc: int
+    size: tuple[int, int] = (0, 0)  # of the decoded frame, before any rotation
+
+    @property
+    def black(self) -> int:
+        """Luma of black: 0 in full range, 16 in limited."""
+        return 0 if self.pix_fmt == "yuvj420p" or self.color_range == 2 else 16
+
+
 @dataclass
 class VideoInfo:
     path: Path
@@ -147,6 +165,7 @@ class VideoInfo:
     audio_codecs: list[str]
     rotation: int
     codec: str
+    source: YUVFormat | None = None  # the first decodable frame's pixel format and colour tags
     times: FrameTimes | None = None  # frame timestamps and pixel aspect ratio, read on demand
 
     def frame_times(self) -> FrameTimes:
@@ -185,4 +204,6 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         w, h = h, w
     if w < 1 or h < 1:
         raise VideoError(f"{path}: invalid frame size {w}x{h}")
-    return VideoInfo(path, w, h, fps, None, audio, rotation, codec)
+    source = None if first is None else YUVFormat(first.format.name, first.colorspace, first.color_range,
+                                                  first.color_primaries, first.color_trc, (first.width, first.height))
+    return VideoInfo(path, w, h, fps, None, audio, rotation, codec, source)

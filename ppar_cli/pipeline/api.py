@@ -82,11 +82,11 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         times = info.frame_times()
         writer = VideoWriter(dst, info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
                              audio_from=info if opts.audio else None, times=times, yuv=front.reader.yuv,
-                             source=front.source)
+                             source=info.source)
         if preview is not None:
             preview.parent.mkdir(parents=True, exist_ok=True)
             shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
-                                times=times, source=front.source)
+                                times=times, source=info.source)
 
         def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
             if cancel is not None and cancel.is_set():

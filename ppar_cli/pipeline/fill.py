@@ -57,30 +57,31 @@ def fill_clip(frames: np.ndarray | YUVFrames, keep: np.ndarray, slab_of_frame: n
         if fill != "black":  # the other fills are computed in RGB: such frames are decoded as RGB
             raise ValueError(f"the {fill} fill needs RGB frames")
         return _black_yuv(frames, keep, slab_of_frame)
-    H, W = frames.shape[1:3]
-    rows, cols = cell_edges(H, keep.shape[1]), cell_edges(W, keep.shape[2])
     frames = np.require(frames, requirements=["W"])
     replacement = None if fill == "black" else smooth_fill(frames, fill, keep.shape[1:])
-    starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))  # slabs are contiguous runs of frames
-    for a, b in zip(starts, list(starts[1:]) + [len(frames)]):
-        for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
-            region = (slice(a, b), slice(rows[r], rows[r + 1]), slice(cols[c0], cols[c1]))
-            frames[region] = 0 if replacement is None else replacement[region]
+    for a, b, y0, y1, x0, x1 in _pruned_boxes(keep, slab_of_frame, frames.shape[1:3]):
+        region = (slice(a, b), slice(y0, y1), slice(x0, x1))
+        frames[region] = 0 if replacement is None else replacement[region]
     return frames
+
+
+def _pruned_boxes(keep: np.ndarray, slab_of_frame: np.ndarray, size: tuple[int, int]):
+    """(first frame, end frame, y0, y1, x0, x1) of each pruned rectangle: one per run of pruned
+    cells in a grid row, over the frames of its temporal slab (slabs are contiguous runs)."""
+    rows, cols = cell_edges(size[0], keep.shape[1]), cell_edges(size[1], keep.shape[2])
+    starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))
+    for a, b in zip(starts, list(starts[1:]) + [len(slab_of_frame)]):
+        for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
+            yield a, b, rows[r], rows[r + 1], cols[c0], cols[c1]
 
 
 def _black_yuv(frames: YUVFrames, keep: np.ndarray, slab_of_frame: np.ndarray) -> YUVFrames:
     """Black in 4:2:0: luma at the format's black, both chroma planes at 128. A chroma sample
     covers 2x2 pixels; one that straddles a pruned cell's edge is blacked too (the pruned pixels'
     colour must not show), so a kept cell beside a pruned one can lose a chroma row or column."""
-    H, W = frames.shape[1:3]
-    rows, cols = cell_edges(H, keep.shape[1]), cell_edges(W, keep.shape[2])
     y, u, v = frames.planes
-    starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))
-    for a, b in zip(starts, list(starts[1:]) + [len(frames)]):
-        for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
-            y0, y1, x0, x1 = rows[r], rows[r + 1], cols[c0], cols[c1]
-            y[a:b, y0:y1, x0:x1] = frames.fmt.black
-            chroma = (slice(a, b), slice(y0 // 2, (y1 + 1) // 2), slice(x0 // 2, (x1 + 1) // 2))
-            u[chroma] = v[chroma] = 128
+    for a, b, y0, y1, x0, x1 in _pruned_boxes(keep, slab_of_frame, frames.shape[1:3]):
+        y[a:b, y0:y1, x0:x1] = frames.fmt.black
+        chroma = (slice(a, b), slice(y0 // 2, (y1 + 1) // 2), slice(x0 // 2, (x1 + 1) // 2))
+        u[chroma] = v[chroma] = 128
     return frames

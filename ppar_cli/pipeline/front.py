@@ -17,7 +17,7 @@ import numpy as np
 
 from ppar_cli.core.clips import slab_index
 from ppar_cli.core.config import PPARConfig
-from ppar_cli.media.decode import FrameReader, source_format, yuv_format
+from ppar_cli.media.decode import FrameReader, yuv_format
 from ppar_cli.media.probe import probe
 from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
 
@@ -98,8 +98,7 @@ class Front:
         black fill, which the encoder then takes without a conversion."""
         self.info = probe(src)
         self.two_passes = two_passes(cfg, self.info.width, self.info.height)
-        self.source = source_format(self.info)  # its colour tags go to the output
-        fmt = yuv_format(self.info, self.source) if yuv and not self.two_passes else None
+        fmt = yuv_format(self.info) if yuv and not self.two_passes else None
         # PyAV, not decord: decord's reader grows with the video's length and gives no timestamps
         self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt,
                                   times=self.info.frame_times())
