@@ -42,13 +42,14 @@ def test_separation_loss_is_the_attention_mass_on_the_other_mask():
     assert separation_loss(attn, torch.zeros(1, 4)).item() == 0.0
 
 
-def test_resume_gives_the_same_result(bench, tmp_path):
-    train(_args(bench, tmp_path, "full"), log=lambda m: None)
-    part = _args(bench, tmp_path, "part", stop_after=1)
+@pytest.mark.parametrize("crop", [1.0, 0.7])
+def test_resume_gives_the_same_result(bench, tmp_path, crop):
+    train(_args(bench, tmp_path, "full", crop_scale=crop, mask_weight=1.0), log=lambda m: None)
+    part = _args(bench, tmp_path, "part", stop_after=1, crop_scale=crop, mask_weight=1.0)
     train(part, log=lambda m: None)
     assert not os.path.exists(part.out)  # stopped after one epoch: no final weights yet
     assert json.loads((tmp_path / "part" / "state.json").read_text())["epoch"] == 1
-    train(_args(bench, tmp_path, "part"), log=lambda m: None)
+    train(_args(bench, tmp_path, "part", crop_scale=crop, mask_weight=1.0), log=lambda m: None)
     a, b = load_file(str(tmp_path / "full.safetensors")), load_file(str(tmp_path / "part.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
@@ -85,3 +86,36 @@ def test_deterministic_kernels_last_only_as_long_as_the_run(monkeypatch):
     with pytest.raises(RuntimeError, match="stopped"):
         train(TrainArgs(data=""))
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_cropped_clips_and_their_mask_counts_stay_aligned():
+    """--crop-scale: a bright square marked in the masks (at their own, wider resolution, as the
+    pseudo masks are) must fall in the same tubelets of every cropped clip as its pixels do."""
+    import numpy as np
+
+    from ppar_cli.core.config import PPARConfig
+    from ppar_cli.research.data import ClipSet, random_crop
+
+    cfg = PPARConfig(frames=4, frame_stride=1, image_size=64, tubelet=(2, 8, 8))
+    frames = np.zeros((6, 64, 64, 3), np.uint8)
+    frames[:, 40:56, 8:24] = 255
+    mask = np.zeros((6, 128, 192), bool)  # the same square at 2x the rows and 3x the columns
+    mask[:, 80:112, 24:72] = True
+    clips = ClipSet.__new__(ClipSet)
+    clips.cfg, clips.frames = cfg, [frames]
+    clips.priv = clips.act = [np.zeros((6, 8, 8), np.int32)]
+    clips.packed = [(np.packbits(mask, axis=-1), np.packbits(~mask, axis=-1), 192)]
+    full = clips.counts(0, 1, (0, 64, 0, 64))[0].reshape(2, 8, 8)
+    assert (full[0, 5:7, 1:3] == 2 * 32 * 48 // 4).all() and full.sum() == 2 * 2 * 32 * 48
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        box = random_crop(rng, 64, 0.5)
+        y0, y1, x0, x1 = box
+        assert 0 <= y0 < y1 <= 64 and 0 <= x0 < x1 <= 64 and min(y1 - y0, x1 - x0) >= 32
+        priv, act = clips.counts(0, 1, box)
+        bright = clips.clip(0, 1, box)[..., 0].reshape(2, 2, 8, 8, 8, 8).mean((1, 3, 5)).reshape(-1)
+        if priv.sum() == 0:  # the crop missed the square
+            assert bright.max() < 10
+            continue
+        share = priv / (priv + act)
+        assert np.corrcoef(share, bright)[0, 1] > 0.95, box

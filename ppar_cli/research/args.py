@@ -33,6 +33,10 @@ class TrainArgs:
     # With masks: the action CLS's attention also learns the clip's own motion energy (frame
     # differences) outside the privacy mask, so moving parts the teachers missed are kept too.
     motion_weight: float = 0.0
+    # Each training clip cropped to a random box (each side min..1 of the frame, anywhere in it) and
+    # resized back, masks alike: heads and limbs at other places and scales than the footage's
+    # cameras put them, so position alone does not tell them. 1: off.
+    crop_scale: float = 1.0
     seed: int = 0
     max_eval: int | None = None  # cap on evaluation videos per epoch
     stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)

@@ -244,12 +244,24 @@ def window_counts(counts: np.ndarray, start: int, cfg) -> np.ndarray:
     return out.reshape(-1)
 
 
-class ClipSet:
-    """Videos of one split held in memory at model resolution, with labels and (synthetic) mask counts."""
+def random_crop(rng: np.random.Generator, size: int, min_scale: float) -> tuple[int, int, int, int]:
+    """A box (y0, y1, x0, x1) inside a size x size frame, each side between min_scale and 1 of the
+    frame's, anywhere in it: the same box for every frame of a clip, as a camera's zoom and pan."""
+    lo = min(size, max(1, int(np.ceil(min_scale * size))))
+    h, w = (int(v) for v in rng.integers(lo, size + 1, 2))
+    y0, x0 = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+    return y0, y0 + h, x0, x0 + w
 
-    def __init__(self, items: list[Item], cfg, progress=None):
+
+class ClipSet:
+    """Videos of one split held in memory at model resolution, with labels and (synthetic) mask counts.
+
+    ``crops``: also keep the masks at their own resolution (bit-packed), so that :meth:`counts` can
+    follow a cropped clip (training's ``--crop-scale``)."""
+
+    def __init__(self, items: list[Item], cfg, progress=None, crops: bool = False):
         self.items, self.cfg = items, cfg
-        self.frames, self.priv, self.act, self.person = [], [], [], []
+        self.frames, self.priv, self.act, self.person, self.packed = [], [], [], [], []
         gt, gh, gw = cfg.grid
         for it in items:
             self.frames.append(decode_resized(it.path, cfg.image_size))
@@ -257,6 +269,8 @@ class ClipSet:
                 p, a = load_masks(it.masks)
                 self.priv.append(cell_counts(p, gh, gw))
                 self.act.append(cell_counts(a, gh, gw))
+                if crops:
+                    self.packed.append((np.packbits(p, axis=-1), np.packbits(a, axis=-1), p.shape[2]))
                 try:
                     person = torch.from_numpy(load_masks(it.masks, ("person",))[0]).float().unsqueeze(1)
                     self.person.append(F.adaptive_max_pool2d(person, cfg.image_size)[:, 0].bool().numpy())
@@ -291,12 +305,29 @@ class ClipSet:
             return pa_clip_labels(it.segments, start, start + self.cfg.clip_span - 1)
         return it.attributes
 
-    def clip(self, i: int, start: int) -> np.ndarray:
-        return sample_clip(self.frames[i][start:start + self.cfg.clip_span], self.cfg)
+    def clip(self, i: int, start: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """uint8 (T, S, S, 3); with a box (from :func:`random_crop`), that part of it resized to S x S."""
+        out = sample_clip(self.frames[i][start:start + self.cfg.clip_span], self.cfg)
+        if box is None:
+            return out
+        y0, y1, x0, x1 = box
+        return resize_frames(torch.from_numpy(np.ascontiguousarray(out[:, y0:y1, x0:x1])), self.cfg.image_size).numpy()
 
     def person_clip(self, i: int, start: int) -> np.ndarray:
         """bool (T, S, S): pixels of any person in the frames the model sees (any overlap at model resolution)."""
         return sample_clip(self.person[i][start:start + self.cfg.clip_span], self.cfg)
 
-    def counts(self, i: int, start: int) -> tuple[np.ndarray, np.ndarray]:
-        return window_counts(self.priv[i], start, self.cfg), window_counts(self.act[i], start, self.cfg)
+    def counts(self, i: int, start: int, box: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-tubelet (privacy, action) mask pixels of a window; with a box, of the cropped clip
+        (the box, given in model pixels, is taken at the masks' own resolution)."""
+        if box is None:
+            return window_counts(self.priv[i], start, self.cfg), window_counts(self.act[i], start, self.cfg)
+        *packed, width = self.packed[i]
+        S, (_, gh, gw) = self.cfg.image_size, self.cfg.grid
+        H = packed[0].shape[1]
+        y0, y1, x0, x1 = (round(v * n / S) for v, n in zip(box, (H, H, width, width)))
+        out = []
+        for bits in packed:
+            m = np.unpackbits(bits[start:start + self.cfg.clip_span], axis=-1, count=width).astype(bool)
+            out.append(window_counts(cell_counts(m[:, y0:y1, x0:x1], gh, gw), 0, self.cfg))
+        return out[0], out[1]

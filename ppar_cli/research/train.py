@@ -26,7 +26,7 @@ from ppar_cli.core.model import PPARModel
 from ppar_cli.core.weights import save_weights
 from ppar_cli.media.files import atomic_path
 from ppar_cli.research.args import TrainArgs
-from ppar_cli.research.data import ClipSet, combine, open_benchmark
+from ppar_cli.research.data import ClipSet, combine, open_benchmark, random_crop
 from ppar_cli.research.evaluate import validation_record
 from ppar_cli.research.metrics import tubelet_motion
 from ppar_cli.research.pretrained import init_from_pretrained
@@ -126,6 +126,8 @@ def train(args: TrainArgs, log=print) -> dict:
 
 
 def _train(args: TrainArgs, log=print) -> dict:
+    if not 0 < args.crop_scale <= 1:
+        raise ValueError(f"--crop-scale must be in (0, 1], got {args.crop_scale}")
     # -- processes: one, or many under torchrun ------------------------------------------------
     ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if ddp:
@@ -166,7 +168,7 @@ def _train(args: TrainArgs, log=print) -> dict:
     model = model.to(device)
     log(f"config {cfg.to_json()}")
     log(f"decoding {len(bench.train)} train / {len(bench.test)} test videos at {cfg.image_size}px")
-    train_set = ClipSet(bench.train, cfg)
+    train_set = ClipSet(bench.train, cfg, crops=args.crop_scale < 1)
     test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
     test_set = ClipSet(test_items, cfg) if master else None
     has_privacy = train_set.has_attributes
@@ -201,7 +203,8 @@ def _train(args: TrainArgs, log=print) -> dict:
         batches = [order[i:i + micro] for i in range(0, len(order), micro)]
         for bi, idx in enumerate(batches):
             starts = [train_set.starts(i, rng) for i in idx]
-            clips = np.stack([train_set.clip(i, s) for i, s in zip(idx, starts)])
+            boxes = [random_crop(rng, cfg.image_size, args.crop_scale) if args.crop_scale < 1 else None for _ in idx]
+            clips = np.stack([train_set.clip(i, s, b) for i, s, b in zip(idx, starts, boxes)])
             flip = rng.random(len(idx)) < 0.5
             clips[flip] = clips[flip][:, :, :, ::-1]  # mirror: every action here is left-right symmetric
             x = prepare_clips(torch.from_numpy(clips).to(device), cfg)
@@ -221,7 +224,7 @@ def _train(args: TrainArgs, log=print) -> dict:
                 loss = loss + args.overlap_weight * overlap
                 sums["overlap"] += overlap.item() * len(idx)
             if args.mask_weight or args.separation_weight or args.motion_weight:
-                counts = [train_set.counts(i, s) for i, s in zip(idx, starts)]
+                counts = [train_set.counts(i, s, b) for i, s, b in zip(idx, starts, boxes)]
                 px = torch.from_numpy(np.stack([np.stack(c) for c in counts])).float().view(len(idx), 2, *cfg.grid)
                 px[flip] = px[flip].flip(-1)  # the masks follow the mirrored clips
                 px = px.flatten(2).to(device)
