@@ -377,3 +377,37 @@ def test_no_real_clip_reads_as_cut_short():
     clips = [p for p in (SHARED / "data").rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS]
     assert len(clips) > 200
     assert [p.name for p in clips if read_frame_times(p, Fraction(25), 0).ends_early] == []
+
+
+def _luma(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="gray").astype(np.float32) for f in c.decode(video=0)])
+
+
+def _combs(ys):
+    """|row - mean of the rows above and below| of the luma: two fields woven from different
+    moments comb on every movement."""
+    return np.abs(ys[:, 1:-1] - (ys[:, :-2] + ys[:, 2:]) / 2)
+
+
+def _combing(ys, where):
+    return _combs(ys)[where].mean()
+
+
+@pytest.mark.parametrize("order", ["tff", "bff"])
+def test_interlaced_video_comes_out_progressive_at_its_own_frame_times(tmp_path, order):
+    """Fields are woven into frames (broadcast, camcorders): written as they are, they would be
+    flagged progressive and comb on every movement; ppar deinterlaces them at the source's rate."""
+    src, out = tmp_path / "il.mp4", tmp_path / "out.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=50", "-t", "2", "-vf", f"interlace=scan={order},format=yuv420p",
+           "-c:v", "libx264", "-flags", "+ilme+ildct", src)
+    assert probe(src).interlaced and not probe(make_clip(tmp_path / "p.mp4", 64, 48, 5)).interlaced
+    run(src, out, crf=0)  # lossless: what combing there is, is the frames'
+    assert np.array_equal(streams(src)[1], streams(out)[1])  # the same frame times
+    ys, source = _luma(out), _luma(src)
+    inside = (ys[:, 1:-1] > 24) & (ys[:, :-2] > 24) & (ys[:, 2:] > 24)  # kept pixels, away from pruned cells
+    inside &= _combs(source) > 8  # where the source combs: its moving edges
+    before, after = _combing(source, inside), _combing(ys, inside)
+    assert after < 0.5 * before, (before, after)

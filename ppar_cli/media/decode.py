@@ -86,9 +86,56 @@ class YUVFrames:
         return f.to_ndarray(format="rgb24")
 
 
+class Deinterlacer:
+    """bwdif on the frames flagged interlaced, one frame out for each frame in, at its time: the
+    output is progressive and plays at the source's frame rate as a player shows the source. (Kept
+    interlaced, the frames would be written as progressive frames that comb on every movement: the
+    encoder takes the field order from each frame's flags, which PyAV cannot set.) The model and the
+    face guard see whole frames, not two fields woven together."""
+
+    def __init__(self):
+        self._graph = self._src = None
+
+    def _build(self, f):
+        import av.filter
+
+        g = av.filter.Graph()
+        self._src = g.add_buffer(width=f.width, height=f.height, format=f.format, time_base=f.time_base)
+        bwdif = g.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+        sink = g.add("buffersink")
+        self._src.link_to(bwdif)
+        bwdif.link_to(sink)
+        g.configure()
+        self._graph, self._shape = g, (f.format.name, f.width, f.height)
+
+    def __call__(self, frames: list) -> Iterator:
+        for f in frames:
+            if self._graph is None:
+                self._build(f)
+            elif (f.format.name, f.width, f.height) != self._shape:  # a stream that changes size midway
+                f = f.reformat(width=self._shape[1], height=self._shape[2], format=self._shape[0])
+            self._graph.push(f)
+            yield from self._pull()
+
+    def flush(self) -> Iterator:
+        if self._graph is not None:
+            self._graph.push(None)
+            yield from self._pull()
+
+    def _pull(self) -> Iterator:
+        import av
+
+        while True:
+            try:
+                yield self._graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return
+
+
 class FrameReader:
     """Consecutive RGB frames in chunks: through decord for backend "auto" where it reads the file
-    as it is, else (backend "ffmpeg", GIFs, rotations, scaled or 4:2:0 reads) through PyAV."""
+    as it is, else (backend "ffmpeg", GIFs, rotations, interlaced video, scaled or 4:2:0 reads)
+    through PyAV."""
 
     def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None,
                  yuv: YUVFormat | None = None, times: FrameTimes | None = None):
@@ -101,7 +148,7 @@ class FrameReader:
         # max_side: frames scaled down (area averaging) so their long side is at most this
         s = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         self.width, self.height = max(1, round(info.width * s)), max(1, round(info.height * s))
-        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif" and self.yuv is None:
+        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif" and self.yuv is None and not info.interlaced:
             try:
                 import decord
 
@@ -167,31 +214,40 @@ class FrameReader:
         # Frames are placed by their own timestamps only at the start and once the stream is seen
         # damaged: a healthy AVI with packed B-frames gives frames whose times are out of order.
         damaged = False
+
+        def decoded(c, v) -> Iterator:
+            nonlocal rejected, corrupt, damaged
+            deinterlace = Deinterlacer() if self.info.interlaced else None
+            for packet in c.demux(v):
+                damaged |= packet.is_corrupt  # the demuxer saw a gap (a transport stream's lost packets)
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError as e:
+                    rejected, damaged = e.strerror, True
+                    continue
+                for f in frames:
+                    corrupt += f.is_corrupt
+                    damaged |= f.is_corrupt
+                yield from deinterlace(frames) if deinterlace else frames
+            if deinterlace:
+                yield from deinterlace.flush()
+
         try:
             with av.open(str(self.info.path)) as c:
                 v = c.streams.video[0]
                 v.thread_type = "AUTO"
-                for packet in c.demux(v):
-                    damaged |= packet.is_corrupt  # the demuxer saw a gap (a transport stream's lost packets)
-                    try:
-                        frames = packet.decode()
-                    except av.error.InvalidDataError as e:
-                        rejected, damaged = e.strerror, True
-                        continue
-                    for f in frames:
-                        corrupt += f.is_corrupt
-                        damaged |= f.is_corrupt
-                        if self.times is not None and (damaged or index == 0):
-                            self.times.decoded(index, f.pts)
-                        if self.yuv:
-                            _copy_i420(f, chunk[got], self.yuv.pix_fmt)
-                        else:
-                            rgb = f.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA" if scaled else None)
-                            chunk[got] = np.rot90(rgb, k) if k else rgb
-                        got, index = got + 1, index + 1
-                        if got == n:
-                            yield YUVFrames(chunk, self.yuv) if self.yuv else chunk
-                            chunk, got = pool.get().reshape(n, *shape), 0
+                for f in decoded(c, v):
+                    if self.times is not None and (damaged or index == 0):
+                        self.times.decoded(index, f.pts)
+                    if self.yuv:
+                        _copy_i420(f, chunk[got], self.yuv.pix_fmt)
+                    else:
+                        rgb = f.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA" if scaled else None)
+                        chunk[got] = np.rot90(rgb, k) if k else rgb
+                    got, index = got + 1, index + 1
+                    if got == n:
+                        yield YUVFrames(chunk, self.yuv) if self.yuv else chunk
+                        chunk, got = pool.get().reshape(n, *shape), 0
         except av.error.FFmpegError as e:
             raise VideoError(f"{self.info.path}: decode failed ({e.strerror})") from None
         if rejected or corrupt:

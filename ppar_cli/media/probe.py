@@ -166,6 +166,8 @@ class VideoInfo:
     rotation: int
     codec: str
     source: YUVFormat | None = None  # the first decodable frame's pixel format and colour tags
+    # Fields, not frames (broadcast and camcorder video): decoding deinterlaces (media/decode.py)
+    interlaced: bool = False
     times: FrameTimes | None = None  # frame timestamps and pixel aspect ratio, read on demand
 
     def frame_times(self) -> FrameTimes:
@@ -196,6 +198,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             rate = v.average_rate or v.guessed_rate or v.base_rate
             audio = [codec_name(a) for a in c.streams.audio]
             codec, w, h = codec_name(v), v.codec_context.width, v.codec_context.height
+            # FFmpeg's AVFieldOrder: 2..5 are the interlaced orders (TT, BB, TB, BT)
+            interlaced = v.codec_context.field_order in (2, 3, 4, 5) or bool(first is not None and first.interlaced_frame)
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: no video stream ({e.strerror})") from None
     fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
@@ -206,4 +210,4 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoError(f"{path}: invalid frame size {w}x{h}")
     source = None if first is None else YUVFormat(first.format.name, first.colorspace, first.color_range,
                                                   first.color_primaries, first.color_trc, (first.width, first.height))
-    return VideoInfo(path, w, h, fps, None, audio, rotation, codec, source)
+    return VideoInfo(path, w, h, fps, None, audio, rotation, codec, source, interlaced=interlaced)
