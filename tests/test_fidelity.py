@@ -300,6 +300,22 @@ def test_the_sources_metadata_is_not_carried(tmp_path):
     assert "Jane" not in said and "37.7749" not in said, said
 
 
+def test_subtitles_are_not_carried(tmp_path):
+    """Subtitles can name the people the picture no longer shows: only video and audio are written."""
+    import av
+
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nJane Doe, 42 Elm Street\n")
+    src, out = tmp_path / "sub.mkv", tmp_path / "o.mkv"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(make_clip(tmp_path / "c.mp4", 96, 64, 10)), "-i", str(srt),
+                    "-map", "0", "-map", "1", "-c:v", "copy", "-c:a", "copy", "-c:s", "srt", str(src)], check=True)
+    assert b"Jane" in src.read_bytes()
+    run(src, out)
+    with av.open(str(out)) as c:
+        assert sorted(s.type for s in c.streams) == ["audio", "video"]
+    assert b"Jane" not in out.read_bytes()
+
+
 def test_frames_after_undecodable_ones_keep_their_times(tmp_path):
     """A stream that starts after a keyframe (a cut recording, a segment) and one with a stretch
     missing in the middle: every frame written keeps the time its decoder gives it, so the picture
