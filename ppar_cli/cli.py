@@ -1,10 +1,12 @@
 """`ppar` command line: a thin Typer layer over the Python API. Exit codes: 0 ok, 1 a file failed, 2 usage."""
 from __future__ import annotations
 
+import codecs
 import gc
 import json
 import os
 import signal
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -18,7 +20,6 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.markup import escape
 from rich.table import Table
 
 # The CLI owns its process: PyTorch's OpenMP threads otherwise spin for a while after every parallel
@@ -37,6 +38,8 @@ from ppar_cli.views import (  # noqa: E402
     console,
     eval_table,
     info_table,
+    printable,
+    shown,
     stages,
     summary_table,
 )
@@ -55,7 +58,7 @@ FLAGS = {"keep_ratio": "--keep", "lambda_priv": "--lambda", "scores_path": "--sc
 
 def fail(error: str | Exception, code: int) -> None:
     message = error.render(FLAGS) if isinstance(error, UsageError) else str(error)
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -108,7 +111,7 @@ def anonymize(
             warnings.simplefilter("always")
             results = run_anonymize(inp, out, opts, weights=weights, reporter=RichReporter(progress))
         for w in caught:
-            console.print(f"[bold yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+            console.print(f"[bold yellow]warning:[/] {shown(w.message)}", highlight=False, soft_wrap=True)
     except PparError as e:
         fail(e, e.exit_code)
     except KeyboardInterrupt:
@@ -121,7 +124,7 @@ def anonymize(
         summary_table(results, inp if inp.is_dir() else None, keep)
     else:  # errors are shown even when quiet
         for r in failed:
-            console.print(f"[bold red]error:[/] {escape(r.error)}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {shown(r.error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -202,7 +205,7 @@ def synth(
         except PparError as e:
             fail(e, e.exit_code)
     if not quiet:
-        console.print(f"[green]ok[/] {escape(str(out_dir))}: {videos} videos ({videos - index['test_videos']} train, "
+        console.print(f"[green]ok[/] {shown(out_dir)}: {videos} videos ({videos - index['test_videos']} train, "
                       f"{index['test_videos']} test), {len(index['actions'])} actions, {identities} identities")
 
 
@@ -309,7 +312,7 @@ def pseudolabel(
     if not quiet:
         v = index["videos"].values()
         frames = sum(r["frames"] for r in v) or 1
-        console.print(f"[green]ok[/] {escape(str(out))}: {len(index['videos'])} videos, {frames} frames; person found by pose in "
+        console.print(f"[green]ok[/] {shown(out)}: {len(index['videos'])} videos, {frames} frames; person found by pose in "
                       f"{sum(r['pose_frames'] for r in v) / frames:.0%} of frames, a face in "
                       f"{sum(r['faces_frames'] for r in v) / frames:.0%}, any teacher in "
                       f"{sum(r['any_person_frames'] for r in v) / frames:.0%}", highlight=False)
@@ -374,6 +377,11 @@ def main() -> None:
     """The `ppar` program. The interpreter's last garbage collection at exit would walk every object
     that importing PyTorch made (0.3 s of a run on 2 cores); frozen, they are skipped. Nothing is
     left to collect in a process that is ending."""
+    # a name not routed through views.shown still prints (as printable() shows it) rather than crash
+    codecs.register_error("ppar-names", lambda e: (printable(e.object[e.start:e.end]), e.end))
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="ppar-names")
     try:
         app()
     finally:

@@ -22,6 +22,23 @@ from ppar_cli.pipeline.options import FileResult
 console = Console(stderr=True)  # messages and progress; tables and JSON go to stdout
 
 
+def printable(text: str) -> str:
+    """``text`` as a UTF-8 terminal can show it: a file name that is not UTF-8 (an old archive's
+    Latin-1, a camera's card) reaches Python with its bytes as lone surrogates, each shown here as
+    the byte it stands for (clip_\\xe9.mp4); any other lone surrogate as a Python escape."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                       f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def shown(text: object) -> str:
+    """User text (names, errors, notes) for rich: printable, and its brackets not read as markup."""
+    return escape(printable(str(text)))
+
+
 class RichReporter:
     """Progress per file and for the batch; files may run at once (``--jobs``), each with its bar."""
 
@@ -36,7 +53,7 @@ class RichReporter:
 
     def start_file(self, src: Path, total_frames: int | None) -> None:
         if self.progress:
-            self.tasks[src] = self.progress.add_task(escape(src.name[-40:]), total=total_frames)
+            self.tasks[src] = self.progress.add_task(shown(src.name[-40:]), total=total_frames)
 
     def advance(self, src: Path, frames: int) -> None:
         if self.progress and src in self.tasks:
@@ -51,9 +68,9 @@ class RichReporter:
         if self.batch is not None:
             self.progress.advance(self.batch)
         if result.status == "failed":
-            self.progress.console.print(f"[red]failed[/] {escape(result.error)}", highlight=False)
+            self.progress.console.print(f"[red]failed[/] {shown(result.error)}", highlight=False)
         for note in result.notes:
-            self.progress.console.print(f"[yellow]note[/] {escape(f'{result.src}: {note}')}", highlight=False)
+            self.progress.console.print(f"[yellow]note[/] {shown(f'{result.src}: {note}')}", highlight=False)
 
 
 def summary_table(results: list[FileResult], root: Path | None, keep: float) -> None:
@@ -65,7 +82,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float) -> 
 
     if len(results) == 1 and results[0].status == "ok":
         r = results[0]
-        console.print(f"[green]ok[/] {escape(str(r.dst))}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
+        console.print(f"[green]ok[/] {shown(r.dst)}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
                       f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False)
         return
     table = Table(title="ppar anonymize")
@@ -75,7 +92,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float) -> 
     for r in results:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}[r.status]
         name = r.src.relative_to(root).as_posix() if root is not None else str(r.src)
-        table.add_row(escape(name), str(r.frames) if r.frames else "", kept(r),
+        table.add_row(shown(name), str(r.frames) if r.frames else "", kept(r),
                       f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
     console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
@@ -92,27 +109,27 @@ def audit_table(records: list[dict], threshold: float) -> None:
         table.add_column(col, justify="left" if col == "video" else "right")
     for r in records:
         if "error" in r:
-            table.add_row(escape(Path(r["original"]).name), f"[red]{escape(r['error'])}[/]", *[""] * (len(cols) - 1))
+            table.add_row(shown(Path(r["original"]).name), f"[red]{shown(r['error'])}[/]", *[""] * (len(cols) - 1))
             continue
         cells = [f"{d['face_frames_before']} / {d['face_frames_after']} / {d['leaked_frames']} ({d['confident_leaked_frames']})"
                  for d in r["detectors"].values()]
         if ident:
             i = r.get("identity")
             cells.append(f"{i['matches']} of {i['checked']} ({i['blank']} blank)" if i else "")
-        table.add_row(escape(Path(r["original"]).name), str(r["frames"]), *cells,
+        table.add_row(shown(Path(r["original"]).name), str(r["frames"]), *cells,
                       f"{r['kept_fraction']:.3f}" if "kept_fraction" in r else "")
     Console().print(table)
 
 
 def info_table(d: dict) -> None:
-    table = Table(show_header=False, title=escape(d["path"]), title_justify="left")
+    table = Table(show_header=False, title=shown(d["path"]), title_justify="left")
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_row("sha256", d["sha256"])
     table.add_row("parameters", f"{d['parameters']:,}")
     table.add_row("tokens / grid", f"{d['tokens']} = {' x '.join(map(str, d['grid']))}")
     for k, v in d["config"].items():  # every field, whatever the config holds
-        table.add_row(k, escape(", ".join(map(str, v)) if isinstance(v, list) else str(v)))
+        table.add_row(k, shown(", ".join(map(str, v)) if isinstance(v, list) else str(v)))
     out = Console()
     out.print(table)
     out.print("[bold]provenance[/]")

@@ -114,6 +114,30 @@ def test_cli_shows_names_and_messages_as_they_are(tmp_path):
 
 
 @pytest.mark.slow
+def test_names_that_are_not_utf8_are_shown_and_recorded(tmp_path):
+    """Old archives and camera cards carry Latin-1 names, which reach Python as lone surrogates: such
+    a file is anonymized like any other, shown with its byte as \\xe9 (a crash in the manifest
+    stopped the batch), and recorded as JSON that reads back as its name, so a rerun skips it."""
+    from helpers import make_clip
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    good, bad = os.fsdecode(b"caf\xe9.mp4"), os.fsdecode(b"bad\xff.mp4")
+    make_clip(src / good, 96, 64, 10)
+    (src / bad).write_bytes(b"")
+    r = ppar("anonymize", src, out, "--guard", "none", env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "caf\\xe9.mp4" in r.stderr and "bad\\xff.mp4: empty file" in r.stderr, r.stderr
+    table = [x for x in r.stderr.splitlines() if x and x[0] in "┏│└"]
+    assert len({len(x) for x in table}) == 1, table  # the table measured the name as shown
+    lines = [json.loads(x) for x in (out / "ppar-manifest.jsonl").read_text().splitlines()]
+    assert {os.path.basename(x["src"]): x["status"] for x in lines} == {good: "ok", bad: "failed"}
+    assert os.path.exists(lines[[x["status"] for x in lines].index("ok")]["dst"])
+    r = ppar("anonymize", src, out, "--guard", "none")
+    assert r.returncode == 1 and "1 skipped" in r.stderr, r.stderr
+
+
+@pytest.mark.slow
 def test_decoder_complaints_stay_off_the_terminal(tmp_path):
     """FFmpeg's log stays off (reading it through PyAV deadlocked: decode.FrameReader._av_chunks):
     the decoder's complaints about a damaged file reach the user only as the result's note."""

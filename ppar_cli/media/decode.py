@@ -94,7 +94,7 @@ class Deinterlacer:
     face guard see whole frames, not two fields woven together."""
 
     def __init__(self):
-        self._graph = self._src = None
+        self._graph = self._src = self._shape = None
 
     def _build(self, f):
         import av.filter

@@ -38,8 +38,13 @@ def append_manifest(path: Path, r: FileResult, weights_sha256: str, opts: Option
            "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
            "keep": opts.keep_ratio, "weights_sha256": weights_sha256, "shard": list(opts.shard) if opts.shard else None,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ppar_version": __version__}
+    line = json.dumps(rec, ensure_ascii=False)
     try:
-        with open(path, "a", encoding="utf-8") as f:  # one short line per write: appends do not interleave
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        data = line.encode()
+    except UnicodeEncodeError:  # a name that is not UTF-8: JSON escapes, which read back as the same name
+        data = json.dumps(rec).encode()
+    try:
+        with open(path, "ab") as f:  # one short line per write: appends do not interleave
+            f.write(data + b"\n")
     except OSError as e:
         raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e}); finished outputs are kept") from None
