@@ -38,9 +38,8 @@ def append_manifest(path: Path, r: FileResult, weights_sha256: str, opts: Option
            "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
            "keep": opts.keep_ratio, "weights_sha256": weights_sha256, "shard": list(opts.shard) if opts.shard else None,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ppar_version": __version__}
-    line = json.dumps(rec, ensure_ascii=False)
     try:
-        data = line.encode()
+        data = json.dumps(rec, ensure_ascii=False).encode()
     except UnicodeEncodeError:  # a name that is not UTF-8: JSON escapes, which read back as the same name
         data = json.dumps(rec).encode()
     try:
