@@ -94,16 +94,16 @@ class Deinterlacer:
     face guard see whole frames, not two fields woven together."""
 
     def __init__(self):
-        self._graph = self._src = self._shape = None
+        self._graph = self._shape = None
 
     def _build(self, f):
         import av.filter
 
         g = av.filter.Graph()
-        self._src = g.add_buffer(width=f.width, height=f.height, format=f.format, time_base=f.time_base)
+        src = g.add_buffer(width=f.width, height=f.height, format=f.format, time_base=f.time_base)
         bwdif = g.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
         sink = g.add("buffersink")
-        self._src.link_to(bwdif)
+        src.link_to(bwdif)
         bwdif.link_to(sink)
         g.configure()
         self._graph, self._shape = g, (f.format.name, f.width, f.height)
