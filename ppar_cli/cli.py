@@ -260,8 +260,9 @@ def train(
     run_dir: Path = typer.Option(Path(_TRAIN.run_dir), help="Checkpoints and metrics.jsonl; an existing run resumes."),
     max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
-    init: Optional[Path] = typer.Option(None, help="A public pretrained ViT for the blocks (.safetensors in timm's or Hugging Face's "
-                                        "ViT / VideoMAE layout), e.g. DeiT-B for --config base; heads start fresh."),
+    init: Optional[Path] = typer.Option(None, help="Start from ppar weights (fine-tuning; with --config of the same file) or a public "
+                                        "pretrained ViT for the blocks (.safetensors in timm's or Hugging Face's ViT / VideoMAE "
+                                        "layout), e.g. DeiT-B for --config base; heads of other labels start fresh."),
     init_inflation: str = typer.Option(_TRAIN.init_inflation, help="2D patch filters over a tubelet's frames: average or central."),
     init_stem: Optional[Path] = typer.Option(None, help="Pretrained stem weights (.safetensors) for a config with stem=mobilenet_v2, "
                                              "e.g. weights/mobilenet_v2_stem.safetensors."),

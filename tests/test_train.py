@@ -119,3 +119,32 @@ def test_cropped_clips_and_their_mask_counts_stay_aligned():
             continue
         share = priv / (priv + act)
         assert np.corrcoef(share, bright)[0, 1] > 0.95, box
+
+
+def test_init_from_ppar_weights_fine_tunes_them(bench, tmp_path):
+    """`ppar train --init W --config W`: every tensor of ppar weights W, the heads only where the
+    labels are W's; another architecture is one error naming the fix."""
+    from dataclasses import replace
+
+    import torch
+
+    from ppar_cli.core.model import PPARModel
+    from ppar_cli.core.weights import load_weights
+    from ppar_cli.errors import DataError
+    from ppar_cli.research.pretrained import init_from_pretrained
+
+    base = replace(_args(bench, tmp_path, "base"), epochs=1)
+    train(base, log=lambda m: None)
+    src = load_weights(base.out).model
+    same = PPARModel(src.cfg)
+    report = init_from_pretrained(same, base.out)
+    assert report["layout"] == "ppar weights" and report["fresh"] == []
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), src.state_dict().values()))
+    other_labels = PPARModel(replace(src.cfg, actions=["x", "y"]))
+    assert init_from_pretrained(other_labels, base.out)["fresh"] == ["action_head.bias", "action_head.weight"]
+    assert torch.equal(other_labels.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+    with pytest.raises(DataError, match=f"--config {base.out}"):
+        init_from_pretrained(PPARModel(replace(src.cfg, dim=16)), base.out)
+    tuned = replace(_args(bench, tmp_path, "tuned", init=base.out), epochs=1, config=base.out)
+    train(tuned, log=lambda m: None)
+    assert load_weights(tuned.out).provenance["init"]["sha256"] == report["sha256"]

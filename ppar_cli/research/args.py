@@ -42,5 +42,5 @@ class TrainArgs:
     stop_after: int | None = None  # run at most this many epochs now; a rerun resumes (time-sliced machines)
     threads: int | None = None
     init_stem: str | None = None  # safetensors of a pretrained stem (scripts/convert_mobilenet_stem.py)
-    init: str | None = None  # a public pretrained ViT (timm / Hugging Face ViT or VideoMAE safetensors) for the blocks
+    init: str | None = None  # ppar weights to fine-tune, or a public pretrained ViT (timm / Hugging Face ViT or VideoMAE safetensors)
     init_inflation: str = "average"  # 2D patch filters over the tubelet's frames: average or central

@@ -1,6 +1,7 @@
-"""Public pretrained weights into ppar's layers: torchvision's ImageNet MobileNetV2 file (a pickle,
-read once with ``weights_only=True``, which refuses code) -> the stem's safetensors; and ViT
-backbones in timm's or Hugging Face's layouts (safetensors) -> ppar's blocks (`ppar train --init`)."""
+"""Pretrained weights into ppar's layers: torchvision's ImageNet MobileNetV2 file (a pickle, read
+once with ``weights_only=True``, which refuses code) -> the stem's safetensors; ViT backbones in
+timm's or Hugging Face's layouts (safetensors) -> ppar's blocks; and ppar's own weights files, to
+fine-tune them on other footage (`ppar train --init`)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,9 @@ from pathlib import Path
 import torch
 
 from ppar_cli.core.clips import PIXEL_MEAN, PIXEL_STD
+from ppar_cli.core.config import WeightsError, sha256_of
 from ppar_cli.core.stem import BLOCKS
+from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import DataError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -126,16 +129,20 @@ def _inflate(w: torch.Tensor, t: int, inflation: str) -> torch.Tensor:
 
 
 def init_from_pretrained(model, path: str | os.PathLike, inflation: str = "average") -> dict:
-    """Load a public pretrained ViT (timm or Hugging Face ViT, Hugging Face VideoMAE; safetensors)
-    into a ppar model of the same width and depth: blocks and final norm as they are, the patch
-    embedding inflated over the tubelet's frames when it is 2D ("average": w/t in every frame;
-    "central": w in the middle frame), the position embedding repeated over time, the pretrained
-    CLS copied into both CLS tokens. Heads start fresh. Returns what was loaded (for provenance)."""
+    """Load a ppar weights file (see :func:`init_from_ppar`) or a public pretrained ViT (timm or
+    Hugging Face ViT, Hugging Face VideoMAE; safetensors) into a ppar model of the same width and
+    depth: blocks and final norm as they are, the patch embedding inflated over the tubelet's frames
+    when it is 2D ("average": w/t in every frame; "central": w in the middle frame), the position
+    embedding repeated over time, the pretrained CLS copied into both CLS tokens. Heads start
+    fresh. Returns what was loaded (for provenance)."""
     from safetensors.torch import load_file
+
 
     path = Path(path)
     if inflation not in ("average", "central"):
         raise DataError(f"inflation must be average or central, got {inflation!r}")
+    if _is_ppar_weights(path):
+        return init_from_ppar(model, path)
     try:
         sd = load_file(str(path))
     except Exception as e:  # noqa: BLE001 -- safetensors raises its own types
@@ -184,3 +191,37 @@ def init_from_pretrained(model, path: str | os.PathLike, inflation: str = "avera
             "fresh": sorted(k for k in expected if k not in state),
             "cls": "pretrained" if c["cls"] is not None else "zeros",
             "pos": "pretrained, repeated over time" if pos is not None else "VideoMAE sinusoid table"}
+
+
+def _is_ppar_weights(path: Path) -> bool:
+    """A safetensors file whose header carries a ppar config (what `ppar train` writes)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return "config" in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 -- unreadable: the ViT path reports it
+        return False
+
+
+def init_from_ppar(model, path: str | os.PathLike) -> dict:
+    """Fine-tuning: every tensor of a ppar weights file into a model of the same architecture
+    (train with ``--config FILE`` to take the file's). The action and privacy heads are taken only
+    when the file's label lists are the model's: other labels start fresh heads, so the bundled
+    weights' scores can be trained on new footage and new actions."""
+    path = Path(path)
+    try:
+        src = load_weights(path).model
+    except WeightsError as e:
+        raise DataError(str(e)) from None
+    heads = {"action_head": src.cfg.actions == model.cfg.actions, "privacy_head": src.cfg.attributes == model.cfg.attributes}
+    state = {k: v for k, v in src.state_dict().items() if heads.get(k.split(".")[0], True)}
+    expected = model.state_dict()
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
+           if k not in expected or v.shape != expected[k].shape]
+    if bad:
+        raise DataError(f"{path}: ppar weights of another architecture ({', '.join(bad[:3])}); "
+                        f"train with --config {path} to take the file's")
+    model.load_state_dict(state, strict=False)
+    return {"file": str(path), "layout": "ppar weights", "sha256": sha256_of(path), "loaded": len(state),
+            "fresh": sorted(k for k in expected if k not in state)}
