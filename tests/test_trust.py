@@ -120,6 +120,14 @@ def test_preview_warns_that_it_shows_the_original(tmp_path, clip, tiny_weights):
     assert "UNANONYMIZED" in " ".join(out.split())
 
 
+@pytest.mark.parametrize("keep,guard,said", [(1, "none", "NOT anonymized"), (0.99999, "auto", "only the faces the guard finds"),
+                                              (0.5, "none", None)])
+def test_keeping_every_tubelet_is_said(tmp_path, clip, tiny_weights, keep, guard, said):
+    """--keep 1 (or a keep that rounds to every tubelet) hides nothing but the guard's finds: never silently."""
+    code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--keep", keep, "--guard", guard, "--quiet")
+    assert code == 0 and (said in " ".join(out.split()) if said else "keeps every tubelet" not in out)
+
+
 # -- files destroyed --------------------------------------------------------------------------------
 
 def test_no_output_may_be_an_input_or_another_output(tmp_path, clip, tiny_weights):

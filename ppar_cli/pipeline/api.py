@@ -238,7 +238,11 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
-    fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, _config_of(weights), scores, detector)}
+    cfg = _config_of(weights)
+    if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
+        warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
+            "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=2)
+    fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, cfg, scores, detector)}
     try:
         device = resolve_device(opts.device)
         with _model_threads(device), _quick_gil_handoff():
