@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -55,8 +56,11 @@ def test_end_to_end_odd_size_with_audio(tmp_path, odd_clip, tiny_weights):
 def test_keep_one_and_zero(tmp_path, odd_clip, tiny_weights):
     for keep in (0.0, 1.0):
         out = tmp_path / f"k{keep}.mp4"
-        [r] = anonymize(odd_clip, out, Options(keep_ratio=keep, audio=False, guard="none"), weights=tiny_weights)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            [r] = anonymize(odd_clip, out, Options(keep_ratio=keep, audio=False, guard="none"), weights=tiny_weights)
         assert r.status == "ok" and r.kept_fraction == keep
+        assert any("NOT anonymized" in str(w.message) for w in said) == (keep == 1)
         dst = decode(out)
         assert (dst.max() <= 3) if keep == 0 else (dst.mean() > 50)
         assert probe(out).audio_codecs == []
