@@ -53,6 +53,14 @@ def test_end_to_end_odd_size_with_audio(tmp_path, odd_clip, tiny_weights):
             assert np.abs(dst[f][m].astype(int) - src[f][m]).mean() < 3
 
 
+def test_score_map_numbers_keep_four_significant_digits():
+    """Scores are about 1/N: fixed decimals made ties of most of them, and float32 values printed 17 digits."""
+    from ppar_cli.pipeline.scoremap import significant
+
+    a = np.array([[4.8e-05, -1.2345678e-07], [0.0, 3.14159]], np.float32)
+    assert json.dumps(significant(a)) == "[[4.8e-05, -1.235e-07], [0.0, 3.142]]"
+
+
 def test_keep_one_and_zero(tmp_path, odd_clip, tiny_weights):
     for keep in (0.0, 1.0):
         out = tmp_path / f"k{keep}.mp4"

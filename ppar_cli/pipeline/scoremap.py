@@ -28,7 +28,7 @@ def window_record(start: int, n: int, out: Output, b: int, kept: np.ndarray, for
         "start": start,
         "frames": n,
         "kept_fraction": round(float(kept.mean()), 6),
-        "scores": np.round(out.scores[b].view(cfg.grid).numpy(), 6).tolist(),
+        "scores": significant(out.scores[b].view(cfg.grid).numpy()),
         "keep": kept.astype(np.uint8).tolist(),
         "actions": [{"label": cfg.actions[i], "p": round(float(p), 6)} for p, i in zip(top.values, top.indices)]
         if name_actions else None,
@@ -37,6 +37,15 @@ def window_record(start: int, n: int, out: Output, b: int, kept: np.ndarray, for
     if forced is not None:
         rec["guard"] = forced.astype(np.uint8).tolist()  # tubelets the face guard pruned whatever their score
     return rec
+
+
+def significant(a: np.ndarray, digits: int = 4) -> list:
+    """Nested lists of ``a``'s values to ``digits`` significant digits, each written as short as it
+    reads. Scores are attention differences of about 1/N (1e-4 on a 1,600-tubelet grid): fixed
+    decimals would round most of them to a few shared values, and float32 values turned into Python
+    floats print 17 digits."""
+    flat = np.array([float(f"{v:.{digits}g}") for v in a.astype(np.float64).ravel()])
+    return flat.reshape(a.shape).tolist()
 
 
 def score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights: LoadedWeights,
