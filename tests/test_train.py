@@ -143,8 +143,9 @@ def test_init_from_ppar_weights_fine_tunes_them(bench, tmp_path):
     other_labels = PPARModel(replace(src.cfg, actions=["x", "y"]))
     assert init_from_pretrained(other_labels, base.out)["fresh"] == ["action_head.bias", "action_head.weight"]
     assert torch.equal(other_labels.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
-    with pytest.raises(DataError, match=f"--config {base.out}"):
-        init_from_pretrained(PPARModel(replace(src.cfg, dim=16)), base.out)
+    for other in (replace(src.cfg, dim=16), replace(src.cfg, stem="linear"), replace(src.cfg, depth=1, prune_blocks=(1,))):
+        with pytest.raises(DataError, match=f"--config {base.out}"):
+            init_from_pretrained(PPARModel(other), base.out)
     tuned = replace(_args(bench, tmp_path, "tuned", init=base.out), epochs=1, config=base.out)
     train(tuned, log=lambda m: None)
     assert load_weights(tuned.out).provenance["init"]["sha256"] == report["sha256"]

@@ -217,8 +217,9 @@ def init_from_ppar(model, path: str | os.PathLike) -> dict:
     heads = {"action_head": src.cfg.actions == model.cfg.actions, "privacy_head": src.cfg.attributes == model.cfg.attributes}
     state = {k: v for k, v in src.state_dict().items() if heads.get(k.split(".")[0], True)}
     expected = model.state_dict()
-    bad = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
-           if k not in expected or v.shape != expected[k].shape]
+    bad = [f"{k} not in this config" if k not in expected else f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+           for k, v in state.items() if k not in expected or v.shape != expected[k].shape]
+    bad += [f"{k} not in the file" for k in expected if k not in state and k.split(".")[0] not in heads]
     if bad:
         raise DataError(f"{path}: ppar weights of another architecture ({', '.join(bad[:3])}); "
                         f"train with --config {path} to take the file's")
