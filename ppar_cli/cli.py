@@ -66,7 +66,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 # API parameter -> the flag a user types, where they differ (others: --name-with-dashes)
 FLAGS = {"keep_ratio": "--keep", "lambda_priv": "--lambda", "scores_path": "--scores", "keeps": "--keep",
-         "guard_threshold": "--guard-threshold", "guard_stride": "--guard-stride"}
+         "guard_threshold": "--guard-threshold", "guard_stride": "--guard-stride", "guard_max_side": "--guard-max-side"}
 
 
 def fail(error: str | Exception, code: int) -> None:
@@ -95,6 +95,8 @@ def anonymize(
     guard: str = typer.Option(_OPT.guard, help="Face guard: auto (on when installed), centerface, or none."),
     guard_stride: int = typer.Option(_OPT.guard_config.stride, help="Run the face detector on every N-th frame."),
     guard_threshold: float = typer.Option(_OPT.guard_config.threshold, help="Face detector threshold (lower hides more)."),
+    guard_max_side: int = typer.Option(_OPT.guard_config.max_side, help="Long side, in pixels, the face detector sees larger frames at; "
+                                       "raise it for small faces in large frames (slower; the default is the least)."),
     jobs: int = typer.Option(_OPT.jobs, help="Folder mode: videos anonymized at once in this process (they share the model); more use more cores and memory."),
     workers: int = typer.Option(_OPT.workers, help="Folder mode: processes, each doing --jobs videos at once with its own copy of the model; on a GPU machine 4 workers of --jobs 4 were fastest."),
     shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
@@ -105,7 +107,7 @@ def anonymize(
     try:
         opts = Options(keep_ratio=keep, lambda_priv=lambda_, hysteresis=hysteresis, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
                        scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard), jobs=jobs, workers=workers,
-                       guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride),
+                       guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride, max_side=guard_max_side),
                        manifest=manifest)
         opts.validate()  # what can be checked without PyTorch is, before it loads (seconds)
         plan_jobs(inp, out)

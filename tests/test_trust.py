@@ -103,13 +103,26 @@ def test_non_finite_scores_fail_the_file_and_write_nothing(tmp_path, clip, tiny_
 
 @pytest.mark.parametrize("opt,value", [("--guard-threshold", "nan"), ("--guard-threshold", "2"),
                                        ("--guard-threshold", "0"), ("--guard-threshold", "1"),
-                                       ("--guard-stride", "0"), ("--guard-stride", "-3")])
+                                       ("--guard-stride", "0"), ("--guard-stride", "-3"),
+                                       ("--guard-max-side", "32"), ("--guard-max-side", "639")])
 def test_guard_options_cannot_switch_the_guard_off(tmp_path, clip, tiny_weights, opt, value):
     code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, opt, value, "--quiet")
     assert code == 2 and one_line_error(out, opt) and not (tmp_path / "o.mp4").exists()
+    field = {"--guard-threshold": "threshold", "--guard-stride": "stride", "--guard-max-side": "max_side"}[opt]
     with pytest.raises(UsageError):
-        Options(guard_config=GuardConfig(threshold=float(value)) if "threshold" in opt
-                else GuardConfig(stride=int(value))).validate()
+        Options(guard_config=GuardConfig(**{field: float(value) if field == "threshold" else int(value)})).validate()
+
+
+def test_guard_max_side_reaches_the_detector(tmp_path, clip, tiny_weights, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the face guard needs the guard extra (onnxruntime)")
+    import ppar_cli.pipeline.api as api
+
+    sides = []
+    real = api.CenterFace
+    monkeypatch.setattr(api, "CenterFace", lambda threshold, max_side: sides.append(max_side) or real(threshold, max_side))
+    code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--guard-max-side", 1280, "--quiet")
+    assert code == 0 and sides == [1280]
+    assert json.loads((tmp_path / "o.json").read_text())["model"]["guard"]["max_side"] == 1280
 
 
 def test_preview_warns_that_it_shows_the_original(tmp_path, clip, tiny_weights):

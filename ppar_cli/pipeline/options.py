@@ -55,7 +55,10 @@ class Options:
             raise UsageError(f"must be an integer in 1..1000, got {g.stride}", option="guard_stride")
         if not 0 < g.threshold < 1:  # NaN fails too: a threshold of 1 or more would find no face at all
             raise UsageError(f"must lie strictly between 0 and 1, got {g.threshold}", option="guard_threshold")
-        if not (0 <= g.margin <= 2 and 0 <= g.carry <= 100 and 32 <= g.max_side <= 8192):
+        least = GuardConfig.max_side  # smaller detector inputs lose small faces: only more pixels than the default are allowed
+        if isinstance(g.max_side, bool) or not isinstance(g.max_side, int) or not least <= g.max_side <= 8192:
+            raise UsageError(f"must be an integer in {least}..8192, got {g.max_side}", option="guard_max_side")
+        if not (0 <= g.margin <= 2 and 0 <= g.carry <= 100):
             raise UsageError(f"guard settings out of range: {g}")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or not 1 <= self.jobs <= 64:
             raise UsageError(f"must be an integer in 1..64, got {self.jobs}", option="jobs")
