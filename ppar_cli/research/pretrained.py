@@ -137,7 +137,6 @@ def init_from_pretrained(model, path: str | os.PathLike, inflation: str = "avera
     fresh. Returns what was loaded (for provenance)."""
     from safetensors.torch import load_file
 
-
     path = Path(path)
     if inflation not in ("average", "central"):
         raise DataError(f"inflation must be average or central, got {inflation!r}")
