@@ -156,6 +156,8 @@ def audit(
     detectors: str = typer.Option("all", help="centerface, dlib, both comma-separated, or all (every installed one)."),
     identity: str = typer.Option("auto", help="Does what is left where a face was still match the person (dlib's descriptor)? auto|on|off."),
     identity_stride: int = typer.Option(5, min=1, help="Identity check on every N-th frame."),
+    max_side: Optional[int] = typer.Option(None, min=32, help="CenterFace sees frames at most this many pixels long "
+                                           "(faster on large frames, blind to their small faces); default: full size."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
 ) -> None:
     """Face detections before and after anonymization, per video and detector: how many face frames leaked."""
@@ -167,7 +169,7 @@ def audit(
     if identity not in ("auto", "on", "off"):
         fail(f"--identity must be auto, on or off, got {identity!r}", 2)
     try:
-        records = run_audit(original, anonymized, threshold, detectors, identity, identity_stride)
+        records = run_audit(original, anonymized, threshold, detectors, identity, identity_stride, max_side)
     except ValueError as e:
         fail(str(e), 2)
     except PparError as e:
@@ -175,7 +177,7 @@ def audit(
     if as_json:
         typer.echo(json.dumps(records, indent=1))
     else:
-        audit_table(records, threshold)
+        audit_table(records, threshold, max_side)
     if any("error" in r for r in records):
         raise typer.Exit(1)
 

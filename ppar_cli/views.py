@@ -99,10 +99,11 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float) -> 
     console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
 
 
-def audit_table(records: list[dict], threshold: float) -> None:
+def audit_table(records: list[dict], threshold: float, max_side: int | None) -> None:
     names = next((list(r["detectors"]) for r in records if "detectors" in r), [])
     ident = any("identity" in r for r in records)
-    table = Table(title=f"ppar audit: face frames before -> leaked (CenterFace at {threshold})")
+    size = "full size" if max_side is None else f"at most {max_side} px"
+    table = Table(title=f"ppar audit: face frames before -> leaked (CenterFace at {threshold}, {size})")
     cols = ["video", "frames"] + [f"{n}: faces / any after / leaked (confident)" for n in names]
     cols += ["identity matches"] if ident else []
     for col in cols + ["kept"]:

@@ -52,7 +52,8 @@ def main() -> None:
              for i in r["detectors"].get("centerface", {}).get("leaked_frame_indices", [])][:args.max]
     if not leaks:
         raise SystemExit(f"{args.audit_json}: no frame leaked for CenterFace")
-    det = CenterFace(records[0]["detectors"]["centerface"]["threshold"] or 0.1)  # the audit's judge, as it ran
+    judge = leaks[0][0]["detectors"]["centerface"]
+    det = CenterFace(judge["threshold"] or 0.1, judge.get("max_side"))  # the audit's judge, as it ran
     fig, axes = plt.subplots(len(leaks), 2, figsize=(9, 3.2 * len(leaks)), dpi=100, squeeze=False)
     wanted: dict[str, set[int]] = {}
     for rec, i in leaks:

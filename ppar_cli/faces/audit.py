@@ -103,7 +103,7 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Face
     for d in detectors:
         before, after, leaked, confident = (np.array(per[d.name][k]) for k in ("before", "after", "leaked", "confident"))
         rec["detectors"][d.name] = {
-            "threshold": getattr(d, "threshold", None),
+            "threshold": getattr(d, "threshold", None), "max_side": d.max_side,
             "face_frames_before": int((before > 0).sum()), "face_frames_after": int((after > 0).sum()),
             "leaked_frames": int(leaked.sum()), "leak_rate": float(leaked.sum() / max((before > 0).sum(), 1)),
             "leaked_frame_indices": np.flatnonzero(leaked).tolist(),
@@ -123,14 +123,17 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Face
 
 
 def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold: float = 0.1,
-          detectors: str = "all", identity: str = "auto", identity_stride: int = 5) -> list[dict]:
+          detectors: str = "all", identity: str = "auto", identity_stride: int = 5,
+          max_side: int | None = None) -> list[dict]:
     """One record per video; folders are paired by relative path (OUT mirrors IN as .mp4).
 
     detectors: comma-separated names or "all" (every installed one); threshold is CenterFace's.
     identity: "auto" (when face-recognition-models is installed), "on" or "off".
+    max_side: CenterFace sees frames at most this long; None (the default): at full size, so the
+    audit finds the small faces the guard, at 640 px, can miss.
     """
     original, anonymized = Path(original), Path(anonymized)
-    dets = load_detectors([n.strip() for n in detectors.split(",")], threshold)
+    dets = load_detectors([n.strip() for n in detectors.split(",")], threshold, max_side)
     ident = None
     if identity != "off":
         try:

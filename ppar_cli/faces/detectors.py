@@ -33,8 +33,9 @@ class FacesUnavailable(PparError):
     exit_code = 2
 
 
-def _scale(frame: np.ndarray, max_side: int) -> float:
-    return min(1.0, max_side / max(frame.shape[:2]))
+def _scale(frame: np.ndarray, max_side: int | None) -> float:
+    """Factor that brings a frame's long side to at most ``max_side`` (None: full size)."""
+    return 1.0 if max_side is None else min(1.0, max_side / max(frame.shape[:2]))
 
 
 class CenterFace:
@@ -49,7 +50,7 @@ class CenterFace:
     name = "centerface"
     confident = 0.5  # score above which a box is a face, not the chair a low threshold also finds
 
-    def __init__(self, threshold: float = 0.1, max_side: int = 640):
+    def __init__(self, threshold: float = 0.1, max_side: int | None = 640):
         self.threshold, self.max_side = threshold, max_side
         self._session = _session()
 
@@ -175,9 +176,10 @@ class FaceDescriptor:
 DETECTORS = ("centerface", "dlib")
 
 
-def load_detectors(names: list[str], threshold: float = 0.1) -> list:
-    """Detectors by name ("centerface" at ``threshold``, "dlib"); ["all"]: every installed one."""
-    make = {"centerface": lambda: CenterFace(threshold), "dlib": DlibHOG}
+def load_detectors(names: list[str], threshold: float = 0.1, max_side: int | None = None) -> list:
+    """Detectors by name ("centerface" at ``threshold``, seeing frames at most ``max_side`` long,
+    None: full size; "dlib"); ["all"]: every installed one."""
+    make = {"centerface": lambda: CenterFace(threshold, max_side), "dlib": DlibHOG}
     if names == ["all"]:
         found = []
         for n in DETECTORS:
