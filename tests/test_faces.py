@@ -28,6 +28,21 @@ def test_centerface_finds_the_face_at_every_size(walk_frames):
     assert len(det(np.zeros((1080, 1920, 3), np.uint8))) == 0 and np.allclose(det(walk_frames[0]), full)
 
 
+def test_full_size_sees_a_small_face_that_640_px_blurs(walk_frames):
+    """The audit looks at full size: her face a quarter size on a 2560x1440 frame (15 px wide) is
+    found sharp and sure there; scaled to 640 px it is only a low-score blob."""
+    pytest.importorskip("onnxruntime", reason="CenterFace needs the guard extra (onnxruntime)")
+    import cv2
+
+    from ppar_cli.faces.detectors import CenterFace
+
+    canvas = np.full((1440, 2560, 3), 90, np.uint8)
+    canvas[700:820, 1200:1360] = cv2.resize(walk_frames[0], (160, 120), interpolation=cv2.INTER_AREA)
+    full, scaled = CenterFace(0.1, None)(canvas), CenterFace(0.1, 640)(canvas)
+    assert len(full) == 1 and full[0, 4] > 0.6 and full[0, 2] - full[0, 0] < 20
+    assert scaled[:, 4].max() < 0.5
+
+
 def test_dlib_hog_finds_the_face_and_not_in_black(walk_frames):
     pytest.importorskip("dlib", reason="the second detector needs the audit extra (dlib)")
     from ppar_cli.faces.detectors import DlibHOG

@@ -125,6 +125,17 @@ def test_guard_max_side_reaches_the_detector(tmp_path, clip, tiny_weights, monke
     assert json.loads((tmp_path / "o.json").read_text())["model"]["guard"]["max_side"] == 1280
 
 
+def test_audit_size_is_full_unless_asked(tmp_path, clip):
+    pytest.importorskip("onnxruntime", reason="the audit needs the guard extra (onnxruntime)")
+    from ppar_cli.faces.audit import audit
+
+    for side in (None, 640):
+        [rec] = audit(clip, clip, detectors="centerface", identity="off", max_side=side)
+        assert rec["detectors"]["centerface"]["max_side"] == side
+    code, out = cli("audit", clip, clip, "--max-side", 16)
+    assert code == 2 and "--max-side" in out
+
+
 def test_preview_warns_that_it_shows_the_original(tmp_path, clip, tiny_weights):
     code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--guard", "none",
                     "--preview", tmp_path / "p.mp4", "--quiet")
