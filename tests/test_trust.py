@@ -130,7 +130,7 @@ def test_audit_size_is_full_unless_asked(tmp_path, clip):
     from ppar_cli.faces.audit import audit
 
     for side in (None, 640):
-        [rec] = audit(clip, clip, detectors="centerface", identity="off", max_side=side)
+        [rec] = audit(clip, clip, detectors="centerface", identity="off", **({"max_side": side} if side else {}))
         assert rec["detectors"]["centerface"]["max_side"] == side
     code, out = cli("audit", clip, clip, "--max-side", 16)
     assert code == 2 and "--max-side" in out
