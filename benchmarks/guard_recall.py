@@ -4,8 +4,9 @@
     python benchmarks/guard_recall.py DIR ... --settings 2:640,4:640,4:480
 
 Reference: CenterFace at 0.1 on every frame at full resolution (the issue's definition of a face the
-guard must cover; `--min-score S` counts only its boxes scored S or more). For each setting STRIDE:MAX_SIDE the guard runs exactly as in `ppar anonymize`
-(windows of the weights' clip span, the weights' tubelet grid) and a reference face counts as
+guard must cover; `--min-score S` counts only its boxes scored S or more: at 0.1 a busy scene's goods
+and furniture count too). For each setting STRIDE:MAX_SIDE the guard runs exactly as in `ppar
+anonymize` (windows of the weights' clip span, the weights' tubelet grid) and a reference face counts as
 missed in a frame when less than 90% of its box lies in tubelets the guard forced. The detector's
 time is measured in this process (milliseconds per video frame, all frames of all clips).
 """

@@ -53,7 +53,8 @@ def main() -> None:
     if not leaks:
         raise SystemExit(f"{args.audit_json}: no frame leaked for CenterFace")
     judge = leaks[0][0]["detectors"]["centerface"]
-    det = CenterFace(judge["threshold"] or 0.1, judge.get("max_side"))  # the audit's judge, as it ran
+    # the audit's judge, as it ran (audits before 0.3.10 record no size: they looked at 640 px)
+    det = CenterFace(judge["threshold"] or 0.1, judge.get("max_side", 640))
     fig, axes = plt.subplots(len(leaks), 2, figsize=(9, 3.2 * len(leaks)), dpi=100, squeeze=False)
     wanted: dict[str, set[int]] = {}
     for rec, i in leaks:
