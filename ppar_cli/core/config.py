@@ -168,6 +168,16 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def is_ppar_weights(path: Path) -> bool:
+    """A readable safetensors file whose header carries a ppar config (what `ppar train` writes),
+    whether or not that config is valid (read_metadata says what is wrong with it)."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return "config" in (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
 def read_metadata(path: Path) -> tuple[PPARConfig, dict]:
     try:
         with safe_open(str(path), framework="numpy") as f:

@@ -239,6 +239,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
     cfg = _config_of(weights)
+    # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
     if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
         warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
             "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=2)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ppar_cli.core.clips import PIXEL_MEAN, PIXEL_STD
-from ppar_cli.core.config import WeightsError, sha256_of
+from ppar_cli.core.config import WeightsError, is_ppar_weights, sha256_of
 from ppar_cli.core.stem import BLOCKS
 from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import DataError
@@ -140,7 +140,7 @@ def init_from_pretrained(model, path: str | os.PathLike, inflation: str = "avera
     path = Path(path)
     if inflation not in ("average", "central"):
         raise DataError(f"inflation must be average or central, got {inflation!r}")
-    if _is_ppar_weights(path):
+    if is_ppar_weights(path):  # unreadable files go on to the ViT path, which reports them
         return init_from_ppar(model, path)
     try:
         sd = load_file(str(path))
@@ -190,17 +190,6 @@ def init_from_pretrained(model, path: str | os.PathLike, inflation: str = "avera
             "fresh": sorted(k for k in expected if k not in state),
             "cls": "pretrained" if c["cls"] is not None else "zeros",
             "pos": "pretrained, repeated over time" if pos is not None else "VideoMAE sinusoid table"}
-
-
-def _is_ppar_weights(path: Path) -> bool:
-    """A safetensors file whose header carries a ppar config (what `ppar train` writes)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            return "config" in (f.metadata() or {})
-    except Exception:  # noqa: BLE001 -- unreadable: the ViT path reports it
-        return False
 
 
 def init_from_ppar(model, path: str | os.PathLike) -> dict:
