@@ -102,3 +102,31 @@ def test_sticky_bonus_pulls_towards_previous_keep():
         held = m(x, keep_ratio=0.5, sticky=100.0 * a.reshape(1, -1).float()).kept
     assert torch.equal(held, a) and not torch.equal(free, a)
     assert held.sum() == free.sum()
+
+
+@pytest.mark.parametrize("prune_blocks", [(1, 3), (1, 2)])  # the last block prunes, or does not
+def test_last_block_computes_only_what_feeds_the_heads(prune_blocks, monkeypatch):
+    """The last block's patch tokens feed nothing, so it runs for the two CLS tokens alone: the
+    same outputs, gradients and kept tubelets as running it whole."""
+    from ppar_cli.core import model as model_mod
+
+    torch.manual_seed(0)
+    m = PPARModel(PPARConfig(frames=4, image_size=32, tubelet=(2, 8, 8), dim=32, depth=3, heads=2,
+                             prune_blocks=prune_blocks, actions=["a", "b"])).train()
+    x = torch.randn(2, 3, 4, 32, 32)
+
+    def run():
+        m.zero_grad()
+        out = m(x, keep_ratio=0.5, grl_coeff=0.5)
+        (out.action_logits.sum() + out.privacy_logits.sum() + out.a_priv.sum()).backward()
+        return out, [p.grad.clone() for p in m.parameters()]
+
+    fast, fast_grads = run()
+    whole = model_mod.Block.forward
+    monkeypatch.setattr(model_mod.Block, "forward", lambda self, x, prune=None, cls_only=False: whole(self, x, prune))
+    full, full_grads = run()
+    assert torch.equal(fast.kept, full.kept) and torch.equal(fast.scores, full.scores)
+    assert torch.allclose(fast.action_logits, full.action_logits, atol=1e-5)
+    assert torch.allclose(fast.privacy_logits, full.privacy_logits, atol=1e-5)
+    assert torch.allclose(fast.a_priv, full.a_priv, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fast_grads, full_grads))

@@ -63,13 +63,24 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, want_cls: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, want_cls: bool, cls_only: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the attention output and, with ``want_cls``, the two CLS rows of the head-averaged
+        attention (B, 2, N). ``cls_only``: only the CLS tokens' outputs (B, 2, C) are computed."""
         B, N, C = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        d = C // self.heads
+        if cls_only:  # 2 query rows: O(N) instead of O(N^2), and no queries for the patch tokens
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, :2], w[:C], b[:C]).view(B, 2, self.heads, d).transpose(1, 2)
+            k, v = F.linear(x, w[C:], b[C:]).view(B, N, 2, self.heads, d).permute(2, 0, 3, 1, 4)
+            attn = ((q * d ** -0.5) @ k.transpose(-2, -1)).float().softmax(-1)  # (B, heads, 2, N)
+            out = (attn.to(v.dtype) @ v).transpose(1, 2).reshape(B, 2, C)
+            return self.proj(out), attn.mean(1) if want_cls else None
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, d).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
         cls = None
         if want_cls:  # only the two CLS query rows are needed for scoring: cheap to recompute exactly
-            logits = (q[:, :, :2] * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+            logits = (q[:, :, :2] * d ** -0.5) @ k.transpose(-2, -1)
             cls = logits.float().softmax(-1).mean(1)  # (B, 2, N)
         return self.proj(out), cls
 
@@ -85,13 +96,20 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, prune: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-                ) -> torch.Tensor:
-        """``prune(x, cls_attn) -> x``: drops tokens between attention and MLP (None: not a pruning block)."""
-        h, cls_attn = self.attn(self.norm1(x), want_cls=prune is not None)
-        x = x + h
-        if prune is not None:
-            x = prune(x, cls_attn)
+    def forward(self, x: torch.Tensor, prune: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                cls_only: bool = False) -> torch.Tensor:
+        """``prune(x, cls_attn) -> x``: drops tokens between attention and MLP (None: not a pruning block).
+        ``cls_only`` (the last block, whose patch tokens feed nothing): returns the two CLS tokens alone,
+        after pruning still records which patch tokens survive."""
+        h, cls_attn = self.attn(self.norm1(x), want_cls=prune is not None, cls_only=cls_only)
+        if cls_only:
+            if prune is not None:
+                prune(x, cls_attn)  # for the kept tubelets it records; the tokens it returns feed nothing
+            x = x[:, :2] + h
+        else:
+            x = x + h
+            if prune is not None:
+                x = prune(x, cls_attn)
         return x + self.mlp(self.norm2(x))
 
 
@@ -203,7 +221,7 @@ class PPARModel(nn.Module):
             if i in counts:
                 def prune(x, cls_attn, k=counts[i]):
                     return self._prune(x, cls_attn, state, k, lam, sticky)
-            x = blk(x, prune)
+            x = blk(x, prune, cls_only=i == len(self.blocks))
         x = self.norm(x)
         priv = x[:, 1] if grl_coeff is None else grad_reverse(x[:, 1], grl_coeff)
         kept = torch.zeros(B, N, dtype=torch.bool, device=x.device).scatter(1, state.ids, True)
