@@ -89,7 +89,7 @@ def anonymize(
     scores: Optional[Path] = typer.Option(None, help="Score map JSON path (single file; default OUT.json)."),
     no_scores: bool = typer.Option(False, "--no-scores", help="Do not write score maps."),
     preview: Optional[Path] = typer.Option(None, help="Single file: also write a side-by-side MP4 for checking: the UNANONYMIZED original with scores and kept grid | the output. Never share it."),
-    audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s)."),
+    audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s) unchanged: voices and spoken names are not anonymized (--no-audio drops them)."),
     crf: int = typer.Option(_OPT.crf, help="x264 quality, 0 (lossless) .. 51; lower is better."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs (folder mode skips them otherwise)."),
     guard: str = typer.Option(_OPT.guard, help="Face guard: auto (on when installed), centerface, or none."),
