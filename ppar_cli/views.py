@@ -6,6 +6,7 @@ import contextlib
 import json
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,9 +18,22 @@ from rich.progress import (
 from rich.markup import escape
 from rich.table import Table
 
+from ppar_cli.errors import UsageError
 from ppar_cli.pipeline.options import FileResult
 
 console = Console(stderr=True)  # messages and progress; tables and JSON go to stdout
+
+
+# API parameter -> the flag a user types, where they differ (others: --name-with-dashes)
+FLAGS = {"keep_ratio": "--keep", "lambda_priv": "--lambda", "scores_path": "--scores", "keeps": "--keep",
+         "guard_threshold": "--guard-threshold", "guard_stride": "--guard-stride", "guard_max_side": "--guard-max-side"}
+
+
+def fail(error: str | Exception, code: int) -> None:
+    """Print a one-line error (a UsageError with the flag the user typed) and exit with ``code``."""
+    message = error.render(FLAGS) if isinstance(error, UsageError) else str(error)
+    console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def printable(text: str) -> str:
@@ -165,7 +179,7 @@ def stages(quiet: bool):
 
 
 def eval_table(result, protocol: str) -> None:
-    from ppar_cli.research.evaluate import label
+    from ppar_cli.research.report import label
 
     table = Table(title=f"ppar eval ({protocol}) - {result.test_videos} test videos")
     for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept",
@@ -179,3 +193,14 @@ def eval_table(result, protocol: str) -> None:
     Console().print(table)
     for name, r in result.spots.items():
         console.print(f"{name.replace('_', ' ')}: {label(r)}")
+
+
+def labels_table(path: Path, summary: dict) -> None:
+    """`ppar labels`: each attribute's positive rate (and, for PA-HMDB51, its values' frames)."""
+    table = Table(title=f"{shown(path)}  ({summary['format']}, {summary['videos']} videos)")
+    table.add_column("attribute")
+    table.add_column("positive rate", justify="right")
+    table.add_column("detail")
+    for a, rate in summary["positive_rate"].items():
+        table.add_row(a, f"{rate:.4f}", json.dumps(summary.get("value_frames", {}).get(a, "")) if "value_frames" in summary else "")
+    Console().print(table)

@@ -9,7 +9,8 @@ import pytest
 
 from ppar_cli.core.config import PPARConfig
 from ppar_cli.core.weights import load_weights
-from ppar_cli.research.evaluate import pareto_front, sweet_spots, tubelet_pixels
+from ppar_cli.research.evaluate import tubelet_pixels
+from ppar_cli.research.report import pareto_front, sweet_spots
 from ppar_cli.research.metrics import average_precision, oracle_keep, privacy_metrics
 
 
@@ -173,7 +174,7 @@ def test_motion_and_static_metrics():
 
 
 def test_seeds_aggregate_to_mean_and_spread():
-    from ppar_cli.research.evaluate import aggregate
+    from ppar_cli.research.report import aggregate
 
     a = [{"method": "ppar", "keep": 0.5, "action_top1": 0.6, "per_attribute_ap": {"face": 0.5}}]
     b = [{"method": "ppar", "keep": 0.5, "action_top1": 0.8, "per_attribute_ap": {"face": 0.7}}]

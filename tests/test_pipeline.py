@@ -327,7 +327,7 @@ def test_gil_handed_on_quickly_while_anonymizing(tmp_path, tiny_weights, monkeyp
 
 
 def test_worker_processes_share_the_model_threads(monkeypatch):
-    from ppar_cli.pipeline.options import torch_threads
+    from ppar_cli.pipeline.runtime import torch_threads
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
     assert [torch_threads(p) for p in (1, 2, 4, 8)] == [7, 3, 1, 1]  # one process leaves half the cores, and one more

@@ -143,7 +143,7 @@ def test_device_cuda_without_gpu(clip, tmp_path, tiny_weights):
 
 def test_cuda_device_is_the_local_rank_th_gpu(monkeypatch):
     """torchrun's ranks and --workers' worker k (which sets LOCAL_RANK to k) spread over the GPUs."""
-    from ppar_cli.pipeline.api import resolve_device
+    from ppar_cli.pipeline.runtime import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import threading
 import time
 import warnings
@@ -30,8 +29,9 @@ from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front
 from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
-from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard, torch_threads  # noqa: F401 -- parse_shard: part of the API
+from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
+from ppar_cli.pipeline.runtime import flat_heap, model_threads, quick_gil_handoff, resolve_device
 
 # PyTorch and what needs it are imported where first used, after the first video's front has
 # started (front.py): importing PyTorch takes about a second.
@@ -39,21 +39,6 @@ if TYPE_CHECKING:
     import torch
 
     from ppar_cli.core.weights import LoadedWeights
-
-
-def resolve_device(name: str) -> torch.device:
-    """cpu, or cuda (the LOCAL_RANK-th GPU when launched by torchrun)."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("cuda: no CUDA GPU is available to PyTorch here (use cpu or auto)", option="device")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"must be auto, cpu or cuda, got {name!r}", option="device")
-    if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device(name)
 
 
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
@@ -167,31 +152,6 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     return result
 
 
-def _flat_heap() -> None:
-    """glibc's heap, tuned for frame-sized buffers and the model's activations.
-
-    - Buffers up to 32 MiB (glibc's largest threshold; a 4K frame is 25 MB) come from the heap and
-      are reused. With 1 MiB, every activation of the model (the stem's reach 38 MB for 32 frames)
-      and every frame was a fresh mmap, faulted in page by page: 1.6 million page faults and 4.6 s
-      of system time in a 14 s 640x360 run; 0.3 million and 2 s now. Only larger ones are mmapped.
-    - The heaps grow in steps of 64 MiB and give back only what exceeds 256 MiB at their top,
-      instead of glibc's 128 KiB, so the same memory serves window after window (each step
-      measured by page faults and peak RSS in `benchmarks/bench.py --long 8`).
-    - The threshold is set, not adaptive: glibc's adaptive one moved frame buffers into per-thread
-      arenas that fragment, and peak memory crept up with the video's length (the same benchmark
-      checks it: +12% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
 def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | None = None,
               weights: str | os.PathLike | LoadedWeights | None = None, reporter: Reporter | None = None) -> list[FileResult]:
     """Anonymize a video file or a folder of videos (mirrored recursively under ``out``).
@@ -227,7 +187,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             from ppar_cli.pipeline.workers import run_workers
 
             return run_workers(inp, out, opts, getattr(weights, "path", weights), jobs, manifest, reporter or Silent())
-    _flat_heap()
+    flat_heap()
     detector = None
     if opts.guard != "none":
         try:
@@ -246,7 +206,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, cfg, scores, detector)}
     try:
         device = resolve_device(opts.device)
-        with _model_threads(device), _quick_gil_handoff():
+        with model_threads(device), quick_gil_handoff():
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
             loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
@@ -339,39 +299,3 @@ def _start_front(jobs: list[Job], i: int, opts: Options, cfg: PPARConfig | None,
         return Front(jobs[i].src, cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, opts.preview))
     except (PparError, OSError, ValueError, RuntimeError):
         return None
-
-
-@contextlib.contextmanager
-def _model_threads(device: torch.device):
-    """PyTorch's threads for the model on the CPU (`options.torch_threads`); restored afterwards.
-    OMP_NUM_THREADS, when set, decides instead."""
-    import torch
-
-    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(torch_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _quick_gil_handoff():
-    """Python's switch interval at 0.1 ms while videos are anonymized; restored afterwards.
-
-    Each PyTorch operation gives up the GIL and must take it back, and while another thread runs
-    Python that waits up to the switch interval (5 ms by default). The bundled model's forward pass
-    on 4 windows took 116 ms alone on this 2-core machine, 10.0 s beside 8 threads running Python,
-    and 1.1 s with 0.1 ms (`benchmarks/gpu.py --device cpu --quick --only contention`). On a GPU,
-    where the operations themselves take microseconds, such waits are most of a pass, and a process
-    with several videos (--jobs) has a decoder, a scorer and an encoder thread for each.
-    """
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, 1e-4))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)

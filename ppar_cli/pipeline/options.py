@@ -68,15 +68,6 @@ class Options:
             raise UsageError(f"K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}", option="shard")
 
 
-def torch_threads(processes: int = 1) -> int:
-    """PyTorch's CPU threads for each of ``processes`` anonymizing at once: a share of the cores the
-    pipeline's other stages leave (the decoder, the face guard's two, the encoder's), at least one.
-    On 2 cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s
-    with two (three runs each), and as long with the guard off."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, (cores // 2 - 1) // processes)
-
-
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``K/N`` (0-based K, as RANK and SLURM_ARRAY_TASK_ID count), or torchrun's RANK/WORLD_SIZE
     when no shard is given and more than one process was launched."""

@@ -28,7 +28,8 @@ from ppar_cli.core.config import DEFAULT_WEIGHTS, sha256_of
 from ppar_cli.errors import PparError
 from ppar_cli.pipeline.jobs import Job
 from ppar_cli.pipeline.manifest import append_manifest
-from ppar_cli.pipeline.options import FileResult, Options, Reporter, torch_threads
+from ppar_cli.pipeline.options import FileResult, Options, Reporter
+from ppar_cli.pipeline.runtime import torch_threads
 
 STOP_SECONDS = 60  # after the stop signal a worker finishes its window and cleans up; then it is killed
 
@@ -170,7 +171,7 @@ def _work(inp: Path, out: Path, opts: Options, weights: Path | None, pipe, k: in
     signal.signal(signal.SIGTERM, stop)
     _stop_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before PyTorch is imported
-    os.environ.setdefault("LOCAL_RANK", str(k))  # api.resolve_device's GPU
+    os.environ.setdefault("LOCAL_RANK", str(k))  # runtime.resolve_device's GPU
     try:
         try:
             from ppar_cli.pipeline.api import anonymize

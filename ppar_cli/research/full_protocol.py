@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from ppar_cli.core.clips import normalize
 from ppar_cli.core.model import PPARModel, with_frame_diff
-from ppar_cli.research.evaluate import Windows, anonymize_windows, label, runs
+from ppar_cli.research.evaluate import Windows, anonymize_windows, runs
+from ppar_cli.research.report import label
 from ppar_cli.research.metrics import privacy_metrics
 
 

@@ -14,7 +14,8 @@ import csv
 from pathlib import Path
 
 from ppar_cli.research.args import TrainArgs
-from ppar_cli.research.evaluate import Evaluation, evaluate_benchmark, label
+from ppar_cli.research.evaluate import Evaluation, evaluate_benchmark
+from ppar_cli.research.report import label
 
 # The paper's recipe: ViT-B, keep 0.5 at test, the baselines of its Table 1.
 TABLE_METHODS = ("raw", "ppar", "random", "blur", "downsample2", "downsample4")

@@ -1,0 +1,98 @@
+"""How a process running ppar uses the machine: which device, how many PyTorch threads, glibc's
+heap, and how quickly threads hand over the GIL. Nothing here imports PyTorch at import time."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from ppar_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """cpu, or cuda (the LOCAL_RANK-th GPU when launched by torchrun)."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("cuda: no CUDA GPU is available to PyTorch here (use cpu or auto)", option="device")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"must be auto, cpu or cuda, got {name!r}", option="device")
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def torch_threads(processes: int = 1) -> int:
+    """PyTorch's CPU threads for each of ``processes`` anonymizing at once: a share of the cores the
+    pipeline's other stages leave (the decoder, the face guard's two, the encoder's), at least one.
+    On 2 cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s
+    with two (three runs each), and as long with the guard off."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, (cores // 2 - 1) // processes)
+
+
+def flat_heap() -> None:
+    """glibc's heap, tuned for frame-sized buffers and the model's activations.
+
+    - Buffers up to 32 MiB (glibc's largest threshold; a 4K frame is 25 MB) come from the heap and
+      are reused. With 1 MiB, every activation of the model (the stem's reach 38 MB for 32 frames)
+      and every frame was a fresh mmap, faulted in page by page: 1.6 million page faults and 4.6 s
+      of system time in a 14 s 640x360 run; 0.3 million and 2 s now. Only larger ones are mmapped.
+    - The heaps grow in steps of 64 MiB and give back only what exceeds 256 MiB at their top,
+      instead of glibc's 128 KiB, so the same memory serves window after window (each step
+      measured by page faults and peak RSS in `benchmarks/bench.py --long 8`).
+    - The threshold is set, not adaptive: glibc's adaptive one moved frame buffers into per-thread
+      arenas that fragment, and peak memory crept up with the video's length (the same benchmark
+      checks it: +12% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+@contextlib.contextmanager
+def model_threads(device: torch.device):
+    """PyTorch's threads for the model on the CPU (`torch_threads`); restored afterwards.
+    OMP_NUM_THREADS, when set, decides instead."""
+    import torch
+
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def quick_gil_handoff():
+    """Python's switch interval at 0.1 ms while videos are anonymized; restored afterwards.
+
+    Each PyTorch operation gives up the GIL and must take it back, and while another thread runs
+    Python that waits up to the switch interval (5 ms by default). The bundled model's forward pass
+    on 4 windows took 116 ms alone on this 2-core machine, 10.0 s beside 8 threads running Python,
+    and 1.1 s with 0.1 ms (`benchmarks/gpu.py --device cpu --quick --only contention`). On a GPU,
+    where the operations themselves take microseconds, such waits are most of a pass, and a process
+    with several videos (--jobs) has a decoder, a scorer and an encoder thread for each.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, 1e-4))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
