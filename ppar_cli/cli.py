@@ -37,6 +37,7 @@ from ppar_cli.views import (  # noqa: E402
     fail,
     info_table,
     printable,
+    show_report,
     shown,
     summary_table,
 )
@@ -175,14 +176,7 @@ def info(
     """Show a weights file's config, classes, attributes, size, provenance and sha256."""
     from ppar_cli.core.weights import describe
 
-    try:
-        d = describe(weights)
-    except PparError as e:
-        fail(e, e.exit_code)
-    if as_json:
-        typer.echo(json.dumps(d, indent=2))
-        return
-    info_table(d)
+    show_report(lambda: describe(weights), info_table, as_json)
 
 
 # the research commands, after the product's in `ppar --help`

@@ -10,7 +10,7 @@ import typer
 
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.research.args import TrainArgs
-from ppar_cli.views import console, eval_table, fail, labels_table, shown, stages
+from ppar_cli.views import console, eval_table, fail, labels_table, show_report, shown, stages
 
 _TRAIN = TrainArgs(data="")  # the API's defaults are the CLI's: one source
 
@@ -47,14 +47,7 @@ def labels(
     """Summarise a privacy label file: videos, attributes, positive rates."""
     from ppar_cli.research.labels import summarize_labels
 
-    try:
-        summary = summarize_labels(path)
-    except PparError as e:
-        fail(e, e.exit_code)
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    labels_table(path, summary)
+    show_report(lambda: summarize_labels(path), lambda summary: labels_table(path, summary), as_json)
 
 
 def train(

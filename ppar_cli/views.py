@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import typer
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.progress import (
 from rich.markup import escape
 from rich.table import Table
 
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import PparError, UsageError
 from ppar_cli.pipeline.options import FileResult
 
 console = Console(stderr=True)  # messages and progress; tables and JSON go to stdout
@@ -34,6 +35,19 @@ def fail(error: str | Exception, code: int) -> None:
     message = error.render(FLAGS) if isinstance(error, UsageError) else str(error)
     console.print(f"[bold red]error:[/] {shown(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def show_report(fetch: Callable[[], dict], table: Callable[[dict], None], as_json: bool) -> None:
+    """A command that reports one result: ``fetch()`` from the API, printed as JSON or by ``table``;
+    an API error is one line and its exit code."""
+    try:
+        result = fetch()
+    except PparError as e:
+        fail(e, e.exit_code)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        table(result)
 
 
 def printable(text: str) -> str:
