@@ -112,8 +112,9 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
                       device=torch.device("cpu"), lambda_priv: float | None = None,
                       hysteresis: float = 0.0) -> tuple[np.ndarray, dict]:
     """Anonymized pixels of every window by one method, and what can be measured on the way
-    (the tubelet methods' ground-truth pixel metrics, ppar's attention mass on privacy tubelets,
-    flicker between consecutive windows)."""
+    (the tubelet methods' ground-truth pixel metrics, ppar's attention mass on privacy tubelets at
+    its first pruning block (scripts/block_scores.py shows the others), flicker between consecutive
+    windows)."""
     cfg = model.cfg
     rec: dict = {}
     if method in TUBELET_METHODS:
