@@ -4,7 +4,8 @@ Token layout inside the network: [action CLS, privacy CLS, patch tokens..., (fus
 At each pruning block the patch tokens are scored by ``s_i = a_act_i - lambda * a_priv_i``
 (CLS-to-token attention of that block, head-averaged, renormalised over the patch tokens),
 the top-k stay and the rest are fused into one token (EViT). The tokens still alive after
-the last pruning block are the tubelets that stay visible in the anonymized video.
+the last pruning block are the tubelets that stay visible in the anonymized video. The last block
+computes the two CLS tokens alone: the patch tokens it would output feed nothing.
 """
 from __future__ import annotations
 
