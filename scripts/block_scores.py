@@ -35,8 +35,8 @@ def main() -> None:
     w = Windows.of(ClipSet(open_benchmark(args.data).test, cfg), args.clips_per_video)
     acts, privs = [], []
     for b in range(0, len(w.raw), 16):  # keep 1: every block scores every token
-        out = score_clips(model, torch.from_numpy(w.raw[b:b + 16]), 1.0, torch.device("cpu"), None, 0.0,
-                          np.zeros(len(w.raw[b:b + 16]), bool), None)
+        batch = w.raw[b:b + 16]
+        out = score_clips(model, torch.from_numpy(batch), 1.0, torch.device("cpu"), None, 0.0, np.zeros(len(batch), bool), None)
         acts.append(out.a_act.numpy())
         privs.append(out.a_priv.numpy())
     a_act, a_priv = np.concatenate(acts), np.concatenate(privs)  # (clips, pruning blocks, N)
