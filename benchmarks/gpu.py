@@ -5,9 +5,10 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about 30 s). What 0.3.6 and 0.3.7 left to measure there
-    # (since 0.3.7 ppar decodes through PyAV everywhere, so this machine's stages equal the device's path):
-    #   ... --only correctness,contention,stages,end_to_end --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:4:--jobs=4,none:1:--jobs=8
+    # (run's timeout_s 600; a machine starts in about 30 s). What is left to measure there since 0.3.6
+    # (the built-in --workers, the GIL's handoff, the 20x20 weights of 0.3.9; 4.5 min here with --device cpu --quick):
+    #   ... --budget 440 --only correctness,model,end_to_end,stages,contention --models bundled \
+    #       --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:4:--jobs=4,none:1:--jobs=8,none:1:--workers=8:--jobs=2
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -255,8 +256,9 @@ def model_throughput(args, compiled: bool = False) -> list[dict]:
     from ppar_cli.core.weights import load_weights
 
     dev = torch.device(args.device)
-    models = {"base": PPARModel(PPARConfig(**PRESETS["base"], actions=list("abcdefghij"))),
-              "bundled": load_weights().model}
+    make = {"base": lambda: PPARModel(PPARConfig(**PRESETS["base"], actions=list("abcdefghij"))),
+            "bundled": lambda: load_weights().model}
+    models = {name: make[name]() for name in args.models.split(",")}
     batches = (8, 2) if args.quick else (128, 32, 8)
     inputs, flops = {}, {}
     for name, model in models.items():
@@ -632,6 +634,7 @@ def main() -> None:
     ap.add_argument("--only", default="correctness,agreement,startup,contention,stages,model,guard,end_to_end,train,eval,compiled")
     ap.add_argument("--budget", type=float, default=420, help="seconds: later work is skipped past it")
     ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
+    ap.add_argument("--models", default="base,bundled", help="model and compiled sections: these models (base, bundled)")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
     ap.add_argument("--e2e", default="none:4:--jobs=4,auto:4:--jobs=4,none:8:--jobs=2,auto:8:--jobs=2,none:16",
                     help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
