@@ -15,10 +15,9 @@ import argparse
 import numpy as np
 import torch
 
-from ppar_cli.core.scoring import score_clips
 from ppar_cli.core.weights import load_weights
 from ppar_cli.research.data import ClipSet, open_benchmark
-from ppar_cli.research.evaluate import Windows
+from ppar_cli.research.evaluate import Windows, score_batches
 from ppar_cli.research.metrics import attention_mass, motion_metrics, pixel_metrics, tubelet_motion
 
 
@@ -33,13 +32,8 @@ def main() -> None:
     model = load_weights(args.weights).model.eval()
     cfg = model.cfg
     w = Windows.of(ClipSet(open_benchmark(args.data).test, cfg), args.clips_per_video)
-    acts, privs = [], []
-    for b in range(0, len(w.raw), 16):  # keep 1: every block scores every token
-        batch = w.raw[b:b + 16]
-        out = score_clips(model, torch.from_numpy(batch), 1.0, torch.device("cpu"), None, 0.0, np.zeros(len(batch), bool), None)
-        acts.append(out.a_act.numpy())
-        privs.append(out.a_priv.numpy())
-    a_act, a_priv = np.concatenate(acts), np.concatenate(privs)  # (clips, pruning blocks, N)
+    out = score_batches(model, w.raw, 1.0, torch.device("cpu"), batch_size=16)  # keep 1: every block scores every token
+    a_act, a_priv = out["a_act"], out["a_priv"]  # (clips, pruning blocks, N)
     motion = tubelet_motion(w.raw, cfg)
     k = round(args.keep * cfg.num_tokens)
     print(f"privacy tubelets: {(w.priv > 0).mean():.3f} of all")

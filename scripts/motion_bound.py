@@ -45,7 +45,7 @@ def main() -> None:
     motion, priv = tubelet_motion(w.raw, model.cfg), w.priv > 0
     k = keep_counts(model.cfg.num_tokens, args.keep, 1)[0]
     out = w.score(model, args.keep, torch.device("cpu"), args.lam)
-    a_act, a_priv = out["a_act"], out["a_priv"]
+    a_act, a_priv = out["a_act"][:, 0], out["a_priv"][:, 0]  # the first pruning block's
 
     def row(name: str, keep: np.ndarray) -> None:
         px = pixel_metrics(keep, w.priv, w.act)

@@ -41,8 +41,9 @@ METHODS = TUBELET_METHODS + PIXEL_METHODS
 
 def score_batches(model: PPARModel, clips: np.ndarray, keep_ratio: float, device: torch.device, batch_size: int = 32,
               lambda_priv: float | None = None, hysteresis: float = 0.0, follows: np.ndarray | None = None) -> dict:
-    """Model outputs over uint8 clips (B, T, S, S, 3), concatenated as numpy arrays. follows[b]:
-    window b comes right after window b-1 of the same video (for hysteresis)."""
+    """Model outputs over uint8 clips (B, T, S, S, 3), concatenated as numpy arrays; "a_act" and
+    "a_priv" are (B, pruning blocks, N). follows[b]: window b comes right after window b-1 of the
+    same video (for hysteresis)."""
     outs, prev = [], None
     follows = np.zeros(len(clips), bool) if follows is None else follows
     for b in range(0, len(clips), batch_size):
@@ -50,7 +51,7 @@ def score_batches(model: PPARModel, clips: np.ndarray, keep_ratio: float, device
                         hysteresis, follows[b:b + batch_size], prev)
         prev = o.kept[-1]
         outs.append({"action": o.action_logits, "privacy": o.privacy_logits.sigmoid(),
-                     "keep": o.kept.reshape(len(o.kept), -1), "a_act": o.a_act[:, 0], "a_priv": o.a_priv[:, 0]})
+                     "keep": o.kept.reshape(len(o.kept), -1), "a_act": o.a_act, "a_priv": o.a_priv})
     return {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
 
 
@@ -126,8 +127,8 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
             rec["lambda_priv"] = cfg.lambda_priv if lambda_priv is None else lambda_priv
             rec["hysteresis"] = hysteresis
             if w.priv is not None:
-                rec["a_priv_on_privacy"] = attention_mass(out["a_priv"], w.priv)
-                rec["a_act_on_privacy"] = attention_mass(out["a_act"], w.priv)
+                rec["a_priv_on_privacy"] = attention_mass(out["a_priv"][:, 0], w.priv)
+                rec["a_act_on_privacy"] = attention_mass(out["a_act"][:, 0], w.priv)
                 rec["privacy_token_share"] = float((w.priv > 0).mean())
         elif method == "static":
             kept = w.score(model, keep, device, lambda_priv)["keep"]
