@@ -28,6 +28,20 @@ def test_centerface_finds_the_face_at_every_size(walk_frames):
     assert len(det(np.zeros((1080, 1920, 3), np.uint8))) == 0 and np.allclose(det(walk_frames[0]), full)
 
 
+def test_one_thread_a_search_finds_the_same_faces(walk_frames):
+    """Several videos at once search with one onnxruntime thread each (runtime.guard_threads): the
+    same boxes as onnxruntime's default threads, from a session of its own."""
+    pytest.importorskip("onnxruntime", reason="CenterFace needs the guard extra (onnxruntime)")
+    from ppar_cli.faces.detectors import CenterFace
+    from ppar_cli.pipeline.runtime import guard_threads
+
+    one, default = CenterFace(0.05, threads=guard_threads(4)), CenterFace(0.05)
+    assert one._session.get_session_options().intra_op_num_threads == 1
+    assert one._session is not default._session
+    for frame in walk_frames[::13]:
+        assert np.allclose(one(frame), default(frame), atol=1e-3)
+
+
 def test_full_size_sees_a_small_face_that_640_px_blurs(walk_frames):
     """The audit looks at full size: her face a quarter size on a 2560x1440 frame (15 px wide) is
     found sharp and sure there; scaled to 640 px it is only a low-score blob."""

@@ -119,7 +119,7 @@ def test_guard_max_side_reaches_the_detector(tmp_path, clip, tiny_weights, monke
 
     sides = []
     real = api.CenterFace
-    monkeypatch.setattr(api, "CenterFace", lambda threshold, max_side: sides.append(max_side) or real(threshold, max_side))
+    monkeypatch.setattr(api, "CenterFace", lambda threshold, max_side, threads: sides.append(max_side) or real(threshold, max_side, threads))
     code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--guard-max-side", 1280, "--quiet")
     assert code == 0 and sides == [1280]
     assert json.loads((tmp_path / "o.json").read_text())["model"]["guard"]["max_side"] == 1280

@@ -50,9 +50,10 @@ class CenterFace:
     name = "centerface"
     confident = 0.5  # score above which a box is a face, not the chair a low threshold also finds
 
-    def __init__(self, threshold: float = 0.1, max_side: int | None = 640):
+    def __init__(self, threshold: float = 0.1, max_side: int | None = 640, threads: int | None = None):
+        """``threads``: onnxruntime's threads for each search (None: its default, one per physical core)."""
         self.threshold, self.max_side = threshold, max_side
-        self._session = _session()
+        self._session = _session(threads)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         import cv2
@@ -94,9 +95,10 @@ def decode(heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold: f
 MODEL = "centerface.onnx"
 
 
-@functools.lru_cache(maxsize=1)
-def _session():
-    """One onnxruntime session on the bundled CenterFace, shared by every detector of the process."""
+@functools.lru_cache(maxsize=2)
+def _session(threads: int | None = None):
+    """One onnxruntime session on the bundled CenterFace for each thread count, shared by every
+    detector of the process that asks for that count."""
     try:
         import cv2  # noqa: F401 -- the frames are resized with it
         import onnxruntime as ort
@@ -111,6 +113,8 @@ def _session():
     opts.log_severity_level = 3  # its notes on unused initializers are not the user's business
     # worker threads that spin while waiting would take the cores the model and the encoder need
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

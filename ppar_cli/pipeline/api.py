@@ -31,7 +31,7 @@ from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
-from ppar_cli.pipeline.runtime import flat_heap, model_threads, quick_gil_handoff, resolve_device
+from ppar_cli.pipeline.runtime import flat_heap, guard_threads, model_threads, quick_gil_handoff, resolve_device
 
 # PyTorch and what needs it are imported where first used, after the first video's front has
 # started (front.py): importing PyTorch takes about a second.
@@ -191,7 +191,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     detector = None
     if opts.guard != "none":
         try:
-            detector = CenterFace(opts.guard_config.threshold, opts.guard_config.max_side)
+            detector = CenterFace(opts.guard_config.threshold, opts.guard_config.max_side,
+                                  guard_threads(min(opts.jobs, len(jobs))))
         except FacesUnavailable as e:
             if opts.guard == "centerface":
                 raise UsageError(f"centerface: {e}", option="guard") from None

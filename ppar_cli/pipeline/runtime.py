@@ -33,8 +33,24 @@ def torch_threads(processes: int = 1) -> int:
     pipeline's other stages leave (the decoder, the face guard's two, the encoder's), at least one.
     On 2 cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s
     with two (three runs each), and as long with the guard off."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, (cores // 2 - 1) // processes)
+    return max(1, (_cores() // 2 - 1) // processes)
+
+
+def guard_threads(videos: int) -> int:
+    """onnxruntime's threads for each face search when ``videos`` are anonymized at once in this
+    process. One video: two, beside the model and the encoder (the share torch_threads leaves).
+    Several: one each, for the videos' fronts search in parallel already. onnxruntime's default, a
+    thread per physical core for every search, woken and parked around each operator, mostly
+    switched contexts there: on an H100 machine (16 cores, 4 workers of --jobs 4, 16 videos of 720p)
+    the guard added 172 CPU-s to the 346 of a run without it with onnxruntime's default, 98 to 405
+    with one thread (two calls, each on its own machine), and the run with the guard went from 0.41
+    to 0.45 of a plain re-encode's speed there (README, "On a GPU").
+    """
+    return 1 if videos > 1 else min(2, _cores())
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def flat_heap() -> None:
