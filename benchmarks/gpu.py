@@ -5,10 +5,11 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about 30 s). What is left to measure there since 0.3.6
-    # (the built-in --workers, the GIL's handoff, the 20x20 weights of 0.3.9; 4.5 min here with --device cpu --quick):
-    #   ... --budget 440 --only correctness,model,end_to_end,stages,contention --models bundled \
-    #       --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:4:--jobs=4,none:1:--jobs=8,none:1:--workers=8:--jobs=2
+    # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.12
+    # (README, "On a GPU"): a longer folder, so that start-up weighs less, NVDEC's decoding, and
+    # --workers 8 --jobs 2 with the guard:
+    #   ... --budget 440 --only end_to_end --seconds 90 \
+    #       --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,auto:1:--workers=8:--jobs=2
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -32,7 +33,7 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
                of the same folder with every file at once (FFmpeg's libraries through PyAV, as the
                device has no ffmpeg program; ppar decodes through PyAV everywhere); the CPU time in
                user space and in the kernel, page faults and context switches of each; GPU busy
-               fraction from nvidia-smi
+               fraction from nvidia-smi; and decoding alone, on the CPU and on NVDEC (its CPU time)
   train        `ppar train` steps/s on one GPU and under torchrun --nproc_per_node 1, and a resumed run
                that must equal the uninterrupted one
   eval         `ppar eval --device` (quick protocol) on a small synthetic benchmark
@@ -142,6 +143,23 @@ def decode_only(path: str) -> int:
 
     info = probe(path)
     return sum(len(chunk) for chunk in FrameReader(info, "ffmpeg", yuv=yuv_format(info)).chunks(32))
+
+
+def decode_nvdec(path: str) -> int:
+    """Decoding on the GPU's NVDEC (PyAV's hwaccel; no software fallback), each frame copied back
+    as ppar's 4:2:0 arrays: what it would save ppar's CPU against decode_only."""
+    import av
+    from av.codec.hwaccel import HWAccel
+
+    n = 0
+    with av.open(path, hwaccel=HWAccel(device_type="cuda", allow_software_fallback=False)) as c:
+        stream = c.streams.video[0]
+        if not stream.codec_context.is_hwaccel:
+            raise RuntimeError(f"{path}: no NVDEC decoder for {stream.codec_context.name}")
+        for frame in c.decode(stream):
+            frame.to_ndarray(format="yuv420p")
+            n += 1
+    return n
 
 
 def kept_masks(folder: Path) -> dict:
@@ -375,7 +393,7 @@ class GpuBusy:
 
 
 def end_to_end(args, work: Path) -> list[dict]:
-    from multiprocessing import Pool
+    from multiprocessing import Pool, get_context
 
     real = _real_clips(args)
     src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds, sources=real)
@@ -396,12 +414,24 @@ def end_to_end(args, work: Path) -> list[dict]:
     content = f"real footage from {len(real)} clips of {args.real.name}" if real else "a moving colour pattern"
     rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "clips": content, "frames": frames,
                  "seconds": round(ff, 2), **_used_since(used0), "fps": round(frames / ff, 1)})
-    t0 = time.perf_counter()
-    with Pool(len(files)) as pool:
-        decoded = sum(pool.map(decode_only, [str(p) for p in files]))
-    dt = time.perf_counter() - t0
-    rows.append({"what": f"decode only (as ppar reads there), {len(files)} files at once", "seconds": round(dt, 2),
-                 "fps": round(decoded / dt, 1)})
+    for what, decode in (("decode only (as ppar reads there)", decode_only), ("decode only on NVDEC", decode_nvdec)):
+        if decode is decode_nvdec and args.device != "cuda":
+            continue
+        t0, used0 = time.perf_counter(), _children_usage()
+        # NVDEC's processes are spawned: CUDA in a child forked from this process (whose PyTorch may
+        # hold a CUDA context already) fails to initialise
+        pools = get_context("spawn").Pool if decode is decode_nvdec else Pool
+        try:
+            with pools(len(files)) as pool:
+                decoded = sum(pool.map(decode, [str(p) for p in files]))
+                pool.close()
+                pool.join()
+        except Exception as e:  # noqa: BLE001 -- recorded: no NVDEC in this FFmpeg or on this card
+            rows.append({"what": what, "error": f"{type(e).__name__}: {e}"[-300:]})
+            continue
+        dt = time.perf_counter() - t0
+        rows.append({"what": f"{what}, {len(files)} files at once", "seconds": round(dt, 2), **_used_since(used0),
+                     "fps": round(decoded / dt, 1)})
     for spec in args.e2e.split(","):
         guard, n, *extra = spec.split(":")
         env = [e for e in extra if not e.startswith("--")]
