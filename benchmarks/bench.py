@@ -38,9 +38,10 @@ def ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def make_clip(dst: Path, w: int, h: int, seconds: float, fps: int = 25) -> None:
-    if REAL.exists():
-        src = ["-stream_loop", "-1", "-i", str(REAL)]
+def make_clip(dst: Path, w: int, h: int, seconds: float, source: Path = REAL, fps: int = 25) -> None:
+    """``source`` looped and scaled to cover w x h; a test pattern where it is missing."""
+    if source.exists():
+        src = ["-stream_loop", "-1", "-i", str(source)]
         vf = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},fps={fps}"
     else:
         src = ["-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}"]
@@ -88,7 +89,7 @@ def frames_of(path: Path) -> int:
 
 def bench_size(w: int, h: int, args, tmp: Path) -> dict:
     src = tmp / f"src_{w}x{h}.mp4"
-    make_clip(src, w, h, args.seconds)
+    make_clip(src, w, h, args.seconds, args.source)
     n = frames_of(src)
     ff_cmd = [ffmpeg(), "-v", "error", "-y", "-i", str(src), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
               "-an", str(tmp / "ff.mp4")]
@@ -126,7 +127,7 @@ def bench_size(w: int, h: int, args, tmp: Path) -> dict:
                     "batch_ratio_ppar_to_ffmpeg": round(ff_batch / pp_batch, 3), "batch_ppar_rss_mb": mem["rss_mb"]})
     if args.long > 1:
         long_src = tmp / f"long_{w}x{h}.mp4"
-        make_clip(long_src, w, h, args.seconds * args.long)
+        make_clip(long_src, w, h, args.seconds * args.long, args.source)
         n_long = frames_of(long_src)
         ff_long, ff_mem = timed([*ff_cmd[:5], str(long_src), *ff_cmd[6:]])
         pp_long, mem = timed([sys.executable, __file__, "--child", str(long_src), str(tmp / "pp_long.mp4"), *args.ppar_args])
@@ -288,6 +289,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="640x360,1280x720")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--source", type=Path, default=REAL, help="the real clip the benchmark clips are made from")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--long", type=int, default=0, help="also measure peak RSS on a clip this many times longer")
     ap.add_argument("--batch", type=int, default=0, help="also time a folder of this many clips in one run")
@@ -305,7 +307,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ppar-bench-") as d:
         if args.stages:
             for size in args.sizes.split(","):
-                make_clip(Path(d) / f"{size}.mp4", *(int(v) for v in size.split("x")), args.seconds)
+                make_clip(Path(d) / f"{size}.mp4", *(int(v) for v in size.split("x")), args.seconds, args.source)
                 print(json.dumps(bench_stages(Path(d) / f"{size}.mp4", tmp=Path(d))), flush=True)
             return
         for size in args.sizes.split(","):

@@ -5,7 +5,7 @@ import pytest
 from helpers import REAL, needs_shared
 
 from ppar_cli import Options, anonymize
-from ppar_cli.pipeline.guard import FaceGuard, GuardConfig, sweep
+from ppar_cli.pipeline.guard import FaceGuard, GuardConfig, overlapped, sweep
 from ppar_cli.pipeline.scoremap import flicker
 
 
@@ -53,6 +53,22 @@ def test_guard_covers_a_face_between_searches_by_its_sweep():
     assert out[1:4, 5, 3].all()  # rows of 4 px: the face (y 20..30) starts in row 5
     far = sweep(np.array([[0, 0, 10, 10]], np.float32), np.array([[100, 0, 110, 10]], np.float32))
     assert len(far) == 0  # two faces far apart are not one face moving
+
+
+def test_overlapped_cells_are_those_a_box_shares_area_with():
+    """Cell (r, c) spans pixels rows[r]..rows[r+1] x cols[c]..cols[c+1]; it is overlapped when some
+    box shares a positive area with it (boxes may reach past the frame)."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.array([0, 18, 36, 54, 72, 90]), np.array([0, 32, 64, 96, 128, 160])
+    for k in (0, 1, 5, 40):
+        xy = rng.uniform(-30, 170, (k, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0, 60, (k, 2))], 1).astype(np.float32)
+        want = np.zeros((5, 5), bool)
+        for x0, y0, x1, y1 in boxes:
+            for r in range(5):
+                for c in range(5):
+                    want[r, c] |= min(y1, rows[r + 1]) > max(y0, rows[r]) and min(x1, cols[c + 1]) > max(x0, cols[c])
+        assert (overlapped(boxes, rows, cols) == want).all(), k
 
 
 def test_centerface_decoding_and_suppression():
