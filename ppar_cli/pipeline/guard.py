@@ -87,8 +87,8 @@ class FaceGuard:
 
 def overlapped(boxes: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """(gh, gw) bool: the cells, between the pixel edges ``rows`` and ``cols``, that any of the
-    (k, 4) boxes x0, y0, x1, y1 overlaps. In one pass of array operations: a loop over the boxes
-    held the GIL for most of the guard's time."""
+    (k, 4) boxes x0, y0, x1, y1 overlaps, in array operations: a loop over the boxes of busy
+    scenes held the GIL that the videos of one process share (README, "The face guard's cost")."""
     x0, y0, x1, y1 = boxes[:, :4].T
     r = (rows[1:] > y0[:, None]) & (rows[:-1] < y1[:, None])
     c = (cols[1:] > x0[:, None]) & (cols[:-1] < x1[:, None])
