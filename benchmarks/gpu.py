@@ -8,7 +8,7 @@
     # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.12
     # (README, "On a GPU"): a longer folder, so that start-up weighs less, NVDEC's decoding, and
     # --workers 8 --jobs 2 with the guard:
-    #   ... --budget 440 --only end_to_end --seconds 90 \
+    #   ... --budget 440 --only end_to_end --seconds 60 \
     #       --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,auto:1:--workers=8:--jobs=2
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
