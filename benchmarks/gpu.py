@@ -6,10 +6,10 @@
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.12
-    # (README, "On a GPU"): a longer folder, so that start-up weighs less, and NVDEC's decoding, alone
-    # and under ppar (nvdec_ppar.py):
-    #   ... --budget 440 --only end_to_end --seconds 60 \
-    #       --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,none:1:--workers=4:--jobs=4:nvdec
+    # (README, "On a GPU"): a longer folder, so that start-up weighs less; NVDEC's decoding, alone and
+    # under ppar; the model as a CUDA graph (ppar_variants.py):
+    #   ... --budget 440 --only end_to_end --seconds 45 --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,\
+    #       none:1:--workers=4:--jobs=4:GPU_BENCH_NVDEC=1,auto:1:--workers=4:--jobs=4:GPU_BENCH_GRAPH=1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -434,18 +434,18 @@ def end_to_end(args, work: Path) -> list[dict]:
                      "fps": round(decoded / dt, 1)})
     for spec in args.e2e.split(","):
         guard, n, *extra = spec.split(":")
-        nvdec = "nvdec" in extra  # ppar decoding on NVDEC (nvdec_ppar.py)
-        env = [e for e in extra if not e.startswith("--") and e != "nvdec"]
+        env = [e for e in extra if not e.startswith("--")]
         opts = [part for e in extra if e.startswith("--") for part in e.split("=", 1)]
         n = min(int(n), 2) if args.quick else int(n)
         what = (f"ppar --guard {guard} {' '.join(opts)}, {n} process(es){' (--shard K/N)' if n > 1 else ''}"
-                f"{' ' + ' '.join(env) if env else ''}{', decoding on NVDEC' if nvdec else ''}")
+                f"{' ' + ' '.join(env) if env else ''}")
         if time.monotonic() > DEADLINE - 60:
             rows.append({"what": what, "error": "skipped: out of time"})
             continue
         out = work / f"e2e_{spec.replace(':', '_')}"
         logs = [work / f"e2e_{spec.replace(':', '_')}_{k}.log" for k in range(n)]
-        ppar_cmd = [str(REPO / "benchmarks" / "nvdec_ppar.py")] if nvdec else ["-m", "ppar_cli.cli"]
+        variant = any(e.startswith("GPU_BENCH_") for e in env)  # a variant of ppar's GPU path (ppar_variants.py)
+        ppar_cmd = [str(REPO / "benchmarks" / "ppar_variants.py")] if variant else ["-m", "ppar_cli.cli"]
         cmd = [sys.executable, *ppar_cmd, "anonymize", str(src), str(out), "--device", args.device, "--guard", guard,
                "--quiet", "--overwrite", "--batch-size", "16", *opts]
         spy = shutil.which("py-spy") if n == 1 and args.profile else None
@@ -674,8 +674,8 @@ def main() -> None:
     ap.add_argument("--models", default="base,bundled", help="model and compiled sections: these models (base, bundled)")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
     ap.add_argument("--e2e", default="none:4:--jobs=4,auto:4:--jobs=4,none:8:--jobs=2,auto:8:--jobs=2,none:16",
-                    help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE|:nvdec...] each (environment and "
-                         "`ppar anonymize` options of those processes; nvdec: ppar decoding on NVDEC, nvdec_ppar.py)")
+                    help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
+                         "`ppar anonymize` options of those processes; GPU_BENCH_*=1: a variant, ppar_variants.py)")
     ap.add_argument("--profile", action="store_true", help="the one-process end-to-end runs under py-spy (OUT/spy_RUN.txt)")
     ap.add_argument("--real", type=Path, default=REPO / ".gpuclips", help="real clips for the correctness check")
     args = ap.parse_args()
