@@ -33,24 +33,23 @@ def torch_threads(processes: int = 1) -> int:
     pipeline's other stages leave (the decoder, the face guard's two, the encoder's), at least one.
     On 2 cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s
     with two (three runs each), and as long with the guard off."""
-    return max(1, (_cores() // 2 - 1) // processes)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, (cores // 2 - 1) // processes)
 
 
-def guard_threads(videos: int) -> int:
+def guard_threads(videos: int) -> int | None:
     """onnxruntime's threads for each face search when ``videos`` are anonymized at once in this
-    process. One video: two, beside the model and the encoder (the share torch_threads leaves).
-    Several: one each, for the videos' fronts search in parallel already. onnxruntime's default, a
-    thread per physical core for every search, woken and parked around each operator, mostly
-    switched contexts there: on an H100 machine (16 cores, 4 workers of --jobs 4, 16 videos of 720p)
-    the guard added 172 CPU-s to the 346 of a run without it with onnxruntime's default, 98 to 405
-    with one thread (two calls, each on its own machine), and the run with the guard went from 0.41
-    to 0.45 of a plain re-encode's speed there (README, "On a GPU").
+    process: one each when there are several, whose fronts then search in parallel. For one video,
+    onnxruntime's default as before (None: a thread per physical core; two on this 2-core machine):
+    one thread was not measured there, where a slower search could hold the video back. With
+    several videos that default mostly
+    switched contexts, each search waking and parking many threads around each operator: on an H100
+    machine (16 cores, 4 workers of --jobs 4, 16 videos of 720p) the guard added 172 CPU-s to the 346
+    of a run without it, against 98 to 405 with one thread (two calls, each on its own machine), and
+    the run with the guard went from 0.41 to 0.45 of a plain re-encode's speed there (README, "On a
+    GPU"). Several workers of one video each keep the default (not measured).
     """
-    return 1 if videos > 1 else min(2, _cores())
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if videos > 1 else None
 
 
 def flat_heap() -> None:
