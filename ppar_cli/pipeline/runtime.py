@@ -41,13 +41,14 @@ def guard_threads(videos: int) -> int | None:
     """onnxruntime's threads for each face search when ``videos`` are anonymized at once in this
     process: one each when there are several, whose fronts then search in parallel. For one video,
     onnxruntime's default as before (None: a thread per physical core; two on this 2-core machine):
-    one thread was not measured there, where a slower search could hold the video back. With
-    several videos that default mostly
-    switched contexts, each search waking and parking many threads around each operator: on an H100
-    machine (16 cores, 4 workers of --jobs 4, 16 videos of 720p) the guard added 172 CPU-s to the 346
-    of a run without it, against 98 to 405 with one thread (two calls, each on its own machine), and
-    the run with the guard went from 0.41 to 0.45 of a plain re-encode's speed there (README, "On a
-    GPU"). Several workers of one video each keep the default (not measured).
+    one thread was not measured there, where a slower search could hold the video back.
+
+    With several videos that default mostly switched contexts, each search waking and parking many
+    threads around each operator: on an H100 machine (16 cores, 4 workers of --jobs 4, 16 videos of
+    720p) the guard added 172 CPU-s to the 346 of a run without it, against 98 to 405 with one
+    thread (two calls, each on its own machine), and the run with the guard went from 0.41 to 0.45
+    of a plain re-encode's speed there (README, "On a GPU"). Several workers of one video each keep
+    the default (not measured).
     """
     return 1 if videos > 1 else None
 
