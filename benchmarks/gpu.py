@@ -146,20 +146,13 @@ def decode_only(path: str) -> int:
 
 
 def decode_nvdec(path: str) -> int:
-    """Decoding on the GPU's NVDEC (PyAV's hwaccel; no software fallback), each frame copied back
-    as ppar's 4:2:0 arrays: what it would save ppar's CPU against decode_only."""
-    import av
-    from av.codec.hwaccel import HWAccel
+    """decode_only with ppar's frame reader on the GPU's NVDEC (ppar_variants.py's patch, no
+    software fallback): what NVDEC would save ppar's CPU. Run in a spawned process: the patch
+    stays there."""
+    os.environ["GPU_BENCH_NVDEC"] = "1"
+    import ppar_variants  # noqa: F401 -- patches PyAV's open for ppar's frame reader
 
-    n = 0
-    with av.open(path, hwaccel=HWAccel(device_type="cuda", allow_software_fallback=False)) as c:
-        stream = c.streams.video[0]
-        if not stream.codec_context.is_hwaccel:
-            raise RuntimeError(f"{path}: no NVDEC decoder for {stream.codec_context.name}")
-        for frame in c.decode(stream):
-            frame.to_ndarray(format="yuv420p")
-            n += 1
-    return n
+    return decode_only(path)
 
 
 def kept_masks(folder: Path) -> dict:
@@ -469,11 +462,11 @@ def end_to_end(args, work: Path) -> list[dict]:
                     p.kill()
             done = [(rc, log.read_text()) for rc, log in zip(done, logs)]
             dt = time.perf_counter() - t0
+        rc = max(rc for rc, _ in done)
         rows.append({"what": what, "seconds": round(dt, 2),  # py-spy's child's CPU time does not reach us
                      **({} if spy else _used_since(used0)),
-                     **({"fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3)}  # not of a failed run
-                        if max(rc for rc, _ in done) == 0 else {}), "gpu_busy": g.busy,
-                     "exit": max(rc for rc, _ in done), "stderr": "".join(e for _, e in done)[-300:]})
+                     **({} if rc else {"fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3)}),  # not of a failed run
+                     "gpu_busy": g.busy, "exit": rc, "stderr": "".join(e for _, e in done)[-300:]})
         print(rows[-1], flush=True)
     return rows
 
