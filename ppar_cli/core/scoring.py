@@ -16,8 +16,8 @@ from ppar_cli.core.clips import prepare_clips
 from ppar_cli.core.model import Output, PPARModel
 
 
-# One model call at a time, when several videos are anonymized at once (--jobs): the flags that
-# _exact_fp32 sets are global, so calls overlapping in time would restore them under each other.
+# One model call at a time on a GPU, when several videos are anonymized at once (--jobs): the flags
+# that _exact_fp32 sets are global, so calls overlapping in time would restore them under each other.
 _ONE_AT_A_TIME = threading.Lock()
 
 
@@ -31,7 +31,9 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
     stream of consecutive windows), and ``prev_kept`` (gt, gh, gw) for b = 0. The windows then run
     one after another, since each needs its predecessor's kept mask.
     """
-    with _ONE_AT_A_TIME, torch.inference_mode(), _exact_fp32(), torch.autocast(device.type, enabled=False):
+    # On the CPU those flags mean nothing, and the videos' calls overlap: each has its own threads.
+    exact = _exact_fp32() if device.type == "cuda" else contextlib.nullcontext()
+    with exact, torch.inference_mode(), torch.autocast(device.type, enabled=False):
         if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
             clips = clips.pin_memory()
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
@@ -55,9 +57,10 @@ def _exact_fp32():
     over scores that differ by little (near-ties): on an H100, bf16 autocast flipped 1.3% of the
     decisions and TF32 (PyTorch's default in cuDNN's convolutions) 0.1% (benchmarks/gpu.py), while
     the bundled model in fp32 still scores 5,000 clips a second there."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    with _ONE_AT_A_TIME:
+        saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -241,7 +241,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             if opts.jobs == 1 or len(jobs) < 2:
                 return [run(i) for i in range(len(jobs))]
             # Several videos at once, each with its own decoder, guard and encoder threads; they
-            # share the model, one call at a time (scoring.py).
+            # share the model (on a GPU one call at a time: scoring.py).
             with ThreadPoolExecutor(opts.jobs, thread_name_prefix="ppar-video") as pool:
                 futures = [pool.submit(run, i) for i in range(len(jobs))]
                 try:
