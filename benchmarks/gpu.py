@@ -27,7 +27,9 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
                time with --jobs the GIL's, and which remedy works?)
   stages       each stage of ppar's path alone on a 720p clip, in CPU-ms a frame (decode, model input,
                the model's pass on the device, fill, encode), and a plain re-encode's (bench.py --stages)
-  guard        the face detector's search time through onnxruntime's CPU and (if there) CUDA provider
+  guard        the face detector's search time through onnxruntime's CPU and (if there) CUDA provider,
+               and in PyTorch on the device (what ppar's guard uses on a GPU), with its boxes on real
+               frames against onnxruntime's; `correctness` also compares kept masks with the guard
   end_to_end   frames/s of `ppar anonymize` on a folder of 720p clips, guard off and on, one process
                (--jobs, --workers) and several shards at once (--shard K/N), against a plain re-encode
                of the same folder with every file at once (FFmpeg's libraries through PyAV, as the
@@ -204,6 +206,19 @@ def correctness(args, work: Path) -> dict:
     # several videos at once (--jobs), sharing the model: the same kept masks as one at a time
     res["jobs4_same_kept"] = kept_masks(work / "corr_jobs4") == a
     res["workers2_same_kept"] = kept_masks(work / "corr_workers2") == a  # and in worker processes (--workers)
+    # with the face guard, which searches on the device with PyTorch (onnx_torch.py), on the CPU with
+    # onnxruntime: the real clips, where there are faces
+    real = work / "corr_real"
+    real.mkdir(exist_ok=True)
+    for clip in _real_clips(args):
+        shutil.copy(clip, real / clip.name)
+    for run, dev in ((f"guard_{args.device}", args.device), ("guard_cpu", "cpu")):
+        r = ppar("anonymize", real, work / f"corr_{run}", "--device", dev, "--guard", "centerface", "--quiet", "--overwrite")
+        res[run] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
+    a, b = kept_masks(work / f"corr_guard_{args.device}"), kept_masks(work / "corr_guard_cpu")
+    agree = {k: float((np.array(a[k]) == np.array(b[k])).mean()) for k in a if k in b}
+    res.update({"guard_files": len(a), "guard_kept_agreement": agree,
+                "guard_kept_agreement_min": min(agree.values()) if agree else None})
     return res
 
 
@@ -304,33 +319,61 @@ def model_throughput(args, compiled: bool = False) -> list[dict]:
 
 
 def guard_check(args, work: Path) -> dict:
-    """The face guard's detector: onnxruntime's providers here, and one search's time on a 1280x720
-    frame through the CPU provider (what ppar uses) and the CUDA provider where there is one."""
+    """The face guard's detector: one search's time on a 1280x720 frame through onnxruntime's CPU
+    provider (ppar on a CPU), its CUDA provider where there is one, and PyTorch on the device (ppar on
+    a GPU: onnx_torch.py); and on frames of the real clips, PyTorch's boxes on the device against
+    onnxruntime's on the CPU (the guard's threshold, 0.05)."""
     import numpy as np
     import onnxruntime as ort
+    import torch
 
     from ppar_cli.core.config import bundled
     from ppar_cli.faces.detectors import CenterFace
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
 
     res = {"onnxruntime": ort.__version__, "providers": ort.get_available_providers()}
     frame = np.random.default_rng(0).integers(0, 255, (720, 1280, 3), np.uint8)
-    det = CenterFace(0.05, 640)
+
+    def ms_per_search(det) -> dict:
+        det(frame)
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            det(frame)
+            times.append(time.perf_counter() - t0)
+        return {"ms_per_search": round(statistics.median(times) * 1e3, 2)}
+
     for provider in ("CPUExecutionProvider", "CUDAExecutionProvider"):
         if provider not in res["providers"]:
             continue
         try:
+            det = CenterFace(0.05, 640)
             quiet = ort.SessionOptions()
             quiet.log_severity_level = 3  # as ppar's own session: no notes on unused initializers
             det._session = ort.InferenceSession(str(bundled("centerface.onnx")), quiet, providers=[provider])
-            det(frame)
-            times = []
-            for _ in range(20):
-                t0 = time.perf_counter()
-                det(frame)
-                times.append(time.perf_counter() - t0)
-            res[provider] = {"ms_per_search": round(statistics.median(times) * 1e3, 2)}
+            res[provider] = ms_per_search(det)
         except Exception as e:  # noqa: BLE001
             res[provider] = {"error": str(e).splitlines()[0][:200]}
+    try:
+        on_device, on_cpu = CenterFace(0.05, 640, device=torch.device(args.device)), CenterFace(0.05, 640)
+        res[f"pytorch_{args.device}"] = ms_per_search(on_device)
+        boxes = same = frames = 0
+        worst = 0.0
+        for clip in _real_clips(args):  # every 8th frame of the first 256, as the guard searches
+            for i, chunk in enumerate(FrameReader(probe(clip), "ffmpeg").chunks(32)):
+                for f in chunk[::8]:
+                    a, b = on_device(f), on_cpu(f)
+                    boxes, frames = boxes + len(b), frames + 1
+                    if a.shape == b.shape:
+                        same += 1
+                        worst = max(worst, float(np.abs(a - b).max()) if len(b) else 0.0)
+                if i == 7:
+                    break
+        res["pytorch_vs_onnxruntime"] = {"frames": frames, "boxes": boxes, "frames_same_count": same,
+                                         "largest_difference": worst}
+    except Exception as e:  # noqa: BLE001
+        res[f"pytorch_{args.device}"] = {"error": str(e).splitlines()[0][:200]}
     return res
 
 

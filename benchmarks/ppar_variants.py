@@ -60,7 +60,7 @@ if os.environ.get("GPU_BENCH_GRAPH") == "1":
                              follows=None, prev_kept=None):
         if device.type != "cuda" or hysteresis > 0:
             return scoring.score_clips(model, clips, keep_ratio, device, lambda_priv, hysteresis, follows, prev_kept)
-        with scoring._exact_fp32(), torch.inference_mode(), torch.autocast("cuda", enabled=False):
+        with scoring.exact_fp32(), torch.inference_mode(), torch.autocast("cuda", enabled=False):
             x = prepare_clips(clips.pin_memory().to(device, non_blocking=True), model.cfg)
             key = (id(model), keep_ratio, lambda_priv)
             if key not in _graphs or _graphs[key][0] < len(x):

@@ -42,6 +42,43 @@ def test_one_thread_a_search_finds_the_same_faces(walk_frames):
         assert np.allclose(one(frame), default(frame), atol=1e-3)
 
 
+def test_pytorch_finds_the_faces_onnxruntime_finds(walk_frames):
+    """The guard on a GPU runs CenterFace's graph in PyTorch (onnx_torch.py): on the CPU here it
+    finds the same boxes as onnxruntime, within a thousandth of a pixel and of a score."""
+    pytest.importorskip("onnx", reason="CenterFace in PyTorch reads the graph with onnx (the guard extra)")
+    import torch
+
+    from ppar_cli.faces.detectors import CenterFace
+
+    ort, pt = CenterFace(0.05), CenterFace(0.05, device=torch.device("cpu"))
+    found = 0
+    for frame in walk_frames[::17]:
+        a, b = ort(frame), pt(frame)
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-3)
+        found += len(a)
+    assert found > 0
+
+
+def test_a_gpu_guard_without_onnx_searches_on_the_cpu(monkeypatch):
+    """Where CenterFace cannot run in PyTorch, the guard still runs (onnxruntime on the CPU), with a
+    warning: a missing package never turns the guard off on a GPU machine."""
+    pytest.importorskip("onnxruntime", reason="CenterFace needs the guard extra (onnxruntime)")
+    import torch
+
+    import ppar_cli.faces.detectors as detectors
+    from ppar_cli.pipeline.api import _detector
+    from ppar_cli.pipeline.options import Options
+
+    def missing(device):
+        raise detectors.FacesUnavailable("onnx is not installed")
+
+    monkeypatch.setattr(detectors, "_torch_net", missing)
+    with pytest.warns(UserWarning, match="searches on the CPU: onnx is not installed"):
+        det = _detector(Options(), 1, torch.device("cpu"))
+    assert det is not None and det.device is None and det._session is not None
+    assert _detector(Options(guard="none"), 1, torch.device("cpu")) is None
+
+
 def test_full_size_sees_a_small_face_that_640_px_blurs(walk_frames):
     """The audit looks at full size: her face a quarter size on a 2560x1440 frame (15 px wide) is
     found sharp and sure there; scaled to 640 px it is only a low-score blob."""

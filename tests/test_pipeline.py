@@ -362,15 +362,19 @@ def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path
         torch.set_num_threads(before)
 
 
-def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights):
+@pytest.mark.parametrize("gpu_may_be_here", [False, True])
+def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights, gpu_may_be_here):
     """The first video's front (decoder and face guard) starts before PyTorch is imported, so it
-    works while PyTorch loads; in a fresh process, since this one has PyTorch already."""
+    works while PyTorch loads, where no GPU can be; where one may be, PyTorch settles the device
+    first, so that the guard can search on the GPU. In a fresh process, since this one has PyTorch."""
     import sys
 
     src = make_clip(tmp_path / "a.mp4", 64, 48, 10, audio=False)
     code = (
         "import sys\n"
+        "import ppar_cli.pipeline.api as api\n"
         "import ppar_cli.pipeline.front as front\n"
+        f"api.gpu_may_be_here = lambda: {gpu_may_be_here}\n"
         "seen = []\n"
         "init = front.Front.__init__\n"
         "front.Front.__init__ = lambda self, *a, **k: (seen.append('torch' in sys.modules), init(self, *a, **k))[1]\n"
@@ -380,12 +384,13 @@ def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights
         "print(seen)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[False]"
+    assert out.strip() == f"[{gpu_may_be_here}]"
 
 
 def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_weights, monkeypatch):
-    """In a folder, each next video's front starts once the video before it is with the encoder,
-    before that one's flush and commit; a video that fails still lets the batch go on."""
+    """In a folder of one video at a time (--jobs 1), each next video's front starts once the video
+    before it is with the encoder, before that one's flush and commit; a video that fails still
+    lets the batch go on."""
     import ppar_cli.pipeline.api as api
     from ppar_cli.media.encode import VideoWriter
 
@@ -406,7 +411,7 @@ def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_we
 
     monkeypatch.setattr(api.Front, "__init__", front)
     monkeypatch.setattr(VideoWriter, "commit", committed)
-    results = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tiny_weights)
+    results = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none", jobs=1), weights=tiny_weights)
     assert [r.status for r in results] == ["ok", "failed", "ok"]
     assert events == ["front a", "front b", "commit a", "front b", "front c", "commit c"]
 
@@ -486,7 +491,7 @@ def test_scores_are_exact_fp32_on_every_device(tiny_weights, monkeypatch):
     flags come back."""
     import torch
 
-    from ppar_cli.core.scoring import _exact_fp32, score_clips
+    from ppar_cli.core.scoring import exact_fp32, score_clips
 
     model = load_weights(tiny_weights).model
     seen = []
@@ -500,7 +505,7 @@ def test_scores_are_exact_fp32_on_every_device(tiny_weights, monkeypatch):
     assert seen == [(False, False)] and out.scores.dtype == torch.float32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        with _exact_fp32():  # what score_clips wraps a GPU's calls in
+        with exact_fp32():  # what score_clips wraps a GPU's calls in
             assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:

@@ -17,7 +17,7 @@ from ppar_cli.core.model import Output, PPARModel
 
 
 # One model call at a time on a GPU, when several videos are anonymized at once (--jobs): the flags
-# that _exact_fp32 sets are global, so calls overlapping in time would restore them under each other.
+# that exact_fp32 sets are global, so calls overlapping in time would restore them under each other.
 _ONE_AT_A_TIME = threading.Lock()
 
 
@@ -32,7 +32,7 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
     one after another, since each needs its predecessor's kept mask.
     """
     # On the CPU those flags mean nothing, and the videos' calls overlap: each has its own threads.
-    exact = _exact_fp32() if device.type == "cuda" else contextlib.nullcontext()
+    exact = exact_fp32() if device.type == "cuda" else contextlib.nullcontext()
     with exact, torch.inference_mode(), torch.autocast(device.type, enabled=False):
         if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
             clips = clips.pin_memory()
@@ -52,7 +52,7 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
 
 
 @contextlib.contextmanager
-def _exact_fp32():
+def exact_fp32():
     """Full fp32 on every device, so a GPU keeps the tubelets the CPU keeps. The kept set is a top-k
     over scores that differ by little (near-ties): on an H100, bf16 autocast flipped 1.3% of the
     decisions and TF32 (PyTorch's default in cuDNN's convolutions) 0.1% (benchmarks/gpu.py), while

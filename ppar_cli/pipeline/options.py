@@ -31,7 +31,7 @@ class Options:
     guard: str = "auto"  # auto: the face guard when installed (a warning otherwise) | centerface | none
     guard_config: GuardConfig = field(default_factory=GuardConfig)
     shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
-    jobs: int = 1  # folder mode: videos anonymized at once in this process (they share the model)
+    jobs: int = 2  # folder mode: videos anonymized at once in this process (they share the model)
     workers: int = 1  # folder mode: processes, each anonymizing `jobs` videos at once (workers.py)
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ppar_cli.errors import UsageError
@@ -26,6 +27,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device(name)
+
+
+def gpu_may_be_here() -> bool:
+    """False where PyTorch cannot see a CUDA GPU, told without importing it: Linux without NVIDIA's
+    device nodes, macOS. Elsewhere only PyTorch knows (resolve_device)."""
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(Path("/dev").glob("nvidia*"))
+    return True
 
 
 def torch_threads(processes: int = 1) -> int:
