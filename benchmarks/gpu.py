@@ -5,11 +5,11 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.12
-    # (README, "On a GPU"): a longer folder, so that start-up weighs less; NVDEC's decoding, alone and
-    # under ppar; the model as a CUDA graph (ppar_variants.py):
-    #   ... --budget 440 --only end_to_end --seconds 45 --e2e none:1:--workers=4:--jobs=4,auto:1:--workers=4:--jobs=4,\
-    #       none:1:--workers=4:--jobs=4:GPU_BENCH_NVDEC=1,auto:1:--workers=4:--jobs=4:GPU_BENCH_GRAPH=1
+    # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.13
+    # (README, "On a GPU"): the face guard on the GPU (kept masks against the CPU's, its search time,
+    # end to end); NVDEC's decoding, alone and under ppar; the model as a CUDA graph (ppar_variants.py):
+    #   ... --budget 440 --only correctness,guard,end_to_end --e2e auto:1:--workers=4:--jobs=4,\
+    #       none:1:--workers=4:--jobs=4,none:1:--workers=4:--jobs=4:GPU_BENCH_NVDEC=1,auto:1:--workers=4:--jobs=4:GPU_BENCH_GRAPH=1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):

@@ -265,8 +265,8 @@ def test_a_killed_worker_fails_its_videos_and_the_others_finish(tmp_path, tiny_w
     make_clip(src / "c_short.mp4", 96, 64, 10, audio=False)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(src), str(out), "--weights",
-                             str(tiny_weights), "--quiet", "--guard", "none", "--batch-size", "1", "--workers", "2"],
-                            stderr=subprocess.PIPE, text=True)
+                             str(tiny_weights), "--quiet", "--guard", "none", "--batch-size", "1", "--workers", "2",
+                             "--jobs", "1"], stderr=subprocess.PIPE, text=True)  # c_short waits behind a_long
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob(".a_long*partial*")):
         time.sleep(0.1)

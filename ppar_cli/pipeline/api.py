@@ -306,9 +306,9 @@ def _config_of(weights) -> PPARConfig | None:
 def _start_front(jobs: list[Job], i: int, opts: Options, cfg: PPARConfig | None, scores: Path | bool,
                  detector) -> Front | None:
     """Job i's front (decoding and the face guard), started ahead of its turn: the first before
-    PyTorch is imported, so that it works while PyTorch loads (front.py); each next one while the
-    encoder finishes the video before it, instead of one video's start waiting for the end of the
-    last. None where there is no such job or config, the job is skipped, or its front cannot start:
+    PyTorch is imported where no GPU can be, so that it works while PyTorch loads (front.py); each
+    next one while the encoder finishes the video before it, instead of one video's start waiting
+    for the end of the last. None where there is no such job or config, the job is skipped, or its front cannot start:
     anonymize_file then starts it, or reports why not, as for any other video."""
     if cfg is None or i >= len(jobs) or _skipped(jobs[i], _score_path(jobs[i], scores), opts):
         return None

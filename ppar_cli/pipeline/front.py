@@ -1,10 +1,10 @@
 """The front of the frame stream: a video's windows decoded and, with the face guard, searched for
 faces, in a thread ahead of the model.
 
-No PyTorch here. `anonymize` starts the first video's front before it loads PyTorch and the model
-(about a second on 2 cores), so the guard's searches fill the core that the import leaves idle;
-until the model takes its first window the front may run up to START_BYTES of windows ahead, then
-two windows.
+No PyTorch here. Where no GPU can be, `anonymize` starts the first video's front before it loads
+PyTorch and the model (about a second on 2 cores), so the guard's searches fill the core that the
+import leaves idle; until the model takes its first window the front may run up to START_BYTES of
+windows ahead, then two windows.
 """
 from __future__ import annotations
 
