@@ -229,6 +229,39 @@ def test_disk_full_leaves_nothing(tmp_path, clip, tiny_weights):
 
 
 @pytest.mark.slow
+def test_a_signal_another_thread_receives_stops_videos_running_at_once(tmp_path, tiny_weights):
+    """The kernel hands a process's SIGTERM to any of its threads (a decoder's, x264's). With
+    several videos at once the main thread only waits for them, and ran the handler once it woke:
+    after the last video, which was then written whole. It wakes in slices now."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a_short.mp4", 96, 64, 10, audio=False)
+    make_clip(src / "b_long.mp4", 640, 360, 1500, audio=False, extra=["-preset", "ultrafast"])
+    out = tmp_path / "out"
+    code = (
+        "import signal, threading, time\n"
+        "from pathlib import Path\n"
+        "from ppar_cli import Options, anonymize\n"
+        "def interrupt(*_):\n"
+        "    raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGTERM, interrupt)\n"
+        "def send():  # from a thread of its own, which then receives it\n"
+        f"    while not list(Path({str(out)!r}).glob('.b_long*partial*')):\n"
+        "        time.sleep(0.05)\n"
+        "    time.sleep(0.5)\n"
+        "    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)\n"
+        "threading.Thread(target=send, daemon=True).start()\n"
+        "try:\n"
+        f"    anonymize({str(src)!r}, {str(out)!r}, Options(guard='none', jobs=2, batch_size=1), weights={str(tiny_weights)!r})\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "interrupted", r.stderr[-2000:]
+    assert not (out / "b_long.mp4").exists() and not stray(out)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,workers", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
 def test_interrupt_cleans_up_and_rerun_resumes(tmp_path, tiny_weights, sig, workers):
     src = tmp_path / "in"

@@ -56,7 +56,8 @@ def exact_fp32():
     """Full fp32 on every device, so a GPU keeps the tubelets the CPU keeps. The kept set is a top-k
     over scores that differ by little (near-ties): on an H100, bf16 autocast flipped 1.3% of the
     decisions and TF32 (PyTorch's default in cuDNN's convolutions) 0.1% (benchmarks/gpu.py), while
-    the bundled model in fp32 still scores 5,000 clips a second there."""
+    the bundled model in fp32 still scores 5,000 clips a second there. The face guard's searches on
+    a GPU run under it too. One caller at a time: the flags are global."""
     with _ONE_AT_A_TIME:
         saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False

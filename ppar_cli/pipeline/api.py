@@ -241,10 +241,14 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             with ThreadPoolExecutor(opts.jobs, thread_name_prefix="ppar-video") as pool:
                 futures = [pool.submit(run, i) for i in range(len(jobs))]
                 try:
-                    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                    for f in done:
-                        if f.exception() is not None:
-                            raise f.exception()
+                    # in slices: a signal that another thread of the process received (Ctrl-C, SIGTERM)
+                    # runs its handler only once this thread wakes, else after the last video
+                    pending = futures
+                    while pending:
+                        done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                        for f in done:
+                            if f.exception() is not None:
+                                raise f.exception()
                     return [f.result() for f in futures]
                 except BaseException:  # Ctrl-C, a manifest that cannot be written: stop the others too
                     cancel.set()
