@@ -35,7 +35,7 @@ from ppar_cli.pipeline.runtime import (flat_heap, gpu_may_be_here, guard_threads
                                       resolve_device)
 
 # PyTorch and what needs it are imported where first used, after the first video's front has
-# started (front.py): importing PyTorch takes about a second.
+# started (front.py; where a GPU may be, before it): importing PyTorch takes about a second.
 if TYPE_CHECKING:
     import torch
 
@@ -191,8 +191,9 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     flat_heap()
     # Where a GPU may be, the device is settled first (importing PyTorch), so that the face guard
     # searches there too; elsewhere the first video's front starts while PyTorch loads (front.py).
-    device = resolve_device(opts.device) if opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()) else None
-    detector = _detector(opts, min(opts.jobs, len(jobs)), device if device is not None and device.type == "cuda" else None)
+    gpu_first = opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here())
+    device = resolve_device(opts.device) if gpu_first else None
+    detector = _detector(opts, min(opts.jobs, len(jobs)), device if gpu_first and device.type == "cuda" else None)
     if opts.preview is not None:
         warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
     cfg = _config_of(weights)
