@@ -84,3 +84,31 @@ def test_ppar_needs_no_ffmpeg_program(tmp_path, monkeypatch, tiny_weights):
     out = probe(tmp_path / "o.mp4")
     assert (out.width, out.height) == (64, 96) and out.audio_codecs == ["aac"]
     assert sum(len(c) for c in FrameReader(out, "ffmpeg").chunks(16)) == 30
+
+
+def test_rgb_is_pyavs_own_through_one_swscale_context_per_thread(tmp_path):
+    """to_rgb gives PyAV's frame.to_ndarray(format="rgb24") pixels (limited and full range, BT.709,
+    scaled by area averaging) and keeps one swscale context for each thread, not one per frame."""
+    import threading
+
+    import av
+
+    from ppar_cli.media import decode
+
+    clips = [make_clip(tmp_path / f"c{i}.mp4", 96, 64, 6, audio=False, extra=["-c:v", "libx264", *tags])
+             for i, tags in enumerate((["-pix_fmt", "yuvj420p"], ["-pix_fmt", "yuv420p", "-colorspace", "bt709"]))]
+    for clip in clips:
+        with av.open(str(clip)) as c:
+            for f in c.decode(video=0):
+                assert (decode.to_rgb(f) == f.to_ndarray(format="rgb24")).all()
+                scaled = {"width": 40, "height": 26, "interpolation": "AREA"}
+                assert (decode.to_rgb(f, **scaled) == f.to_ndarray(format="rgb24", **scaled)).all()
+    mine = decode._SWS.reformatter
+    with av.open(str(clips[0])) as c:
+        decode.to_rgb(next(c.decode(video=0)))
+    assert decode._SWS.reformatter is mine
+    theirs = []
+    t = threading.Thread(target=lambda: theirs.append((decode.to_rgb(f), decode._SWS.reformatter)))
+    t.start()
+    t.join()
+    assert theirs[0][1] is not mine
