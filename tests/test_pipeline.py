@@ -59,6 +59,14 @@ def test_score_map_numbers_keep_four_significant_digits():
 
     a = np.array([[4.8e-05, -1.2345678e-07], [0.0, 3.14159]], np.float32)
     assert json.dumps(significant(a)) == "[[4.8e-05, -1.235e-07], [0.0, 3.142]]"
+    # computed in array operations: the same numbers as formatting each one, over 17 decades, at
+    # powers of ten and their neighbours, and every float32 of a stretch dense in ties (x.xxx5)
+    rng = np.random.default_rng(0)
+    tens = np.array([10.0 ** i for i in range(-14, 4)], np.float32)
+    dense = np.arange(*np.float32([1.0, 1.25]).view(np.int32), 7, dtype=np.int32).view(np.float32)
+    a = np.concatenate([rng.choice([-1, 1], 20000) * 10 ** rng.uniform(-14, 3, 20000), tens, np.nextafter(tens, 0),
+                        np.nextafter(tens, 1), [9.9995, 0.99995, -0.0], dense]).astype(np.float32)
+    assert significant(a) == [float(f"{v:.4g}") for v in a.astype(np.float64)]
 
 
 def test_keep_one_and_zero(tmp_path, odd_clip, tiny_weights):

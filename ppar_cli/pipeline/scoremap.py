@@ -43,9 +43,27 @@ def significant(a: np.ndarray, digits: int = 4) -> list:
     """Nested lists of ``a``'s values to ``digits`` significant digits, each written as short as it
     reads. Scores are attention differences of about 1/N (1e-4 on a 1,600-tubelet grid): fixed
     decimals would round most of them to a few shared values, and float32 values turned into Python
-    floats print 17 digits."""
-    flat = np.array([float(f"{v:.{digits}g}") for v in a.astype(np.float64).ravel()])
-    return flat.reshape(a.shape).tolist()
+    floats print 17 digits.
+
+    The value of ``float(f"{v:.{digits}g}")`` for each, in array operations: formatting a window's
+    1,600 scores one by one held the GIL 2.0 ms, these 0.2 ms. A float32 times 10**k, k <= 12, is
+    exact in float64 (24 + 28 bits), so rounding it there rounds the exact value, half to even as
+    the formatting does, and its quotient by 10**k is the double nearest the decimal. Other values
+    take the string."""
+    x = a.astype(np.float64).ravel()
+    out = x.copy()
+    mag = np.abs(x)
+    fast = np.isfinite(x) & (mag > 0)
+    k = np.zeros(len(x), np.int64)
+    k[fast] = digits - 1 - np.floor(np.log10(mag[fast])).astype(np.int64)
+    lo, hi = 10.0 ** (digits - 1), 10.0 ** digits
+    k += mag * 10.0 ** k >= hi  # log10 a little off at a power of ten: the exact products say where it lies
+    k -= (mag * 10.0 ** k < lo) & fast
+    fast &= (a.dtype == np.float32) & (k >= 0) & (k <= 12)
+    out[fast] = np.round(x[fast] * 10.0 ** k[fast]) / 10.0 ** k[fast]
+    slow = ~fast & (x != 0)
+    out[slow] = [float(f"{v:.{digits}g}") for v in x[slow]]
+    return out.reshape(a.shape).tolist()
 
 
 def score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights: LoadedWeights,
