@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ppar_cli.core.clips import cell_edges, cell_index, pixel_mask
-from ppar_cli.pipeline.fill import fill_clip
+from ppar_cli.pipeline.fill import fill_clip, pruned_rects
 
 
 @pytest.mark.parametrize("size,cells", [(201, 8), (333, 8), (480, 14), (7, 8), (1, 8), (1080, 7), (64, 8)])
@@ -40,3 +40,18 @@ def test_fill_only_touches_pruned(fill):
             assert (out[f][~m] == 0).all()
         else:
             assert (out[f][~m] != orig[f][~m]).any()
+
+
+def test_pruned_rects_cover_each_pruned_cell_once():
+    rng = np.random.default_rng(0)
+    for p in (0.0, 0.2, 0.5, 0.8, 1.0):
+        for _ in range(20):
+            keep = rng.random((20, 20)) < p
+            keep[4:13, 2:10] = True
+            keep[5:12, 3:9] = False  # a pruned block alone: its rows' identical runs become one rectangle
+            covered = np.zeros((20, 20), int)
+            rects = pruned_rects(keep)
+            for r0, r1, c0, c1 in rects:
+                covered[r0:r1, c0:c1] += 1
+            assert (covered == ~keep).all()
+            assert len(rects) < sum(len(np.flatnonzero(np.diff(np.r_[0, ~row, 0]))) // 2 for row in keep)

@@ -31,13 +31,22 @@ def smooth_fill(frames: np.ndarray, fill: str, grid_hw: tuple[int, int]) -> np.n
     return out.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def pruned_runs(grid: np.ndarray) -> list[tuple[int, int, int]]:
-    """(gh, gw) bool keep grid -> (row, first col, end col) runs of pruned cells, row by row."""
-    runs = []
-    for r, row in enumerate(grid):
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], ~row, [0]]).astype(np.int8)))
-        runs += [(r, int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
-    return runs
+def pruned_rects(grid: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(gh, gw) bool keep grid -> (first row, end row, first col, end col) rectangles of pruned
+    cells that cover them once: each row's runs of pruned cells, a run joined with the same run in
+    the rows below it. Found in array operations, for all rows at once: each rectangle costs a
+    few slice assignments, and the Python around them holds the GIL that a process's videos share."""
+    edge = np.zeros((grid.shape[0], 1), np.int8)
+    step = np.diff(np.concatenate([edge, (~grid).astype(np.int8), edge], axis=1), axis=1)
+    r, c0 = np.nonzero(step == 1)
+    c1 = np.nonzero(step == -1)[1]  # row-major, as the starts: each run's end pairs with its start
+    order = np.lexsort((r, c1, c0))
+    r, c0, c1 = r[order], c0[order], c1[order]
+    first = np.ones(len(r), bool)  # a run that does not continue the same run of the row above
+    first[1:] = (c0[1:] != c0[:-1]) | (c1[1:] != c1[:-1]) | (r[1:] != r[:-1] + 1)
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(r)) - 1
+    return list(zip(r[starts].tolist(), (r[ends] + 1).tolist(), c0[starts].tolist(), c1[starts].tolist()))
 
 
 def fill_clip(frames: np.ndarray | YUVFrames, keep: np.ndarray, slab_of_frame: np.ndarray,
@@ -46,7 +55,7 @@ def fill_clip(frames: np.ndarray | YUVFrames, keep: np.ndarray, slab_of_frame: n
 
     frames: uint8 (L, H, W, 3), or YUVFrames (black only); keep: bool (gt, gh, gw); slab_of_frame:
     (L,) temporal tubelet index of each frame. Pruned tubelets are filled over all their frames, one
-    rectangle per run of pruned cells in a grid row (no full-frame mask arithmetic: this is on the
+    rectangle at a time (:func:`pruned_rects`; no full-frame mask arithmetic: this is on the
     per-frame hot path).
     """
     if fill not in FILLS:
@@ -66,13 +75,13 @@ def fill_clip(frames: np.ndarray | YUVFrames, keep: np.ndarray, slab_of_frame: n
 
 
 def _pruned_boxes(keep: np.ndarray, slab_of_frame: np.ndarray, size: tuple[int, int]):
-    """(first frame, end frame, y0, y1, x0, x1) of each pruned rectangle: one per run of pruned
-    cells in a grid row, over the frames of its temporal slab (slabs are contiguous runs)."""
+    """(first frame, end frame, y0, y1, x0, x1) of each pruned rectangle (:func:`pruned_rects`),
+    over the frames of its temporal slab (slabs are contiguous runs)."""
     rows, cols = cell_edges(size[0], keep.shape[1]), cell_edges(size[1], keep.shape[2])
     starts = np.flatnonzero(np.diff(slab_of_frame, prepend=-1))
     for a, b in zip(starts, list(starts[1:]) + [len(slab_of_frame)]):
-        for r, c0, c1 in pruned_runs(keep[slab_of_frame[a]]):
-            yield a, b, rows[r], rows[r + 1], cols[c0], cols[c1]
+        for r0, r1, c0, c1 in pruned_rects(keep[slab_of_frame[a]]):
+            yield a, b, rows[r0], rows[r1], cols[c0], cols[c1]
 
 
 def _black_yuv(frames: YUVFrames, keep: np.ndarray, slab_of_frame: np.ndarray) -> YUVFrames:
