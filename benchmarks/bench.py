@@ -9,6 +9,8 @@ preset and crf as ppar) and ppar then run alternately; medians, the ppar/ffmpeg 
 and peak RSS are printed. `--long K` also anonymizes a clip K times longer, for the memory check.
 `--batch K` times a folder of K such clips in one `ppar anonymize` against K ffmpeg runs: the way a
 dataset is processed, where ppar's start-up (importing PyTorch, about 1.5 s) is paid once.
+`--free-model` runs ppar with a network too small to cost anything in the bundled weights' geometry:
+everything but the model is then timed, which is what a GPU leaves to the CPU.
 `--model` times the model alone in clip-frames/s. deface is measured in the same run when installed.
 `--frame` only times making the encoder's frames from RGB ones (a copy, or wrapping the array).
 `--stages` only times each stage of ppar's path one after another, in CPU-ms a frame, against a
@@ -80,6 +82,24 @@ def run_ppar_child(src: str, dst: str, extra: list[str]) -> None:
         print(json.dumps({"rss_mb": round(own.ru_maxrss / 1024, 1),
                           "user_s": round(own.ru_utime, 1), "sys_s": round(own.ru_stime, 1), "page_faults": own.ru_minflt}),
               flush=True)
+
+
+def free_model(dst: Path) -> Path:
+    """Weights with the bundled weights' clips and grid (frames, stride, image size, tubelets) and a
+    network that costs next to nothing (a linear stem, width 8, two blocks), written to ``dst``."""
+    from dataclasses import replace
+
+    import torch
+
+    from ppar_cli.core.config import DEFAULT_WEIGHTS, read_metadata
+    from ppar_cli.core.model import PPARModel
+    from ppar_cli.core.weights import save_weights
+
+    torch.manual_seed(0)
+    cfg = replace(read_metadata(DEFAULT_WEIGHTS)[0], name="free", stem="linear", dim=8, depth=2, heads=1,
+                  mlp_ratio=1.0, prune_blocks=(1, 2))
+    save_weights(PPARModel(cfg), dst, {"note": "benchmarks/bench.py --free-model: random, next to no network"})
+    return dst
 
 
 def frames_of(path: Path) -> int:
@@ -294,6 +314,7 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=0, help="also measure peak RSS on a clip this many times longer")
     ap.add_argument("--batch", type=int, default=0, help="also time a folder of this many clips in one run")
     ap.add_argument("--model", action="store_true", help="also time the model alone (bundled and base configs)")
+    ap.add_argument("--free-model", action="store_true", help="ppar with a network that costs next to nothing: all but the model")
     ap.add_argument("--no-deface", action="store_true", help="skip deface (minutes on long 720p clips)")
     ap.add_argument("--frame", action="store_true", help="only time making the encoder's frames, at each size")
     ap.add_argument("--stages", action="store_true", help="only time each stage of ppar's path, in CPU-ms a frame, at each size")
@@ -305,6 +326,8 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="ppar-bench-") as d:
+        if args.free_model:
+            args.ppar_args += ["--weights", str(free_model(Path(d) / "free.safetensors"))]
         if args.stages:
             for size in args.sizes.split(","):
                 make_clip(Path(d) / f"{size}.mp4", *(int(v) for v in size.split("x")), args.seconds, args.source)
