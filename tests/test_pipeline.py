@@ -69,6 +69,41 @@ def test_score_map_numbers_keep_four_significant_digits():
     assert significant(a) == [float(f"{v:.4g}") for v in a.astype(np.float64)]
 
 
+def test_a_videos_windows_are_not_held_in_memory(tmp_path, tiny_weights):
+    """A window's score-map record is about 95 KB as Python objects: the log keeps running sums and
+    sends records to a temporary file, so a long video's memory does not grow with its windows,
+    and the score map written from it holds every record, the guard's fraction and the flicker."""
+    import tracemalloc
+
+    from ppar_cli.pipeline.options import FileResult
+    from ppar_cli.pipeline.scoremap import ScoreLog, flicker
+
+    def record(i: int) -> dict:  # made afresh, as the pipeline makes each window's
+        rng = np.random.default_rng(i)
+        return {"start": 32 * i, "frames": 32, "kept_fraction": 0.5, "scores": rng.normal(0, 1e-3, (4, 20, 20)).tolist(),
+                "keep": (rng.random((4, 20, 20)) < 0.5).astype(np.uint8).tolist(),
+                "guard": (rng.random((4, 20, 20)) < 0.1).astype(np.uint8).tolist()}
+
+    log = ScoreLog(tmp_path)
+    log.add(record(0))  # its first imports whatever it imports
+    tracemalloc.start()
+    for i in range(1, 300):
+        log.add(record(i))
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert held < 200_000  # the 300 records are 30 MB as objects
+    weights = load_weights(tiny_weights)
+    result = FileResult(tmp_path / "a.mp4", tmp_path / "b.mp4", "ok", frames=9600, kept_fraction=0.5)
+    log.write(tmp_path / "s.json", probe(make_clip(tmp_path / "a.mp4", 64, 48, 4)), result, weights, Options(), "ffmpeg")
+    log.close()
+    m = json.loads((tmp_path / "s.json").read_text())
+    records = [record(i) for i in range(300)]
+    assert m["windows"] == records and m["summary"]["windows"] == 300
+    assert m["summary"]["flicker"] == flicker(np.array([r["keep"] for r in records]))
+    assert m["model"]["guard"]["forced_fraction"] == round(float(np.mean([np.mean(r["guard"]) for r in records])), 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "s.json"]  # no temporary file left
+
+
 def test_keep_one_and_zero(tmp_path, odd_clip, tiny_weights):
     for keep in (0.0, 1.0):
         out = tmp_path / f"k{keep}.mp4"

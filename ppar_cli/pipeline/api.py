@@ -7,7 +7,6 @@ filled, so a failure anywhere leaves no unanonymized frame behind (privacy fails
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -51,13 +50,13 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     video's front starts there. ``cancel``, once set, stops the video at its next window as Ctrl-C
     would (videos in other threads). Raises nothing for bad input: failures come back as a failed
     result."""
-    from ppar_cli.pipeline.scoremap import names_real_actions, score_map
+    from ppar_cli.pipeline.scoremap import ScoreLog, names_real_actions
     from ppar_cli.pipeline.stream import fill_pass, score_windows
 
     reporter = reporter or Silent()
     t0 = time.perf_counter()
     result = FileResult(src, dst, "failed")
-    writer = shown = None
+    writer = shown = log = None
     try:
         front = front or Front(src, weights.model.cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, preview))
         info = front.info
@@ -65,6 +64,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         if info.width % 2 or info.height % 2:
             result.notes.append(f"odd size {info.width}x{info.height}: encoded as yuv444p to keep the exact size")
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if scores_path is not None:
+            scores_path.parent.mkdir(parents=True, exist_ok=True)
+        log = ScoreLog(scores_path.parent if scores_path is not None else None)
         times = info.frame_times()
         writer = VideoWriter(dst, info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
                              audio_from=info if opts.audio else None, times=times, yuv=front.reader.yuv,
@@ -74,7 +76,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             shown = VideoWriter(preview, 2 * info.width, info.height, info.fps, crf=opts.crf, preset=opts.preset,
                                 times=times, source=info.source)
 
-        def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
+        def fill_and_write(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
             if cancel is not None and cancel.is_set():
                 raise KeyboardInterrupt
             original = frames.copy() if shown is not None else None  # fill_clip works in place
@@ -84,15 +86,24 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                 shown.write(side_by_side(original, filled, record, slab))
             reporter.advance(src, len(frames))
 
+        def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
+            fill_and_write(frames, kept, slab, record)
+            log.add(record)
+
         model = weights.model
         reader = front.reader
         if not front.two_passes:
-            windows = score_windows(front.windows, model, opts, device, emit, names_real_actions(weights))
+            score_windows(front.windows, model, opts, device, emit, names_real_actions(weights))
         else:  # very large frames: decide on small ones, then fill the full-size ones a few at a time
-            windows = score_windows(front.windows, model, opts, device, None, names_real_actions(weights))
+            windows: list[dict] = []  # records of the scoring pass, for the fill pass
+
+            def collect(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
+                windows.append(record)
+
+            score_windows(front.windows, model, opts, device, collect, names_real_actions(weights))
             reader = FrameReader(info, backend="ffmpeg", times=times)
             if windows:
-                fill_pass(reader, windows, model.cfg, emit)
+                fill_pass(reader, windows, model.cfg, fill_and_write)
             excess = sum(w["frames"] for w in windows) - writer.frames  # the second decode ended early
             while excess > 0:
                 cut = min(excess, windows[-1]["frames"])
@@ -100,8 +111,10 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                 excess -= cut
                 if windows[-1]["frames"] == 0:
                     windows.pop()
+            for record in windows:
+                log.add(record)
             result.notes.append(f"{info.width}x{info.height}: scored at {SCORE_SIDE} px, then filled at full size (two passes)")
-        if not windows:
+        if not log.windows:
             raise VideoError(f"{src}: no decodable frames")
         if then is not None:
             then()
@@ -112,19 +125,16 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             result.notes.append(f"damaged input: {writer.frames} of the {len(times.known) + times.dropped} frames "
                                 f"its container lists could be decoded")
         result.frames = writer.frames
-        result.kept_fraction = float(np.mean([w["kept_fraction"] for w in windows]))
+        result.kept_fraction = log.kept_fraction
         if front.guard is not None and result.kept_fraction < opts.keep_ratio - 1 / weights.model.cfg.num_tokens:
-            low = min(w["kept_fraction"] for w in windows)
             result.notes.append(f"the face guard hid more than --keep {opts.keep_ratio:g} asked: {result.kept_fraction:.3f} of "
-                                f"the video visible on average, {low:.3f} in the window with the most faces")
+                                f"the video visible on average, {log.kept_low:.3f} in the window with the most faces")
         result.seconds = time.perf_counter() - t0
         # The score map is written beside the video first and renamed into place only once the
         # video (and preview) are complete: outputs appear together or not at all.
         with contextlib.ExitStack() as stack:
             if scores_path is not None:
-                tmp = stack.enter_context(atomic_path(scores_path))
-                tmp.write_text(json.dumps(score_map(info, result, windows, weights, opts, reader.backend),
-                                          separators=(",", ":"), allow_nan=False))
+                log.write(stack.enter_context(atomic_path(scores_path)), info, result, weights, opts, reader.backend)
             # an input decoded only in part keeps the audio of the part written, not the rest
             cut_short = damage is not None or writer.frames < len(times.known) + times.dropped
             if shown is not None:
@@ -148,6 +158,8 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     finally:
         if front is not None:
             front.close()
+        if log is not None:
+            log.close()
     result.seconds = time.perf_counter() - t0
     reporter.end_file(result)
     return result

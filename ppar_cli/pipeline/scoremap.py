@@ -2,7 +2,11 @@
 window (scores, kept tubelets, guard-forced tubelets, the heads' outputs) and the file's summary."""
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
@@ -66,28 +70,82 @@ def significant(a: np.ndarray, digits: int = 4) -> list:
     return out.reshape(a.shape).tolist()
 
 
-def score_map(info: VideoInfo, result: FileResult, windows: list[dict], weights: LoadedWeights,
-               opts: Options, backend: str) -> dict:
+class ScoreLog:
+    """One video's windows, as they are filled: what its result and its score map need, in memory
+    that does not grow with the video. A window's record is 95 KB as Python objects (a day of 25 fps
+    video has 67,500 windows), so with a score map to write the records go, as JSON, to an unnamed
+    temporary file beside it (gone with the process, whatever ends it), and :meth:`write` joins them
+    with the file's head and summary at the end."""
+
+    def __init__(self, beside: Path | None = None):
+        """``beside``: the score map's folder, None without a score map."""
+        self.windows = 0
+        self.kept_sum, self.kept_low = 0.0, 1.0  # kept fractions: their sum and the lowest
+        self.forced_sum, self.guarded = 0.0, False  # tubelets the face guard forced, fractions summed
+        self._changed, self._prev = 0.0, None  # flicker: the changed fractions summed, the last kept grid
+        self._records = tempfile.TemporaryFile("w+", dir=beside) if beside is not None else None
+
+    def add(self, record: dict) -> None:
+        keep = np.asarray(record["keep"], bool)
+        if self._prev is not None:
+            self._changed += float((keep != self._prev).mean())
+        self._prev = keep
+        self.kept_sum += record["kept_fraction"]
+        self.kept_low = min(self.kept_low, record["kept_fraction"])
+        if "guard" in record:
+            self.guarded = True
+            self.forced_sum += float(np.mean(record["guard"]))
+        if self._records is not None:
+            self._records.write(("," if self.windows else "") + json.dumps(record, separators=(",", ":"), allow_nan=False))
+        self.windows += 1
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.kept_sum / self.windows
+
+    @property
+    def flicker(self) -> float | None:
+        """:func:`flicker` of the windows added, one after another."""
+        return round(self._changed / (self.windows - 1), 6) if self.windows > 1 else None
+
+    def write(self, path: Path, info: VideoInfo, result: FileResult, weights: LoadedWeights, opts: Options,
+              backend: str) -> None:
+        """The score map (README: schema ppar-scores/1) into ``path``."""
+        head, summary = score_map(info, result, self, weights, opts, backend)
+        with open(path, "w") as f:
+            f.write(json.dumps(head, separators=(",", ":"), allow_nan=False)[:-1] + ',"windows":[')
+            self._records.seek(0)
+            shutil.copyfileobj(self._records, f)
+            f.write('],"summary":' + json.dumps(summary, separators=(",", ":"), allow_nan=False) + "}")
+
+    def close(self) -> None:
+        if self._records is not None:
+            self._records.close()
+
+
+def score_map(info: VideoInfo, result: FileResult, log: ScoreLog, weights: LoadedWeights,
+              opts: Options, backend: str) -> tuple[dict, dict]:
+    """The score map's fields before its windows, and its summary."""
     cfg = weights.model.cfg
     gt, gh, gw = cfg.grid
-    return {
+    head = {
         "schema": SCHEMA,
         "ppar_version": __version__,
         "input": {"path": str(info.path), "fps": float(info.fps), "fps_rational": str(info.fps), "frames": result.frames,
                   "width": info.width, "height": info.height, "decoder": backend},
         "model": {"name": cfg.name, "weights": str(weights.path), "weights_sha256": weights.sha256,
                   "keep": opts.keep_ratio, "lambda_priv": cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv,
-                  "hysteresis": opts.hysteresis, "fill": opts.fill, "guard": guard_record(windows, opts),
+                  "hysteresis": opts.hysteresis, "fill": opts.fill, "guard": guard_record(log, opts),
                   "action_labels": {"classes": len(cfg.actions), "label_set": label_set(weights),
                                     "named": names_real_actions(weights)}},
         "grid": {"shape": [gt, gh, gw], "tubelet": list(cfg.tubelet), "clip_frames": cfg.frames,
                  "frame_stride": cfg.frame_stride, "clip_span": cfg.clip_span,
                  "source_frames_per_tubelet": cfg.tubelet[0] * cfg.frame_stride,
                  "row_edges": cell_edges(info.height, gh), "col_edges": cell_edges(info.width, gw)},
-        "windows": windows,
-        "summary": {"kept_fraction": round(result.kept_fraction, 6), "windows": len(windows),
-                    "flicker": flicker(np.array([w["keep"] for w in windows])), "seconds": round(result.seconds, 3), "notes": result.notes},
     }
+    summary = {"kept_fraction": round(result.kept_fraction, 6), "windows": log.windows, "flicker": log.flicker,
+               "seconds": round(result.seconds, 3), "notes": result.notes}
+    return head, summary
 
 
 def label_set(weights: LoadedWeights) -> str:
@@ -111,10 +169,7 @@ def flicker(kept: np.ndarray, follows: np.ndarray | None = None) -> float | None
     return round(float(changed.mean()), 6) if len(changed) else None
 
 
-def guard_record(windows: list[dict], opts: Options) -> dict | None:
-    if "guard" not in windows[0]:
+def guard_record(log: ScoreLog, opts: Options) -> dict | None:
+    if not log.guarded:
         return None
-    forced = [np.mean(w["guard"]) for w in windows]
-    return {"detector": "centerface", **asdict(opts.guard_config), "forced_fraction": round(float(np.mean(forced)), 6)}
-
-
+    return {"detector": "centerface", **asdict(opts.guard_config), "forced_fraction": round(log.forced_sum / log.windows, 6)}

@@ -50,15 +50,14 @@ class ModelInput:
 
 
 def score_windows(source: Iterable[tuple[np.ndarray, np.ndarray | None]], model: PPARModel, opts: Options,
-                  device: torch.device, emit: Callable[[np.ndarray, np.ndarray, np.ndarray, dict], None] | None,
-                  name_actions: bool = True) -> list[dict]:
+                  device: torch.device, emit: Callable[[np.ndarray, np.ndarray, np.ndarray, dict], None],
+                  name_actions: bool = True) -> None:
     """Score a video window by window, in batches. ``source``: each window's source frames and the
     tubelets the face guard forces (None without a guard), as a Front gives them.
-    ``emit(frames, kept, slab_of_frame, record)`` gets each window's source frames once its kept
-    tubelets are known (None: scoring only). Returns the windows' score-map records."""
+    ``emit(frames, kept, slab_of_frame, record)`` gets each window, in order, once its kept
+    tubelets are known, with its score-map record."""
     cfg = model.cfg
     model_input = ModelInput(cfg)
-    windows: list[dict] = []
     start = 0
     pending: list[tuple] = []
     last_kept = None  # the model's kept mask of the previous window, for hysteresis
@@ -75,9 +74,7 @@ def score_windows(source: Iterable[tuple[np.ndarray, np.ndarray | None]], model:
             kept = out.kept[b].numpy()
             if forced is not None:
                 kept = kept & ~forced
-            windows.append(window_record(start, len(frames), out, b, kept, forced, cfg, name_actions))
-            if emit is not None:
-                emit(frames, kept, slab_index(len(frames), cfg), windows[-1])
+            emit(frames, kept, slab_index(len(frames), cfg), window_record(start, len(frames), out, b, kept, forced, cfg, name_actions))
             start += len(frames)
         pending.clear()
 
@@ -87,7 +84,6 @@ def score_windows(source: Iterable[tuple[np.ndarray, np.ndarray | None]], model:
             flush()
     if pending:
         flush()
-    return windows
 
 
 def fill_pass(reader: FrameReader, windows: list[dict], cfg: PPARConfig,
