@@ -424,3 +424,33 @@ def test_real_clips_mixed_with_corrupted_copies(tmp_path, tiny_weights):
         else:
             assert cut.status == "failed" and f"cut_{p.name}" in cut.error
     assert not stray(tmp_path / "out")
+
+
+ARENAS = """
+import ctypes, sys, threading
+from ppar_cli.pipeline.runtime import flat_heap
+flat_heap()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+together = threading.Barrier(8)
+def work():
+    together.wait()
+    held = [libc.malloc(100000) for _ in range(50)]
+    together.wait()
+    for p in held:
+        libc.free(ctypes.c_void_p(p))
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+@pytest.mark.parametrize("env,arenas", [({}, 2), ({"MALLOC_ARENA_MAX": "4"}, 4)])
+def test_threads_share_two_heap_arenas_unless_told(env, arenas):
+    """Memory freed in per-thread arenas crept up with a video's length (runtime.flat_heap): eight
+    threads allocating at once get two arenas, or what MALLOC_ARENA_MAX says."""
+    r = subprocess.run([sys.executable, "-c", ARENAS], capture_output=True, text=True, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    assert sum(line.startswith("Arena ") for line in r.stderr.splitlines()) == arenas

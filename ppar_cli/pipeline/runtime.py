@@ -77,6 +77,10 @@ def flat_heap() -> None:
     - The threshold is set, not adaptive: glibc's adaptive one moved frame buffers into per-thread
       arenas that fragment, and peak memory crept up with the video's length (the same benchmark
       checks it: +12% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
+    - Two arenas, not glibc's one per thread that allocates (up to 8 per core): memory freed in the
+      threads' arenas still crept up, 48 MB over 16 minutes of 320x240 video, flat with two (RSS
+      sampled every 3 s, `ppar anonymize LONG OUT --no-scores --guard none`, with a model that costs
+      nothing: `benchmarks/bench.py --free-model`); no slower here. MALLOC_ARENA_MAX, when set, decides.
     """
     try:
         import ctypes
@@ -85,6 +89,8 @@ def flat_heap() -> None:
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
         libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+        if "MALLOC_ARENA_MAX" not in os.environ:
+            libc.mallopt(-8, 2)  # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 
