@@ -2,6 +2,7 @@
 no partial or unanonymized output, and the rest of a batch done."""
 import json
 import os
+import platform
 import random
 import resource
 import signal
@@ -446,7 +447,7 @@ libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 @pytest.mark.parametrize("env,arenas", [({}, 2), ({"MALLOC_ARENA_MAX": "4"}, 4)])
 def test_threads_share_two_heap_arenas_unless_told(env, arenas):
     """Memory freed in per-thread arenas crept up with a video's length (runtime.flat_heap): eight
