@@ -428,7 +428,7 @@ def test_real_clips_mixed_with_corrupted_copies(tmp_path, tiny_weights):
 
 
 ARENAS = """
-import ctypes, sys, threading
+import ctypes, threading
 from ppar_cli.pipeline.runtime import flat_heap
 flat_heap()
 libc = ctypes.CDLL("libc.so.6")

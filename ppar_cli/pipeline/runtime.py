@@ -78,9 +78,10 @@ def flat_heap() -> None:
       arenas that fragment, and peak memory crept up with the video's length (the same benchmark
       checks it: +12% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
     - Two arenas, not glibc's one per thread that allocates (up to 8 per core): memory freed in the
-      threads' arenas still crept up, 48 MB over 16 minutes of 320x240 video, flat with two (RSS
-      sampled every 3 s, `ppar anonymize LONG OUT --no-scores --guard none`, with a model that costs
-      nothing: `benchmarks/bench.py --free-model`); no slower here. MALLOC_ARENA_MAX, when set, decides.
+      threads' arenas crept up with the video's length. `benchmarks/bench.py --sizes 320x240
+      --seconds 60 --long 16 --free-model ...` (README, "Speed and memory"): peak RSS +12.4% from
+      the 60 s clip to the 16-minute one with MALLOC_ARENA_MAX=64, +0.4% with two; no slower here.
+      MALLOC_ARENA_MAX, when set, decides.
     """
     try:
         import ctypes
