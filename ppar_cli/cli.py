@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ppar_cli.cli_research import RESEARCH_COMMANDS  # noqa: E402 -- below the environment setting, on purpose
 from ppar_cli.errors import PparError  # noqa: E402
 from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
+from ppar_cli.pipeline.runtime import end_process  # noqa: E402
 from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
 from ppar_cli.pipeline.options import Options, parse_shard  # noqa: E402
 from ppar_cli.views import (  # noqa: E402
@@ -199,5 +200,19 @@ def main() -> None:
         gc.freeze()
 
 
+def run() -> None:
+    """`ppar` as a program (its console script, `python -m ppar_cli.cli`): :func:`main`, then the
+    process ends at once (runtime.end_process), its outputs committed, instead of tearing the
+    interpreter down. Anything but SystemExit (a bug) ends as usual, with its traceback."""
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    if code is not None and not isinstance(code, int):  # a message: shown as Python shows it
+        print(code, file=sys.stderr)
+        code = 1
+    end_process(code or 0)
+
 if __name__ == "__main__":
-    main()
+    run()

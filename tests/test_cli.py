@@ -91,6 +91,26 @@ def test_program_freezes_the_collector_before_exit(monkeypatch):
     assert calls == [1]
 
 
+@pytest.mark.parametrize("argv,code,out,err", [(["--version"], 0, "ppar ", ""),
+                                               (["anonymize", "bad.mp4", "o.mp4"], 1, "", "bad.mp4: no video stream"),
+                                               (["anonymize", "bad.mp4", "o.mp4", "--keep", "7"], 2, "", "--keep must be")])
+def test_program_ends_at_once_with_its_exit_code_and_output(tmp_path, argv, code, out, err):
+    """The `ppar` program (cli.run) ends its process once main returns, without the interpreter's
+    teardown (no atexit handler runs), with main's exit code and its output flushed into a pipe."""
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    script = ("import atexit, sys\n"
+              "from ppar_cli import cli\n"
+              "atexit.register(lambda: print('torn down'))\n"
+              f"sys.argv = ['ppar', *{argv!r}]\n"
+              "cli.run()\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == code and "torn down" not in r.stdout
+    assert out in r.stdout and (r.stdout.strip() != "") == bool(out) and err in r.stderr
+
+
 def test_version(monkeypatch, capsys):
     import sys
 

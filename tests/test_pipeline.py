@@ -405,11 +405,12 @@ def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("gpu_may_be_here", [False, True])
-def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights, gpu_may_be_here):
+@pytest.mark.parametrize("gpu_may_be_here,guard", [(False, "none"), (True, "none"), (False, "auto"), (True, "auto")])
+def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights, gpu_may_be_here, guard):
     """The first video's front (decoder and face guard) starts before PyTorch is imported, so it
-    works while PyTorch loads, where no GPU can be; where one may be, PyTorch settles the device
-    first, so that the guard can search on the GPU. In a fresh process, since this one has PyTorch."""
+    works while PyTorch loads (and CUDA starts); only with the guard where a GPU may be, PyTorch
+    settles the device first, so that the guard can search on the GPU. In a fresh process, since
+    this one has PyTorch."""
     import sys
 
     src = make_clip(tmp_path / "a.mp4", 64, 48, 10, audio=False)
@@ -422,12 +423,12 @@ def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights
         "init = front.Front.__init__\n"
         "front.Front.__init__ = lambda self, *a, **k: (seen.append('torch' in sys.modules), init(self, *a, **k))[1]\n"
         "from ppar_cli import Options, anonymize\n"
-        f"[r] = anonymize({str(src)!r}, {str(tmp_path / 'o.mp4')!r}, Options(guard='none'), weights={str(tiny_weights)!r})\n"
+        f"[r] = anonymize({str(src)!r}, {str(tmp_path / 'o.mp4')!r}, Options(guard={guard!r}), weights={str(tiny_weights)!r})\n"
         "assert r.status == 'ok', r.error\n"
         "print(seen)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"[{gpu_may_be_here}]"
+    assert out.strip() == f"[{gpu_may_be_here and guard != 'none'}]"
 
 
 def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_weights, monkeypatch):

@@ -201,9 +201,10 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
 
             return run_workers(inp, out, opts, getattr(weights, "path", weights), jobs, manifest, reporter or Silent())
     flat_heap()
-    # Where a GPU may be, the device is settled first (importing PyTorch), so that the face guard
-    # searches there too; elsewhere the first video's front starts while PyTorch loads (front.py).
-    gpu_first = opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here())
+    # With the face guard where a GPU may be, the device is settled first (importing PyTorch), so
+    # that the guard searches there too; otherwise the first video's front starts while PyTorch
+    # loads (front.py), and on a GPU machine while CUDA starts.
+    gpu_first = opts.guard != "none" and (opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()))
     device = resolve_device(opts.device) if gpu_first else None
     detector = _detector(opts, min(opts.jobs, len(jobs)), device if gpu_first and device.type == "cuda" else None)
     if opts.preview is not None:

@@ -29,7 +29,7 @@ from ppar_cli.errors import PparError
 from ppar_cli.pipeline.jobs import Job
 from ppar_cli.pipeline.manifest import append_manifest
 from ppar_cli.pipeline.options import FileResult, Options, Reporter
-from ppar_cli.pipeline.runtime import torch_threads
+from ppar_cli.pipeline.runtime import end_process, torch_threads
 
 STOP_SECONDS = 60  # after the stop signal a worker finishes its window and cleans up; then it is killed
 
@@ -187,6 +187,7 @@ def _work(inp: Path, out: Path, opts: Options, weights: Path | None, pipe, k: in
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
     except KeyboardInterrupt:
         pass
+    end_process()  # all sent; PyTorch's teardown would only hold up the run's end
 
 
 def _stop_with_parent() -> None:
