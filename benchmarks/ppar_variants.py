@@ -111,6 +111,6 @@ if os.environ.get("GPU_BENCH_GRAPH") == "1":
     detectors.CenterFace._outputs = _outputs_graphed
 
 if __name__ == "__main__":
-    from ppar_cli.cli import main
+    from ppar_cli.cli import run
 
-    main()
+    run()  # as the `ppar` program ends
