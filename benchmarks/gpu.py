@@ -7,7 +7,9 @@
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.13
     # (README, "On a GPU"): the face guard on the GPU (kept masks against the CPU's, its search time,
-    # end to end); NVDEC's decoding, alone and under ppar; the model as a CUDA graph (ppar_variants.py):
+    # end to end); NVDEC's decoding, alone and under ppar; the model as a CUDA graph (ppar_variants.py);
+    # and since 0.3.15 a process's start without the guard (decoding before CUDA) and its end (no
+    # teardown), in the 1 s clip's row and the guard-off runs, against the 0.3.11 and 0.3.12 calls':
     #   ... --budget 440 --only correctness,guard,end_to_end --e2e auto:1:--workers=4:--jobs=4,\
     #       none:1:--workers=4:--jobs=4,none:1:--workers=4:--jobs=4:GPU_BENCH_NVDEC=1,auto:1:--workers=4:--jobs=4:GPU_BENCH_GRAPH=1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
