@@ -70,18 +70,21 @@ def timed(cmd: list[str]) -> tuple[float, dict]:
 
 
 def run_ppar_child(src: str, dst: str, extra: list[str]) -> None:
-    """In a fresh process, as the `ppar` program runs: anonymize, then print its peak RSS, CPU
-    seconds and page faults (since 0.3.7 it starts no other process)."""
-    from ppar_cli.cli import main
+    """In a fresh process, as the `ppar` program runs (cli.run): anonymize, print its peak RSS, CPU
+    seconds and page faults (since 0.3.7 it starts no other process), then end as the program does."""
+    from ppar_cli.cli import exit_code, main
+    from ppar_cli.pipeline.runtime import end_process
 
     sys.argv = ["ppar", "anonymize", src, dst, "--overwrite", "--quiet", "--no-scores", *extra]
+    code = 0
     try:
         main()
-    finally:
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        print(json.dumps({"rss_mb": round(own.ru_maxrss / 1024, 1),
-                          "user_s": round(own.ru_utime, 1), "sys_s": round(own.ru_stime, 1), "page_faults": own.ru_minflt}),
-              flush=True)
+    except SystemExit as e:
+        code = exit_code(e)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"rss_mb": round(own.ru_maxrss / 1024, 1),
+                      "user_s": round(own.ru_utime, 1), "sys_s": round(own.ru_stime, 1), "page_faults": own.ru_minflt}))
+    end_process(code)
 
 
 def free_model(dst: Path) -> Path:

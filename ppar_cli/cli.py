@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import codecs
-import gc
 import json
 import os
 import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.progress import (
@@ -28,9 +27,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ppar_cli.cli_research import RESEARCH_COMMANDS  # noqa: E402 -- below the environment setting, on purpose
 from ppar_cli.errors import PparError  # noqa: E402
 from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
-from ppar_cli.pipeline.runtime import end_process  # noqa: E402
 from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
 from ppar_cli.pipeline.options import Options, parse_shard  # noqa: E402
+from ppar_cli.pipeline.runtime import end_process  # noqa: E402
 from ppar_cli.views import (  # noqa: E402
     RichReporter,
     audit_table,
@@ -186,21 +185,17 @@ for _name, _command in RESEARCH_COMMANDS.items():
 
 
 def main() -> None:
-    """The `ppar` program. The interpreter's last garbage collection at exit would walk every object
-    that importing PyTorch made (0.3 s of a run on 2 cores); frozen, they are skipped. Nothing is
-    left to collect in a process that is ending."""
+    """The `ppar` command line in this process: raises SystemExit with its exit code (:func:`run`
+    is the program)."""
     # a name not routed through views.shown still prints (as printable() shows it) rather than crash
     codecs.register_error("ppar-names", lambda e: (printable(e.object[e.start:e.end]), e.end))
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="ppar-names")
-    try:
-        app()
-    finally:
-        gc.freeze()
+    app()
 
 
-def run() -> None:
+def run() -> NoReturn:
     """`ppar` as a program (its console script, `python -m ppar_cli.cli`): :func:`main`, then the
     process ends at once (runtime.end_process), its outputs committed, instead of tearing the
     interpreter down. Anything but SystemExit (a bug) ends as usual, with its traceback."""
@@ -208,11 +203,17 @@ def run() -> None:
         main()
         code = 0
     except SystemExit as e:
-        code = e.code
-    if code is not None and not isinstance(code, int):  # a message: shown as Python shows it
-        print(code, file=sys.stderr)
-        code = 1
-    end_process(code or 0)
+        code = exit_code(e)
+    end_process(code)
+
+
+def exit_code(e: SystemExit) -> int:
+    """The process's exit status for ``e``, as Python makes it: None is 0, a message is 1 (shown)."""
+    if e.code is None or isinstance(e.code, int):
+        return e.code or 0
+    print(e.code, file=sys.stderr)
+    return 1
+
 
 if __name__ == "__main__":
     run()

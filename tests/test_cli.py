@@ -76,21 +76,6 @@ def test_cli_audit_folder_reports_missing_and_mismatched_outputs(tmp_path):
     assert "no anonymized output" in errors["b.mp4"]
 
 
-def test_program_freezes_the_collector_before_exit(monkeypatch):
-    """`ppar` (cli.main) freezes the objects PyTorch's import made, so the interpreter's last
-    collection at exit skips them (0.3 s a run), whether the command succeeds or exits."""
-    import sys
-
-    import ppar_cli.cli as cli
-
-    calls = []
-    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append(1))
-    monkeypatch.setattr(sys, "argv", ["ppar", "--help"])
-    with pytest.raises(SystemExit):
-        cli.main()
-    assert calls == [1]
-
-
 @pytest.mark.parametrize("argv,code,out,err", [(["--version"], 0, "ppar ", ""),
                                                (["anonymize", "bad.mp4", "o.mp4"], 1, "", "bad.mp4: no video stream"),
                                                (["anonymize", "bad.mp4", "o.mp4", "--keep", "7"], 2, "", "--keep must be")])
@@ -109,6 +94,13 @@ def test_program_ends_at_once_with_its_exit_code_and_output(tmp_path, argv, code
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == code and "torn down" not in r.stdout
     assert out in r.stdout and (r.stdout.strip() != "") == bool(out) and err in r.stderr
+
+
+def test_exit_codes_are_pythons(capsys):
+    from ppar_cli.cli import exit_code
+
+    assert [exit_code(SystemExit(c)) for c in (None, 0, 2)] == [0, 0, 2] and capsys.readouterr().err == ""
+    assert exit_code(SystemExit("stopped: why")) == 1 and capsys.readouterr().err == "stopped: why\n"
 
 
 def test_version(monkeypatch, capsys):
