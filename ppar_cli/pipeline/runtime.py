@@ -99,8 +99,8 @@ def flat_heap() -> None:
 def end_process(code: int = 0) -> NoReturn:
     """End this process now, with stdout and stderr flushed, instead of tearing the interpreter
     down. That teardown is mostly PyTorch's: 134 operator libraries whose finalizers each clear the
-    cache of torch.ops, 0.2-0.3 s a process on 2 cores after PyTorch's import and a run (measured
-    from the end of the work to the process's end). Only for a process whose work is done: every
+    cache of torch.ops, 0.2-0.3 s a process on 2 cores after PyTorch's import and a run (one-off:
+    the time from the end of the work to the process's end). Only for a process whose work is done: every
     file closed, no thread of ppar's running (the `ppar` program, a worker process)."""
     for stream in (sys.stdout, sys.stderr):
         try:
