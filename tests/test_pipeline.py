@@ -378,6 +378,70 @@ def test_worker_processes_share_the_model_threads(monkeypatch):
     assert torch_threads() == torch_threads(2) == 1
 
 
+def test_a_folder_uses_the_cores_where_a_gpu_runs_the_model(monkeypatch):
+    """--workers and --jobs, when not given: a process for every 4 cores, 4 videos each, where the
+    model may run on a GPU (the fastest layout measured on an H100 machine); one process of 2 videos
+    elsewhere; what the user gives is kept, and torchrun's processes on a machine share it."""
+    from ppar_cli.pipeline import runtime
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: True)
+    assert runtime.folder_layout("auto", None, None) == runtime.folder_layout("cuda", None, None) == (4, 4)
+    assert runtime.folder_layout("cpu", None, None) == (1, 2)
+    assert runtime.folder_layout("auto", 2, None) == (2, 4) and runtime.folder_layout("auto", None, 1) == (4, 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert runtime.folder_layout("cuda", None, None) == (2, 4)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert runtime.folder_layout("cuda", None, None) == (1, 4)
+    monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: False)
+    assert runtime.folder_layout("auto", None, None) == (1, 2) and runtime.folder_layout("cuda", None, None) == (1, 4)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(512)))
+    assert runtime.folder_layout("cuda", None, None) == (64, 4)  # the most --workers allows
+
+
+def test_anonymize_takes_its_layout_from_the_machine(tmp_path, monkeypatch):
+    """anonymize() with the defaults hands a folder to worker processes where the layout says so."""
+    import ppar_cli.pipeline.workers as workers
+    from ppar_cli.pipeline import runtime
+
+    (tmp_path / "in").mkdir()
+    for name in "ab":
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 4, audio=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: True)
+    seen = []
+    monkeypatch.setattr(workers, "run_workers", lambda jobs, opts, weights, reporter: seen.append((opts.workers, opts.jobs)) or [])
+    given = Options()
+    anonymize(tmp_path / "in", tmp_path / "out", given)
+    anonymize(tmp_path / "in", tmp_path / "out", Options(jobs=3))
+    assert seen == [(2, 4), (2, 3)] and given.workers is None and given.jobs is None  # the caller's options are left as they were
+
+
+def test_a_process_does_the_videos_it_is_handed_in_that_order(tmp_path, tiny_weights):
+    """anonymize_jobs does the videos ``take`` hands it, one after another (how a worker process
+    gets the next video from the parent, whichever worker is free), and returns them in the folder's order."""
+    from ppar_cli.pipeline.api import anonymize_jobs
+    from ppar_cli.pipeline.jobs import plan_jobs
+    from ppar_cli.pipeline.options import Silent
+
+    (tmp_path / "in").mkdir()
+    for name in "abcd":
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 8, audio=False)
+    jobs = plan_jobs(tmp_path / "in", tmp_path / "out")
+    for at_once in (1, 2):
+        handed, started = iter([3, 0, None]), []
+
+        class Seen(Silent):
+            def start_file(self, src, total):
+                started.append(src.name)
+
+        out = [(r.src.name, r.status) for r in anonymize_jobs(jobs, Options(guard="none", jobs=at_once, overwrite=True),
+                                                               tiny_weights, Seen(), take=lambda: next(handed, None))]
+        assert out == [("a.mp4", "ok"), ("d.mp4", "ok")] and sorted(started) == ["a.mp4", "d.mp4"]
+        assert at_once == 2 or started == ["d.mp4", "a.mp4"]
+
+
 def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path, tiny_weights, monkeypatch):
     """On 2 cores the model runs on one PyTorch thread (the guard, decoder and encoder have the
     rest); the caller's setting is back afterwards; OMP_NUM_THREADS, when set, is left to decide."""

@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -30,8 +31,8 @@ from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
-from ppar_cli.pipeline.runtime import (flat_heap, gpu_may_be_here, guard_threads, model_threads, quick_gil_handoff,
-                                      resolve_device)
+from ppar_cli.pipeline.runtime import (flat_heap, folder_layout, gpu_may_be_here, guard_threads, model_threads,
+                                      quick_gil_handoff, resolve_device)
 
 # PyTorch and what needs it are imported where first used, after the first video's front has
 # started (front.py; where a GPU may be, before it): importing PyTorch takes about a second.
@@ -175,6 +176,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     """
     opts = opts or Options()
     opts.validate()
+    workers, at_once = folder_layout(opts.device, opts.workers, opts.jobs)
+    opts = replace(opts, workers=workers, jobs=at_once)
     inp, out = Path(inp), Path(out)
     jobs = plan_jobs(inp, out)
     single = inp.is_file()
@@ -186,7 +189,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             jobs = jobs[opts.shard[0]::opts.shard[1]]
         tag = f".shard-{opts.shard[0]}-of-{opts.shard[1]}" if opts.shard else ""
         manifest = Path(opts.manifest) if opts.manifest else out / f"ppar-manifest{tag}.jsonl"
-    scores: Path | bool = (Path(opts.scores_path) if opts.scores_path else True) if opts.scores else False
+    scores = _scores(opts)
     check_outputs(jobs, {"preview": opts.preview, "manifest": manifest}, scores)
     if single:
         job = jobs[0]
@@ -199,7 +202,20 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         if opts.workers > 1 and len(jobs) > 1:
             from ppar_cli.pipeline.workers import run_workers
 
-            return run_workers(inp, out, opts, getattr(weights, "path", weights), jobs, manifest, reporter or Silent())
+            return run_workers(jobs, replace(opts, manifest=manifest), getattr(weights, "path", weights), reporter or Silent())
+    if opts.preview is not None:
+        warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
+    return anonymize_jobs(jobs, replace(opts, manifest=manifest), weights, reporter)
+
+
+def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | LoadedWeights | None = None,
+                   reporter: Reporter | None = None, take: Callable[[], int | None] | None = None) -> list[FileResult]:
+    """The videos of ``jobs`` (planned and checked by :func:`anonymize`), ``opts.jobs`` at a time,
+    each appending its line to ``opts.manifest`` if there is one. ``take`` gives the index of the
+    next video to do, or None when none is left: worker processes share one such count, so that
+    whichever is free takes the next video. Returns the results of the videos taken, in the
+    folder's order."""
+    take = take or _in_order(len(jobs))
     flat_heap()
     # With the face guard where a GPU may be, the device is settled first (importing PyTorch), so
     # that the guard searches there too; otherwise the first video's front starts while PyTorch
@@ -207,14 +223,19 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     gpu_first = opts.guard != "none" and (opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()))
     device = resolve_device(opts.device) if gpu_first else None
     detector = _detector(opts, min(opts.jobs, len(jobs)), device if gpu_first and device.type == "cuda" else None)
-    if opts.preview is not None:
-        warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
     cfg = _config_of(weights)
     # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
     if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
         warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
-            "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=2)
-    fronts: dict[int, Front | None] = {0: _start_front(jobs, 0, opts, cfg, scores, detector)}
+            "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
+    scores = _scores(opts)
+    cancel, manifest_lock = threading.Event(), threading.Lock()
+
+    def next_job() -> int | None:
+        return None if cancel.is_set() else take()
+
+    first = next_job()
+    fronts: dict[int, Front | None] = {} if first is None else {first: _start_front(jobs, first, opts, cfg, scores, detector)}
     try:
         device = device if device is not None else resolve_device(opts.device)
         with model_threads(device), quick_gil_handoff():
@@ -224,9 +245,9 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             loaded.model.to(device)
             reporter = reporter or Silent()
             reporter.start_batch(len(jobs))
-            cancel, manifest_lock = threading.Event(), threading.Lock()
+            done: dict[int, FileResult] = {}
 
-            def run(i: int) -> FileResult:
+            def run(i: int, then: Callable[[], None] | None = None) -> None:
                 job = jobs[i]
                 score_path = _score_path(job, scores)
                 if _skipped(job, score_path, opts):
@@ -236,43 +257,72 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                         result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
                     reporter.end_file(result)
                 else:
-                    def start_next() -> None:
-                        fronts[i + 1] = _start_front(jobs, i + 1, opts, loaded.model.cfg, scores, detector)
-
                     result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
-                                            detector=detector, preview=opts.preview if single else None,
-                                            front=fronts.pop(i, None), then=start_next if opts.jobs == 1 else None,
+                                            detector=detector, preview=opts.preview, front=fronts.pop(i, None), then=then,
                                             cancel=cancel)
-                if manifest is not None:
+                if opts.manifest is not None:
                     with manifest_lock:
-                        append_manifest(manifest, result, loaded.sha256, opts)
-                return result
+                        append_manifest(opts.manifest, result, loaded.sha256, opts)
+                done[i] = result
 
             if opts.jobs == 1 or len(jobs) < 2:
-                return [run(i) for i in range(len(jobs))]
+                i = first
+                while i is not None:  # each next video's front starts while the encoder finishes this one
+                    following: list[int | None] = []
+
+                    def start_next() -> None:
+                        following.append(next_job())
+                        if following[0] is not None:
+                            fronts[following[0]] = _start_front(jobs, following[0], opts, loaded.model.cfg, scores, detector)
+
+                    run(i, then=start_next)
+                    i = following[0] if following else next_job()
+                return [done[i] for i in sorted(done)]
+
+            def videos(i: int | None) -> None:
+                """One of ``opts.jobs`` threads: videos one after another, while there are any."""
+                while i is not None:
+                    run(i)
+                    i = next_job()
+
             # Several videos at once, each with its own decoder, guard and encoder threads; they
             # share the model (on a GPU one call at a time: scoring.py).
+            starts = [first] + [next_job() for _ in range(min(opts.jobs, len(jobs)) - 1)]
             with ThreadPoolExecutor(opts.jobs, thread_name_prefix="ppar-video") as pool:
-                futures = [pool.submit(run, i) for i in range(len(jobs))]
+                futures = [pool.submit(videos, i) for i in starts if i is not None]
                 try:
                     # in slices: a signal that another thread of the process received (Ctrl-C, SIGTERM)
                     # runs its handler only once this thread wakes, else after the last video
                     pending = futures
                     while pending:
-                        done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                        for f in done:
+                        finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                        for f in finished:
                             if f.exception() is not None:
                                 raise f.exception()
-                    return [f.result() for f in futures]
+                    return [done[i] for i in sorted(done)]
                 except BaseException:  # Ctrl-C, a manifest that cannot be written: stop the others too
                     cancel.set()
-                    for f in futures:
-                        f.cancel()
                     raise
     finally:
         for front in fronts.values():
             if front is not None:
                 front.close()
+
+
+def _in_order(n: int) -> Callable[[], int | None]:
+    """0, 1, ..., n - 1, then None, to threads one at a time."""
+    lock, order = threading.Lock(), iter(range(n))
+
+    def take() -> int | None:
+        with lock:
+            return next(order, None)
+
+    return take
+
+
+def _scores(opts: Options) -> Path | bool:
+    """Where score maps go: the path given (one file), beside each output (True), or nowhere."""
+    return (Path(opts.scores_path) if opts.scores_path else True) if opts.scores else False
 
 
 def _detector(opts: Options, videos: int, gpu: torch.device | None) -> CenterFace | None:
@@ -286,12 +336,12 @@ def _detector(opts: Options, videos: int, gpu: torch.device | None) -> CenterFac
             try:
                 return CenterFace(g.threshold, g.max_side, device=gpu)
             except FacesUnavailable as e:
-                warnings.warn(f"the face guard searches on the CPU: {e}", stacklevel=3)
+                warnings.warn(f"the face guard searches on the CPU: {e}", stacklevel=4)
         return CenterFace(g.threshold, g.max_side, guard_threads(videos))
     except FacesUnavailable as e:
         if opts.guard == "centerface":
             raise UsageError(f"centerface: {e}", option="guard") from None
-        warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=3)
+        warnings.warn(f"no face guard: {e}; faces are hidden only where the learned scores prune them", stacklevel=4)
         return None
 
 

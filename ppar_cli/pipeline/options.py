@@ -31,8 +31,8 @@ class Options:
     guard: str = "auto"  # auto: the face guard when installed (a warning otherwise) | centerface | none
     guard_config: GuardConfig = field(default_factory=GuardConfig)
     shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
-    jobs: int = 2  # folder mode: videos anonymized at once in this process (they share the model)
-    workers: int = 1  # folder mode: processes, each anonymizing `jobs` videos at once (workers.py)
+    jobs: int | None = None  # folder mode: videos anonymized at once in each process (they share its model); None: runtime.folder_layout
+    workers: int | None = None  # folder mode: processes, each anonymizing `jobs` videos at once (workers.py); None: as for jobs
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
     def validate(self) -> None:
@@ -60,10 +60,10 @@ class Options:
             raise UsageError(f"must be an integer in {least}..8192, got {g.max_side}", option="guard_max_side")
         if not (0 <= g.margin <= 2 and 0 <= g.carry <= 100):
             raise UsageError(f"guard settings out of range: {g}")
-        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or not 1 <= self.jobs <= 64:
-            raise UsageError(f"must be an integer in 1..64, got {self.jobs}", option="jobs")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
-            raise UsageError(f"must be an integer in 1..64, got {self.workers}", option="workers")
+        for name in ("jobs", "workers"):  # None: chosen from the machine
+            n = getattr(self, name)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64):
+                raise UsageError(f"must be an integer in 1..64, got {n}", option=name)
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise UsageError(f"K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}", option="shard")
 

@@ -39,13 +39,36 @@ def gpu_may_be_here() -> bool:
     return True
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container or taskset narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[int, int]:
+    """(workers, jobs) for a folder: the user's, and for what is not given, the machine's.
+
+    Where the model may run on a GPU (``device`` cuda, or auto with NVIDIA's devices here) it
+    costs the CPU little, and a folder goes as fast as the cores decode and encode: a process for
+    every 4 cores, each with 4 videos (which share its GIL). On an H100 machine with 16 cores, 4
+    workers of --jobs 4 were the fastest of the layouts tried for 16 videos of 720p: 0.736 of a
+    plain re-encode's speed, against 0.673 to 0.684 for 4 processes by --shard and 8 workers of
+    --jobs 2, and 0.503 for one process of --jobs 8 (README, "On a GPU"). Elsewhere the model's
+    threads take the cores: one process of 2 videos, the fastest on 2 cores (README, "Speed and
+    memory"); CPU-only machines with many cores were not measured. Processes that torchrun started
+    together on this machine (LOCAL_WORLD_SIZE) share its cores.
+    """
+    if not (device == "cuda" or (device == "auto" and gpu_may_be_here())):
+        return workers or 1, jobs or 2
+    share = cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return workers or min(64, max(1, share // 4)), jobs or 4
+
+
 def torch_threads(processes: int = 1) -> int:
     """PyTorch's CPU threads for each of ``processes`` anonymizing at once: a share of the cores the
     pipeline's other stages leave (the decoder, the face guard's two, the encoder's), at least one.
     On 2 cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s
     with two (three runs each), and as long with the guard off."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, (cores // 2 - 1) // processes)
+    return max(1, (cores() // 2 - 1) // processes)
 
 
 def guard_threads(videos: int) -> int | None:

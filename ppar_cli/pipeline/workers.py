@@ -5,12 +5,13 @@ Why processes: videos in one process share its GIL, which every PyTorch call giv
 back. On an H100 machine 4 processes of ``--jobs 4`` anonymized a folder twice as fast as one
 process of ``--jobs 8`` (README, "On one H100 (0.3.5)"); this runs that layout from one command.
 
-Each worker is `anonymize` on a shard of the folder: it writes its own outputs and appends to the
-one manifest (a line per write), and sends its progress, warnings and errors here. This process
-imports no PyTorch. Interrupted (Ctrl-C, SIGTERM), it tells each worker to stop at its next
-window, as one process would, and waits for them to clean up; killed outright, the workers are
-stopped the same way (Linux). A worker that dies leaves its unfinished videos failed, with the
-reason, while the others go on.
+The workers share one count of the folder's videos: whichever is free takes the next, so a long
+video holds up only its own worker. Each writes its own outputs, appends to the one manifest (a
+line per write), and sends its progress, warnings and errors here. This process imports no
+PyTorch. Interrupted (Ctrl-C, SIGTERM), it tells each worker to stop at its next window, as one
+process would, and waits for them to clean up; killed outright, the workers are stopped the same
+way (Linux). A worker that dies leaves the videos it had taken failed, with the reason, while the
+others go on with the rest.
 """
 from __future__ import annotations
 
@@ -34,28 +35,39 @@ from ppar_cli.pipeline.runtime import end_process, torch_threads
 STOP_SECONDS = 60  # after the stop signal a worker finishes its window and cleans up; then it is killed
 
 
-def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs: list[Job], manifest: Path,
-                reporter: Reporter) -> list[FileResult]:
-    """Anonymize ``jobs`` (this process's share of the folder ``inp``) in ``opts.workers`` processes."""
+def run_workers(jobs: list[Job], opts: Options, weights: Path | None, reporter: Reporter) -> list[FileResult]:
+    """Anonymize ``jobs`` (a folder's, checked by `anonymize`) in ``opts.workers`` processes."""
     n = min(opts.workers, len(jobs))
     ctx = multiprocessing.get_context("spawn")  # not fork: a forked PyTorch, CUDA above all, is not safe
     # One pipe per worker, not a shared queue: a worker killed in the middle of a message then
     # damages only its own pipe (its end closes, so reading stops there), never the others' sends.
+    # The videos are handed out here, one at a time to the worker that asks (a pipe each way), not
+    # from a count shared under a lock, which a worker killed while holding it would hold forever.
     pipes = [ctx.Pipe(duplex=False) for _ in range(n)]
-    a, b = opts.shard or (0, 1)  # worker k takes every n-th of this process's jobs: jobs[k::n]
+    orders = [ctx.Pipe(duplex=False) for _ in range(n)]
     procs = [ctx.Process(target=_work, name=f"ppar-worker-{k}", daemon=True,
-                         args=(inp, out, replace(opts, workers=1, shard=(a + k * b, b * n), manifest=manifest),
-                               weights, pipes[k][1], k, torch_threads(n)))  # the workers share the cores
+                         args=(jobs, replace(opts, workers=1), weights, pipes[k][1], orders[k][0], k,
+                               torch_threads(n)))  # the workers share the cores
              for k in range(n)]
-    reading = [r for r, _ in pipes]
+    reading = {r: k for k, (r, _) in enumerate(pipes)}
     reporter.start_batch(len(jobs))
     results: dict[Path, FileResult] = {}
+    owner: dict[int, int] = {}  # video index -> the worker it was handed to
     errors: list[PparError] = []
     said: list[str] = []
+    stopping = threading.Event()
 
-    def handle(event: tuple) -> None:
+    def handle(event: tuple, k: int) -> None:
         kind, *args = event
-        if kind == "start_file":
+        if kind == "next":  # the index of the next video, or None when there is none or the batch stops
+            i = len(owner) if len(owner) < len(jobs) and not stopping.is_set() else None
+            if i is not None:
+                owner[i] = k
+            try:
+                orders[k][1].send(i)
+            except OSError:  # the worker has gone: its video, if any, is failed below
+                pass
+        elif kind == "start_file":
             reporter.start_file(*args)
         elif kind == "advance":
             reporter.advance(*args)
@@ -70,6 +82,7 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
 
     def stop() -> None:
         """Each worker stops at its next window and cleans up (SIGTERM: see _work)."""
+        stopping.set()
         for p in procs:
             if p.is_alive():
                 p.terminate()
@@ -77,19 +90,20 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
     def pump(until: float = float("inf")) -> None:
         """Events until every worker's pipe has closed (it has exited: all it sent is read), or ``until``."""
         while reading and time.monotonic() < until:
-            for r in multiprocessing.connection.wait(reading, timeout=0.1):
+            for r in multiprocessing.connection.wait(list(reading), timeout=0.1):
                 try:
                     event = r.recv()
                 except Exception:  # noqa: BLE001 -- closed (the worker exited or was killed), or a message
-                    reading.remove(r)  # cut by Ctrl-C here: nothing more is read from it, and it says so
+                    del reading[r]  # cut by Ctrl-C here: nothing more is read from it, and it says so
                     r.close()
                     continue
-                handle(event)
+                handle(event, reading[r])
 
     try:
-        for p, (_, w) in zip(procs, pipes):
+        for p, (_, w), (r, _) in zip(procs, pipes, orders):
             p.start()
             w.close()  # the worker holds the only sending end: its exit closes the pipe
+            r.close()
         pump()
     except BaseException:  # Ctrl-C or SIGTERM here: each worker stops at its next window and cleans up
         stop()
@@ -101,7 +115,7 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
     finally:
         for p in procs:
             p.join(timeout=STOP_SECONDS)
-        for r, w in pipes:
+        for r, w in pipes + orders:
             r.close()
             w.close()
     for message in said:
@@ -110,9 +124,12 @@ def run_workers(inp: Path, out: Path, opts: Options, weights: Path | None, jobs:
         raise errors[0]
     for i, job in enumerate(jobs):  # a worker that died (killed, out of memory) reported no more
         if job.src not in results:
+            k = owner.get(i)
             results[job.src] = FileResult(job.src, job.dst, "failed", error=(
-                f"{job.src}: its worker process ended (exit code {procs[i % n].exitcode}) before this video was done"))
-            append_manifest(manifest, results[job.src], sha256_of(weights or DEFAULT_WEIGHTS), opts)
+                f"{job.src}: its worker process ended (exit code {procs[k].exitcode}) before this video was done"
+                if k is not None else f"{job.src}: not started: every worker process ended (exit codes "
+                f"{', '.join(str(p.exitcode) for p in procs)})"))
+            append_manifest(opts.manifest, results[job.src], sha256_of(weights or DEFAULT_WEIGHTS), opts)
             reporter.end_file(results[job.src])
     return [results[job.src] for job in jobs]
 
@@ -153,11 +170,11 @@ class _Forward:
         self.put("end_file", result)
 
 
-def _work(inp: Path, out: Path, opts: Options, weights: Path | None, pipe, k: int, threads: int) -> None:
-    """Worker k: `anonymize` on its shard, on GPU k (modulo the GPUs there are) unless torchrun
-    already gave the process one (LOCAL_RANK). SIGINT is left to the parent (a terminal's Ctrl-C
-    reaches every process of the group), which sends SIGTERM once; a second stop signal cannot
-    interrupt the cleanup."""
+def _work(jobs: list[Job], opts: Options, weights: Path | None, pipe, orders, k: int, threads: int) -> None:
+    """Worker k: the videos of ``jobs`` that the parent hands it (``orders``), on GPU k
+    (modulo the GPUs there are) unless torchrun already gave the process one (LOCAL_RANK). SIGINT
+    is left to the parent (a terminal's Ctrl-C reaches every process of the group), which sends
+    SIGTERM once; a second stop signal cannot interrupt the cleanup."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     forward = _Forward(pipe)
 
@@ -168,17 +185,27 @@ def _work(inp: Path, out: Path, opts: Options, weights: Path | None, pipe, k: in
         else:
             raise KeyboardInterrupt
 
+    asking = threading.Lock()
+
+    def take() -> int | None:  # from any of the worker's video threads, one question at a time
+        with asking:
+            forward.put("next")
+            try:
+                return orders.recv()
+            except (EOFError, OSError):  # the parent has gone: this worker is being stopped
+                return None
+
     signal.signal(signal.SIGTERM, stop)
     _stop_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # before PyTorch is imported
     os.environ.setdefault("LOCAL_RANK", str(k))  # runtime.resolve_device's GPU
     try:
         try:
-            from ppar_cli.pipeline.api import anonymize
+            from ppar_cli.pipeline.api import anonymize_jobs
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                anonymize(inp, out, opts, weights, forward)
+                anonymize_jobs(jobs, opts, weights, forward, take)
             for w in caught:
                 forward.put("warning", str(w.message))
         except PparError as e:
