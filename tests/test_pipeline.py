@@ -418,6 +418,18 @@ def test_anonymize_takes_its_layout_from_the_machine(tmp_path, monkeypatch):
     assert seen == [(2, 4), (2, 3)] and given.workers is None and given.jobs is None  # the caller's options are left as they were
 
 
+def test_videos_start_largest_first(tmp_path):
+    """A folder's videos start with the largest files (ties and unreadable files in the folder's
+    order), so that a run does not end on one long video alone."""
+    from ppar_cli.pipeline.jobs import Job, largest_first
+
+    sizes = {"a": 10, "b": 300, "c": 10, "d": 50}
+    for name, n in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * n)
+    jobs = [Job(tmp_path / name, tmp_path / "out" / name) for name in ("gone", *sizes)]
+    assert [jobs[i].src.name for i in largest_first(jobs)] == ["b", "d", "a", "c", "gone"]
+
+
 def test_a_process_does_the_videos_it_is_handed_in_that_order(tmp_path, tiny_weights):
     """anonymize_jobs does the videos ``take`` hands it, one after another (how a worker process
     gets the next video from the parent, whichever worker is free), and returns them in the folder's order."""
@@ -520,8 +532,9 @@ def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_we
     monkeypatch.setattr(api.Front, "__init__", front)
     monkeypatch.setattr(VideoWriter, "commit", committed)
     results = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none", jobs=1), weights=tiny_weights)
-    assert [r.status for r in results] == ["ok", "failed", "ok"]
-    assert events == ["front a", "front b", "commit a", "front b", "front c", "commit c"]
+    assert [r.status for r in results] == ["ok", "failed", "ok"]  # in the folder's order
+    # the largest files first: b, damaged (11 bytes), comes last, and its front is tried again
+    assert events == ["front a", "front c", "commit a", "front b", "commit c", "front b"]
 
 
 def test_videos_at_once_give_what_one_at_a_time_gives(tmp_path, tiny_weights):

@@ -27,7 +27,7 @@ from ppar_cli.media.files import atomic_path
 from ppar_cli.media.probe import VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front
-from ppar_cli.pipeline.jobs import Job, check_outputs, plan_jobs
+from ppar_cli.pipeline.jobs import Job, check_outputs, largest_first, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
@@ -212,10 +212,10 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                    reporter: Reporter | None = None, take: Callable[[], int | None] | None = None) -> list[FileResult]:
     """The videos of ``jobs`` (planned and checked by :func:`anonymize`), ``opts.jobs`` at a time,
     each appending its line to ``opts.manifest`` if there is one. ``take`` gives the index of the
-    next video to do, or None when none is left: worker processes share one such count, so that
-    whichever is free takes the next video. Returns the results of the videos taken, in the
-    folder's order."""
-    take = take or _in_order(len(jobs))
+    next video to do, or None when none is left (by default, the largest first: `largest_first`);
+    worker processes ask the parent, which hands each next video to whichever is free. Returns the
+    results of the videos taken, in the folder's order."""
+    take = take or _one_at_a_time(largest_first(jobs))
     flat_heap()
     # With the face guard where a GPU may be, the device is settled first (importing PyTorch), so
     # that the guard searches there too; otherwise the first video's front starts while PyTorch
@@ -309,13 +309,13 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                 front.close()
 
 
-def _in_order(n: int) -> Callable[[], int | None]:
-    """0, 1, ..., n - 1, then None, to threads one at a time."""
-    lock, order = threading.Lock(), iter(range(n))
+def _one_at_a_time(order: list[int]) -> Callable[[], int | None]:
+    """The indices of ``order``, then None, to threads one at a time."""
+    lock, handed = threading.Lock(), iter(order)
 
     def take() -> int | None:
         with lock:
-            return next(order, None)
+            return next(handed, None)
 
     return take
 

@@ -54,6 +54,19 @@ def plan_jobs(inp: Path, out: Path) -> list[Job]:
     return jobs
 
 
+def largest_first(jobs: list[Job]) -> list[int]:
+    """The order in which a folder's videos start: the largest files first (ties, and files that
+    cannot be read, in the folder's order), so that the run does not end with one long video going
+    on alone while the other videos' cores wait."""
+    def size(job: Job) -> int:
+        try:
+            return job.src.stat().st_size
+        except OSError:
+            return 0
+
+    return sorted(range(len(jobs)), key=lambda i: -size(jobs[i]))
+
+
 def check_outputs(jobs: list[Job], extra: dict[str, Path | None], scores: Path | None | bool = True) -> None:
     """Refuse a run in which any output (videos, score maps, ``extra`` such as the preview and the
     manifest) is an input or another output. ``scores``: False for none, True for each video's

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ppar_cli.core.config import DEFAULT_WEIGHTS, sha256_of
 from ppar_cli.errors import PparError
-from ppar_cli.pipeline.jobs import Job
+from ppar_cli.pipeline.jobs import Job, largest_first
 from ppar_cli.pipeline.manifest import append_manifest
 from ppar_cli.pipeline.options import FileResult, Options, Reporter
 from ppar_cli.pipeline.runtime import end_process, torch_threads
@@ -56,11 +56,12 @@ def run_workers(jobs: list[Job], opts: Options, weights: Path | None, reporter: 
     errors: list[PparError] = []
     said: list[str] = []
     stopping = threading.Event()
+    order = largest_first(jobs)
 
     def handle(event: tuple, k: int) -> None:
         kind, *args = event
         if kind == "next":  # the index of the next video, or None when there is none or the batch stops
-            i = len(owner) if len(owner) < len(jobs) and not stopping.is_set() else None
+            i = order[len(owner)] if len(owner) < len(order) and not stopping.is_set() else None
             if i is not None:
                 owner[i] = k
             try:
