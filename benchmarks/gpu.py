@@ -8,10 +8,12 @@
     # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.13
     # (README, "On a GPU"): the face guard on the GPU (kept masks against the CPU's, its search time,
     # end to end); NVDEC's decoding, alone and under ppar; the model as a CUDA graph (ppar_variants.py);
-    # and since 0.3.15 a process's start without the guard (decoding before CUDA) and its end (no
-    # teardown), in the 1 s clip's row and the guard-off runs, against the 0.3.11 and 0.3.12 calls':
-    #   ... --budget 440 --only correctness,guard,end_to_end --e2e auto:1:--workers=4:--jobs=4,\
-    #       none:1:--workers=4:--jobs=4,none:1:--workers=4:--jobs=4:GPU_BENCH_NVDEC=1,auto:1:--workers=4:--jobs=4:GPU_BENCH_GRAPH=1
+    # since 0.3.15 a process's start without the guard (decoding before CUDA) and its end (no
+    # teardown), in the 1 s clip's row and the guard-off runs, against the 0.3.11 and 0.3.12 calls';
+    # and since 0.3.16 the default layout (on 16 cores 4 workers of --jobs 4, the 0.3.11 call's
+    # fastest, now chosen by ppar itself) with videos handed to whichever worker is free:
+    #   ... --budget 440 --only correctness,guard,end_to_end --e2e auto:1,none:1,\
+    #       none:1:GPU_BENCH_NVDEC=1,auto:1:GPU_BENCH_GRAPH=1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -475,7 +477,7 @@ def end_to_end(args, work: Path) -> list[dict]:
         env = [e for e in extra if not e.startswith("--")]
         opts = [part for e in extra if e.startswith("--") for part in e.split("=", 1)]
         n = min(int(n), 2) if args.quick else int(n)
-        what = (f"ppar --guard {guard} {' '.join(opts)}, {n} process(es){' (--shard K/N)' if n > 1 else ''}"
+        what = (f"ppar --guard {guard} {' '.join(opts) or '(its default layout)'}, {n} process(es){' (--shard K/N)' if n > 1 else ''}"
                 f"{' ' + ' '.join(env) if env else ''}")
         if time.monotonic() > DEADLINE - 60:
             rows.append({"what": what, "error": "skipped: out of time"})
@@ -724,8 +726,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     import torch
 
+    from ppar_cli.pipeline.runtime import cores, folder_layout
+
     report = {"torch": torch.__version__, "device": args.device,
-              "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+              "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+              "cores": cores(), "default_layout": folder_layout(args.device, None, None)}  # (workers, jobs)
     sections = {"correctness": correctness, "agreement": agreement, "startup": startup, "contention": contention, "model": lambda a, w: model_throughput(a), "guard": guard_check,
                 "stages": stages,
                 "end_to_end": end_to_end, "train": train_check, "eval": eval_check,
