@@ -418,6 +418,13 @@ def test_anonymize_takes_its_layout_from_the_machine(tmp_path, monkeypatch):
     assert seen == [(2, 4), (2, 3)] and given.workers is None and given.jobs is None  # the caller's options are left as they were
 
 
+def test_a_folder_without_videos_says_so(tmp_path, tiny_weights):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("no video")
+    with pytest.warns(UserWarning, match=r"in: no video files here \(ppar looks for .*\.mp4"):
+        assert anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tiny_weights) == []
+
+
 def test_videos_start_largest_first(tmp_path):
     """A folder's videos start with the largest files (ties and unreadable files in the folder's
     order), so that a run does not end on one long video alone."""

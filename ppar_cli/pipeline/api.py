@@ -24,7 +24,7 @@ from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.encode import VideoWriter
 from ppar_cli.media.files import atomic_path
-from ppar_cli.media.probe import VideoError
+from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front
 from ppar_cli.pipeline.jobs import Job, check_outputs, largest_first, plan_jobs
@@ -197,6 +197,9 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                                 opts.preview) if p is not None and p.exists()]
         if existing and not opts.overwrite:
             raise UsageError(f"{existing[0]}: already exists (<overwrite> replaces it)")
+    if not jobs:
+        warnings.warn(f"{inp}: no video files here{' for this shard' if opts.shard else ''} "
+                      f"(ppar looks for {', '.join(sorted(VIDEO_EXTENSIONS))}, hidden names left out)", stacklevel=2)
     if manifest is not None:
         check_manifest(manifest)
         if opts.workers > 1 and len(jobs) > 1:
@@ -235,7 +238,9 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
         return None if cancel.is_set() else take()
 
     first = next_job()
-    fronts: dict[int, Front | None] = {} if first is None else {first: _start_front(jobs, first, opts, cfg, scores, detector)}
+    if first is None:  # a worker the others left nothing to: no model to load
+        return []
+    fronts: dict[int, Front | None] = {first: _start_front(jobs, first, opts, cfg, scores, detector)}
     try:
         device = device if device is not None else resolve_device(opts.device)
         with model_threads(device), quick_gil_handoff():

@@ -5,13 +5,13 @@ Why processes: videos in one process share its GIL, which every PyTorch call giv
 back. On an H100 machine 4 processes of ``--jobs 4`` anonymized a folder twice as fast as one
 process of ``--jobs 8`` (README, "On one H100 (0.3.5)"); this runs that layout from one command.
 
-The workers share one count of the folder's videos: whichever is free takes the next, so a long
-video holds up only its own worker. Each writes its own outputs, appends to the one manifest (a
-line per write), and sends its progress, warnings and errors here. This process imports no
-PyTorch. Interrupted (Ctrl-C, SIGTERM), it tells each worker to stop at its next window, as one
-process would, and waits for them to clean up; killed outright, the workers are stopped the same
-way (Linux). A worker that dies leaves the videos it had taken failed, with the reason, while the
-others go on with the rest.
+This process hands the folder's videos out one at a time, the largest first, to whichever worker
+asks for its next, so a long video holds up only its own worker. Each worker writes its own
+outputs, appends to the one manifest (a line per write), and sends its progress, warnings and
+errors here. This process imports no PyTorch. Interrupted (Ctrl-C, SIGTERM), it tells each
+worker to stop at its next window, as one process would, and waits for them to clean up; killed
+outright, the workers are stopped the same way (Linux). A worker that dies leaves the videos it
+had in hand failed, with the reason, while the others go on with the rest.
 """
 from __future__ import annotations
 
