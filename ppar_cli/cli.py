@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -28,8 +29,8 @@ from ppar_cli.cli_research import RESEARCH_COMMANDS  # noqa: E402 -- below the e
 from ppar_cli.errors import PparError  # noqa: E402
 from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
 from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
-from ppar_cli.pipeline.options import Options, parse_shard  # noqa: E402
-from ppar_cli.pipeline.runtime import end_process  # noqa: E402
+from ppar_cli.pipeline.options import FileResult, Options, parse_shard  # noqa: E402
+from ppar_cli.pipeline.runtime import end_process, folder_layout  # noqa: E402
 from ppar_cli.views import (  # noqa: E402
     RichReporter,
     audit_table,
@@ -107,6 +108,7 @@ def anonymize(
                                            TimeRemainingColumn(), console=console, transient=True)
     # SIGTERM (a scheduler's cancel, `kill`) cleans up like Ctrl-C: temporary outputs removed, exit 130
     signal.signal(signal.SIGTERM, _interrupt)
+    t0 = time.perf_counter()
     try:
         if progress:
             progress.start()
@@ -124,12 +126,23 @@ def anonymize(
             progress.stop()
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
-        summary_table(results, inp if inp.is_dir() else None, keep)
+        summary_table(results, inp if inp.is_dir() else None, keep, _how(opts, results, time.perf_counter() - t0))
     else:  # errors are shown even when quiet
         for r in failed:
             console.print(f"[bold red]error:[/] {shown(r.error)}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _how(opts: Options, results: list[FileResult], seconds: float) -> str:
+    """A folder run's time and layout (ppar chooses the layout from the machine unless told)."""
+    videos = sum(r.status != "skipped" for r in results)
+    if not videos:
+        return f"in {seconds:.1f} s"
+    workers, at_once = folder_layout(opts.device, opts.workers, opts.jobs)
+    workers, at_once = (min(workers, videos) if videos > 1 else 1), min(at_once, videos)
+    where = "in one process" if workers == 1 else f"in each of {workers} processes"
+    return f"in {seconds:.1f} s, {at_once} video{'s' if at_once > 1 else ''} at once {where}"
 
 
 def _interrupt(signum, frame) -> None:

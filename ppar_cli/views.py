@@ -101,7 +101,8 @@ class RichReporter:
             self.progress.console.print(f"[yellow]note[/] {shown(f'{result.src}: {note}')}", highlight=False)
 
 
-def summary_table(results: list[FileResult], root: Path | None, keep: float) -> None:
+def summary_table(results: list[FileResult], root: Path | None, keep: float, how: str = "") -> None:
+    """One file's line, or a folder's table with its counts and ``how`` (time and layout)."""
     def kept(r: FileResult) -> str:
         if r.kept_fraction is None:
             return ""
@@ -124,7 +125,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float) -> 
                       f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
     console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+    console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed {how}".rstrip())
 
 
 def audit_table(records: list[dict], threshold: float, max_side: int | None) -> None:

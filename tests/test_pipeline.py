@@ -14,7 +14,7 @@ from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import UsageError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import probe
-from ppar_cli.pipeline.options import parse_shard
+from ppar_cli.pipeline.options import FileResult, parse_shard
 from ppar_cli.pipeline.front import Ahead
 from ppar_cli.pipeline.stream import ModelInput
 
@@ -411,11 +411,38 @@ def test_anonymize_takes_its_layout_from_the_machine(tmp_path, monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: True)
     seen = []
-    monkeypatch.setattr(workers, "run_workers", lambda jobs, opts, weights, reporter: seen.append((opts.workers, opts.jobs)) or [])
+    monkeypatch.setattr(workers, "run_workers", lambda jobs, opts, weights, reporter: seen.append((opts.workers, opts.jobs))
+                        or [FileResult(j.src, j.dst, "ok") for j in jobs])
     given = Options()
     anonymize(tmp_path / "in", tmp_path / "out", given)
     anonymize(tmp_path / "in", tmp_path / "out", Options(jobs=3))
     assert seen == [(2, 4), (2, 3)] and given.workers is None and given.jobs is None  # the caller's options are left as they were
+
+
+def test_a_rerun_skips_finished_videos_before_any_model_or_worker(tmp_path, tiny_weights, monkeypatch):
+    """Finished files are skipped before the model loads or a worker starts, each with its manifest
+    line; weights that are not ppar's still fail as loading them would."""
+    import ppar_cli.pipeline.api as api
+    import ppar_cli.pipeline.workers as workers
+    from ppar_cli.core.config import WeightsError, sha256_of
+
+    (tmp_path / "in").mkdir()
+    for name in "ab":
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 4, audio=False)
+    anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tiny_weights)
+
+    def never(*a, **k):
+        raise AssertionError("a finished folder needs no model and no worker")
+
+    monkeypatch.setattr(api, "anonymize_jobs", never)
+    monkeypatch.setattr(workers, "run_workers", never)
+    again = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none", workers=2), weights=tiny_weights)
+    assert [r.status for r in again] == ["skipped", "skipped"]
+    lines = [json.loads(x) for x in (tmp_path / "out" / "ppar-manifest.jsonl").read_text().splitlines()]
+    assert [m["status"] for m in lines] == ["ok", "ok", "skipped", "skipped"]
+    assert {m["weights_sha256"] for m in lines} == {sha256_of(tiny_weights)}
+    with pytest.raises(WeightsError, match="nothere.safetensors"):
+        anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tmp_path / "nothere.safetensors")
 
 
 def test_a_folder_without_videos_says_so(tmp_path, tiny_weights):

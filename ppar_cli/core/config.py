@@ -168,6 +168,17 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(weights) -> str:
+    """The SHA-256 that a manifest records for ``weights``: a loaded model's (its ``sha256``), a
+    file's, or the bundled file's for None. Without PyTorch; a file that is not ppar weights raises
+    the WeightsError that loading it would."""
+    if hasattr(weights, "sha256"):
+        return weights.sha256
+    path = Path(weights) if weights else DEFAULT_WEIGHTS
+    read_metadata(path)
+    return sha256_of(path)
+
+
 def is_ppar_weights(path: Path) -> bool:
     """A readable safetensors file whose header carries a ppar config (what `ppar train` writes),
     whether or not that config is valid (read_metadata says what is wrong with it)."""

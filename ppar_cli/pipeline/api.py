@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, read_metadata
+from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, read_metadata, weights_sha256
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
@@ -202,13 +202,24 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                       f"(ppar looks for {', '.join(sorted(VIDEO_EXTENSIONS))}, hidden names left out)", stacklevel=2)
     if manifest is not None:
         check_manifest(manifest)
-        if opts.workers > 1 and len(jobs) > 1:
-            from ppar_cli.pipeline.workers import run_workers
+    opts = replace(opts, manifest=manifest)
+    reporter = reporter or Silent()
+    reporter.start_batch(len(jobs))
+    # a folder's finished files are skipped here, so that a rerun loads no model for them
+    finished = [job for job in jobs if _skipped(job, _score_path(job, scores), opts)]
+    sha = weights_sha256(weights) if finished and manifest is not None else ""
+    results = {job.src: _skip(job, _score_path(job, scores), opts, sha, reporter) for job in finished}
+    todo = [job for job in jobs if job.src not in results]
+    if opts.workers > 1 and len(todo) > 1 and manifest is not None:
+        from ppar_cli.pipeline.workers import run_workers
 
-            return run_workers(jobs, replace(opts, manifest=manifest), getattr(weights, "path", weights), reporter or Silent())
-    if opts.preview is not None:
-        warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
-    return anonymize_jobs(jobs, replace(opts, manifest=manifest), weights, reporter)
+        done = run_workers(todo, opts, getattr(weights, "path", weights), reporter)
+    else:
+        if opts.preview is not None:
+            warnings.warn(f"{opts.preview} shows the unanonymized input beside the output: do not share it", stacklevel=2)
+        done = anonymize_jobs(todo, opts, weights, reporter) if todo else []
+    results.update((r.src, r) for r in done)
+    return [results[job.src] for job in jobs]
 
 
 def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | LoadedWeights | None = None,
@@ -240,7 +251,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     first = next_job()
     if first is None:  # a worker the others left nothing to: no model to load
         return []
-    fronts: dict[int, Front | None] = {first: _start_front(jobs, first, opts, cfg, scores, detector)}
+    fronts: dict[int, Front | None] = {first: _start_front(jobs[first], opts, cfg, detector)}
     try:
         device = device if device is not None else resolve_device(opts.device)
         with model_threads(device), quick_gil_handoff():
@@ -249,22 +260,13 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
             loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
             loaded.model.to(device)
             reporter = reporter or Silent()
-            reporter.start_batch(len(jobs))
             done: dict[int, FileResult] = {}
 
             def run(i: int, then: Callable[[], None] | None = None) -> None:
                 job = jobs[i]
-                score_path = _score_path(job, scores)
-                if _skipped(job, score_path, opts):
-                    # folder mode: a finished file is skipped; a score map without its video is someone else's file
-                    result = FileResult(job.src, job.dst, "skipped")
-                    if not job.dst.exists():
-                        result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
-                    reporter.end_file(result)
-                else:
-                    result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=score_path,
-                                            detector=detector, preview=opts.preview, front=fronts.pop(i, None), then=then,
-                                            cancel=cancel)
+                result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=_score_path(job, scores),
+                                        detector=detector, preview=opts.preview, front=fronts.pop(i, None), then=then,
+                                        cancel=cancel)
                 if opts.manifest is not None:
                     with manifest_lock:
                         append_manifest(opts.manifest, result, loaded.sha256, opts)
@@ -278,7 +280,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                     def start_next() -> None:
                         following.append(next_job())
                         if following[0] is not None:
-                            fronts[following[0]] = _start_front(jobs, following[0], opts, loaded.model.cfg, scores, detector)
+                            fronts[following[0]] = _start_front(jobs[following[0]], opts, loaded.model.cfg, detector)
 
                     run(i, then=start_next)
                     i = following[0] if following else next_job()
@@ -364,6 +366,17 @@ def _skipped(job: Job, score_path: Path | None, opts: Options) -> bool:
     return not opts.overwrite and (job.dst.exists() or (score_path is not None and score_path.exists()))
 
 
+def _skip(job: Job, score_path: Path | None, opts: Options, weights_sha: str, reporter: Reporter) -> FileResult:
+    """A folder's finished file, skipped; a score map without its video is someone else's file."""
+    result = FileResult(job.src, job.dst, "skipped")
+    if not job.dst.exists():
+        result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
+    reporter.end_file(result)
+    if opts.manifest is not None:
+        append_manifest(opts.manifest, result, weights_sha, opts)
+    return result
+
+
 def _config_of(weights) -> PPARConfig | None:
     """The model's config without importing PyTorch: a LoadedWeights' own, else the weights file's
     header; None where that cannot be read (load_weights then says why)."""
@@ -376,16 +389,15 @@ def _config_of(weights) -> PPARConfig | None:
         return None
 
 
-def _start_front(jobs: list[Job], i: int, opts: Options, cfg: PPARConfig | None, scores: Path | bool,
-                 detector) -> Front | None:
-    """Job i's front (decoding and the face guard), started ahead of its turn: the first before
+def _start_front(job: Job, opts: Options, cfg: PPARConfig | None, detector) -> Front | None:
+    """A video's front (decoding and the face guard), started ahead of its turn: the first before
     PyTorch is imported where no GPU can be, so that it works while PyTorch loads (front.py); each
     next one while the encoder finishes the video before it, instead of one video's start waiting
-    for the end of the last. None where there is no such job or config, the job is skipped, or its front cannot start:
+    for the end of the last. None where there is no config or the front cannot start:
     anonymize_file then starts it, or reports why not, as for any other video."""
-    if cfg is None or i >= len(jobs) or _skipped(jobs[i], _score_path(jobs[i], scores), opts):
+    if cfg is None:
         return None
     try:
-        return Front(jobs[i].src, cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, opts.preview))
+        return Front(job.src, cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, opts.preview))
     except (PparError, OSError, ValueError, RuntimeError):
         return None

@@ -25,7 +25,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from ppar_cli.core.config import DEFAULT_WEIGHTS, sha256_of
+from ppar_cli.core.config import weights_sha256
 from ppar_cli.errors import PparError
 from ppar_cli.pipeline.jobs import Job, largest_first
 from ppar_cli.pipeline.manifest import append_manifest
@@ -50,7 +50,6 @@ def run_workers(jobs: list[Job], opts: Options, weights: Path | None, reporter: 
                                torch_threads(n)))  # the workers share the cores
              for k in range(n)]
     reading = {r: k for k, (r, _) in enumerate(pipes)}
-    reporter.start_batch(len(jobs))
     results: dict[Path, FileResult] = {}
     owner: dict[int, int] = {}  # video index -> the worker it was handed to
     errors: list[PparError] = []
@@ -130,7 +129,7 @@ def run_workers(jobs: list[Job], opts: Options, weights: Path | None, reporter: 
                 f"{job.src}: its worker process ended (exit code {procs[k].exitcode}) before this video was done"
                 if k is not None else f"{job.src}: not started: every worker process ended (exit codes "
                 f"{', '.join(str(p.exitcode) for p in procs)})"))
-            append_manifest(opts.manifest, results[job.src], sha256_of(weights or DEFAULT_WEIGHTS), opts)
+            append_manifest(opts.manifest, results[job.src], weights_sha256(weights), opts)
             reporter.end_file(results[job.src])
     return [results[job.src] for job in jobs]
 
