@@ -30,7 +30,7 @@ from ppar_cli.errors import PparError  # noqa: E402
 from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
 from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
 from ppar_cli.pipeline.options import FileResult, Options, parse_shard  # noqa: E402
-from ppar_cli.pipeline.runtime import end_process, folder_layout  # noqa: E402
+from ppar_cli.pipeline.runtime import end_process  # noqa: E402
 from ppar_cli.views import (  # noqa: E402
     RichReporter,
     audit_table,
@@ -136,12 +136,13 @@ def anonymize(
 
 def _how(opts: Options, results: list[FileResult], seconds: float) -> str:
     """A folder run's time and layout (ppar chooses the layout from the machine unless told)."""
+    from ppar_cli.pipeline.api import layout_used
+
     videos = sum(r.status != "skipped" for r in results)
     if not videos:
         return f"in {seconds:.1f} s"
-    workers, at_once = folder_layout(opts.device, opts.workers, opts.jobs)
-    workers, at_once = (min(workers, videos) if videos > 1 else 1), min(at_once, videos)
-    where = "in one process" if workers == 1 else f"in each of {workers} processes"
+    processes, at_once = layout_used(opts, videos)
+    where = "in one process" if processes == 1 else f"in each of {processes} processes"
     return f"in {seconds:.1f} s, {at_once} video{'s' if at_once > 1 else ''} at once {where}"
 
 

@@ -210,7 +210,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     sha = weights_sha256(weights) if finished and manifest is not None else ""
     results = {job.src: _skip(job, _score_path(job, scores), opts, sha, reporter) for job in finished}
     todo = [job for job in jobs if job.src not in results]
-    if opts.workers > 1 and len(todo) > 1 and manifest is not None:
+    if manifest is not None and layout_used(opts, len(todo))[0] > 1:
         from ppar_cli.pipeline.workers import run_workers
 
         done = run_workers(todo, opts, getattr(weights, "path", weights), reporter)
@@ -220,6 +220,13 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         done = anonymize_jobs(todo, opts, weights, reporter) if todo else []
     results.update((r.src, r) for r in done)
     return [results[job.src] for job in jobs]
+
+
+def layout_used(opts: Options, videos: int) -> tuple[int, int]:
+    """(processes, videos at once in each) of a folder run with ``videos`` to do: ``opts``' layout
+    (runtime.folder_layout), no more processes or threads than there are videos."""
+    workers, at_once = folder_layout(opts.device, opts.workers, opts.jobs)
+    return (min(workers, videos) if videos > 1 else 1), max(1, min(at_once, videos))
 
 
 def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | LoadedWeights | None = None,
