@@ -30,7 +30,7 @@ from ppar_cli.errors import PparError  # noqa: E402
 from ppar_cli.pipeline.guard import GuardConfig  # noqa: E402
 from ppar_cli.pipeline.jobs import plan_jobs  # noqa: E402
 from ppar_cli.pipeline.options import FileResult, Options, parse_shard  # noqa: E402
-from ppar_cli.pipeline.runtime import end_process  # noqa: E402
+from ppar_cli.pipeline.runtime import end_process, folder_layout  # noqa: E402
 from ppar_cli.views import (  # noqa: E402
     RichReporter,
     audit_table,
@@ -95,7 +95,9 @@ def anonymize(
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
     try:
         opts = Options(keep_ratio=keep, lambda_priv=lambda_, hysteresis=hysteresis, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
-                       scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard), jobs=jobs, workers=workers,
+                       scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard), jobs=jobs,
+                       # this program can start worker processes (its main is guarded): as many as the machine suits
+                       workers=workers if workers is not None else folder_layout(device, None, jobs)[0],
                        guard=guard, guard_config=GuardConfig(threshold=guard_threshold, stride=guard_stride, max_side=guard_max_side),
                        manifest=manifest)
         opts.validate()  # what can be checked without PyTorch is, before it loads (seconds)

@@ -400,24 +400,39 @@ def test_a_folder_uses_the_cores_where_a_gpu_runs_the_model(monkeypatch):
     assert runtime.folder_layout("cuda", None, None) == (64, 4)  # the most --workers allows
 
 
-def test_anonymize_takes_its_layout_from_the_machine(tmp_path, monkeypatch):
-    """anonymize() with the defaults hands a folder to worker processes where the layout says so."""
+def test_the_program_takes_its_layout_from_the_machine_and_the_api_stays_in_one_process(tmp_path, monkeypatch):
+    """`ppar anonymize` without --workers/--jobs runs a folder in the machine's layout (a process
+    for every 4 cores where a GPU may run the model); the Python API starts worker processes only
+    when asked (spawning imports the caller's main module again), with the machine's --jobs."""
+    from typer.testing import CliRunner
+
+    import ppar_cli.pipeline.api as api
     import ppar_cli.pipeline.workers as workers
+    from ppar_cli import cli
     from ppar_cli.pipeline import runtime
 
     (tmp_path / "in").mkdir()
-    for name in "ab":
+    for name in "abcde":
         make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 4, audio=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: True)
     seen = []
     monkeypatch.setattr(workers, "run_workers", lambda jobs, opts, weights, reporter: seen.append((opts.workers, opts.jobs))
                         or [FileResult(j.src, j.dst, "ok") for j in jobs])
+    monkeypatch.setattr(api, "anonymize_jobs", lambda jobs, opts, *a: seen.append(("one process", opts.jobs))
+                        or [FileResult(j.src, j.dst, "ok") for j in jobs])
     given = Options()
     anonymize(tmp_path / "in", tmp_path / "out", given)
-    anonymize(tmp_path / "in", tmp_path / "out", Options(jobs=3))
-    assert seen == [(2, 4), (2, 3)] and given.workers is None and given.jobs is None  # the caller's options are left as they were
-
+    anonymize(tmp_path / "in", tmp_path / "out", Options(workers=2))
+    anonymize(tmp_path / "in", tmp_path / "out", Options(workers=2, jobs=3))
+    assert seen == [("one process", 4), (2, 4), (2, 3)]
+    assert given.workers is None and given.jobs is None  # the caller's options are left as they were
+    seen.clear()
+    r = CliRunner().invoke(cli.app, ["anonymize", str(tmp_path / "in"), str(tmp_path / "out2"), "-q"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli.app, ["anonymize", str(tmp_path / "in"), str(tmp_path / "out3"), "-q", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert seen == [(2, 4), ("one process", 4)]
 
 def test_a_rerun_skips_finished_videos_before_any_model_or_worker(tmp_path, tiny_weights, monkeypatch):
     """Finished files are skipped before the model loads or a worker starts, each with its manifest

@@ -176,8 +176,6 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     """
     opts = opts or Options()
     opts.validate()
-    workers, at_once = folder_layout(opts.device, opts.workers, opts.jobs)
-    opts = replace(opts, workers=workers, jobs=at_once)
     inp, out = Path(inp), Path(out)
     jobs = plan_jobs(inp, out)
     single = inp.is_file()
@@ -210,7 +208,9 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     sha = weights_sha256(weights) if finished and manifest is not None else ""
     results = {job.src: _skip(job, _score_path(job, scores), opts, sha, reporter) for job in finished}
     todo = [job for job in jobs if job.src not in results]
-    if manifest is not None and layout_used(opts, len(todo))[0] > 1:
+    processes, at_once = layout_used(opts, len(todo))
+    opts = replace(opts, workers=processes, jobs=at_once)
+    if manifest is not None and processes > 1:
         from ppar_cli.pipeline.workers import run_workers
 
         done = run_workers(todo, opts, getattr(weights, "path", weights), reporter)
@@ -223,9 +223,12 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
 
 
 def layout_used(opts: Options, videos: int) -> tuple[int, int]:
-    """(processes, videos at once in each) of a folder run with ``videos`` to do: ``opts``' layout
-    (runtime.folder_layout), no more processes or threads than there are videos."""
-    workers, at_once = folder_layout(opts.device, opts.workers, opts.jobs)
+    """(processes, videos at once in each) of a folder run with ``videos`` to do: ``opts.jobs`` or
+    the machine's (runtime.folder_layout), in ``opts.workers`` processes or one, and no more of
+    either than there are videos. Worker processes only when asked for: they start by spawning,
+    which imports the caller's main module again (call from under ``if __name__ ==
+    "__main__":``); the `ppar` program asks for the machine's number."""
+    workers, at_once = folder_layout(opts.device, opts.workers or 1, opts.jobs)
     return (min(workers, videos) if videos > 1 else 1), max(1, min(at_once, videos))
 
 

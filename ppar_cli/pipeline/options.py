@@ -32,7 +32,7 @@ class Options:
     guard_config: GuardConfig = field(default_factory=GuardConfig)
     shard: tuple[int, int] | None = None  # (k, n): this process does the sorted jobs with index % n == k
     jobs: int | None = None  # folder mode: videos anonymized at once in each process (they share its model); None: runtime.folder_layout
-    workers: int | None = None  # folder mode: processes, each anonymizing `jobs` videos at once (workers.py); None: as for jobs
+    workers: int | None = None  # folder mode: processes, each anonymizing `jobs` videos at once (workers.py); None: one (api.layout_used)
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
     def validate(self) -> None:
