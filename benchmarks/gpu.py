@@ -14,6 +14,8 @@
     # fastest, now chosen by ppar itself) with videos handed to whichever worker is free:
     #   ... --budget 440 --only correctness,guard,end_to_end --e2e auto:1,none:1,\
     #       none:1:GPU_BENCH_NVDEC=1,auto:1:GPU_BENCH_GRAPH=1
+    # (--seconds 60 instead of 30 doubles the clips, so each process's start-up weighs half as much:
+    # how much of what is left is start-up, if the budget allows two runs)
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -713,9 +715,10 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
     ap.add_argument("--models", default="base,bundled", help="model and compiled sections: these models (base, bundled)")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
-    ap.add_argument("--e2e", default="none:4:--jobs=4,auto:4:--jobs=4,none:8:--jobs=2,auto:8:--jobs=2,none:16",
+    ap.add_argument("--e2e", default="none:1,auto:1",
                     help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
-                         "`ppar anonymize` options of those processes; GPU_BENCH_*=1: a variant, ppar_variants.py)")
+                         "`ppar anonymize` options of those processes, else its defaults; GPU_BENCH_*=1: a variant, "
+                         "ppar_variants.py)")
     ap.add_argument("--profile", action="store_true", help="the one-process end-to-end runs under py-spy (OUT/spy_RUN.txt)")
     ap.add_argument("--real", type=Path, default=REPO / ".gpuclips", help="real clips for the correctness check")
     args = ap.parse_args()
