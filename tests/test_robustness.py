@@ -62,8 +62,9 @@ def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case, capfd):
     out = tmp_path / "out"
     out.mkdir()
     [r] = anonymize(src, out / "o.mp4", Options(), weights=tiny_weights) if case != "directory" else [None]
-    if case == "directory":  # a folder without videos: nothing to do, nothing written
-        assert anonymize(src, out / "o", Options(), weights=tiny_weights) == []
+    if case == "directory":  # a folder without videos: nothing to do, nothing written, and it says so
+        with pytest.warns(UserWarning, match="no video files here"):
+            assert anonymize(src, out / "o", Options(), weights=tiny_weights) == []
         return
     if r.status == "ok":  # a damaged file may still decode: then every written frame was scored, and it says so
         scores = json.loads((out / "o.json").read_text())
