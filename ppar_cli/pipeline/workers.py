@@ -223,7 +223,7 @@ def _stop_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: a worker whose parent is killed finishes the videos in hand (asking for the next finds the parent gone)
-        return
+    except (OSError, AttributeError):  # not Linux: a worker whose parent is killed finishes the videos
+        return  # in hand (asking for the next finds the parent gone)
     if os.getppid() == 1:  # the parent died before that took effect
         os.kill(os.getpid(), signal.SIGTERM)
