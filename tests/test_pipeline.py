@@ -381,10 +381,12 @@ def test_worker_processes_share_the_model_threads(monkeypatch):
 def test_a_folder_uses_the_cores_where_a_gpu_runs_the_model(monkeypatch):
     """--workers and --jobs, when not given: a process for every 4 cores, 4 videos each, where the
     model may run on a GPU (the fastest layout measured on an H100 machine); one process of 2 videos
-    elsewhere; what the user gives is kept, and torchrun's processes on a machine share it."""
+    elsewhere; fewer where memory would not hold a 4K video for each; what the user gives is kept,
+    and torchrun's processes on a machine share it."""
     from ppar_cli.pipeline import runtime
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(runtime, "memory", lambda: 128 * 2**30)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: True)
     assert runtime.folder_layout("auto", None, None) == runtime.folder_layout("cuda", None, None) == (4, 4)
@@ -392,13 +394,37 @@ def test_a_folder_uses_the_cores_where_a_gpu_runs_the_model(monkeypatch):
     assert runtime.folder_layout("auto", 2, None) == (2, 4) and runtime.folder_layout("auto", None, 1) == (4, 1)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert runtime.folder_layout("cuda", None, None) == (2, 4)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    for gib, layout in ((32, (2, 4)), (8, (1, 2)), (4, (1, 1))):  # a video at once per 3 GiB
+        monkeypatch.setattr(runtime, "memory", lambda: gib * 2**30)
+        assert runtime.folder_layout("cuda", None, None) == layout, gib
+    assert runtime.folder_layout("cpu", None, None) == (1, 1) and runtime.folder_layout("cpu", 3, 2) == (3, 2)
+    monkeypatch.setattr(runtime, "memory", lambda: 128 * 2**30)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     assert runtime.folder_layout("cuda", None, None) == (1, 4)
     monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: False)
     assert runtime.folder_layout("auto", None, None) == (1, 2) and runtime.folder_layout("cuda", None, None) == (1, 4)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(512)))
+    monkeypatch.setattr(runtime, "memory", lambda: 2**40)
     assert runtime.folder_layout("cuda", None, None) == (64, 4)  # the most --workers allows
 
+
+def test_memory_is_the_containers_where_it_is_less(monkeypatch):
+    """A cgroup's memory limit (cgroup v2 or v1) counts where it is below the machine's memory."""
+    from ppar_cli.pipeline import runtime
+
+    files = {"/sys/fs/cgroup/memory.max": "max", "/sys/fs/cgroup/memory/memory.limit_in_bytes": str(6 * 2**30)}
+
+    def read_text(self, *a, **k):
+        if str(self) not in files:
+            raise FileNotFoundError(self)
+        return files[str(self)] + "\n"
+
+    monkeypatch.setattr(runtime.Path, "read_text", read_text)
+    monkeypatch.setattr("os.sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**22}[name])  # 16 GiB
+    assert runtime.memory() == 6 * 2**30
+    files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = str(2**63 - 4096)  # no limit
+    assert runtime.memory() == 16 * 2**30
 
 def test_the_program_takes_its_layout_from_the_machine_and_the_api_stays_in_one_process(tmp_path, monkeypatch):
     """`ppar anonymize` without --workers/--jobs runs a folder in the machine's layout (a process
@@ -415,6 +441,7 @@ def test_the_program_takes_its_layout_from_the_machine_and_the_api_stays_in_one_
     for name in "abcde":
         make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 4, audio=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(runtime, "memory", lambda: 64 * 2**30)
     monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: True)
     seen = []
     monkeypatch.setattr(workers, "run_workers", lambda jobs, opts, weights, reporter: seen.append((opts.workers, opts.jobs))

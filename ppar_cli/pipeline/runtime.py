@@ -44,6 +44,25 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+VIDEO_BYTES = 3 * 2**30  # memory a video at once may take: one 3840x2160 video peaked at 2.9 GB, two at 5.4 (README)
+
+
+def memory() -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit where lower (a container)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: memory does not limit the layout
+        return 2**62
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # cgroup v2, v1
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
 def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[int, int]:
     """(workers, jobs) for a folder: the user's, and for what is not given, the machine's.
 
@@ -54,13 +73,17 @@ def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[i
     plain re-encode's speed, against 0.673 to 0.684 for 4 processes by --shard and 8 workers of
     --jobs 2, and 0.503 for one process of --jobs 8 (README, "On a GPU"). Elsewhere the model's
     threads take the cores: one process of 2 videos, the fastest on 2 cores (README, "Speed and
-    memory"); CPU-only machines with many cores were not measured. Processes that torchrun started
-    together on this machine (LOCAL_WORLD_SIZE) share its cores.
+    memory"); CPU-only machines with many cores were not measured. Fewer where memory is short: a
+    video at once for every VIDEO_BYTES, so that a folder of 4K video fits (a 720p video takes
+    about 0.5 GB). Processes that torchrun started together on this machine (LOCAL_WORLD_SIZE)
+    share its cores and memory.
     """
+    together = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    fits = max(1, memory() // together // VIDEO_BYTES)  # videos at once
     if not (device == "cuda" or (device == "auto" and gpu_may_be_here())):
-        return workers or 1, jobs or 2
-    share = cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return workers or min(64, max(1, share // 4)), jobs or 4
+        return workers or 1, jobs or min(2, fits)
+    jobs = jobs or min(4, fits)
+    return workers or max(1, min(64, cores() // together // 4, fits // jobs)), jobs
 
 
 def torch_threads(processes: int = 1) -> int:
