@@ -122,14 +122,15 @@ def run_workers(jobs: list[Job], opts: Options, weights: Path | None, reporter: 
         warnings.warn(message, stacklevel=3)
     if errors:
         raise errors[0]
+    sha = ""
     for i, job in enumerate(jobs):  # a worker that died (killed, out of memory) reported no more
         if job.src not in results:
-            k = owner.get(i)
+            sha, k = sha or weights_sha256(weights), owner.get(i)
             results[job.src] = FileResult(job.src, job.dst, "failed", error=(
                 f"{job.src}: its worker process ended (exit code {procs[k].exitcode}) before this video was done"
                 if k is not None else f"{job.src}: not started: every worker process ended (exit codes "
                 f"{', '.join(str(p.exitcode) for p in procs)})"))
-            append_manifest(opts.manifest, results[job.src], weights_sha256(weights), opts)
+            append_manifest(opts.manifest, results[job.src], sha, opts)
             reporter.end_file(results[job.src])
     return [results[job.src] for job in jobs]
 
