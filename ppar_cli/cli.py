@@ -86,7 +86,7 @@ def anonymize(
                                        "raise it for small faces in large frames (slower; the default is the least)."),
     jobs: Optional[int] = typer.Option(None, show_default="auto: 4 with a GPU, else 2; fewer on little memory",
                                        help="Folder mode: videos anonymized at once in each process (they share its model); more use more cores and memory."),
-    workers: Optional[int] = typer.Option(None, show_default="auto: cores/4 with a GPU, else 1; fewer on little memory",
+    workers: Optional[int] = typer.Option(None, show_default="auto: cores/jobs with a GPU, else 1; fewer on little memory",
                                           help="Folder mode: processes, each doing --jobs videos at once with its own copy of the model."),
     shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
     manifest: Optional[Path] = typer.Option(None, help="Folder mode: JSON-lines record of each file (default OUT/ppar-manifest*.jsonl)."),

@@ -379,9 +379,9 @@ def test_worker_processes_share_the_model_threads(monkeypatch):
 
 
 def test_a_folder_uses_the_cores_where_a_gpu_runs_the_model(monkeypatch):
-    """--workers and --jobs, when not given: a process for every 4 cores, 4 videos each, where the
-    model may run on a GPU (the fastest layout measured on an H100 machine); one process of 2 videos
-    elsewhere; fewer where memory would not hold a 4K video for each; what the user gives is kept,
+    """--workers and --jobs, when not given: a video at once for every core, 4 to a process (or
+    --jobs), where the model may run on a GPU (the fastest layout measured on an H100 machine); one
+    process of 2 videos elsewhere; fewer where memory would not hold a 4K video for each; what the user gives is kept,
     and torchrun's processes on a machine share it."""
     from ppar_cli.pipeline import runtime
 
@@ -391,7 +391,7 @@ def test_a_folder_uses_the_cores_where_a_gpu_runs_the_model(monkeypatch):
     monkeypatch.setattr(runtime, "gpu_may_be_here", lambda: True)
     assert runtime.folder_layout("auto", None, None) == runtime.folder_layout("cuda", None, None) == (4, 4)
     assert runtime.folder_layout("cpu", None, None) == (1, 2)
-    assert runtime.folder_layout("auto", 2, None) == (2, 4) and runtime.folder_layout("auto", None, 1) == (4, 1)
+    assert runtime.folder_layout("auto", 2, None) == (2, 4) and runtime.folder_layout("auto", None, 2) == (8, 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert runtime.folder_layout("cuda", None, None) == (2, 4)
     monkeypatch.delenv("LOCAL_WORLD_SIZE")

@@ -67,8 +67,8 @@ def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[i
     """(workers, jobs) for a folder: the user's, and for what is not given, the machine's.
 
     Where the model may run on a GPU (``device`` cuda, or auto with NVIDIA's devices here) it
-    costs the CPU little, and a folder goes as fast as the cores decode and encode: a process for
-    every 4 cores, each with 4 videos (which share its GIL). On an H100 machine with 16 cores, 4
+    costs the CPU little, and a folder goes as fast as the cores decode and encode: a video at once
+    for every core, 4 to a process (a process's videos share its GIL), or --jobs to a process. On an H100 machine with 16 cores, 4
     workers of --jobs 4 were the fastest of the layouts tried for 16 videos of 720p: 0.736 of a
     plain re-encode's speed, against 0.673 to 0.684 for 4 processes by --shard and 8 workers of
     --jobs 2, and 0.503 for one process of --jobs 8 (README, "On a GPU"). Elsewhere the model's
@@ -83,7 +83,7 @@ def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[i
     if not (device == "cuda" or (device == "auto" and gpu_may_be_here())):
         return workers or 1, jobs or min(2, fits)
     jobs = jobs or min(4, fits)
-    return workers or max(1, min(64, cores() // together // 4, fits // jobs)), jobs
+    return workers or max(1, min(64, cores() // together // jobs, fits // jobs)), jobs
 
 
 def torch_threads(processes: int = 1) -> int:
