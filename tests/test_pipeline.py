@@ -517,7 +517,7 @@ def test_a_process_does_the_videos_it_is_handed_in_that_order(tmp_path, tiny_wei
     for name in "abcd":
         make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 8, audio=False)
     jobs = plan_jobs(tmp_path / "in", tmp_path / "out")
-    for at_once in (1, 2):
+    for at_once in (1, 2, None):  # None: the machine's number
         handed, started = iter([3, 0, None]), []
 
         class Seen(Silent):
@@ -527,7 +527,7 @@ def test_a_process_does_the_videos_it_is_handed_in_that_order(tmp_path, tiny_wei
         out = [(r.src.name, r.status) for r in anonymize_jobs(jobs, Options(guard="none", jobs=at_once, overwrite=True),
                                                                tiny_weights, Seen(), take=lambda: next(handed, None))]
         assert out == [("a.mp4", "ok"), ("d.mp4", "ok")] and sorted(started) == ["a.mp4", "d.mp4"]
-        assert at_once == 2 or started == ["d.mp4", "a.mp4"]
+        assert at_once != 1 or started == ["d.mp4", "a.mp4"]
 
 
 def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path, tiny_weights, monkeypatch):

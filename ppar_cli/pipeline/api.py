@@ -234,25 +234,13 @@ def layout_used(opts: Options, videos: int) -> tuple[int, int]:
 
 def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | LoadedWeights | None = None,
                    reporter: Reporter | None = None, take: Callable[[], int | None] | None = None) -> list[FileResult]:
-    """The videos of ``jobs`` (planned and checked by :func:`anonymize`), ``opts.jobs`` at a time,
-    each appending its line to ``opts.manifest`` if there is one. ``take`` gives the index of the
-    next video to do, or None when none is left (by default, the largest first: `largest_first`);
-    worker processes ask the parent, which hands each next video to whichever is free. Returns the
-    results of the videos taken, in the folder's order."""
+    """The videos of ``jobs`` (planned and checked by :func:`anonymize`), ``opts.jobs`` at a time
+    (or the machine's number: `layout_used`), each appending its line to ``opts.manifest`` if
+    there is one. ``take`` gives the index of the next video to do, or None when none is left (by
+    default, the largest first: `largest_first`); worker processes ask the parent, which hands
+    each next video to whichever is free. Returns the results of the videos taken, in the folder's
+    order."""
     take = take or _one_at_a_time(largest_first(jobs))
-    flat_heap()
-    # With the face guard where a GPU may be, the device is settled first (importing PyTorch), so
-    # that the guard searches there too; otherwise the first video's front starts while PyTorch
-    # loads (front.py), and on a GPU machine while CUDA starts.
-    gpu_first = opts.guard != "none" and (opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()))
-    device = resolve_device(opts.device) if gpu_first else None
-    detector = _detector(opts, min(opts.jobs, len(jobs)), device if gpu_first and device.type == "cuda" else None)
-    cfg = _config_of(weights)
-    # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
-    if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
-        warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
-            "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
-    scores = _scores(opts)
     cancel, manifest_lock = threading.Event(), threading.Lock()
 
     def next_job() -> int | None:
@@ -261,6 +249,20 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     first = next_job()
     if first is None:  # a worker the others left nothing to: no model to load
         return []
+    at_once = layout_used(opts, len(jobs))[1]
+    flat_heap()
+    # With the face guard where a GPU may be, the device is settled first (importing PyTorch), so
+    # that the guard searches there too; otherwise the first video's front starts while PyTorch
+    # loads (front.py), and on a GPU machine while CUDA starts.
+    gpu_first = opts.guard != "none" and (opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()))
+    device = resolve_device(opts.device) if gpu_first else None
+    detector = _detector(opts, at_once, device if gpu_first and device.type == "cuda" else None)
+    cfg = _config_of(weights)
+    # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
+    if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
+        warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
+            "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
+    scores = _scores(opts)
     fronts: dict[int, Front | None] = {first: _start_front(jobs[first], opts, cfg, detector)}
     try:
         device = device if device is not None else resolve_device(opts.device)
@@ -282,7 +284,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                         append_manifest(opts.manifest, result, loaded.sha256, opts)
                 done[i] = result
 
-            if opts.jobs == 1 or len(jobs) < 2:
+            if at_once == 1:
                 i = first
                 while i is not None:  # each next video's front starts while the encoder finishes this one
                     following: list[int | None] = []
@@ -297,15 +299,15 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                 return [done[i] for i in sorted(done)]
 
             def videos(i: int | None) -> None:
-                """One of ``opts.jobs`` threads: videos one after another, while there are any."""
+                """One of ``at_once`` threads: videos one after another, while there are any."""
                 while i is not None:
                     run(i)
                     i = next_job()
 
             # Several videos at once, each with its own decoder, guard and encoder threads; they
             # share the model (on a GPU one call at a time: scoring.py).
-            starts = [first] + [next_job() for _ in range(min(opts.jobs, len(jobs)) - 1)]
-            with ThreadPoolExecutor(opts.jobs, thread_name_prefix="ppar-video") as pool:
+            starts = [first] + [next_job() for _ in range(at_once - 1)]
+            with ThreadPoolExecutor(at_once, thread_name_prefix="ppar-video") as pool:
                 futures = [pool.submit(videos, i) for i in starts if i is not None]
                 try:
                     # in slices: a signal that another thread of the process received (Ctrl-C, SIGTERM)
