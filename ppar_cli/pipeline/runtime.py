@@ -66,17 +66,17 @@ def memory() -> int:
 def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[int, int]:
     """(workers, jobs) for a folder: the user's, and for what is not given, the machine's.
 
-    Where the model may run on a GPU (``device`` cuda, or auto with NVIDIA's devices here) it
-    costs the CPU little, and a folder goes as fast as the cores decode and encode: a video at once
-    for every core, 4 to a process (a process's videos share its GIL), or --jobs to a process. On an H100 machine with 16 cores, 4
-    workers of --jobs 4 were the fastest of the layouts tried for 16 videos of 720p: 0.736 of a
-    plain re-encode's speed, against 0.673 to 0.684 for 4 processes by --shard and 8 workers of
-    --jobs 2, and 0.503 for one process of --jobs 8 (README, "On a GPU"). Elsewhere the model's
-    threads take the cores: one process of 2 videos, the fastest on 2 cores (README, "Speed and
-    memory"); CPU-only machines with many cores were not measured. Fewer where memory is short: a
-    video at once for every VIDEO_BYTES, so that a folder of 4K video fits (a 720p video takes
-    about 0.5 GB). Processes that torchrun started together on this machine (LOCAL_WORLD_SIZE)
-    share its cores and memory.
+    Where the model may run on a GPU (``device`` cuda, or auto with NVIDIA's devices here) it costs
+    the CPU little, and a folder goes as fast as the cores decode and encode: a video at once for
+    every core, 4 to a process (a process's videos share its GIL), or --jobs to a process. On an
+    H100 machine with 16 cores, 4 workers of --jobs 4 were the fastest of the layouts tried for 16
+    videos of 720p: 0.736 of a plain re-encode's speed, against 0.673 to 0.684 for 4 processes by
+    --shard and 8 workers of --jobs 2, and 0.503 for one process of --jobs 8 (README, "On a GPU").
+    Elsewhere the model's threads take the cores: one process of 2 videos, the fastest on 2 cores
+    (README, "Speed and memory"); CPU-only machines with many cores were not measured. Fewer where
+    memory is short: a video at once for every VIDEO_BYTES, so that a folder of 4K video fits (a
+    720p video takes about 0.5 GB). Processes that torchrun started together on this machine
+    (LOCAL_WORLD_SIZE) share its cores and memory.
     """
     together = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     fits = max(1, memory() // together // VIDEO_BYTES)  # videos at once
