@@ -412,26 +412,53 @@ def _sync(dev) -> None:
         torch.cuda.synchronize()
 
 
-class GpuBusy:
-    """nvidia-smi utilisation samples every 200 ms while a block runs (None without nvidia-smi)."""
+class Busy:
+    """While a block runs: nvidia-smi's utilisation samples every 200 ms (None without nvidia-smi),
+    and the cores busy, second by second, from /proc/stat (None elsewhere). The cores' curve says
+    how long a run's start leaves them idle, and whether its middle keeps them as busy as the
+    re-encode does: where the end-to-end time goes, measured rather than estimated."""
 
     def __enter__(self):
-        self.samples, self.proc = [], None
+        self.samples, self.proc, self.cores = [], None, []
         if shutil.which("nvidia-smi"):
             self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
                                           "-lms", "200"], stdout=subprocess.PIPE, text=True)
             self.thread = threading.Thread(target=lambda: [self.samples.append(float(v)) for v in self.proc.stdout
                                                            if v.strip().replace(".", "").isdigit()], daemon=True)
             self.thread.start()
+        self._stop = threading.Event()
+        if Path("/proc/stat").exists():
+            self._cpu = threading.Thread(target=self._sample_cores, daemon=True)
+            self._cpu.start()
         return self
+
+    def _sample_cores(self) -> None:
+        def ticks() -> tuple[int, int]:  # (busy, all) jiffies over every core
+            v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            return sum(v) - v[3] - v[4], sum(v)  # less idle and iowait
+        t, (b, a) = time.monotonic(), ticks()
+        while not self._stop.wait(max(0.0, t + 1 - time.monotonic())):
+            t += 1
+            (b2, a2), n = ticks(), os.cpu_count() or 1
+            self.cores.append(round((b2 - b) / max(1, a2 - a) * n, 1))
+            b, a = b2, a2
 
     def __exit__(self, *exc) -> None:
         if self.proc:
             self.proc.terminate()
+        self._stop.set()
 
     @property
     def busy(self) -> float | None:
         return round(statistics.mean(self.samples) / 100, 3) if self.samples else None
+
+    def record(self) -> dict:
+        """gpu_busy; the cores busy each second; the seconds before the cores were first 3/4 busy."""
+        full = 0.75 * (os.cpu_count() or 1)
+        ramp = next((i for i, c in enumerate(self.cores) if c >= full), None)
+        return {"gpu_busy": self.busy, "cores_busy_each_s": self.cores,
+                "cores_busy_mean": round(statistics.mean(self.cores), 1) if self.cores else None,
+                "s_before_3_4_of_cores_busy": ramp}
 
 
 def end_to_end(args, work: Path) -> list[dict]:
@@ -448,14 +475,14 @@ def end_to_end(args, work: Path) -> list[dict]:
     rows.append({"what": "ppar on a 1 s clip: start-up and 25 frames", "seconds": round(time.perf_counter() - t0, 2),
                  "exit": r.returncode})
     t0, used0 = time.perf_counter(), _children_usage()
-    with Pool(len(files)) as pool:  # all files at once, one process each
+    with Busy() as busy, Pool(len(files)) as pool:  # all files at once, one process each
         frames = sum(pool.map(reencode, [(str(p), str(work / f"ff_{p.name}")) for p in files]))
         pool.close()
         pool.join()
     ff = time.perf_counter() - t0
     content = f"real footage from {len(real)} clips of {args.real.name}" if real else "a moving colour pattern"
     rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "clips": content, "frames": frames,
-                 "seconds": round(ff, 2), **_used_since(used0), "fps": round(frames / ff, 1)})
+                 "seconds": round(ff, 2), **_used_since(used0), "fps": round(frames / ff, 1), **busy.record()})
     for what, decode in (("decode only (as ppar reads there)", decode_only), ("decode only on NVDEC", decode_nvdec)):
         if decode is decode_nvdec and args.device != "cuda":
             continue
@@ -496,7 +523,7 @@ def end_to_end(args, work: Path) -> list[dict]:
             cmd = [spy, "record", "-r", "50", "--threads", "--idle", "-f", "raw", "-o", str(profile), "--", *cmd]
             what += " under py-spy"
         used0 = _children_usage()
-        with GpuBusy() as g:
+        with Busy() as g:
             t0 = time.perf_counter()
             procs = [subprocess.Popen([*cmd, *(["--shard", f"{k}/{n}"] if n > 1 else [])], stdout=subprocess.DEVNULL,
                                       stderr=open(log, "w"), env={**os.environ, **dict(e.split("=") for e in env)})
@@ -515,7 +542,7 @@ def end_to_end(args, work: Path) -> list[dict]:
         rows.append({"what": what, "seconds": round(dt, 2),  # py-spy's child's CPU time does not reach us
                      **({} if spy else _used_since(used0)),
                      **({} if rc else {"fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3)}),  # not of a failed run
-                     "gpu_busy": g.busy, "exit": rc, "stderr": "".join(e for _, e in done)[-300:]})
+                     **g.record(), "exit": rc, "stderr": "".join(e for _, e in done)[-300:]})
         print(rows[-1], flush=True)
     return rows
 
@@ -762,7 +789,8 @@ def summary(report: dict) -> None:
         print("  model alone", k, v)
     for key in ("end_to_end", "model", "compiled"):
         for row in report[key] if isinstance(report.get(key), list) else [report[key]] if key in report else []:
-            print(key, {k: v for k, v in row.items() if k != "stderr" or row.get("exit")})  # a failed run's says why
+            # a failed run's stderr says why; the cores' curve is in gpu.json
+            print(key, {k: v for k, v in row.items() if (k != "stderr" or row.get("exit")) and k != "cores_busy_each_s"})
     for key in ("startup", "contention", "stages", "guard", "train", "eval"):
         if key in report:
             print(key, json.dumps({k: x for k, x in report[key].items() if k != "records"})[:700])
