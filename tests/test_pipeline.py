@@ -558,14 +558,16 @@ def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path
 
 
 @pytest.mark.parametrize("gpu_may_be_here,guard", [(False, "none"), (True, "none"), (False, "auto"), (True, "auto")])
-def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights, gpu_may_be_here, guard):
-    """The first video's front (decoder and face guard) starts before PyTorch is imported, so it
-    works while PyTorch loads (and CUDA starts); only with the guard where a GPU may be, PyTorch
-    settles the device first, so that the guard can search on the GPU. In a fresh process, since
-    this one has PyTorch."""
+def test_first_videos_start_decoding_before_pytorch_loads(tmp_path, tiny_weights, gpu_may_be_here, guard):
+    """The fronts (decoder and face guard) of the videos a process begins with (--jobs 2 here)
+    start before PyTorch is imported, so they work while PyTorch loads (and CUDA starts), with the
+    GIL handed on quickly; only with the guard where a GPU may be, PyTorch settles the device
+    first, so that the guard can search on the GPU. In a fresh process, since this one has PyTorch."""
     import sys
 
-    src = make_clip(tmp_path / "a.mp4", 64, 48, 10, audio=False)
+    (tmp_path / "in").mkdir()
+    for name in "abc":
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 10, audio=False)
     code = (
         "import sys\n"
         "import ppar_cli.pipeline.api as api\n"
@@ -573,14 +575,15 @@ def test_first_video_starts_decoding_before_pytorch_loads(tmp_path, tiny_weights
         f"api.gpu_may_be_here = lambda: {gpu_may_be_here}\n"
         "seen = []\n"
         "init = front.Front.__init__\n"
-        "front.Front.__init__ = lambda self, *a, **k: (seen.append('torch' in sys.modules), init(self, *a, **k))[1]\n"
+        "front.Front.__init__ = lambda self, *a, **k: (seen.append(('torch' in sys.modules, sys.getswitchinterval() <= 1e-4)),"
+        " init(self, *a, **k))[1]\n"
         "from ppar_cli import Options, anonymize\n"
-        f"[r] = anonymize({str(src)!r}, {str(tmp_path / 'o.mp4')!r}, Options(guard={guard!r}), weights={str(tiny_weights)!r})\n"
-        "assert r.status == 'ok', r.error\n"
-        "print(seen)\n"
+        f"rs = anonymize({str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, Options(guard={guard!r}, jobs=2), weights={str(tiny_weights)!r})\n"
+        "assert [r.status for r in rs] == ['ok'] * 3, [r.error for r in rs]\n"
+        "print(seen[:2])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == f"[{gpu_may_be_here and guard != 'none'}]"
+    assert out.strip() == str([(gpu_may_be_here and guard != "none", True)] * 2)
 
 
 def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_weights, monkeypatch):

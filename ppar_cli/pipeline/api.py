@@ -34,8 +34,8 @@ from ppar_cli.pipeline.preview import side_by_side
 from ppar_cli.pipeline.runtime import (flat_heap, folder_layout, gpu_may_be_here, guard_threads, model_threads,
                                       quick_gil_handoff, resolve_device)
 
-# PyTorch and what needs it are imported where first used, after the first video's front has
-# started (front.py; where a GPU may be, before it): importing PyTorch takes about a second.
+# PyTorch and what needs it are imported where first used, after the first videos' fronts have
+# started (front.py; with the guard where a GPU may be, before them): importing it takes seconds.
 if TYPE_CHECKING:
     import torch
 
@@ -232,6 +232,7 @@ def layout_used(opts: Options, videos: int) -> tuple[int, int]:
     return (min(workers, videos) if videos > 1 else 1), max(1, min(at_once, videos))
 
 
+@quick_gil_handoff()  # from the fronts' start: decoding ahead is then not held back by PyTorch's import
 def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | LoadedWeights | None = None,
                    reporter: Reporter | None = None, take: Callable[[], int | None] | None = None) -> list[FileResult]:
     """The videos of ``jobs`` (planned and checked by :func:`anonymize`), ``opts.jobs`` at a time
@@ -252,8 +253,8 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     at_once = layout_used(opts, len(jobs))[1]
     flat_heap()
     # With the face guard where a GPU may be, the device is settled first (importing PyTorch), so
-    # that the guard searches there too; otherwise the first video's front starts while PyTorch
-    # loads (front.py), and on a GPU machine while CUDA starts.
+    # that the guard searches there too; otherwise the fronts of the first videos start while
+    # PyTorch loads (front.py), and on a GPU machine while CUDA starts.
     gpu_first = opts.guard != "none" and (opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()))
     device = resolve_device(opts.device) if gpu_first else None
     detector = _detector(opts, at_once, device if gpu_first and device.type == "cuda" else None)
@@ -263,10 +264,11 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
         warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
             "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
     scores = _scores(opts)
-    fronts: dict[int, Front | None] = {first: _start_front(jobs[first], opts, cfg, detector)}
+    starts = [first] + [next_job() for _ in range(at_once - 1)]
+    fronts: dict[int, Front | None] = {i: _start_front(jobs[i], opts, cfg, detector) for i in starts if i is not None}
     try:
         device = device if device is not None else resolve_device(opts.device)
-        with model_threads(device), quick_gil_handoff():
+        with model_threads(device):
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
             loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
@@ -306,7 +308,6 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
 
             # Several videos at once, each with its own decoder, guard and encoder threads; they
             # share the model (on a GPU one call at a time: scoring.py).
-            starts = [first] + [next_job() for _ in range(at_once - 1)]
             with ThreadPoolExecutor(at_once, thread_name_prefix="ppar-video") as pool:
                 futures = [pool.submit(videos, i) for i in starts if i is not None]
                 try:
@@ -402,10 +403,10 @@ def _config_of(weights) -> PPARConfig | None:
 
 
 def _start_front(job: Job, opts: Options, cfg: PPARConfig | None, detector) -> Front | None:
-    """A video's front (decoding and the face guard), started ahead of its turn: the first before
-    PyTorch is imported where no GPU can be, so that it works while PyTorch loads (front.py); each
-    next one while the encoder finishes the video before it, instead of one video's start waiting
-    for the end of the last. None where there is no config or the front cannot start:
+    """A video's front (decoding and the face guard), started ahead of its turn: the first videos'
+    before PyTorch is imported, so that they work while PyTorch loads (front.py); each next one
+    while the encoder finishes the video before it, instead of one video's start waiting for the
+    end of the last. None where there is no config or the front cannot start:
     anonymize_file then starts it, or reports why not, as for any other video."""
     if cfg is None:
         return None

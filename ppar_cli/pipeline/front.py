@@ -1,10 +1,12 @@
 """The front of the frame stream: a video's windows decoded and, with the face guard, searched for
 faces, in a thread ahead of the model.
 
-No PyTorch here. Where no GPU can be, `anonymize` starts the first video's front before it loads
-PyTorch and the model (about a second on 2 cores), so the guard's searches fill the core that the
-import leaves idle; until the model takes its first window the front may run up to START_BYTES of
-windows ahead, then two windows.
+No PyTorch here. `anonymize` starts the fronts of the videos a process begins with (--jobs of
+them) before it imports PyTorch and loads the model (about 2 s on 2 cores; with CUDA and 4 worker
+processes about 5 s on a 16-core GPU machine, whose cores would otherwise wait), unless the face
+guard is to search on a GPU, which must be settled first. Until the model takes its first window a
+front may run up to START_BYTES of windows ahead (1280x720: 12 windows of 4:2:0 frames, 6 in RGB;
+4K: 2), then two windows.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
 
 WINDOW_BYTES = 2**30  # one window's source frames above this: two passes (4K: 0.8 GB, one pass; 8K: 3.2 GB, two)
 SCORE_SIDE = 640  # long side of the first pass's frames: the face guard's own detector size
-START_BYTES = 192 * 2**20  # windows the front may hold before the model starts (640x360: 8, 1280x720: 2)
+START_BYTES = 512 * 2**20  # windows a front may hold before the model takes its first (at least two)
 
 
 def two_passes(cfg: PPARConfig, width: int, height: int) -> bool:
