@@ -12,8 +12,9 @@
     # teardown), in the 1 s clip's row and the guard-off runs, against the 0.3.11 and 0.3.12 calls';
     # and since 0.3.16 the default layout (on 16 cores 4 workers of --jobs 4, the 0.3.11 call's
     # fastest, now chosen by ppar itself) with videos handed to whichever worker is free:
-    #   ... --budget 440 --only correctness,guard,end_to_end --e2e auto:1,none:1,\
+    #   ... --budget 440 --only correctness,startup,guard,end_to_end --e2e auto:1,none:1,\
     #       none:1:GPU_BENCH_NVDEC=1,auto:1:GPU_BENCH_GRAPH=1
+    # (since 0.3.17 each run's row has the cores busy each second: how long its start leaves them idle)
     # (--seconds 60 instead of 30 doubles the clips, so each process's start-up weighs half as much:
     # how much of what is left is start-up, if the budget allows two runs)
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
