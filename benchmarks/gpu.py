@@ -415,7 +415,7 @@ def _sync(dev) -> None:
 
 class Busy:
     """While a block runs: nvidia-smi's utilisation samples every 200 ms (None without nvidia-smi),
-    and the cores busy, second by second, from /proc/stat (None elsewhere). The cores' curve says
+    and the cores busy, second by second, from /proc/stat (none elsewhere). The cores' curve says
     how long a run's start leaves them idle, and whether its middle keeps them as busy as the
     re-encode does: where the end-to-end time goes, measured rather than estimated."""
 
@@ -427,7 +427,7 @@ class Busy:
             self.thread = threading.Thread(target=lambda: [self.samples.append(float(v)) for v in self.proc.stdout
                                                            if v.strip().replace(".", "").isdigit()], daemon=True)
             self.thread.start()
-        self._stop = threading.Event()
+        self._stop, self._cpu = threading.Event(), None
         if Path("/proc/stat").exists():
             self._cpu = threading.Thread(target=self._sample_cores, daemon=True)
             self._cpu.start()
@@ -437,10 +437,10 @@ class Busy:
         def ticks() -> tuple[int, int]:  # (busy, all) jiffies over every core
             v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
             return sum(v) - v[3] - v[4], sum(v)  # less idle and iowait
-        t, (b, a) = time.monotonic(), ticks()
+        n, t, (b, a) = os.cpu_count() or 1, time.monotonic(), ticks()
         while not self._stop.wait(max(0.0, t + 1 - time.monotonic())):
             t += 1
-            (b2, a2), n = ticks(), os.cpu_count() or 1
+            b2, a2 = ticks()
             self.cores.append(round((b2 - b) / max(1, a2 - a) * n, 1))
             b, a = b2, a2
 
@@ -448,6 +448,8 @@ class Busy:
         if self.proc:
             self.proc.terminate()
         self._stop.set()
+        if self._cpu is not None:
+            self._cpu.join()
 
     @property
     def busy(self) -> float | None:
