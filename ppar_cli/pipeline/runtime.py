@@ -44,7 +44,7 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-VIDEO_BYTES = 3 * 2**30  # memory a video at once may take: one 3840x2160 video peaked at 2.9 GB, two at 5.4 (README)
+VIDEO_BYTES = 3 * 2**30  # memory a video at once may take: one 3840x2160 video peaked at 2.7-3.0 GB, two at 4.8-5.4 (README)
 
 
 def memory() -> int:
@@ -186,7 +186,7 @@ def quick_gil_handoff():
 
     It starts with the first fronts (api.anonymize_jobs), before PyTorch's import, which holds the
     GIL: a 720p front decoding meanwhile made 6 windows in the 3 s before the model took its first
-    at 5 ms, 8 at 0.1 ms (one run each, start buffer 1 GiB).
+    at 5 ms, 8 at 0.1 ms (one-off timing, one run each, start buffer 1 GiB).
     """
     before = sys.getswitchinterval()
     sys.setswitchinterval(min(before, 1e-4))
