@@ -33,6 +33,21 @@ def test_render_deterministic_and_seeded():
     assert 0 < a["person"].mean() < 0.5
 
 
+def test_generate_never_forks(tmp_path, monkeypatch):
+    """Its worker processes are spawned: a child forked from a threaded caller (PyTorch's threads, a
+    progress bar's) can inherit a lock held at that instant and hang."""
+    import os
+
+    from ppar_cli.research.synth import generate
+
+    def no_fork():
+        raise AssertionError("os.fork called")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    generate(tmp_path, 2, seed=1, size=32, frames=4, workers=1)
+    assert len(list(tmp_path.glob("*/*.avi")) + list(tmp_path.glob("*/*.mp4"))) == 2
+
+
 def test_generate_reads_back_as_ucf101(tmp_path):
     from ppar_cli.research.synth import generate
 

@@ -9,6 +9,7 @@ neck and bare torso of every person (bare arms carry the action, so they are not
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import pickle
 from concurrent.futures import ProcessPoolExecutor
@@ -77,7 +78,9 @@ def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, fr
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), seed, i, identities, size, frames, fps) for i in range(videos)]
     records = []
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as ex:
+    # spawned, not forked: the caller may have threads (PyTorch's, a progress bar's), and a child
+    # forked from a threaded process can inherit a lock held at that instant and hang (Python 3.12 warns)
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as ex:
         for rec in ex.map(_job, jobs, chunksize=4):
             records.append(rec)
             if progress:
