@@ -15,6 +15,7 @@
     #   ... --budget 440 --only correctness,startup,guard,end_to_end --e2e auto:1,none:1,\
     #       none:1:GPU_BENCH_NVDEC=1,auto:1:GPU_BENCH_GRAPH=1
     # (since 0.3.17 each run's row has the cores busy each second: how long its start leaves them idle)
+    # (since 0.3.18 a run with the guard, the default, also decodes while CUDA and the detector start)
     # (--seconds 60 instead of 30 doubles the clips, so each process's start-up weighs half as much:
     # how much of what is left is start-up, if the budget allows two runs)
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself

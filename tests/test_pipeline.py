@@ -561,8 +561,8 @@ def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path
 def test_first_videos_start_decoding_before_pytorch_loads(tmp_path, tiny_weights, gpu_may_be_here, guard):
     """The fronts (decoder and face guard) of the videos a process begins with (--jobs 2 here)
     start before PyTorch is imported, so they work while PyTorch loads (and CUDA starts), with the
-    GIL handed on quickly; only with the guard where a GPU may be, PyTorch settles the device
-    first, so that the guard can search on the GPU. In a fresh process, since this one has PyTorch."""
+    GIL handed on quickly; with the guard where a GPU may be too, its detector coming later, and
+    every window is still searched. In a fresh process, since this one has PyTorch."""
     import sys
 
     (tmp_path / "in").mkdir()
@@ -583,7 +583,52 @@ def test_first_videos_start_decoding_before_pytorch_loads(tmp_path, tiny_weights
         "print(seen[:2])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == str([(gpu_may_be_here and guard != "none", True)] * 2)
+    assert out.strip() == str([(False, True)] * 2)
+    for name in "abc":  # the guard searched every window, the first videos' too
+        windows = json.loads((tmp_path / "out" / f"{name}.json").read_text())["windows"]
+        assert all(("guard" in w) == (guard != "none") for w in windows)
+
+
+def test_a_late_detector_lets_the_front_decode_ahead_and_fails_closed(tmp_path, monkeypatch):
+    """A front whose detector is still being made (on a GPU, after PyTorch and CUDA) decodes up to
+    its start buffer meanwhile, then searches those windows once it arrives; if making it fails,
+    the front raises instead of handing on unsearched windows."""
+    import threading
+
+    import ppar_cli.pipeline.front as front_mod
+    from ppar_cli.pipeline.front import Front, LateDetector
+
+    clip = tmp_path / "a.mp4"
+    make_clip(clip, 64, 48, 80, audio=False)  # 5 windows of 16 frames with the config below
+    cfg = PPARConfig(frames=4, image_size=32, tubelet=(2, 8, 8), dim=32, depth=2, heads=2, prune_blocks=(1, 2))
+    monkeypatch.setattr(front_mod, "START_BYTES", 3 * cfg.clip_span * 64 * 48 * 3)  # three windows ahead
+    searched, decoded = [], []
+    chunks = FrameReader.chunks
+    monkeypatch.setattr(FrameReader, "chunks", lambda self, n: (decoded.append(len(c)) or c for c in chunks(self, n)))
+
+    def detector(frame):
+        searched.append(len(decoded))
+        return np.zeros((0, 5), np.float32)
+
+    late = LateDetector()
+    f = Front(clip, cfg, late)
+    for _ in range(200):  # the decoder stops at the start buffer, and no search waits on the way
+        if len(decoded) == 3:
+            break
+        threading.Event().wait(0.01)
+    threading.Event().wait(0.1)
+    assert len(decoded) == 3 and not searched
+    late.set(detector)
+    windows = list(f.windows)
+    assert len(windows) == 5 and all(forced is not None and not forced.any() for _, forced in windows)
+    assert searched and searched[0] == 3 and f.guard is not None  # the first search came after 3 decoded
+
+    late = LateDetector()
+    f = Front(clip, cfg, late)
+    late.fail(RuntimeError("no detector"))
+    with pytest.raises(RuntimeError, match="no detector"):
+        list(f.windows)
+    f.close()
 
 
 def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_weights, monkeypatch):

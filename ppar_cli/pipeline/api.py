@@ -26,7 +26,7 @@ from ppar_cli.media.encode import VideoWriter
 from ppar_cli.media.files import atomic_path
 from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
-from ppar_cli.pipeline.front import SCORE_SIDE, Front
+from ppar_cli.pipeline.front import SCORE_SIDE, Front, LateDetector
 from ppar_cli.pipeline.jobs import Job, check_outputs, largest_first, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
@@ -252,22 +252,25 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
         return []
     at_once = layout_used(opts, len(jobs))[1]
     flat_heap()
-    # With the face guard where a GPU may be, the device is settled first (importing PyTorch), so
-    # that the guard searches there too; otherwise the fronts of the first videos start while
-    # PyTorch loads (front.py), and on a GPU machine while CUDA starts.
-    gpu_first = opts.guard != "none" and (opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()))
-    device = resolve_device(opts.device) if gpu_first else None
-    detector = _detector(opts, at_once, device if gpu_first and device.type == "cuda" else None)
+    # The fronts of the first videos start while PyTorch loads (front.py), and on a GPU machine
+    # while CUDA starts. With the face guard where a GPU may be, its detector is made once the
+    # device is known, so that it searches there too: the fronts decode meanwhile (LateDetector).
+    gpu_later = opts.guard != "none" and (opts.device == "cuda" or (opts.device == "auto" and gpu_may_be_here()))
+    late = LateDetector() if gpu_later else None
+    detector = late or _detector(opts, at_once, None)
     cfg = _config_of(weights)
-    # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
-    if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
-        warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
-            "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
     scores = _scores(opts)
     starts = [first] + [next_job() for _ in range(at_once - 1)]
     fronts: dict[int, Front | None] = {i: _start_front(jobs[i], opts, cfg, detector) for i in starts if i is not None}
     try:
-        device = device if device is not None else resolve_device(opts.device)
+        device = resolve_device(opts.device)
+        if late is not None:
+            late.set(_detector(opts, at_once, device if device.type == "cuda" else None))
+            detector = late.get()
+        # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
+        if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
+            warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
+                "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
         with model_threads(device):
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
@@ -324,6 +327,8 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                     cancel.set()
                     raise
     finally:
+        if late is not None and not late.ready():  # stopped before the detector was made: so are the fronts
+            late.fail(RuntimeError("stopped before the face guard's detector was made"))
         for front in fronts.values():
             if front is not None:
                 front.close()

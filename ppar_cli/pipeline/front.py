@@ -3,13 +3,15 @@ faces, in a thread ahead of the model.
 
 No PyTorch here. `anonymize` starts the fronts of the videos a process begins with (--jobs of
 them) before it imports PyTorch and loads the model (about 2 s on 2 cores; with CUDA and 4 worker
-processes about 5 s on a 16-core GPU machine, whose cores would otherwise wait), unless the face
-guard is to search on a GPU, which must be settled first. Until the model takes its first window a
+processes about 5 s on a 16-core GPU machine, whose cores would otherwise wait). Where the face
+guard is to search on a GPU, its detector is made after that start (a LateDetector): the fronts
+decode meanwhile and wait for it at their first search. Until the model takes its first window a
 front may run up to START_BYTES of windows ahead (1280x720: 12 windows of 4:2:0 frames, 6 in RGB;
 4K: 2), then two windows.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from pathlib import Path
@@ -90,6 +92,34 @@ class Ahead:
         self._thread.join(3.0)
 
 
+class LateDetector:
+    """The face guard's detector, made by another thread after the fronts started (on a GPU it needs
+    PyTorch and CUDA): :meth:`get` waits for it. None once made means no guard (``--guard auto``
+    where none is installed); a failure to make it is raised in every front that asks, so that no
+    window goes on unsearched."""
+
+    def __init__(self):
+        self._made = threading.Event()
+        self._detector = self._error = None
+
+    def set(self, detector) -> None:
+        self._detector = detector
+        self._made.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._made.set()
+
+    def ready(self) -> bool:
+        return self._made.is_set()
+
+    def get(self):
+        self._made.wait()
+        if self._error is not None:
+            raise self._error
+        return self._detector
+
+
 class Front:
     """One video's windows as (source frames, tubelets the guard forces or None), decoded in a
     thread. For very large frames (two passes) the windows are at SCORE_SIDE, for the model and
@@ -104,14 +134,26 @@ class Front:
         # PyAV, not decord: decord's reader grows with the video's length and gives no timestamps
         self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt,
                                   times=self.info.frame_times())
-        self.guard = FaceGuard(guard, detector) if detector is not None else None
-        window = cfg.clip_span * self.reader.frame_bytes
-        self.windows = Ahead(_guarded(self.reader, cfg, self.guard), depth=2, start_depth=START_BYTES // window)
+        self.guard: FaceGuard | None = None  # set by the decoding thread once the detector is known
+        start = START_BYTES // (cfg.clip_span * self.reader.frame_bytes)
+        self.windows = Ahead(self._guarded(cfg, detector, guard, start), depth=2, start_depth=start)
 
     def close(self) -> None:
         self.windows.close()
 
+    def _guarded(self, cfg: PPARConfig, detector, guard: GuardConfig | None, ahead: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Each window and the tubelets the guard forces in it. While a LateDetector is being made,
+        up to ``ahead`` windows are decoded before the first search waits for it."""
+        chunks, pending = self.reader.chunks(cfg.clip_span), deque()
+        if isinstance(detector, LateDetector):
+            while not detector.ready() and len(pending) < ahead and (frames := next(chunks, None)) is not None:
+                pending.append(frames)
+            detector = detector.get()
+        self.guard = FaceGuard(guard, detector) if detector is not None else None
 
-def _guarded(reader: FrameReader, cfg: PPARConfig, guard: FaceGuard | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    for frames in reader.chunks(cfg.clip_span):
-        yield frames, guard.forced(frames, cfg.grid, slab_index(len(frames), cfg)) if guard else None
+        def decoded_ahead() -> Iterator[np.ndarray]:
+            while pending:  # handed on, not kept: the decoder's buffer pool reuses what nothing holds
+                yield pending.popleft()
+
+        for frames in itertools.chain(decoded_ahead(), chunks):
+            yield frames, self.guard.forced(frames, cfg.grid, slab_index(len(frames), cfg)) if self.guard else None
