@@ -593,7 +593,7 @@ def test_a_late_detector_lets_the_front_decode_ahead_and_fails_closed(tmp_path, 
     """A front whose detector is still being made (on a GPU, after PyTorch and CUDA) decodes up to
     its start buffer meanwhile, then searches those windows once it arrives; if making it fails,
     the front raises instead of handing on unsearched windows."""
-    import threading
+    import time
 
     import ppar_cli.pipeline.front as front_mod
     from ppar_cli.pipeline.front import Front, LateDetector
@@ -612,11 +612,10 @@ def test_a_late_detector_lets_the_front_decode_ahead_and_fails_closed(tmp_path, 
 
     late = LateDetector()
     f = Front(clip, cfg, late)
-    for _ in range(200):  # the decoder stops at the start buffer, and no search waits on the way
-        if len(decoded) == 3:
-            break
-        threading.Event().wait(0.01)
-    threading.Event().wait(0.1)
+    deadline = time.monotonic() + 10
+    while len(decoded) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the decoder stops at the start buffer, and no search waits on the way
     assert len(decoded) == 3 and not searched
     late.set(detector)
     windows = list(f.windows)
