@@ -265,8 +265,8 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     try:
         device = resolve_device(opts.device)
         if late is not None:
-            late.set(_detector(opts, at_once, device if device.type == "cuda" else None))
-            detector = late.get()
+            detector = _detector(opts, at_once, device if device.type == "cuda" else None)
+            late.set(detector)
         # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
         if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
             warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
