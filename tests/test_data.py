@@ -140,3 +140,43 @@ def test_hmdb51_with_pa_labels_per_window(tmp_path):
     assert cs.has_attributes and cs.windows(0, 3) == [0, 16, 32]
     assert cs.attributes(0, 0).tolist() == [0, 1, 0, 0, 0]  # frames 0-7: face not visible yet
     assert cs.attributes(0, 16).tolist() == [1, 1, 0, 0, 0]
+
+
+def test_videos_read_from_their_files_give_the_clips_held_ones_give(tmp_path):
+    """UCF101's training videos at 224 px do not fit in memory (about 260 GB), so a ClipSet holds
+    the frames of what fits and reads the others from their files window by window: the clips,
+    crops, mask counts and evaluation windows must not depend on which. The synthetic benchmark
+    goes through decord; a GIF and a rotated video through PyAV (decord reads neither)."""
+    import subprocess
+
+    from helpers import ffmpeg_exe, make_clip
+
+    from ppar_cli.core.config import PPARConfig
+    from ppar_cli.research.data import ClipSet, Item, VideoFrames, random_crop
+    from ppar_cli.research.evaluate import Windows
+    from ppar_cli.research.synth import generate
+
+    generate(tmp_path / "b", 4, seed=5, size=48, frames=40, workers=1)
+    bench = open_benchmark(tmp_path / "b")
+    make_clip(tmp_path / "up.mp4", 64, 48, 37, audio=False)
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "90", "-i", str(tmp_path / "up.mp4"), "-c", "copy",
+                    str(tmp_path / "rot.mp4")], check=True)
+    odd = [Item(make_clip(tmp_path / "a.gif", 40, 30, 23, audio=False), 0), Item(tmp_path / "rot.mp4", 0)]
+    cfg = PPARConfig(frames=4, frame_stride=2, image_size=32, tubelet=(2, 8, 8), dim=32, depth=1, heads=2, prune_blocks=(1,),
+                     actions=bench.actions)
+    rng = np.random.default_rng(0)
+    for items, crops in ((bench.train + bench.test, True), (odd, False)):
+        held, read = ClipSet(items, cfg, crops=crops), ClipSet(items, cfg, crops=crops, hold=0)
+        assert all(isinstance(f, np.ndarray) for f in held.frames) and all(isinstance(f, VideoFrames) for f in read.frames)
+        assert [len(f) for f in held.frames] == [len(f) for f in read.frames]
+        plan = [(list(range(len(items))), [held.starts(i, rng) for i in range(len(items))],
+                 [random_crop(rng, 32, 0.6) if crops else None for _ in items]) for _ in range(3)]
+        plan.append((list(range(len(items))), [len(f) - 3 for f in held.frames], [None] * len(items)))  # padded at the end
+        for (idx, starts, boxes), a, b in zip(plan, held.batches(plan), read.batches(plan), strict=True):
+            assert np.array_equal(a, np.stack([held.clip(i, s, box) for i, s, box in zip(idx, starts, boxes)]))
+            assert a.shape == (len(items), 4, 32, 32, 3) and np.array_equal(a, b)
+            if crops:
+                for i, s, box in zip(idx, starts, boxes):
+                    assert all(np.array_equal(x, y) for x, y in zip(held.counts(i, s, box), read.counts(i, s, box)))
+        wa, wb = Windows.of(held, 3), Windows.of(read, 3)
+        assert np.array_equal(wa.raw, wb.raw) and np.array_equal(wa.follows, wb.follows)

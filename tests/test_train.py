@@ -57,6 +57,22 @@ def test_resume_gives_the_same_result(bench, tmp_path, crop):
 
 
 @pytest.mark.slow
+def test_training_on_videos_read_from_their_files_equals_training_on_held_ones(bench, tmp_path, monkeypatch):
+    """Where the frames do not fit in memory, training reads each batch's windows from the files
+    (ahead of the model, in threads): the same run, to the bit, as with every frame held."""
+    import ppar_cli.research.data as data
+
+    train(_args(bench, tmp_path, "held", crop_scale=0.7, mask_weight=1.0), log=lambda m: None)
+    monkeypatch.setattr(data, "memory_free", lambda: 0)
+    reads, read = [], data.VideoFrames.__getitem__
+    monkeypatch.setattr(data.VideoFrames, "__getitem__", lambda self, window: reads.append(window) or read(self, window))
+    train(_args(bench, tmp_path, "read", crop_scale=0.7, mask_weight=1.0), log=lambda m: None)
+    assert len(reads) > 16  # every training and validation window of this run came from the files
+    a, b = load_file(str(tmp_path / "held.safetensors")), load_file(str(tmp_path / "read.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_gloo(bench, tmp_path):
     """11 training videos in batches of 5 on 2 ranks: 6 and 5 clips, 2 and 1 batches unless the
     shards are equalised (unequal shards hang in DDP's all-reduce: the timeout fails the test)."""

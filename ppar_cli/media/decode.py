@@ -197,6 +197,27 @@ class FrameReader:
             raise ValueError(f"chunk size must be at least 1, got {n}")
         yield from self._decord_chunks(n) if self._vr is not None else self._av_chunks(n)
 
+    def window(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) as one uint8 array (fewer where the video ends first), the frames
+        :meth:`chunks` gives there: decord seeks to them; PyAV decodes from the start and drops
+        those before. RGB only."""
+        if self._vr is not None:
+            stop = min(stop, len(self._vr))
+            if stop <= start:
+                return np.zeros((0, *self.frame_shape), np.uint8)
+            try:
+                return self._vr.get_batch(list(range(start, stop))).asnumpy()
+            except Exception:  # decord rejects some files only when decoding: use PyAV, as chunks does
+                self._vr, self.backend, self.info.num_frames = None, "ffmpeg", None
+        out, seen = [], 0
+        for chunk in self._av_chunks(64):
+            if seen + len(chunk) > start:
+                out.append(chunk[max(0, start - seen):stop - seen].copy())  # the pool reuses its buffers
+            seen += len(chunk)
+            if seen >= stop:
+                break
+        return np.concatenate(out) if out else np.zeros((0, *self.frame_shape), np.uint8)
+
     def _decord_chunks(self, n: int) -> Iterator[np.ndarray]:
         total = len(self._vr)
         for start in range(0, total, n):

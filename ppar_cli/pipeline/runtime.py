@@ -63,6 +63,27 @@ def memory() -> int:
     return total
 
 
+def memory_free() -> int:
+    """The memory this process can still take: the machine's available memory (free, and cache
+    it can reclaim), or what its cgroup's limit leaves where less."""
+    free = memory()
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = min(free, int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):  # not Linux: the total stands
+        pass
+    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            texts = Path(limit).read_text().strip(), Path(used).read_text().strip()
+        except OSError:
+            continue
+        if all(t.isdigit() for t in texts):
+            free = min(free, int(texts[0]) - int(texts[1]))
+    return max(0, free)
+
+
 def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[int, int]:
     """(workers, jobs) for a folder: the user's, and for what is not given, the machine's.
 

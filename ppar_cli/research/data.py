@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import DataError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import probe
+from ppar_cli.pipeline.runtime import cores, memory, memory_free
 from ppar_cli.research.labels import (
     PA_ATTRIBUTES,
     VP_ATTRIBUTES,
@@ -253,31 +257,69 @@ def random_crop(rng: np.random.Generator, size: int, min_scale: float) -> tuple[
     return y0, y0 + h, x0, x0 + w
 
 
-class ClipSet:
-    """Videos of one split held in memory at model resolution, with labels and (synthetic) mask counts.
+class VideoFrames:
+    """A video's frames at model resolution, decoded from its file each time a window is sliced
+    out (``frames[start:stop]``), the pixels :func:`decode_resized` gives: for benchmarks too large
+    to hold (UCF101's training videos at the base preset's 224 px are about 260 GB)."""
 
+    def __init__(self, path: str | os.PathLike, size: int):
+        self.path, self.size = Path(path), size
+        self.info = FrameReader(probe(path)).info  # decord counts the frames where it reads the file
+        self.count = self.info.num_frames if self.info.num_frames is not None else len(self.info.frame_times().known)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        """What holding them would take."""
+        return self.count * self.size * self.size * 3
+
+    def __getitem__(self, window: slice) -> np.ndarray:
+        start, stop, _ = window.indices(self.count)
+        frames = FrameReader(self.info).window(start, stop)
+        if not len(frames):
+            raise DataError(f"{self.path}: no frames from frame {start}")
+        return resize_frames(torch.from_numpy(frames), self.size).numpy()
+
+
+class ClipSet:
+    """Videos of one split at model resolution, with labels and (synthetic) mask counts.
+
+    The frames of as many videos as ``hold`` bytes allow are decoded once and held in memory
+    (None: as many as leave a quarter of the machine's memory free); the others are
+    :class:`VideoFrames`, read from their files window by window. Either gives the same clips.
     ``crops``: also keep the masks at their own resolution (bit-packed), so that :meth:`counts` can
     follow a cropped clip (training's ``--crop-scale``)."""
 
-    def __init__(self, items: list[Item], cfg, progress=None, crops: bool = False):
+    def __init__(self, items: list[Item], cfg, progress=None, crops: bool = False, hold: int | None = None):
         self.items, self.cfg = items, cfg
-        self.frames, self.priv, self.act, self.person, self.packed = [], [], [], [], []
+        self.priv, self.act, self.person, self.packed = [], [], [], []
         gt, gh, gw = cfg.grid
-        for it in items:
-            self.frames.append(decode_resized(it.path, cfg.image_size))
-            if it.masks is not None:
-                p, a = load_masks(it.masks)
-                self.priv.append(cell_counts(p, gh, gw))
-                self.act.append(cell_counts(a, gh, gw))
-                if crops:
-                    self.packed.append((np.packbits(p, axis=-1), np.packbits(a, axis=-1), p.shape[2]))
-                try:
-                    person = torch.from_numpy(load_masks(it.masks, ("person",))[0]).float().unsqueeze(1)
-                    self.person.append(F.adaptive_max_pool2d(person, cfg.image_size)[:, 0].bool().numpy())
-                except KeyError:  # benchmarks generated before person masks existed
-                    pass
-            if progress:
-                progress()
+        budget = hold if hold is not None else memory_free() - memory() // 4
+        with ThreadPoolExecutor(cores()) as pool:  # decoding and resizing release the GIL
+            videos = list(pool.map(lambda it: VideoFrames(it.path, cfg.image_size), items))
+            held, decoded = 0, []
+            for v in videos:
+                fits = held + v.nbytes <= budget
+                held += v.nbytes * fits
+                decoded.append(pool.submit(decode_resized, v.path, cfg.image_size) if fits else None)
+            self.frames: list[np.ndarray | VideoFrames] = []
+            for it, v, frames in zip(items, videos, decoded):
+                self.frames.append(frames.result() if frames else v)
+                if it.masks is not None:
+                    p, a = load_masks(it.masks)
+                    self.priv.append(cell_counts(p, gh, gw))
+                    self.act.append(cell_counts(a, gh, gw))
+                    if crops:
+                        self.packed.append((np.packbits(p, axis=-1), np.packbits(a, axis=-1), p.shape[2]))
+                    try:
+                        person = torch.from_numpy(load_masks(it.masks, ("person",))[0]).float().unsqueeze(1)
+                        self.person.append(F.adaptive_max_pool2d(person, cfg.image_size)[:, 0].bool().numpy())
+                    except KeyError:  # benchmarks generated before person masks existed
+                        pass
+                if progress:
+                    progress()
         self.has_masks = len(self.priv) == len(items)
         self.has_person = len(self.person) == len(items)
 
@@ -312,6 +354,19 @@ class ClipSet:
             return out
         y0, y1, x0, x1 = box
         return resize_frames(torch.from_numpy(np.ascontiguousarray(out[:, y0:y1, x0:x1])), self.cfg.image_size).numpy()
+
+    def batches(self, plan: Iterable[tuple[Sequence[int], Sequence[int], Sequence]], ahead: int = 2) -> Iterator[np.ndarray]:
+        """The stacked clips of each (indices, starts, boxes) of ``plan``, in its order, read up
+        to ``ahead`` batches in advance by threads, so that a GPU does not wait on videos read
+        from their files."""
+        with ThreadPoolExecutor(cores()) as pool:
+            pending: deque = deque()
+            for idx, starts, boxes in plan:
+                pending.append([pool.submit(self.clip, i, s, b) for i, s, b in zip(idx, starts, boxes)])
+                if len(pending) > ahead:
+                    yield np.stack([f.result() for f in pending.popleft()])
+            while pending:
+                yield np.stack([f.result() for f in pending.popleft()])
 
     def person_clip(self, i: int, start: int) -> np.ndarray:
         """bool (T, S, S): pixels of any person in the frames the model sees (any overlap at model resolution)."""

@@ -102,7 +102,8 @@ class Windows:
         follows = np.array([b > 0 and ws[b - 1] == (i, s - span) for b, (i, s) in enumerate(ws)], bool)
         counts = [clips.counts(i, s) for i, s in ws] if clips.has_masks else None
         ids = [clips.items[i].identity for i, _ in ws]
-        return cls(np.stack([clips.clip(i, s) for i, s in ws]), np.array([clips.items[i].action for i, _ in ws]),
+        raw = next(clips.batches([([i for i, _ in ws], [s for _, s in ws], [None] * len(ws))]))
+        return cls(raw, np.array([clips.items[i].action for i, _ in ws]),
                    np.stack([clips.attributes(i, s) for i, s in ws]) if clips.has_attributes else None,
                    np.array(ids) if all(v is not None for v in ids) else None,
                    np.stack([c[0] for c in counts]) if counts else None, np.stack([c[1] for c in counts]) if counts else None,

@@ -201,11 +201,12 @@ def _train(args: TrainArgs, log=print) -> dict:
         t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0, "mask": 0.0, "separation": 0.0, "motion": 0.0}
         micro = args.batch_size
         batches = [order[i:i + micro] for i in range(0, len(order), micro)]
-        for bi, idx in enumerate(batches):
+        draws = []  # the epoch's random windows, crops and mirrors, drawn first so that its clips can be read ahead
+        for idx in batches:
             starts = [train_set.starts(i, rng) for i in idx]
             boxes = [random_crop(rng, cfg.image_size, args.crop_scale) if args.crop_scale < 1 else None for _ in idx]
-            clips = np.stack([train_set.clip(i, s, b) for i, s, b in zip(idx, starts, boxes)])
-            flip = rng.random(len(idx)) < 0.5
+            draws.append((idx, starts, boxes, rng.random(len(idx)) < 0.5))
+        for bi, ((idx, starts, boxes, flip), clips) in enumerate(zip(draws, train_set.batches(d[:3] for d in draws))):
             clips[flip] = clips[flip][:, :, :, ::-1]  # mirror: every action here is left-right symmetric
             x = prepare_clips(torch.from_numpy(clips).to(device), cfg)
             y = torch.tensor([train_set.items[i].action for i in idx], device=device)
