@@ -257,6 +257,23 @@ def random_crop(rng: np.random.Generator, size: int, min_scale: float) -> tuple[
     return y0, y0 + h, x0, x0 + w
 
 
+def _masks(item: Item, cfg, crops: bool) -> tuple | None:
+    """A video's ground truth as training reads it (None without any): privacy and action pixels
+    per frame and tubelet cell, both masks bit-packed at their own resolution (``crops``), and
+    person pixels at model resolution (None in benchmarks made before person masks existed)."""
+    if item.masks is None:
+        return None
+    _, gh, gw = cfg.grid
+    p, a = load_masks(item.masks)
+    packed = (np.packbits(p, axis=-1), np.packbits(a, axis=-1), p.shape[2]) if crops else None
+    try:
+        person = torch.from_numpy(load_masks(item.masks, ("person",))[0]).float().unsqueeze(1)
+        person = F.adaptive_max_pool2d(person, cfg.image_size)[:, 0].bool().numpy()
+    except KeyError:
+        person = None
+    return cell_counts(p, gh, gw), cell_counts(a, gh, gw), packed, person
+
+
 class VideoFrames:
     """A video's frames at model resolution, decoded from its file each time a window is sliced
     out (``frames[start:stop]``), the pixels :func:`decode_resized` gives: for benchmarks too large
@@ -295,29 +312,28 @@ class ClipSet:
     def __init__(self, items: list[Item], cfg, progress=None, crops: bool = False, hold: int | None = None):
         self.items, self.cfg = items, cfg
         self.priv, self.act, self.person, self.packed = [], [], [], []
-        gt, gh, gw = cfg.grid
         budget = hold if hold is not None else memory_free() - memory() // 4
-        with ThreadPoolExecutor(cores()) as pool:  # decoding and resizing release the GIL
+        with ThreadPoolExecutor(cores()) as pool:  # decoding, resizing and pooling release the GIL
             videos = list(pool.map(lambda it: VideoFrames(it.path, cfg.image_size), items))
-            held, decoded = 0, []
+            held, fits = 0, []
             for v in videos:
-                fits = held + v.nbytes <= budget
-                held += v.nbytes * fits
-                decoded.append(pool.submit(decode_resized, v.path, cfg.image_size) if fits else None)
+                fits.append(held + v.nbytes <= budget)
+                held += v.nbytes * fits[-1]
+
+            def load(it: Item, v: VideoFrames, fit: bool):
+                return decode_resized(v.path, cfg.image_size) if fit else v, _masks(it, cfg, crops)
+
             self.frames: list[np.ndarray | VideoFrames] = []
-            for it, v, frames in zip(items, videos, decoded):
-                self.frames.append(frames.result() if frames else v)
-                if it.masks is not None:
-                    p, a = load_masks(it.masks)
-                    self.priv.append(cell_counts(p, gh, gw))
-                    self.act.append(cell_counts(a, gh, gw))
+            for frames, masks in pool.map(load, items, videos, fits):
+                self.frames.append(frames)
+                if masks is not None:
+                    priv, act, packed, person = masks
+                    self.priv.append(priv)
+                    self.act.append(act)
                     if crops:
-                        self.packed.append((np.packbits(p, axis=-1), np.packbits(a, axis=-1), p.shape[2]))
-                    try:
-                        person = torch.from_numpy(load_masks(it.masks, ("person",))[0]).float().unsqueeze(1)
-                        self.person.append(F.adaptive_max_pool2d(person, cfg.image_size)[:, 0].bool().numpy())
-                    except KeyError:  # benchmarks generated before person masks existed
-                        pass
+                        self.packed.append(packed)
+                    if person is not None:
+                        self.person.append(person)
                 if progress:
                     progress()
         self.has_masks = len(self.priv) == len(items)
