@@ -121,6 +121,28 @@ def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
         assert all("privacy_cmap" in x and "reid_top1" not in x for x in recs.values())
 
 
+def test_an_evaluation_that_would_not_fit_in_memory_is_refused_before_decoding(tmp_path, tiny_weights, monkeypatch):
+    """The protocols hold their windows twice (raw and anonymized); UCF101 by the full protocol at
+    224 px would need about 200 GB (41,931 windows of 16 frames). Where they do not fit, one error
+    says how much and what to lower, before a video is decoded (hours on such a benchmark),
+    instead of the kernel's OOM kill."""
+    import ppar_cli.research.evaluate as ev
+    from ppar_cli.errors import UsageError
+    from ppar_cli.research.synth import generate
+
+    generate(tmp_path / "b", 20, seed=2, size=48, frames=16, workers=1)  # 18 training and 2 test videos
+    monkeypatch.setattr(ev, "ClipSet", lambda *a, **k: pytest.fail("decoded before refusing"))
+    window = 8 * 32 * 32 * 3  # tiny_weights: 8 frames of 32 x 32
+    monkeypatch.setattr(ev, "memory_free", lambda: 2 * 6 * window)  # room for 6 windows, twice
+    with pytest.raises(UsageError, match=r"^the full protocol holds up to 74 windows at 32 px twice .* lower max_videos, max_train_videos"):
+        ev.evaluate_benchmark(tmp_path / "b", tiny_weights, protocol="full", out=tmp_path / "res")
+    with pytest.raises(UsageError, match=r"^the quick protocol holds up to 8 windows .* lower max_videos or clips_per_video"):
+        ev.evaluate_benchmark(tmp_path / "b", tiny_weights, clips_per_video=4, out=tmp_path / "res")
+    monkeypatch.setattr(ev, "ClipSet", lambda *a, **k: pytest.fail("reached"))
+    with pytest.raises(pytest.fail.Exception, match="reached"):  # 6 windows fit
+        ev.evaluate_benchmark(tmp_path / "b", tiny_weights, clips_per_video=3, out=tmp_path / "res")
+
+
 def test_eval_hysteresis_between_back_to_back_windows(tmp_path, tiny_weights):
     from ppar_cli.research.data import ClipSet, read_synth
     from ppar_cli.research.evaluate import quick_protocol

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ppar_cli.core.model import PPARModel, keep_counts
 from ppar_cli.core.scoring import score_clips
 from ppar_cli.errors import UsageError
+from ppar_cli.pipeline.runtime import memory, memory_free, resolve_device
 from ppar_cli.pipeline.fill import smooth_fill
 from ppar_cli.pipeline.scoremap import flicker
 from ppar_cli.research.data import ClipSet
@@ -143,10 +144,22 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
         rec.update(motion_metrics(mask, tubelet_motion(w.raw, cfg)))
         if w.follows.any():
             rec["flicker"] = flicker(mask, w.follows)
-        return w.raw * tubelet_pixels(mask, cfg), rec
+        return by_chunks(lambda raw, keep: raw * tubelet_pixels(keep, cfg), w.raw, mask), rec
     if method == "blacken":
-        return w.raw * ~w.person[..., None], rec
-    return pixel_anonymize(method, w.raw), rec
+        return by_chunks(lambda raw, person: raw * ~person[..., None], w.raw, w.person), rec
+    return w.raw if method == "raw" else by_chunks(lambda raw: pixel_anonymize(method, raw), w.raw), rec
+
+
+def by_chunks(f: Callable[..., np.ndarray], *arrays: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``f`` over ``chunk`` windows at a time (the first axis of every array), into one array: its
+    temporaries (pixel masks, float copies) stay a chunk's size, not the whole set's."""
+    n = len(arrays[0])
+    first = f(*(a[:chunk] for a in arrays))
+    out = np.empty((n, *first.shape[1:]), first.dtype)
+    out[:len(first)] = first
+    for i in range(chunk, n, chunk):
+        out[i:i + chunk] = f(*(a[i:i + chunk] for a in arrays))
+    return out
 
 
 def quick_protocol(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
@@ -234,10 +247,18 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
     w = load_weights(weights)
     bench = open_benchmark(data, format, split, labels, splits)
     items = bench.test[:max_videos] if max_videos else bench.test
-    clips = ClipSet(items, w.model.cfg, progress=tick("decoding test videos", len(items)))
+    train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
+    # Each protocol holds its windows twice (raw, and anonymized by one method at a time): refused
+    # here, before hours of decoding, where they would not fit
+    windows = len(items) * max(1, clips_per_video) + (len(train_items) * max(1, train_windows) if protocol == "full" else 0)
+    cfg, free = w.model.cfg, memory_free()
+    need = 2 * windows * cfg.frames * cfg.image_size ** 2 * 3
+    if need > free:
+        fewer = "<max_videos>, <max_train_videos>, <clips_per_video> or <train_windows>" if protocol == "full" else "<max_videos> or <clips_per_video>"
+        raise UsageError(f"the {protocol} protocol holds up to {windows} windows at {cfg.image_size} px twice (raw and anonymized), "
+                         f"about {need / 2**30:.1f} GiB, and {free / 2**30:.1f} GiB are free: lower {fewer}")
+    clips = ClipSet(items, cfg, progress=tick("decoding test videos", len(items)), hold=memory_free() - memory() // 4 - need)
     n_runs = len(runs(methods, keeps, clips.has_masks, clips.has_person))
-    from ppar_cli.pipeline.runtime import resolve_device
-
     dev = resolve_device(device)
     w.model.to(dev)
     per_seed = []
@@ -250,9 +271,10 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
     else:
         from ppar_cli.research.full_protocol import full_protocol
 
-        train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
-        train_clips = ClipSet(train_items, w.model.cfg, progress=tick("decoding training videos", len(train_items)))
-        train_w, test_w = Windows.of(train_clips, max(1, train_windows)), Windows.of(clips, max(1, clips_per_video))
+        test_w = Windows.of(clips, max(1, clips_per_video))
+        del clips  # the windows hold what is needed of its frames
+        train_w = Windows.of(ClipSet(train_items, cfg, progress=tick("decoding training videos", len(train_items)),
+                                     hold=memory_free() - memory() // 4 - need), max(1, train_windows))
         advance = tick("methods (training fresh models)", n_runs * len(seeds))
         for seed in seeds:
             per_seed.append(full_protocol(w.model, train_w, test_w, methods, keeps, epochs=epochs, cache=out / "cache",

@@ -127,7 +127,7 @@ def full_protocol(model: PPARModel, train: Windows, test: Windows, methods, keep
     cfg = model.cfg
     model.eval()
     sig = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:12]
-    data = hashlib.sha256(train.raw.tobytes()).hexdigest()[:8]  # other videos or windows: another cache entry
+    data = hashlib.sha256(np.ascontiguousarray(train.raw).data).hexdigest()[:8]  # other videos or windows: another cache entry
     records = []
     has_masks = train.priv is not None and test.priv is not None
     for method, keep in runs(methods, keeps, has_masks, train.person is not None and test.person is not None):
