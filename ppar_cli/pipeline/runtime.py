@@ -163,6 +163,19 @@ def flat_heap() -> None:
         pass
 
 
+def trim_heap() -> None:
+    """Hand the free pages of glibc's heaps back to the system (malloc_trim). After a burst of
+    large temporaries that glibc's adaptive threshold put on the heap, smaller allocations that
+    outlive them pin their pages: a ClipSet of 288 synthetic videos peaked at 1.36 GB without a
+    trim after each video, 0.67 GB with (README, "ppar train"). Nothing where glibc is not."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def end_process(code: int = 0) -> NoReturn:
     """End this process now, with stdout and stderr flushed, instead of tearing the interpreter
     down. That teardown is mostly PyTorch's: 134 operator libraries whose finalizers each clear the

@@ -24,7 +24,7 @@ from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import DataError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import probe
-from ppar_cli.pipeline.runtime import cores, memory, memory_free
+from ppar_cli.pipeline.runtime import cores, memory, memory_free, trim_heap
 from ppar_cli.research.labels import (
     PA_ATTRIBUTES,
     VP_ATTRIBUTES,
@@ -321,7 +321,9 @@ class ClipSet:
                 held += v.nbytes * fits[-1]
 
             def load(it: Item, v: VideoFrames, fit: bool):
-                return decode_resized(v.path, cfg.image_size) if fit else v, _masks(it, cfg, crops)
+                frames, masks = decode_resized(v.path, cfg.image_size) if fit else v, _masks(it, cfg, crops)
+                trim_heap()  # the full-size masks and decoded frames just freed
+                return frames, masks
 
             self.frames: list[np.ndarray | VideoFrames] = []
             for frames, masks in pool.map(load, items, videos, fits):
