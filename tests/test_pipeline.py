@@ -426,6 +426,30 @@ def test_memory_is_the_containers_where_it_is_less(monkeypatch):
     files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = str(2**63 - 4096)  # no limit
     assert runtime.memory() == 16 * 2**30
 
+
+def test_memory_free_is_what_the_machine_or_the_container_leaves(monkeypatch):
+    """The machine's available memory, or a cgroup's limit less its use, where its inactive file
+    cache (which the kernel reclaims first) does not count as used: a container that has read many
+    videos is not full."""
+    from ppar_cli.pipeline import runtime
+
+    files = {"/proc/meminfo": "MemTotal: 16777216 kB\nMemAvailable: 10485760 kB", "/sys/fs/cgroup/memory.max": "max"}
+
+    def read_text(self, *a, **k):
+        if str(self) not in files:
+            raise FileNotFoundError(self)
+        return files[str(self)] + "\n"
+
+    monkeypatch.setattr(runtime.Path, "read_text", read_text)
+    monkeypatch.setattr("os.sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**22}[name])  # 16 GiB
+    assert runtime.memory_free() == 10 * 2**30  # no limit: the machine's available memory
+    files.update({"/sys/fs/cgroup/memory.max": str(8 * 2**30), "/sys/fs/cgroup/memory.current": str(7 * 2**30),
+                  "/sys/fs/cgroup/memory.stat": f"anon {2**30}\ninactive_file {3 * 2**30}\nactive_file {2**30}"})
+    assert runtime.memory_free() == 4 * 2**30  # 8 - 7 + 3 (the inactive cache)
+    files["/sys/fs/cgroup/memory.current"] = str(9 * 2**30)  # over its limit for a moment
+    files["/sys/fs/cgroup/memory.stat"] = "inactive_file 0"
+    assert runtime.memory_free() == 0
+
 def test_the_program_takes_its_layout_from_the_machine_and_the_api_stays_in_one_process(tmp_path, monkeypatch):
     """`ppar anonymize` without --workers/--jobs runs a folder in the machine's layout (a process
     for every 4 cores where a GPU may run the model); the Python API starts worker processes only

@@ -65,7 +65,8 @@ def memory() -> int:
 
 def memory_free() -> int:
     """The memory this process can still take: the machine's available memory (free, and cache
-    it can reclaim), or what its cgroup's limit leaves where less."""
+    it can reclaim), or what its cgroup's limit leaves where less (the cgroup's use less its
+    inactive file cache, which the kernel reclaims before it kills)."""
     free = memory()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -73,14 +74,15 @@ def memory_free() -> int:
                 free = min(free, int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):  # not Linux: the total stands
         pass
-    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for root, limit, used, cache in (("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),  # v2, v1
+                                     ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")):
         try:
-            texts = Path(limit).read_text().strip(), Path(used).read_text().strip()
-        except OSError:
+            texts = (Path(root) / limit).read_text().strip(), (Path(root) / used).read_text().strip()
+            stat = dict(line.split() for line in (Path(root) / "memory.stat").read_text().splitlines() if line.count(" ") == 1)
+        except (OSError, ValueError):
             continue
         if all(t.isdigit() for t in texts):
-            free = min(free, int(texts[0]) - int(texts[1]))
+            free = min(free, int(texts[0]) - int(texts[1]) + int(stat.get(cache, 0)))
     return max(0, free)
 
 
