@@ -409,11 +409,10 @@ def test_a_folder_uses_the_cores_where_a_gpu_runs_the_model(monkeypatch):
     assert runtime.folder_layout("cuda", None, None) == (64, 4)  # the most --workers allows
 
 
-def test_memory_is_the_containers_where_it_is_less(monkeypatch):
-    """A cgroup's memory limit (cgroup v2 or v1) counts where it is below the machine's memory."""
+def _machine(monkeypatch, files: dict[str, str]) -> dict[str, str]:
+    """A machine of 16 GiB whose system files are ``files`` (path: text), and no others; returned,
+    so that a test can change them."""
     from ppar_cli.pipeline import runtime
-
-    files = {"/sys/fs/cgroup/memory.max": "max", "/sys/fs/cgroup/memory/memory.limit_in_bytes": str(6 * 2**30)}
 
     def read_text(self, *a, **k):
         if str(self) not in files:
@@ -421,7 +420,15 @@ def test_memory_is_the_containers_where_it_is_less(monkeypatch):
         return files[str(self)] + "\n"
 
     monkeypatch.setattr(runtime.Path, "read_text", read_text)
-    monkeypatch.setattr("os.sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**22}[name])  # 16 GiB
+    monkeypatch.setattr("os.sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**22}[name])
+    return files
+
+
+def test_memory_is_the_containers_where_it_is_less(monkeypatch):
+    """A cgroup's memory limit (cgroup v2 or v1) counts where it is below the machine's memory."""
+    from ppar_cli.pipeline import runtime
+
+    files = _machine(monkeypatch, {"/sys/fs/cgroup/memory.max": "max", "/sys/fs/cgroup/memory/memory.limit_in_bytes": str(6 * 2**30)})
     assert runtime.memory() == 6 * 2**30
     files["/sys/fs/cgroup/memory/memory.limit_in_bytes"] = str(2**63 - 4096)  # no limit
     assert runtime.memory() == 16 * 2**30
@@ -433,15 +440,7 @@ def test_memory_free_is_what_the_machine_or_the_container_leaves(monkeypatch):
     videos is not full."""
     from ppar_cli.pipeline import runtime
 
-    files = {"/proc/meminfo": "MemTotal: 16777216 kB\nMemAvailable: 10485760 kB", "/sys/fs/cgroup/memory.max": "max"}
-
-    def read_text(self, *a, **k):
-        if str(self) not in files:
-            raise FileNotFoundError(self)
-        return files[str(self)] + "\n"
-
-    monkeypatch.setattr(runtime.Path, "read_text", read_text)
-    monkeypatch.setattr("os.sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 2**22}[name])  # 16 GiB
+    files = _machine(monkeypatch, {"/proc/meminfo": "MemTotal: 16777216 kB\nMemAvailable: 10485760 kB", "/sys/fs/cgroup/memory.max": "max"})
     assert runtime.memory_free() == 10 * 2**30  # no limit: the machine's available memory
     files.update({"/sys/fs/cgroup/memory.max": str(8 * 2**30), "/sys/fs/cgroup/memory.current": str(7 * 2**30),
                   "/sys/fs/cgroup/memory.stat": f"anon {2**30}\ninactive_file {3 * 2**30}\nactive_file {2**30}"})
