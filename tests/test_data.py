@@ -180,3 +180,6 @@ def test_videos_read_from_their_files_give_the_clips_held_ones_give(tmp_path):
                     assert all(np.array_equal(x, y) for x, y in zip(held.counts(i, s, box), read.counts(i, s, box)))
         wa, wb = Windows.of(held, 3), Windows.of(read, 3)
         assert np.array_equal(wa.raw, wb.raw) and np.array_equal(wa.follows, wb.follows)
+    gif = read.frames[0]  # a container that lists more frames than decode: a window past them gives the last ones
+    gif.count += 50
+    assert np.array_equal(gif[gif.count - 8:gif.count], held.frames[0][-8:])

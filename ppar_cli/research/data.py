@@ -295,8 +295,10 @@ class VideoFrames:
     def __getitem__(self, window: slice) -> np.ndarray:
         start, stop, _ = window.indices(self.count)
         frames = FrameReader(self.info).window(start, stop)
+        if not len(frames):  # fewer frames decode than the container lists: its last ones
+            frames = FrameReader(self.info).window(0, stop)[start - stop:]
         if not len(frames):
-            raise DataError(f"{self.path}: no frames from frame {start}")
+            raise DataError(f"{self.path}: no frames decode")
         return resize_frames(torch.from_numpy(frames), self.size).numpy()
 
 
