@@ -61,15 +61,33 @@ def test_training_on_videos_read_from_their_files_equals_training_on_held_ones(b
     """Where the frames do not fit in memory, training reads each batch's windows from the files
     (ahead of the model, in threads): the same run, to the bit, as with every frame held."""
     import ppar_cli.research.data as data
+    import ppar_cli.research.train as tr
 
     train(_args(bench, tmp_path, "held", crop_scale=0.7, mask_weight=1.0), log=lambda m: None)
-    monkeypatch.setattr(data, "memory_free", lambda: 0)
+    for module in (data, tr):  # the training set's memory is train's to give, the validation set's its own
+        monkeypatch.setattr(module, "memory_free", lambda: 0)
     reads, read = [], data.VideoFrames.__getitem__
     monkeypatch.setattr(data.VideoFrames, "__getitem__", lambda self, window: reads.append(window) or read(self, window))
     train(_args(bench, tmp_path, "read", crop_scale=0.7, mask_weight=1.0), log=lambda m: None)
     assert len(reads) > 16  # every training and validation window of this run came from the files
     a, b = load_file(str(tmp_path / "held.safetensors")), load_file(str(tmp_path / "read.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_ranks_on_one_machine_share_its_memory_for_frames(bench, tmp_path, monkeypatch):
+    """Under torchrun every rank holds the frames of every video it can (its shard changes each
+    epoch): with 4 ranks on a machine, each may hold a quarter of what one process would."""
+    import ppar_cli.research.train as tr
+
+    holds = []
+    monkeypatch.setattr(tr, "memory_free", lambda: 10 * 2**30)
+    monkeypatch.setattr(tr, "memory", lambda: 8 * 2**30)  # a quarter of it stays free: 8 GiB may hold frames
+    monkeypatch.setattr(tr, "ClipSet", lambda *a, hold=None, **k: holds.append(hold) or pytest.fail("stop"))
+    for ranks in ("1", "4"):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
+        with pytest.raises(pytest.fail.Exception, match="stop"):
+            train(_args(bench, tmp_path, f"r{ranks}"), log=lambda m: None)
+    assert holds == [8 * 2**30, 2 * 2**30]
 
 
 @pytest.mark.slow
