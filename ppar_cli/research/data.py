@@ -23,7 +23,7 @@ from ppar_cli.core.clips import cell_edges, resize_frames, sample_clip, slab_ind
 from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import DataError
 from ppar_cli.media.decode import FrameReader
-from ppar_cli.media.probe import probe
+from ppar_cli.media.probe import VideoInfo, probe
 from ppar_cli.pipeline.runtime import cores, memory, memory_free, trim_heap
 from ppar_cli.research.labels import (
     PA_ATTRIBUTES,
@@ -219,11 +219,12 @@ def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, l
 # Clips for training and evaluation: decoded once at model resolution through the same decoder
 # as `ppar anonymize`, sampled as windows of clip_span source frames.
 
-def decode_resized(path: str | os.PathLike, size: int, max_frames: int | None = None) -> np.ndarray:
-    """All frames (up to max_frames) of a video, resized to size x size: uint8 (F, size, size, 3)."""
+def decode_resized(path: str | os.PathLike, size: int, max_frames: int | None = None, info: VideoInfo | None = None) -> np.ndarray:
+    """All frames (up to max_frames) of a video, resized to size x size: uint8 (F, size, size, 3).
+    ``info``: the video's, if probed already."""
     out = []
     n = 0
-    for chunk in FrameReader(probe(path)).chunks(64):
+    for chunk in FrameReader(info or probe(path)).chunks(64):
         out.append(resize_frames(torch.from_numpy(np.ascontiguousarray(chunk)), size).numpy())
         n += len(chunk)
         if max_frames and n >= max_frames:
@@ -323,7 +324,7 @@ class ClipSet:
                 held += v.nbytes * fits[-1]
 
             def load(it: Item, v: VideoFrames, fit: bool):
-                frames, masks = decode_resized(v.path, cfg.image_size) if fit else v, _masks(it, cfg, crops)
+                frames, masks = decode_resized(v.path, cfg.image_size, info=v.info) if fit else v, _masks(it, cfg, crops)
                 trim_heap()  # the full-size masks and decoded frames just freed
                 return frames, masks
 

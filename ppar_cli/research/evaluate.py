@@ -26,6 +26,7 @@ from ppar_cli.research.data import ClipSet
 from ppar_cli.research.report import aggregate, label, write_results
 from ppar_cli.research.metrics import (
     attention_mass,
+    by_chunks,
     oracle_keep,
     motion_metrics,
     pixel_metrics,
@@ -148,18 +149,6 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
     if method == "blacken":
         return by_chunks(lambda raw, person: raw * ~person[..., None], w.raw, w.person), rec
     return w.raw if method == "raw" else by_chunks(lambda raw: pixel_anonymize(method, raw), w.raw), rec
-
-
-def by_chunks(f: Callable[..., np.ndarray], *arrays: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """``f`` over ``chunk`` windows at a time (the first axis of every array), into one array: its
-    temporaries (pixel masks, float copies) stay a chunk's size, not the whole set's."""
-    n = len(arrays[0])
-    first = f(*(a[:chunk] for a in arrays))
-    out = np.empty((n, *first.shape[1:]), first.dtype)
-    out[:len(first)] = first
-    for i in range(chunk, n, chunk):
-        out[i:i + chunk] = f(*(a[i:i + chunk] for a in arrays))
-    return out
 
 
 def quick_protocol(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),

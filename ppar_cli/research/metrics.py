@@ -2,6 +2,8 @@
 how tubelet pruning treats ground-truth privacy and action pixels."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 
@@ -59,18 +61,31 @@ def random_keep(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return keep
 
 
-def tubelet_motion(raw: np.ndarray, cfg, chunk: int = 64) -> np.ndarray:
-    """Motion energy per tubelet: the mean absolute frame difference of its pixels, summed over its
-    frames. raw: uint8 (B, T, S, S, 3) -> float32 (B, N), ``chunk`` windows at a time, so that the
-    float copy of the pixels stays a chunk's size (a whole evaluation set's is 4 times its bytes)."""
-    t, p, _ = cfg.tubelet
-    B, T, S = raw.shape[:3]
-    out = np.empty((B, T // t * (S // p) ** 2), np.float32)
-    for i in range(0, B, chunk):
-        x = raw[i:i + chunk].astype(np.float32).mean(-1)
-        diff = np.abs(np.diff(x, axis=1, prepend=x[:, :1]))
-        out[i:i + chunk] = diff.reshape(len(x), T // t, t, S // p, p, S // p, p).sum((2, 4, 6)).reshape(len(x), -1)
+def by_chunks(f: Callable[..., np.ndarray], *arrays: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``f`` over ``chunk`` windows at a time (the first axis of every array), into one array: its
+    temporaries (pixel masks, float copies) stay a chunk's size, not the whole set's."""
+    n = len(arrays[0])
+    first = f(*(a[:chunk] for a in arrays))
+    out = np.empty((n, *first.shape[1:]), first.dtype)
+    out[:len(first)] = first
+    for i in range(chunk, n, chunk):
+        out[i:i + chunk] = f(*(a[i:i + chunk] for a in arrays))
     return out
+
+
+def tubelet_motion(raw: np.ndarray, cfg) -> np.ndarray:
+    """Motion energy per tubelet: the mean absolute frame difference of its pixels, summed over its
+    frames. raw: uint8 (B, T, S, S, 3) -> float32 (B, N), a chunk of windows at a time, so that the
+    float copy of the pixels stays small (a whole evaluation set's is 4 times its bytes)."""
+    t, p, _ = cfg.tubelet
+
+    def motion(r: np.ndarray) -> np.ndarray:
+        x = r.astype(np.float32).mean(-1)
+        diff = np.abs(np.diff(x, axis=1, prepend=x[:, :1]))
+        B, T, S, _ = diff.shape
+        return diff.reshape(B, T // t, t, S // p, p, S // p, p).sum((2, 4, 6)).reshape(B, -1)
+
+    return by_chunks(motion, raw)
 
 
 def motion_metrics(keep: np.ndarray, motion: np.ndarray) -> dict:
