@@ -488,7 +488,7 @@ def end_to_end(args, work: Path) -> list[dict]:
     rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "clips": content, "frames": frames,
                  "seconds": round(ff, 2), **_used_since(used0), "fps": round(frames / ff, 1), **busy.record()})
     for what, decode in (("decode only (as ppar reads there)", decode_only), ("decode only on NVDEC", decode_nvdec)):
-        if decode is decode_nvdec and args.device != "cuda":
+        if decode is decode_nvdec and (args.device != "cuda" or "GPU_BENCH_NVDEC" not in args.e2e):
             continue
         t0, used0 = time.perf_counter(), _children_usage()
         # NVDEC's processes are spawned: CUDA in a child forked from this process (whose PyTorch may
@@ -518,6 +518,9 @@ def end_to_end(args, work: Path) -> list[dict]:
         out = work / f"e2e_{spec.replace(':', '_')}"
         logs = [work / f"e2e_{spec.replace(':', '_')}_{k}.log" for k in range(n)]
         variant = any(e.startswith("GPU_BENCH_") for e in env)  # a variant of ppar's GPU path (ppar_variants.py)
+        trace = work / re.sub(r"[^\w.-]", "_", f"trace_{spec}.jsonl")
+        trace.unlink(missing_ok=True)
+        env = [f"GPU_BENCH_TRACE={trace}" if e == "GPU_BENCH_TRACE=1" else e for e in env]
         ppar_cmd = [str(REPO / "benchmarks" / "ppar_variants.py")] if variant else ["-m", "ppar_cli.cli"]
         cmd = [sys.executable, *ppar_cmd, "anonymize", str(src), str(out), "--device", args.device, "--guard", guard,
                "--quiet", "--overwrite", "--batch-size", "16", *opts]
@@ -528,9 +531,9 @@ def end_to_end(args, work: Path) -> list[dict]:
             what += " under py-spy"
         used0 = _children_usage()
         with Busy() as g:
-            t0 = time.perf_counter()
+            t0, wall0 = time.perf_counter(), time.time()
             procs = [subprocess.Popen([*cmd, *(["--shard", f"{k}/{n}"] if n > 1 else [])], stdout=subprocess.DEVNULL,
-                                      stderr=open(log, "w"), env={**os.environ, **dict(e.split("=") for e in env)})
+                                      stderr=open(log, "w"), env={**os.environ, **dict(e.split("=", 1) for e in env)})
                      for k, log in enumerate(logs)]
             try:
                 done = [p.wait(max(5.0, DEADLINE - time.monotonic())) for p in procs]
@@ -546,9 +549,24 @@ def end_to_end(args, work: Path) -> list[dict]:
         rows.append({"what": what, "seconds": round(dt, 2),  # py-spy's child's CPU time does not reach us
                      **({} if spy else _used_since(used0)),
                      **({} if rc else {"fps": round(frames / dt, 1), "ratio_to_reencode": round(ff / dt, 3)}),  # not of a failed run
-                     **g.record(), "exit": rc, "stderr": "".join(e for _, e in done)[-300:]})
+                     **g.record(), "exit": rc, "stderr": "".join(e for _, e in done)[-300:],
+                     **({"trace": read_trace(trace, wall0)} if trace.exists() else {})})
         print(rows[-1], flush=True)
     return rows
+
+
+def read_trace(path: Path, wall0: float) -> dict:
+    """ppar_variants.py's GPU_BENCH_TRACE lines, as seconds from the run's start: each process's
+    first time at each step, and its model passes (start, end, clips; the first 12)."""
+    procs: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        e = json.loads(line)
+        p = procs.setdefault(f"{e['role']}_{e['pid']}", {})
+        if e["event"] == "pass":
+            p.setdefault("passes", []).append([round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"]])
+        else:
+            p.setdefault(e["event"], round(e["t"] - wall0, 2))
+    return procs
 
 
 STARTUP = """
