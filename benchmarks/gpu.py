@@ -5,19 +5,13 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about a minute). What is left to measure since 0.3.13
-    # (README, "On a GPU"): the face guard on the GPU (kept masks against the CPU's, its search time,
-    # end to end); NVDEC's decoding, alone and under ppar; the model as a CUDA graph (ppar_variants.py);
-    # since 0.3.15 a process's start without the guard (decoding before CUDA) and its end (no
-    # teardown), in the 1 s clip's row and the guard-off runs, against the 0.3.11 and 0.3.12 calls';
-    # and since 0.3.16 the default layout (on 16 cores 4 workers of --jobs 4, the 0.3.11 call's
-    # fastest, now chosen by ppar itself) with videos handed to whichever worker is free:
-    #   ... --budget 440 --only correctness,startup,guard,end_to_end --e2e auto:1,none:1,\
-    #       none:1:GPU_BENCH_NVDEC=1,auto:1:GPU_BENCH_GRAPH=1
-    # (since 0.3.17 each run's row has the cores busy each second: how long its start leaves them idle)
-    # (since 0.3.18 a run with the guard, the default, also decodes while CUDA and the detector start)
-    # (--seconds 60 instead of 30 doubles the clips, so each process's start-up weighs half as much:
-    # how much of what is left is start-up, if the budget allows two runs)
+    # (run's timeout_s 600; a machine starts in about a minute; the whole call, its start and the
+    # transfers included, held an H200 for 402 s at --budget 420). What is left to measure since
+    # 0.3.20 (README, "On a GPU"): the model's passes and the guard's searches replayed from CUDA
+    # graphs, now ppar's own: `correctness` (kept masks against the CPU's, the padded batches
+    # included) and the end-to-end rows against the 0.3.19 call's (0.828 guard off, 0.798 on):
+    #   ... --budget 420 --only correctness,end_to_end --e2e none:1,auto:1
+    # (--seconds 60 instead of 30 doubles the clips, so each process's start-up weighs half as much)
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -43,7 +37,7 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
                of the same folder with every file at once (FFmpeg's libraries through PyAV, as the
                device has no ffmpeg program; ppar decodes through PyAV everywhere); the CPU time in
                user space and in the kernel, page faults and context switches of each; GPU busy
-               fraction from nvidia-smi; and decoding alone, on the CPU and on NVDEC (its CPU time)
+               fraction from nvidia-smi, each process's start (ppar_trace.py); and decoding alone
   train        `ppar train` steps/s on one GPU and under torchrun --nproc_per_node 1, and a resumed run
                that must equal the uninterrupted one
   eval         `ppar eval --device` (quick protocol) on a small synthetic benchmark
@@ -153,16 +147,6 @@ def decode_only(path: str) -> int:
 
     info = probe(path)
     return sum(len(chunk) for chunk in FrameReader(info, "ffmpeg", yuv=yuv_format(info)).chunks(32))
-
-
-def decode_nvdec(path: str) -> int:
-    """decode_only with ppar's frame reader on the GPU's NVDEC (ppar_variants.py's patch, no
-    software fallback): what NVDEC would save ppar's CPU. Run in a spawned process: the patch
-    stays there."""
-    os.environ["GPU_BENCH_NVDEC"] = "1"
-    import ppar_variants  # noqa: F401 -- patches PyAV's open for ppar's frame reader
-
-    return decode_only(path)
 
 
 def kept_masks(folder: Path) -> dict:
@@ -466,7 +450,7 @@ class Busy:
 
 
 def end_to_end(args, work: Path) -> list[dict]:
-    from multiprocessing import Pool, get_context
+    from multiprocessing import Pool
 
     real = _real_clips(args)
     src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds, sources=real)
@@ -487,24 +471,14 @@ def end_to_end(args, work: Path) -> list[dict]:
     content = f"real footage from {len(real)} clips of {args.real.name}" if real else "a moving colour pattern"
     rows.append({"what": f"plain re-encode (libx264 veryfast crf 20), {len(files)} files at once", "clips": content, "frames": frames,
                  "seconds": round(ff, 2), **_used_since(used0), "fps": round(frames / ff, 1), **busy.record()})
-    for what, decode in (("decode only (as ppar reads there)", decode_only), ("decode only on NVDEC", decode_nvdec)):
-        if decode is decode_nvdec and (args.device != "cuda" or "GPU_BENCH_NVDEC" not in args.e2e):
-            continue
-        t0, used0 = time.perf_counter(), _children_usage()
-        # NVDEC's processes are spawned: CUDA in a child forked from this process (whose PyTorch may
-        # hold a CUDA context already) fails to initialise
-        pools = get_context("spawn").Pool if decode is decode_nvdec else Pool
-        try:
-            with pools(len(files)) as pool:
-                decoded = sum(pool.map(decode, [str(p) for p in files]))
-                pool.close()
-                pool.join()
-        except Exception as e:  # noqa: BLE001 -- recorded: no NVDEC in this FFmpeg or on this card
-            rows.append({"what": what, "error": f"{type(e).__name__}: {e}"[-300:]})
-            continue
-        dt = time.perf_counter() - t0
-        rows.append({"what": f"{what}, {len(files)} files at once", "seconds": round(dt, 2), **_used_since(used0),
-                     "fps": round(decoded / dt, 1)})
+    t0, used0 = time.perf_counter(), _children_usage()
+    with Pool(len(files)) as pool:
+        decoded = sum(pool.map(decode_only, [str(p) for p in files]))
+        pool.close()
+        pool.join()
+    dt = time.perf_counter() - t0
+    rows.append({"what": f"decode only (as ppar reads there), {len(files)} files at once", "seconds": round(dt, 2),
+                 **_used_since(used0), "fps": round(decoded / dt, 1)})
     for spec in args.e2e.split(","):
         guard, n, *extra = spec.split(":")
         env = [e for e in extra if not e.startswith("--")]
@@ -517,12 +491,10 @@ def end_to_end(args, work: Path) -> list[dict]:
             continue
         out = work / f"e2e_{spec.replace(':', '_')}"
         logs = [work / f"e2e_{spec.replace(':', '_')}_{k}.log" for k in range(n)]
-        variant = any(e.startswith("GPU_BENCH_") for e in env)  # a variant of ppar's GPU path (ppar_variants.py)
-        trace = work / re.sub(r"[^\w.-]", "_", f"trace_{spec}.jsonl")
+        trace = work / re.sub(r"[^\w.-]", "_", f"trace_{spec}.jsonl")  # each process's start (ppar_trace.py)
         trace.unlink(missing_ok=True)
-        env = [f"GPU_BENCH_TRACE={trace}" if e == "GPU_BENCH_TRACE=1" else e for e in env]
-        ppar_cmd = [str(REPO / "benchmarks" / "ppar_variants.py")] if variant else ["-m", "ppar_cli.cli"]
-        cmd = [sys.executable, *ppar_cmd, "anonymize", str(src), str(out), "--device", args.device, "--guard", guard,
+        env.append(f"GPU_BENCH_TRACE={trace}")
+        cmd = [sys.executable, str(REPO / "benchmarks" / "ppar_trace.py"), "anonymize", str(src), str(out), "--device", args.device, "--guard", guard,
                "--quiet", "--overwrite", "--batch-size", "16", *opts]
         spy = shutil.which("py-spy") if n == 1 and args.profile else None
         if spy:  # where one process spends its time, thread by thread (waits included)
@@ -556,7 +528,7 @@ def end_to_end(args, work: Path) -> list[dict]:
 
 
 def read_trace(path: Path, wall0: float) -> dict:
-    """ppar_variants.py's GPU_BENCH_TRACE lines, as seconds from the run's start: each process's
+    """ppar_trace.py's GPU_BENCH_TRACE lines, as seconds from the run's start: each process's
     first time at each step, and its model passes (start, end, clips; the first 12)."""
     procs: dict[str, dict] = {}
     for line in path.read_text().splitlines():
@@ -766,8 +738,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
     ap.add_argument("--e2e", default="none:1,auto:1",
                     help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
-                         "`ppar anonymize` options of those processes, else its defaults; GPU_BENCH_*=1: a variant, "
-                         "ppar_variants.py)")
+                         "`ppar anonymize` options of those processes, else its defaults; each run traced by ppar_trace.py)")
     ap.add_argument("--profile", action="store_true", help="the one-process end-to-end runs under py-spy (OUT/spy_RUN.txt)")
     ap.add_argument("--real", type=Path, default=REPO / ".gpuclips", help="real clips for the correctness check")
     args = ap.parse_args()

@@ -52,3 +52,33 @@ def without_ffmpeg(monkeypatch) -> None:
     (make the test's input files first)."""
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
 
+
+
+def graphs_on_the_cpu(monkeypatch, replay_offset: float = 0.0) -> list[tuple]:
+    """From here on scoring replays passes on the CPU as it does on a GPU (`scoring.graphed`), from a
+    stand-in for `scoring.capture` whose replays, like a CUDA graph's, write into the same output
+    tensors each time (``replay_offset`` added to their floats: a replay that differs). Returns the
+    input shapes captured, as they are captured."""
+    import torch
+
+    from ppar_cli.core import scoring
+
+    captured = []
+
+    def capture(run, x):
+        captured.append(tuple(x.shape))
+        static = x.clone()
+        outputs = [t.clone() for t in run(static)]
+
+        def replay(inp):
+            static.copy_(inp)
+            for o, t in zip(outputs, run(static)):
+                o.copy_(t + replay_offset if t.is_floating_point() else t)
+            return outputs
+        return replay
+
+    monkeypatch.setattr(scoring, "GRAPH_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(scoring, "capture", capture)
+    monkeypatch.setattr(scoring, "_GRAPHS", scoring.weakref.WeakKeyDictionary())
+    torch.manual_seed(0)
+    return captured

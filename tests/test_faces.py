@@ -59,6 +59,24 @@ def test_pytorch_finds_the_faces_onnxruntime_finds(walk_frames):
     assert found > 0
 
 
+def test_searches_replayed_from_graphs_find_what_eager_searches_find(walk_frames, monkeypatch):
+    """On a GPU the guard's searches are replayed from a CUDA graph per input size, as the model's
+    passes are (scoring.graphed); here through the CPU stand-in: the same boxes, one capture."""
+    pytest.importorskip("onnx", reason="CenterFace in PyTorch reads the graph with onnx (the guard extra)")
+    import torch
+    from helpers import graphs_on_the_cpu
+
+    from ppar_cli.faces.detectors import CenterFace
+
+    pt = CenterFace(0.05, device=torch.device("cpu"))
+    frames = walk_frames[::17]
+    eager = [pt(frame) for frame in frames]
+    captured = graphs_on_the_cpu(monkeypatch)
+    for frame, boxes in zip(frames, eager):
+        assert np.array_equal(pt(frame), boxes)
+    assert len(frames) > 1 and len(captured) == 1 and sum(map(len, eager)) > 0
+
+
 def test_a_gpu_guard_without_onnx_searches_on_the_cpu(monkeypatch):
     """Where CenterFace cannot run in PyTorch, the guard still runs (onnxruntime on the CPU), with a
     warning: a missing package never turns the guard off on a GPU machine."""

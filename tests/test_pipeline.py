@@ -779,6 +779,62 @@ def test_scores_are_exact_fp32_on_every_device(tiny_weights, monkeypatch):
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def test_gpu_passes_replayed_from_graphs_keep_what_eager_passes_keep(tiny_weights, monkeypatch):
+    """On a GPU each pass is replayed from a CUDA graph, the batch padded to a power of two so that
+    few graphs serve every batch size (scoring.graphed). Run here on the CPU through a stand-in
+    for the capture: every batch size keeps the tubelets the eager pass keeps, one graph per
+    padded size, each caller's outputs its own (a later replay does not overwrite them)."""
+    import torch
+
+    from ppar_cli.core.scoring import score_clips
+    from helpers import graphs_on_the_cpu
+
+    model = load_weights(tiny_weights).model
+    cpu = torch.device("cpu")
+    clips = torch.randint(0, 255, (9, model.cfg.frames, 40, 40, 3), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(3))
+    eager = [score_clips(model, clips[:b], 0.5, cpu) for b in range(1, 10)]
+    captured = graphs_on_the_cpu(monkeypatch)
+    replayed = [score_clips(model, clips[:b], 0.5, cpu) for b in range(1, 10)]
+    assert [s[0] for s in captured] == [1, 2, 4, 8, 16]
+    for e, r in zip(eager, replayed):
+        assert all(a.shape == b.shape for a, b in zip(e, r))
+        assert torch.equal(e.kept, r.kept) and torch.allclose(e.scores, r.scores, atol=1e-5)
+    score_clips(model, clips.flip(0)[:4], 0.5, cpu)  # other clips through the graph that replayed[3] came from
+    assert torch.allclose(replayed[3].scores, eager[3].scores, atol=1e-5)
+    score_clips(model, clips[:2], 0.7, cpu)  # another keep ratio is another graph
+    assert len(captured) == 6
+
+
+def test_a_graph_that_cannot_be_captured_or_differs_leaves_the_passes_eager(tiny_weights, monkeypatch):
+    """A capture that fails (an operation or a PyTorch build that cannot be captured) or a replay
+    that differs from the eager pass on the same input: a warning, the eager pass's outputs, and no
+    more tries for that graph."""
+    import torch
+
+    from ppar_cli.core import scoring
+    from helpers import graphs_on_the_cpu
+
+    model = load_weights(tiny_weights).model
+    cpu = torch.device("cpu")
+    clips = torch.randint(0, 255, (4, model.cfg.frames, 40, 40, 3), dtype=torch.uint8)
+    eager = scoring.score_clips(model, clips, 0.5, cpu)
+    captured = graphs_on_the_cpu(monkeypatch, replay_offset=1e-3)
+    with pytest.warns(UserWarning, match="gave other outputs"):
+        first = scoring.score_clips(model, clips, 0.5, cpu)
+    again = scoring.score_clips(model, clips, 0.5, cpu)  # eager, with no new capture
+    for out in (first, again):
+        assert torch.equal(out.scores, eager.scores) and torch.equal(out.kept, eager.kept)
+    assert len(captured) == 1
+
+    def cannot(run, x):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(scoring, "capture", cannot)
+    with pytest.warns(UserWarning, match="could not be captured.*operation not permitted"):
+        out = scoring.score_clips(model, clips[:1], 0.5, cpu)  # a batch of 1: another graph
+    assert torch.equal(out.kept, eager.kept[:1])
+
+
 def test_videos_score_at_once_on_the_cpu(tiny_weights, monkeypatch):
     """With --jobs, the videos' model calls overlap on the CPU (each on its own threads): on 2 cores
     a folder of 320x240 clips took a quarter less time than with one call at a time."""

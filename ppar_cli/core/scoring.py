@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
+import weakref
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +33,9 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
     tubelets kept by the window it follows: window b-1 where ``follows[b]`` (default: all, a
     stream of consecutive windows), and ``prev_kept`` (gt, gh, gw) for b = 0. The windows then run
     one after another, since each needs its predecessor's kept mask.
+
+    On a GPU without hysteresis the pass is replayed from a CUDA graph (`graphed`), the batch
+    padded with empty clips up to a power of two so that a few graphs serve every batch size.
     """
     # On the CPU those flags mean nothing, and the videos' calls overlap: each has its own threads.
     exact = exact_fp32() if device.type == "cuda" else contextlib.nullcontext()
@@ -37,7 +43,13 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
         if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
             clips = clips.pin_memory()
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
-        if hysteresis <= 0:
+        if hysteresis <= 0 and device.type in GRAPH_DEVICES:
+            B, padded = len(x), 1 << (len(x) - 1).bit_length()
+            if padded > B:
+                x = torch.cat([x, x.new_zeros((padded - B, *x.shape[1:]))])
+            key = (tuple(x.shape), x.device, keep_ratio, lambda_priv, model.training)
+            out = Output(*(t[:B] for t in graphed(model, key, lambda t: model(t, keep_ratio=keep_ratio, lambda_priv=lambda_priv), x)))
+        elif hysteresis <= 0:
             out = model(x, keep_ratio=keep_ratio, lambda_priv=lambda_priv)
         else:
             follows = np.ones(len(x), bool) if follows is None else follows
@@ -48,7 +60,71 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
                 parts.append(model(x[b:b + 1], keep_ratio=keep_ratio, lambda_priv=lambda_priv, sticky=sticky))
                 prev = parts[-1].kept[0]
             out = Output(*(torch.cat(ts) for ts in zip(*parts)))
-    return Output(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
+        return Output(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
+
+
+GRAPH_DEVICES = ("cuda",)  # where passes are replayed from graphs (the tests add the CPU, with a stand-in `capture`)
+# owner (a model, the face detector's network) -> {key: replay, or None where the pass runs eagerly}
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def graphed(owner: object, key: tuple, run: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+            x: torch.Tensor) -> list[torch.Tensor]:
+    """run(x) on a GPU, replayed from a CUDA graph of it captured the first time ``owner`` meets
+    ``key`` (which must hold x's shape and device and whatever else ``run`` bakes in).
+
+    Why: an eager pass launches each of its hundreds of kernels from Python, giving up the GIL and
+    taking it back for each, and beside a process's other video threads each taking-back waits its
+    turn: on an H200 a worker's eager passes took seconds each, one after another under the lock.
+    16 clips of 1280x720 ran at 0.83 of a re-encode eagerly and 0.90 replayed, 0.80 and 0.95 with
+    the face guard, whose searches are replayed too (benchmarks/gpu.py, README "On an H200"). The first replay is checked against ``run(x)`` itself; a key whose capture fails
+    or whose replay differs runs eagerly from then on (with a warning), giving the same outputs
+    slower. The outputs are the caller's (copies of the graph's, which its next replay overwrites).
+    The caller holds scoring's lock (`exact_fp32`): a capture records every kernel the process
+    launches meanwhile."""
+    graphs = _GRAPHS.setdefault(owner, {})
+    if key not in graphs:
+        try:
+            replay = capture(run, x)
+            outputs = replay(x)
+            same = all(torch.equal(a, b) for a, b in zip(outputs, run(x)))
+        except Exception as e:  # noqa: BLE001 -- an operation or a PyTorch build that cannot be captured: eager
+            graphs[key] = None
+            warnings.warn(f"a CUDA graph of the {type(owner).__name__} could not be captured ({type(e).__name__}: "
+                          f"{str(e)[:200]}); its passes run one kernel launch at a time (slower)", stacklevel=3)
+            return list(run(x))
+        graphs[key] = replay if same else None
+        if not same:
+            warnings.warn(f"the CUDA graph of the {type(owner).__name__} gave other outputs than its eager pass; "
+                          "its passes run one kernel launch at a time (slower)", stacklevel=3)
+            return list(run(x))
+        return [t.clone() for t in outputs]
+    replay = graphs[key]
+    return list(run(x)) if replay is None else [t.clone() for t in replay(x)]
+
+
+def capture(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor
+            ) -> Callable[[torch.Tensor], Sequence[torch.Tensor]]:
+    """run's kernels on x's GPU as a CUDA graph: a function that copies its input into the graph's
+    and replays it. Warm-up passes on a side stream first, outside the capture (the allocator,
+    cuBLAS's workspaces, lazily loaded kernels), as PyTorch's documentation asks."""
+    with torch.cuda.device(x.device):
+        static = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                run(static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = run(static)
+
+    def replay(inp: torch.Tensor) -> Sequence[torch.Tensor]:
+        static.copy_(inp)
+        graph.replay()
+        return outputs
+    return replay
 
 
 @contextlib.contextmanager

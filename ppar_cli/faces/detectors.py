@@ -81,10 +81,12 @@ class CenterFace:
             return self._session.run(OUTPUTS, {"input.1": blob})
         import torch
 
-        from ppar_cli.core.scoring import exact_fp32
+        from ppar_cli.core.scoring import GRAPH_DEVICES, exact_fp32, graphed
 
         with exact_fp32(), torch.inference_mode():  # fp32 as on the CPU: the same faces at the threshold
-            outs = self._net(torch.from_numpy(blob).to(self.device), OUTPUTS)
+            x = torch.from_numpy(blob).to(self.device)
+            run = functools.partial(self._net, outputs=OUTPUTS)
+            outs = graphed(self._net, (tuple(x.shape), x.device), run, x) if x.device.type in GRAPH_DEVICES else run(x)
             return [o.cpu().numpy() for o in outs]
 
 

@@ -1,0 +1,117 @@
+"""`ppar` with a trace of each process's start, for gpu.py's end-to-end runs (README, "On a GPU").
+
+    GPU_BENCH_TRACE=FILE python benchmarks/ppar_trace.py anonymize IN OUT --device cuda ...
+
+Each process (the parent, each worker) appends to FILE, one JSON line each, the times of its
+start-up's steps and of its first windows: PyTorch imported, the device resolved, the weights
+loaded, each model pass (start and end, the first 12), the first frames handed to an encoder, the
+end. Where a run's first seconds go, process by process: on an H200 it showed each video's passes
+waiting seconds behind one another under scoring's lock, which CUDA graphs then removed (0.3.20).
+
+The variants measured with this file before, in the commit that brought the trace (NVDEC
+decoding, CUDA graphs before ppar had them, the 0.1 ms switch interval only after the first
+pass), are gone: their results are in the README. The patches are made at import, outside the
+main guard, so `--workers`' spawned processes, which import this file again (and inherit the
+environment), have them too. Those on modules that import PyTorch are made once something else
+imports them (`after_import`): the parent process of `--workers` imports no PyTorch, and neither
+may this file there.
+"""
+import importlib.abc
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+
+
+_hooks: dict[str, list] = {}  # module name -> patches waiting for its import, in the order asked
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        patches = _hooks.pop(fullname, None)
+        if patches is None:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            run(module)
+            for patch in patches:
+                patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+sys.meta_path.insert(0, _AfterImport())
+
+
+def after_import(name: str, patch) -> None:
+    """patch(module) once module ``name`` is imported (now, if it is already); patches of one
+    module are made in the order asked, each wrapping what the one before left."""
+    if name in sys.modules:
+        patch(sys.modules[name])
+    else:
+        _hooks.setdefault(name, []).append(patch)
+
+
+if os.environ.get("GPU_BENCH_TRACE"):
+    _fd = os.open(os.environ["GPU_BENCH_TRACE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    _role = "main" if __name__ == "__main__" else "worker"  # a spawned worker imports this file as __mp_main__
+    _passes = [0]
+
+    def trace(event: str, **more) -> None:
+        line = json.dumps({"pid": os.getpid(), "role": _role, "event": event, "t": time.time(), **more}) + "\n"
+        os.write(_fd, line.encode())  # O_APPEND: one write, one whole line, whichever process
+
+    trace("start")
+    after_import("torch", lambda m: trace("torch_imported"))
+    import ppar_cli.pipeline.runtime as _runtime
+
+    def _traced(module, name: str, event: str):
+        """module.name traced at its first return."""
+        f, seen = getattr(module, name), []
+
+        def g(*args, **kwargs):
+            out = f(*args, **kwargs)
+            if not seen:
+                seen.append(1)
+                trace(event)
+            return out
+        setattr(module, name, g)
+
+    _traced(_runtime, "resolve_device", "device_resolved")
+    after_import("ppar_cli.core.weights", lambda m: _traced(m, "load_weights", "weights_loaded"))
+    _end = _runtime.end_process
+
+    def _end_traced(code: int = 0):
+        trace("end")
+        _end(code)
+    _runtime.end_process = _end_traced
+
+    def _trace_passes(stream):
+        score = stream.score_clips
+
+        def score_traced(*args, **kwargs):
+            t0 = time.time()
+            out = score(*args, **kwargs)
+            _passes[0] += 1
+            if _passes[0] <= 12:
+                trace("pass", start=t0, clips=len(args[1]), thread=threading.current_thread().name)
+            return out
+        stream.score_clips = score_traced
+    after_import("ppar_cli.pipeline.stream", _trace_passes)
+    from ppar_cli.media import encode as _encode
+
+    _traced(_encode.VideoWriter, "write", "first_frames_to_encoder")
+
+if __name__ == "__main__":
+    from ppar_cli.cli import run
+
+    run()  # as the `ppar` program ends
