@@ -6,7 +6,7 @@ them) before it imports PyTorch and loads the model (about 2 s on 2 cores; with 
 processes about 5 s on a 16-core GPU machine, whose cores would otherwise wait). Where the face
 guard is to search on a GPU, its detector is made after that start (a LateDetector): the fronts
 decode meanwhile and wait for it at their first search. Until the model takes its first window a
-front may run up to START_BYTES of windows ahead (1280x720: 12 windows of 4:2:0 frames, 6 in RGB;
+front may run up to START_BYTES of windows ahead (1280x720: 24 windows of 4:2:0 frames, 12 in RGB;
 4K: 2), then two windows.
 """
 from __future__ import annotations
@@ -27,7 +27,11 @@ from ppar_cli.pipeline.guard import FaceGuard, GuardConfig
 
 WINDOW_BYTES = 2**30  # one window's source frames above this: two passes (4K: 0.8 GB, one pass; 8K: 3.2 GB, two)
 SCORE_SIDE = 640  # long side of the first pass's frames: the face guard's own detector size
-START_BYTES = 512 * 2**20  # windows a front may hold before the model takes its first (at least two)
+# Windows a front may hold before the model takes its first (at least two). On an H200 machine with
+# 512 MiB, 16 videos of 720p filled their buffers 4-5 s into the run, while their workers were
+# still importing PyTorch (until 6-7.5 s): 11 of 16 cores idle for 3 s (README, "On an H200").
+# Within the memory a video at once is allowed (runtime.VIDEO_BYTES).
+START_BYTES = 2**30
 
 
 def two_passes(cfg: PPARConfig, width: int, height: int) -> bool:
