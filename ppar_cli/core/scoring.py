@@ -106,15 +106,16 @@ def graphed(owner: object, key: tuple, run: Callable[[torch.Tensor], Sequence[to
 def capture(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor
             ) -> Callable[[torch.Tensor], Sequence[torch.Tensor]]:
     """run's kernels on x's GPU as a CUDA graph: a function that copies its input into the graph's
-    and replays it. Warm-up passes on a side stream first, outside the capture (the allocator,
-    cuBLAS's workspaces, lazily loaded kernels), as PyTorch's documentation asks."""
+    and replays it. One warm-up pass on a side stream first, outside the capture (the allocator,
+    cuBLAS's workspaces, lazily loaded kernels), as PyTorch's documentation asks; it does three
+    in `make_graphed_callables`, but each is a slow eager pass at a worker's start, the first
+    replay is checked anyway (`graphed`), and nothing in these networks tunes itself over passes."""
     with torch.cuda.device(x.device):
         static = x.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(3):
-                run(static)
+            run(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
