@@ -65,7 +65,7 @@ def graphs_on_the_cpu(monkeypatch, replay_offset: float = 0.0) -> list[tuple]:
 
     captured = []
 
-    def capture(run, x):
+    def capture(run, x, pool):
         captured.append(tuple(x.shape))
         static = x.clone()
         outputs = [t.clone() for t in run(static)]

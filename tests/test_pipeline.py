@@ -827,7 +827,7 @@ def test_a_graph_that_cannot_be_captured_or_differs_leaves_the_passes_eager(tiny
         assert torch.equal(out.scores, eager.scores) and torch.equal(out.kept, eager.kept)
     assert len(captured) == 1
 
-    def cannot(run, x):
+    def cannot(run, x, pool):
         raise RuntimeError("operation not permitted when stream is capturing")
     monkeypatch.setattr(scoring, "capture", cannot)
     with pytest.warns(UserWarning, match="could not be captured.*operation not permitted"):

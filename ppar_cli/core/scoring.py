@@ -64,7 +64,8 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
 
 
 GRAPH_DEVICES = ("cuda",)  # where passes are replayed from graphs (the tests add the CPU, with a stand-in `capture`)
-# owner (a model, the face detector's network) -> {key: replay, or None where the pass runs eagerly}
+# owner (a model, the face detector's network) -> {key: replay, or None where the pass runs eagerly;
+# ("pool", device): the memory pool its graphs there share}
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -80,12 +81,16 @@ def graphed(owner: object, key: tuple, run: Callable[[torch.Tensor], Sequence[to
     the face guard, whose searches are replayed too (benchmarks/gpu.py, README "On an H200"). The first replay is checked against ``run(x)`` itself; a key whose capture fails
     or whose replay differs runs eagerly from then on (with a warning), giving the same outputs
     slower. The outputs are the caller's (copies of the graph's, which its next replay overwrites).
-    The caller holds scoring's lock (`exact_fp32`): a capture records every kernel the process
-    launches meanwhile."""
+    An owner's graphs share one memory pool (an eval sweep of 9 keep ratios has as many graphs),
+    which is safe because they never replay at once and each replay's outputs are copied before
+    another replays. The caller holds scoring's lock (`exact_fp32`): a capture records every
+    kernel the process launches meanwhile."""
     graphs = _GRAPHS.setdefault(owner, {})
     if key not in graphs:
         try:
-            replay = capture(run, x)
+            if ("pool", x.device) not in graphs:
+                graphs["pool", x.device] = torch.cuda.graph_pool_handle() if x.is_cuda else None
+            replay = capture(run, x, graphs["pool", x.device])
             outputs = replay(x)
             same = all(torch.equal(a, b) for a, b in zip(outputs, run(x)))
         except Exception as e:  # noqa: BLE001 -- an operation or a PyTorch build that cannot be captured: eager
@@ -103,7 +108,7 @@ def graphed(owner: object, key: tuple, run: Callable[[torch.Tensor], Sequence[to
     return list(run(x)) if replay is None else [t.clone() for t in replay(x)]
 
 
-def capture(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor
+def capture(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor, pool: object
             ) -> Callable[[torch.Tensor], Sequence[torch.Tensor]]:
     """run's kernels on x's GPU as a CUDA graph: a function that copies its input into the graph's
     and replays it. One warm-up pass on a side stream first, outside the capture (the allocator,
@@ -118,7 +123,7 @@ def capture(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tens
             run(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=pool):
             outputs = run(static)
 
     def replay(inp: torch.Tensor) -> Sequence[torch.Tensor]:
