@@ -1,5 +1,6 @@
 import json
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -140,6 +141,29 @@ def test_hmdb51_with_pa_labels_per_window(tmp_path):
     assert cs.has_attributes and cs.windows(0, 3) == [0, 16, 32]
     assert cs.attributes(0, 0).tolist() == [0, 1, 0, 0, 0]  # frames 0-7: face not visible yet
     assert cs.attributes(0, 16).tolist() == [1, 1, 0, 0, 0]
+
+
+def test_without_decord_clips_come_through_pyav_and_are_the_same(tmp_path, monkeypatch):
+    """decord has wheels for x86-64 Linux and Windows only (pyproject's marker): on ARM Linux (a
+    GH200) or macOS the research path reads every video through PyAV, held or from its file, and
+    must give the clips decord gives."""
+    from ppar_cli.core.config import PPARConfig
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
+    from ppar_cli.research.data import ClipSet
+    from ppar_cli.research.synth import generate
+
+    generate(tmp_path / "b", 2, seed=5, size=48, frames=40, workers=1)
+    items = open_benchmark(tmp_path / "b").train
+    cfg = PPARConfig(frames=4, frame_stride=2, image_size=32, tubelet=(2, 8, 8), dim=32, depth=1, heads=2, prune_blocks=(1,),
+                     actions=["a", "b", "c"])
+    plan = [([0, 0, 0], [0, 13, 32], [None] * 3)]
+    assert FrameReader(probe(items[0].path)).backend == "decord"
+    expected = next(ClipSet(items, cfg).batches(plan))
+    monkeypatch.setitem(sys.modules, "decord", None)  # as where it is not installed
+    assert FrameReader(probe(items[0].path)).backend == "ffmpeg"
+    for hold in (None, 0):
+        assert np.array_equal(next(ClipSet(items, cfg, hold=hold).batches(plan)), expected)
 
 
 def test_videos_read_from_their_files_give_the_clips_held_ones_give(tmp_path):
