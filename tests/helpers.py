@@ -65,14 +65,15 @@ def graphs_on_the_cpu(monkeypatch, replay_offset: float = 0.0) -> list[tuple]:
 
     captured = []
 
-    def capture(run, x, pool):
-        captured.append(tuple(x.shape))
-        static = x.clone()
-        outputs = [t.clone() for t in run(static)]
+    def capture(run, inputs, pool):
+        captured.append(tuple(inputs[0].shape))
+        static = [t.clone() for t in inputs]
+        outputs = [t.clone() for t in run(*static)]
 
-        def replay(inp):
-            static.copy_(inp)
-            for o, t in zip(outputs, run(static)):
+        def replay(*given):
+            for s, t in zip(static, given):
+                s.copy_(t)
+            for o, t in zip(outputs, run(*static)):
                 o.copy_(t + replay_offset if t.is_floating_point() else t)
             return outputs
         return replay

@@ -806,6 +806,29 @@ def test_gpu_passes_replayed_from_graphs_keep_what_eager_passes_keep(tiny_weight
     assert len(captured) == 6
 
 
+def test_hysteresis_passes_replayed_from_graphs_keep_what_eager_passes_keep(tiny_weights, monkeypatch):
+    """With --hysteresis each window is a pass of its own, leaning on the previous window's kept
+    tubelets: on a GPU two graphs (the first window, then the others with that bonus as a second
+    input) replay them all."""
+    import torch
+
+    from ppar_cli.core.scoring import score_clips
+    from helpers import graphs_on_the_cpu
+
+    model = load_weights(tiny_weights).model
+    cpu = torch.device("cpu")
+    clips = torch.randint(0, 255, (6, model.cfg.frames, 40, 40, 3), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(4))
+    eager = [score_clips(model, clips[:3], 0.5, cpu, hysteresis=h) for h in (0.0, 2.0)]
+    eager.append(score_clips(model, clips[3:], 0.5, cpu, hysteresis=2.0, prev_kept=eager[1].kept[-1]))
+    assert not torch.equal(eager[0].kept, eager[1].kept)  # the bonus changes what is kept
+    captured = graphs_on_the_cpu(monkeypatch)
+    first = score_clips(model, clips[:3], 0.5, cpu, hysteresis=2.0)
+    rest = score_clips(model, clips[3:], 0.5, cpu, hysteresis=2.0, prev_kept=first.kept[-1])
+    assert torch.equal(first.kept, eager[1].kept) and torch.equal(rest.kept, eager[2].kept)
+    assert len(captured) == 2 and all(shape[0] == 1 for shape in captured)  # one window a pass
+
+
 def test_a_graph_that_cannot_be_captured_or_differs_leaves_the_passes_eager(tiny_weights, monkeypatch):
     """A capture that fails (an operation or a PyTorch build that cannot be captured) or a replay
     that differs from the eager pass on the same input: a warning, the eager pass's outputs, and no
@@ -827,7 +850,7 @@ def test_a_graph_that_cannot_be_captured_or_differs_leaves_the_passes_eager(tiny
         assert torch.equal(out.scores, eager.scores) and torch.equal(out.kept, eager.kept)
     assert len(captured) == 1
 
-    def cannot(run, x, pool):
+    def cannot(run, inputs, pool):
         raise RuntimeError("operation not permitted when stream is capturing")
     monkeypatch.setattr(scoring, "capture", cannot)
     with pytest.warns(UserWarning, match="could not be captured.*operation not permitted"):

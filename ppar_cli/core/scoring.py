@@ -34,8 +34,8 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
     stream of consecutive windows), and ``prev_kept`` (gt, gh, gw) for b = 0. The windows then run
     one after another, since each needs its predecessor's kept mask.
 
-    On a GPU without hysteresis the pass is replayed from a CUDA graph (`graphed`), the batch
-    padded with empty clips up to a power of two so that a few graphs serve every batch size.
+    On a GPU each pass is replayed from a CUDA graph (`graphed`); without hysteresis the batch is
+    padded with empty clips up to a power of two, so that a few graphs serve every batch size.
     """
     # On the CPU those flags mean nothing, and the videos' calls overlap: each has its own threads.
     exact = exact_fp32() if device.type == "cuda" else contextlib.nullcontext()
@@ -43,21 +43,29 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
         if device.type == "cuda":  # page-locked, so the copy overlaps the previous batch's kernels
             clips = clips.pin_memory()
         x = prepare_clips(clips.to(device, non_blocking=True), model.cfg)
-        if hysteresis <= 0 and device.type in GRAPH_DEVICES:
-            B, padded = len(x), 1 << (len(x) - 1).bit_length()
-            if padded > B:
+        graphs = device.type in GRAPH_DEVICES
+
+        def run(x: torch.Tensor, sticky: torch.Tensor | None = None) -> Output:
+            return model(x, keep_ratio=keep_ratio, lambda_priv=lambda_priv, sticky=sticky)
+
+        def forward(*inputs: torch.Tensor) -> Output:
+            if not graphs:
+                return run(*inputs)
+            key = (tuple(t.shape for t in inputs), x.device, keep_ratio, lambda_priv, model.training)
+            return Output(*graphed(model, key, run, *inputs))
+
+        if hysteresis <= 0:
+            B = len(x)
+            if graphs and B < (padded := 1 << (B - 1).bit_length()):
                 x = torch.cat([x, x.new_zeros((padded - B, *x.shape[1:]))])
-            key = (tuple(x.shape), x.device, keep_ratio, lambda_priv, model.training)
-            out = Output(*(t[:B] for t in graphed(model, key, lambda t: model(t, keep_ratio=keep_ratio, lambda_priv=lambda_priv), x)))
-        elif hysteresis <= 0:
-            out = model(x, keep_ratio=keep_ratio, lambda_priv=lambda_priv)
+            out = Output(*(t[:B] for t in forward(x)))
         else:
             follows = np.ones(len(x), bool) if follows is None else follows
             prev = prev_kept.to(device) if prev_kept is not None else None
             parts = []
             for b in range(len(x)):
-                sticky = hysteresis * prev.reshape(1, -1).float() if follows[b] and prev is not None else None
-                parts.append(model(x[b:b + 1], keep_ratio=keep_ratio, lambda_priv=lambda_priv, sticky=sticky))
+                sticky = [hysteresis * prev.reshape(1, -1).float()] if follows[b] and prev is not None else []
+                parts.append(forward(x[b:b + 1], *sticky))
                 prev = parts[-1].kept[0]
             out = Output(*(torch.cat(ts) for ts in zip(*parts)))
         return Output(*(t.float().cpu() if t.is_floating_point() else t.cpu() for t in out))
@@ -69,10 +77,10 @@ GRAPH_DEVICES = ("cuda",)  # where passes are replayed from graphs (the tests ad
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def graphed(owner: object, key: tuple, run: Callable[[torch.Tensor], Sequence[torch.Tensor]],
-            x: torch.Tensor) -> list[torch.Tensor]:
-    """run(x) on a GPU, replayed from a CUDA graph of it captured the first time ``owner`` meets
-    ``key`` (which must hold x's shape and device and whatever else ``run`` bakes in).
+def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]],
+            *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """run(*inputs) on a GPU, replayed from a CUDA graph of it captured the first time ``owner``
+    meets ``key`` (which must hold the inputs' shapes and device and whatever else ``run`` bakes in).
 
     Why: an eager pass launches each of its hundreds of kernels from Python, giving up the GIL and
     taking it back for each, and beside a process's other video threads each taking-back waits its
@@ -86,48 +94,51 @@ def graphed(owner: object, key: tuple, run: Callable[[torch.Tensor], Sequence[to
     another replays. The caller holds scoring's lock (`exact_fp32`): a capture records every
     kernel the process launches meanwhile."""
     graphs = _GRAPHS.setdefault(owner, {})
+    device = inputs[0].device
     if key not in graphs:
         try:
-            if ("pool", x.device) not in graphs:
-                graphs["pool", x.device] = torch.cuda.graph_pool_handle() if x.is_cuda else None
-            replay = capture(run, x, graphs["pool", x.device])
-            outputs = replay(x)
-            same = all(torch.equal(a, b) for a, b in zip(outputs, run(x)))
+            if ("pool", device) not in graphs:
+                graphs["pool", device] = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
+            replay = capture(run, inputs, graphs["pool", device])
+            outputs = replay(*inputs)
+            same = all(torch.equal(a, b) for a, b in zip(outputs, run(*inputs)))
         except Exception as e:  # noqa: BLE001 -- an operation or a PyTorch build that cannot be captured: eager
             graphs[key] = None
             warnings.warn(f"a CUDA graph of the {type(owner).__name__} could not be captured ({type(e).__name__}: "
                           f"{str(e)[:200]}); its passes run one kernel launch at a time (slower)", stacklevel=3)
-            return list(run(x))
+            return list(run(*inputs))
         graphs[key] = replay if same else None
         if not same:
             warnings.warn(f"the CUDA graph of the {type(owner).__name__} gave other outputs than its eager pass; "
                           "its passes run one kernel launch at a time (slower)", stacklevel=3)
-            return list(run(x))
+            return list(run(*inputs))
         return [t.clone() for t in outputs]
     replay = graphs[key]
-    return list(run(x)) if replay is None else [t.clone() for t in replay(x)]
+    return list(run(*inputs)) if replay is None else [t.clone() for t in replay(*inputs)]
 
 
-def capture(run: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor, pool: object
-            ) -> Callable[[torch.Tensor], Sequence[torch.Tensor]]:
-    """run's kernels on x's GPU as a CUDA graph: a function that copies its input into the graph's
-    and replays it. One warm-up pass on a side stream first, outside the capture (the allocator,
-    cuBLAS's workspaces, lazily loaded kernels), as PyTorch's documentation asks; it does three
-    in `make_graphed_callables`, but each is a slow eager pass at a worker's start, the first
-    replay is checked anyway (`graphed`), and nothing in these networks tunes itself over passes."""
-    with torch.cuda.device(x.device):
-        static = x.clone()
+def capture(run: Callable[..., Sequence[torch.Tensor]], inputs: Sequence[torch.Tensor], pool: object
+            ) -> Callable[..., Sequence[torch.Tensor]]:
+    """run's kernels on the inputs' GPU as a CUDA graph: a function that copies its inputs into the
+    graph's and replays it. One warm-up pass on a side stream first, outside the capture (the
+    allocator, cuBLAS's workspaces, lazily loaded kernels), as PyTorch's documentation asks; it
+    does three in `make_graphed_callables`, but each is a slow eager pass at a worker's start, the
+    first replay is checked anyway (`graphed`), and nothing in these networks tunes itself over
+    passes."""
+    with torch.cuda.device(inputs[0].device):
+        static = [t.clone() for t in inputs]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            run(static)
+            run(*static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):
-            outputs = run(static)
+            outputs = run(*static)
 
-    def replay(inp: torch.Tensor) -> Sequence[torch.Tensor]:
-        static.copy_(inp)
+    def replay(*given: torch.Tensor) -> Sequence[torch.Tensor]:
+        for s, t in zip(static, given):
+            s.copy_(t)
         graph.replay()
         return outputs
     return replay
