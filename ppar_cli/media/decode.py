@@ -209,12 +209,11 @@ class FrameReader:
                 return self._vr.get_batch(list(range(start, stop))).asnumpy()
             except Exception:  # decord rejects some files only when decoding: use PyAV, as chunks does
                 self._vr, self.backend, self.info.num_frames = None, "ffmpeg", None
-        out, seen = [], 0
-        for chunk in self._av_chunks(64):
-            if seen + len(chunk) > start:
-                out.append(chunk[max(0, start - seen):stop - seen].copy())  # the pool reuses its buffers
-            seen += len(chunk)
-            if seen >= stop:
+        out, left = [], stop - start
+        for chunk in self._av_chunks(min(64, max(1, left)), skip=start) if left > 0 else ():
+            out.append(chunk[:left].copy())  # the pool reuses its buffers
+            left -= len(out[-1])
+            if left <= 0:
                 break
         return np.concatenate(out) if out else np.zeros((0, *self.frame_shape), np.uint8)
 
@@ -231,9 +230,10 @@ class FrameReader:
                 raise VideoError(f"{self.info.path}: decode failed at frame {start} ({str(e).splitlines()[0][:200]})") from None
             yield batch
 
-    def _av_chunks(self, n: int) -> Iterator[np.ndarray | YUVFrames]:
+    def _av_chunks(self, n: int, skip: int = 0) -> Iterator[np.ndarray | YUVFrames]:
         """Every decoded frame once, upright, scaled by area averaging, each straight into a pooled
-        chunk buffer (no list of frames to stack, no fresh memory for every window). Each frame's
+        chunk buffer (no list of frames to stack, no fresh memory for every window); the first
+        ``skip`` frames are decoded (a window read from its file starts there) but not converted. Each frame's
         own timestamp goes to ``times``, so frames after an undecodable stretch keep their place; a
         packet the decoder rejects is skipped and, as a frame decoded with errors, noted in
         ``damage``. (Until 0.3.7, ffmpeg's program decoded through a pipe where it was installed:
@@ -278,12 +278,15 @@ class FrameReader:
                 for f in decoded(c, v):
                     if self.times is not None and (damaged or index == 0):
                         self.times.decoded(index, f.pts)
+                    index += 1
+                    if index <= skip:
+                        continue
                     if self.yuv:
                         _copy_i420(f, chunk[got], self.yuv.pix_fmt)
                     else:
                         rgb = to_rgb(f, width=w, height=h, interpolation="AREA" if scaled else None)
                         chunk[got] = np.rot90(rgb, k) if k else rgb
-                    got, index = got + 1, index + 1
+                    got += 1
                     if got == n:
                         yield YUVFrames(chunk, self.yuv) if self.yuv else chunk
                         chunk, got = pool.get().reshape(n, *shape), 0
