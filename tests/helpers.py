@@ -53,14 +53,11 @@ def without_ffmpeg(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
 
 
-
 def graphs_on_the_cpu(monkeypatch, replay_offset: float = 0.0) -> list[tuple]:
     """From here on scoring replays passes on the CPU as it does on a GPU (`scoring.graphed`), from a
     stand-in for `scoring.capture` whose replays, like a CUDA graph's, write into the same output
     tensors each time (``replay_offset`` added to their floats: a replay that differs). Returns the
     input shapes captured, as they are captured."""
-    import torch
-
     from ppar_cli.core import scoring
 
     captured = []
@@ -81,5 +78,4 @@ def graphs_on_the_cpu(monkeypatch, replay_offset: float = 0.0) -> list[tuple]:
     monkeypatch.setattr(scoring, "GRAPH_DEVICES", ("cuda", "cpu"))
     monkeypatch.setattr(scoring, "capture", capture)
     monkeypatch.setattr(scoring, "_GRAPHS", scoring.weakref.WeakKeyDictionary())
-    torch.manual_seed(0)
     return captured

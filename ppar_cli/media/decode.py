@@ -233,11 +233,11 @@ class FrameReader:
     def _av_chunks(self, n: int, skip: int = 0) -> Iterator[np.ndarray | YUVFrames]:
         """Every decoded frame once, upright, scaled by area averaging, each straight into a pooled
         chunk buffer (no list of frames to stack, no fresh memory for every window); the first
-        ``skip`` frames are decoded (a window read from its file starts there) but not converted. Each frame's
-        own timestamp goes to ``times``, so frames after an undecodable stretch keep their place; a
-        packet the decoder rejects is skipped and, as a frame decoded with errors, noted in
-        ``damage``. (Until 0.3.7, ffmpeg's program decoded through a pipe where it was installed:
-        its raw frames carry no timestamps.)
+        ``skip`` frames are decoded (a window read from its file starts there) but not converted.
+        Each frame's own timestamp goes to ``times``, so frames after an undecodable stretch keep
+        their place; a packet the decoder rejects is skipped and, as a frame decoded with errors,
+        noted in ``damage``. (Until 0.3.7, ffmpeg's program decoded through a pipe where it was
+        installed: its raw frames carry no timestamps.)
 
         FFmpeg's log is left off: PyAV hands it to Python, so a decoder thread that logs waits for
         the GIL, and a codec freed meanwhile (which holds the GIL) waits for that thread: a

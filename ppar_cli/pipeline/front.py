@@ -3,7 +3,7 @@ faces, in a thread ahead of the model.
 
 No PyTorch here. `anonymize` starts the fronts of the videos a process begins with (--jobs of
 them) before it imports PyTorch and loads the model (about 2 s on 2 cores; with CUDA and 4 worker
-processes about 5 s on a 16-core GPU machine, whose cores would otherwise wait). Where the face
+processes 6-7.5 s on an H200 machine's 16 cores, which would otherwise wait). Where the face
 guard is to search on a GPU, its detector is made after that start (a LateDetector): the fronts
 decode meanwhile and wait for it at their first search. Until the model takes its first window a
 front may run up to START_BYTES of windows ahead (1280x720: 24 windows of 4:2:0 frames, 12 in RGB;
