@@ -1,4 +1,4 @@
-"""`ppar` with a trace of each process's start, for gpu.py's end-to-end runs (README, "On a GPU").
+"""`ppar` with a trace of each process's start, for gpu.py's end-to-end runs (README, "On an H200").
 
     GPU_BENCH_TRACE=FILE python benchmarks/ppar_trace.py anonymize IN OUT --device cuda ...
 
@@ -25,13 +25,13 @@ import threading
 import time
 
 
-_hooks: dict[str, list] = {}  # module name -> patches waiting for its import, in the order asked
+_hooks: dict = {}  # module name -> the patch waiting for its import
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        patches = _hooks.pop(fullname, None)
-        if patches is None:
+        patch = _hooks.pop(fullname, None)
+        if patch is None:
             return None
         sys.meta_path.remove(self)
         try:
@@ -42,8 +42,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
         def exec_and_patch(module):
             run(module)
-            for patch in patches:
-                patch(module)
+            patch(module)
 
         spec.loader.exec_module = exec_and_patch
         return spec
@@ -53,12 +52,11 @@ sys.meta_path.insert(0, _AfterImport())
 
 
 def after_import(name: str, patch) -> None:
-    """patch(module) once module ``name`` is imported (now, if it is already); patches of one
-    module are made in the order asked, each wrapping what the one before left."""
+    """patch(module) once module ``name`` is imported (now, if it is already)."""
     if name in sys.modules:
         patch(sys.modules[name])
     else:
-        _hooks.setdefault(name, []).append(patch)
+        _hooks[name] = patch
 
 
 if os.environ.get("GPU_BENCH_TRACE"):
