@@ -133,7 +133,10 @@ def capture(run: Callable[..., Sequence[torch.Tensor]], inputs: Sequence[torch.T
             run(*static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
+        # thread_local: a CUDA call that another video's thread makes meanwhile outside scoring's
+        # lock (the free of its page-locked clips) must not fail that video; it cannot join this
+        # capture, whose kernels all come from this thread
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
             outputs = run(*static)
 
     def replay(*given: torch.Tensor) -> Sequence[torch.Tensor]:
