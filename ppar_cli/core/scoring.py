@@ -86,9 +86,11 @@ def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]
     taking it back for each, and beside a process's other video threads each taking-back waits its
     turn: on an H200 a worker's eager passes took seconds each, one after another under the lock.
     16 clips of 1280x720 ran at 0.83 of a re-encode eagerly and 0.90 replayed, 0.80 and 0.95 with
-    the face guard, whose searches are replayed too (benchmarks/gpu.py, README "On an H200"). The first replay is checked against ``run(x)`` itself; a key whose capture fails
-    or whose replay differs runs eagerly from then on (with a warning), giving the same outputs
-    slower. The outputs are the caller's (copies of the graph's, which its next replay overwrites).
+    the face guard, whose searches are replayed too (benchmarks/gpu.py, README "On an H200").
+
+    The first replay is checked against the eager pass on the same inputs (the capture's warm-up);
+    a key whose capture fails or whose replay differs runs eagerly from then on (with a warning),
+    giving the same outputs slower. The outputs are the caller's (copies of the graph's, which its next replay overwrites).
     An owner's graphs share one memory pool (an eval sweep of 9 keep ratios has as many graphs),
     which is safe because they never replay at once and each replay's outputs are copied before
     another replays. The caller holds scoring's lock (`exact_fp32`): a capture records every
@@ -99,9 +101,8 @@ def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]
         try:
             if ("pool", device) not in graphs:
                 graphs["pool", device] = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
-            replay = capture(run, inputs, graphs["pool", device])
-            outputs = replay(*inputs)
-            same = all(torch.equal(a, b) for a, b in zip(outputs, run(*inputs)))
+            replay, eager = capture(run, inputs, graphs["pool", device])
+            same = all(torch.equal(a, b) for a, b in zip(replay(*inputs), eager))
         except Exception as e:  # noqa: BLE001 -- an operation or a PyTorch build that cannot be captured: eager
             graphs[key] = None
             warnings.warn(f"a CUDA graph of the {type(owner).__name__} could not be captured ({type(e).__name__}: "
@@ -111,26 +112,25 @@ def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]
         if not same:
             warnings.warn(f"the CUDA graph of the {type(owner).__name__} gave other outputs than its eager pass; "
                           "its passes run one kernel launch at a time (slower)", stacklevel=3)
-            return list(run(*inputs))
-        return [t.clone() for t in outputs]
+        return list(eager)
     replay = graphs[key]
     return list(run(*inputs)) if replay is None else [t.clone() for t in replay(*inputs)]
 
 
 def capture(run: Callable[..., Sequence[torch.Tensor]], inputs: Sequence[torch.Tensor], pool: object
-            ) -> Callable[..., Sequence[torch.Tensor]]:
+            ) -> tuple[Callable[..., Sequence[torch.Tensor]], Sequence[torch.Tensor]]:
     """run's kernels on the inputs' GPU as a CUDA graph: a function that copies its inputs into the
-    graph's and replays it. One warm-up pass on a side stream first, outside the capture (the
-    allocator, cuBLAS's workspaces, lazily loaded kernels), as PyTorch's documentation asks; it
-    does three in `make_graphed_callables`, but each is a slow eager pass at a worker's start, the
-    first replay is checked anyway (`graphed`), and nothing in these networks tunes itself over
-    passes."""
+    graph's and replays it, and the eager pass's outputs on ``inputs``. That pass is the warm-up,
+    on a side stream outside the capture (the allocator, cuBLAS's workspaces, lazily loaded
+    kernels), as PyTorch's documentation asks; `make_graphed_callables` does three, but each is a
+    slow eager pass at a worker's start, the first replay is checked against this one (`graphed`),
+    and nothing in these networks tunes itself over passes."""
     with torch.cuda.device(inputs[0].device):
         static = [t.clone() for t in inputs]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            run(*static)
+            eager = run(*static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: a CUDA call that another video's thread makes meanwhile outside scoring's
@@ -144,7 +144,7 @@ def capture(run: Callable[..., Sequence[torch.Tensor]], inputs: Sequence[torch.T
             s.copy_(t)
         graph.replay()
         return outputs
-    return replay
+    return replay, eager
 
 
 @contextlib.contextmanager
