@@ -541,6 +541,7 @@ def read_trace(path: Path, wall0: float) -> dict:
             p.setdefault("passes", []).append([round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"]])
         else:
             p.setdefault(e["event"], round(e["t"] - wall0, 2))
+            p.update({k: v for k, v in e.items() if k not in ("pid", "role", "event", "t")})  # the end's graph counts
     return procs
 
 

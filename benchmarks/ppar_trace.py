@@ -5,8 +5,9 @@
 Each process (the parent, each worker) appends to FILE, one JSON line each, the times of its
 start-up's steps and of its first windows: PyTorch imported, the device resolved, the weights
 loaded, each model pass (start and end, the first 12), the first frames handed to an encoder, the
-end. Where a run's first seconds go, process by process: on an H200 it showed each video's passes
-waiting seconds behind one another under scoring's lock, which CUDA graphs then removed (0.3.20).
+end (with the count of CUDA graphs replayed and fallen back to eager passes). Where a run's first
+seconds go, process by process: on an H200 it showed each video's passes waiting seconds behind
+one another under scoring's lock, which CUDA graphs then removed (0.3.20).
 
 The variants measured with this file before, in the commit that brought the trace (NVDEC
 decoding, CUDA graphs before ppar had them, the 0.1 ms switch interval only after the first
@@ -89,7 +90,11 @@ if os.environ.get("GPU_BENCH_TRACE"):
     _end = _runtime.end_process
 
     def _end_traced(code: int = 0):
-        trace("end")
+        """The end, with how many of the process's CUDA graphs replayed and how many fell back to
+        eager passes (scoring.graphed: a capture that failed or differed)."""
+        scoring = sys.modules.get("ppar_cli.core.scoring")
+        kept = [v for g in (scoring._GRAPHS.values() if scoring else ()) for k, v in g.items() if k[0] != "pool"]
+        trace("end", graphs=sum(v is not None for v in kept), graphs_eager=sum(v is None for v in kept))
         _end(code)
     _runtime.end_process = _end_traced
 
