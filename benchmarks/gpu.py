@@ -11,7 +11,8 @@
     # graphs, now ppar's own: `correctness` (kept masks against the CPU's, the padded batches
     # included) and the end-to-end rows against the 0.3.19 call's (0.828 guard off, 0.798 on), with
     # the start buffer of 1 GiB a video (front.START_BYTES; the trace says when each worker's first
-    # pass comes, `cores_busy_each_s` whether the cores still wait for it):
+    # pass comes and, at its end, how many graphs replayed or fell back to eager passes;
+    # `cores_busy_each_s` whether the cores still wait for the first pass):
     #   ... --budget 420 --only correctness,end_to_end --e2e none:1,auto:1,none:1:--workers=2:--jobs=8
     # (the last: with the model's GIL waits gone, do fewer processes, each importing PyTorch, do better?)
     # (--seconds 60 instead of 30 doubles the clips, so each process's start-up weighs half as much)
