@@ -90,10 +90,10 @@ def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]
 
     The first replay is checked against the eager pass on the same inputs (the capture's warm-up);
     a key whose capture fails or whose replay differs runs eagerly from then on (with a warning),
-    giving the same outputs slower. The outputs are the caller's (copies of the graph's, which its next replay overwrites).
-    An owner's graphs share one memory pool (an eval sweep of 9 keep ratios has as many graphs),
-    which is safe because they never replay at once and each replay's outputs are copied before
-    another replays. The caller holds scoring's lock (`exact_fp32`): a capture records every
+    giving the same outputs slower. The outputs are the caller's (copies of the graph's, which its
+    next replay overwrites). An owner's graphs share one memory pool (an eval sweep of 9 keep
+    ratios has as many graphs), which is safe because they never replay at once and each replay's
+    outputs are copied before another replays. The caller holds scoring's lock (`exact_fp32`): a capture records every
     kernel the process launches meanwhile."""
     graphs = _GRAPHS.setdefault(owner, {})
     device = inputs[0].device
@@ -132,6 +132,8 @@ def capture(run: Callable[..., Sequence[torch.Tensor]], inputs: Sequence[torch.T
         with torch.cuda.stream(side):
             eager = run(*static)
         torch.cuda.current_stream().wait_stream(side)
+        for t in eager:  # used on the current stream from here: their memory waits for its work too
+            t.record_stream(torch.cuda.current_stream())
         graph = torch.cuda.CUDAGraph()
         # thread_local: a CUDA call that another video's thread makes meanwhile outside scoring's
         # lock (the free of its page-locked clips) must not fail that video; it cannot join this
