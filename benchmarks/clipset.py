@@ -6,12 +6,14 @@ windows read in batches, with every video's frames held in memory or read from t
 
 VIDEOS: a folder of videos (each is one item, no labels), or a benchmark that `open_benchmark`
 reads (its training split). `--preset` names a config preset or a weights file whose config to use
-(default: base, the paper's 16 frames at stride 2 and 224 px). Prints one JSON line.
+(default: base, the paper's 16 frames at stride 2 and 224 px). `--pyav`: as where decord is not
+installed (ARM Linux, macOS), every video through PyAV. Prints one JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import resource
 import time
 from pathlib import Path
@@ -31,7 +33,10 @@ def main() -> None:
     ap.add_argument("--crops", action="store_true", help="as training with --crop-scale 0.6 (needs masks)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--pyav", action="store_true", help="decord hidden: every video through PyAV")
     args = ap.parse_args()
+    if args.pyav:
+        sys.modules["decord"] = None  # FrameReader falls back to PyAV where decord cannot be imported
     if args.preset in PRESETS:
         cfg = PPARConfig(**{**PRESETS[args.preset], "actions": ["a"]})
     else:

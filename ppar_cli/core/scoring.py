@@ -51,7 +51,7 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
         def forward(*inputs: torch.Tensor) -> Output:
             if not graphs:
                 return run(*inputs)
-            key = (tuple(t.shape for t in inputs), x.device, keep_ratio, lambda_priv, model.training)
+            key = (tuple(t.shape for t in inputs), inputs[0].device, keep_ratio, lambda_priv, model.training)
             return Output(*graphed(model, key, run, *inputs))
 
         if hysteresis <= 0:
@@ -93,8 +93,8 @@ def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]
     giving the same outputs slower. The outputs are the caller's (copies of the graph's, which its
     next replay overwrites). An owner's graphs share one memory pool (an eval sweep of 9 keep
     ratios has as many graphs), which is safe because they never replay at once and each replay's
-    outputs are copied before another replays. The caller holds scoring's lock (`exact_fp32`): a capture records every
-    kernel the process launches meanwhile."""
+    outputs are copied before another replays. The caller holds scoring's lock (`exact_fp32`): a
+    capture records every kernel the process launches meanwhile."""
     graphs = _GRAPHS.setdefault(owner, {})
     device = inputs[0].device
     if key not in graphs:

@@ -210,7 +210,7 @@ class FrameReader:
             except Exception:  # decord rejects some files only when decoding: use PyAV, as chunks does
                 self._vr, self.backend, self.info.num_frames = None, "ffmpeg", None
         out, left = [], stop - start
-        for chunk in self._av_chunks(min(64, max(1, left)), skip=start) if left > 0 else ():
+        for chunk in self._av_chunks(min(64, left), skip=start) if left > 0 else ():
             out.append(chunk[:left].copy())  # the pool reuses its buffers
             left -= len(out[-1])
             if left <= 0:
