@@ -533,13 +533,14 @@ def end_to_end(args, work: Path) -> list[dict]:
 
 def read_trace(path: Path, wall0: float) -> dict:
     """ppar_trace.py's GPU_BENCH_TRACE lines, as seconds from the run's start: each process's
-    first time at each step, and its model passes (start, end, clips; the first 12)."""
+    first time at each step, its model passes (start, end, clips; the first 12) and its CUDA graphs'
+    captures (start, end, clips)."""
     procs: dict[str, dict] = {}
     for line in path.read_text().splitlines():
         e = json.loads(line)
         p = procs.setdefault(f"{e['role']}_{e['pid']}", {})
-        if e["event"] == "pass":
-            p.setdefault("passes", []).append([round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"]])
+        if e["event"] in ("pass", "capture"):
+            p.setdefault(e["event"] + "es", []).append([round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"]])
         else:
             p.setdefault(e["event"], round(e["t"] - wall0, 2))
             p.update({k: v for k, v in e.items() if k not in ("pid", "role", "event", "t")})  # the end's graph counts

@@ -4,10 +4,11 @@
 
 Each process (the parent, each worker) appends to FILE, one JSON line each, the times of its
 start-up's steps and of its first windows: PyTorch imported, the device resolved, the weights
-loaded, each model pass (start and end, the first 12), the first frames handed to an encoder, the
-end (with the count of CUDA graphs replayed and fallen back to eager passes). Where a run's first
-seconds go, process by process: on an H200 it showed each video's passes waiting seconds behind
-one another under scoring's lock, which CUDA graphs then removed (0.3.20).
+loaded, each model pass (start and end, the first 12), each CUDA graph's capture, the first frames
+handed to an encoder, the end (with the count of graphs replayed and fallen back to eager
+passes). Where a run's first seconds go, process by process: on an H200 it showed each video's
+passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
+(0.3.20).
 
 The variants measured with this file before, in the commit that brought the trace (NVDEC
 decoding, CUDA graphs before ppar had them, the 0.1 ms switch interval only after the first
@@ -89,14 +90,32 @@ if os.environ.get("GPU_BENCH_TRACE"):
     after_import("ppar_cli.core.weights", lambda m: _traced(m, "load_weights", "weights_loaded"))
     _end = _runtime.end_process
 
+    _graphs: dict = {}  # (owner's id, key) -> replayed (True) or fallen back to eager passes (False)
+
     def _end_traced(code: int = 0):
         """The end, with how many of the process's CUDA graphs replayed and how many fell back to
         eager passes (scoring.graphed: a capture that failed or differed)."""
-        scoring = sys.modules.get("ppar_cli.core.scoring")
-        kept = [v for g in (scoring._GRAPHS.values() if scoring else ()) for k, v in g.items() if k[0] != "pool"]
-        trace("end", graphs=sum(v is not None for v in kept), graphs_eager=sum(v is None for v in kept))
+        trace("end", graphs=sum(_graphs.values()), graphs_eager=len(_graphs) - sum(_graphs.values()))
         _end(code)
     _runtime.end_process = _end_traced
+
+    def _trace_graphs(scoring):
+        """Each graph's fate as it is decided (counted at the end: by then a model and its graphs
+        may be gone), and each capture's time, with the batch it holds."""
+        graphed, capture = scoring.graphed, scoring.capture
+
+        def graphed_traced(owner, key, run, *inputs):
+            out = graphed(owner, key, run, *inputs)
+            _graphs[id(owner), key] = scoring._GRAPHS[owner][key] is not None
+            return out
+
+        def capture_traced(run, inputs, pool):
+            t0 = time.time()
+            out = capture(run, inputs, pool)
+            trace("capture", start=t0, clips=len(inputs[0]))
+            return out
+        scoring.graphed, scoring.capture = graphed_traced, capture_traced
+    after_import("ppar_cli.core.scoring", _trace_graphs)
 
     def _trace_passes(stream):
         score = stream.score_clips

@@ -804,6 +804,11 @@ def test_gpu_passes_replayed_from_graphs_keep_what_eager_passes_keep(tiny_weight
     assert torch.allclose(replayed[3].scores, eager[3].scores, atol=1e-5)
     score_clips(model, clips[:2], 0.7, cpu)  # another keep ratio is another graph
     assert len(captured) == 6
+    captured = graphs_on_the_cpu(monkeypatch)  # a video's full batches, then its last, shorter one:
+    score_clips(model, clips, 0.5, cpu)
+    last = score_clips(model, clips[:6], 0.5, cpu)  # replayed from the graph of 16, not captured at 8
+    assert [s[0] for s in captured] == [16]
+    assert torch.equal(last.kept, eager[5].kept) and torch.allclose(last.scores, eager[5].scores, atol=1e-5)
 
 
 def test_hysteresis_passes_replayed_from_graphs_keep_what_eager_passes_keep(tiny_weights, monkeypatch):

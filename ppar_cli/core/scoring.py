@@ -35,7 +35,8 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
     one after another, since each needs its predecessor's kept mask.
 
     On a GPU each pass is replayed from a CUDA graph (`graphed`); without hysteresis the batch is
-    padded with empty clips up to a power of two, so that a few graphs serve every batch size.
+    padded with empty clips to the smallest graph already captured that holds it, else to a power of
+    two, so that a few graphs serve every batch size (`graph_batch`).
     """
     # On the CPU those flags mean nothing, and the videos' calls overlap: each has its own threads.
     exact = exact_fp32() if device.type == "cuda" else contextlib.nullcontext()
@@ -48,15 +49,17 @@ def score_clips(model: PPARModel, clips: torch.Tensor, keep_ratio: float, device
         def run(x: torch.Tensor, sticky: torch.Tensor | None = None) -> Output:
             return model(x, keep_ratio=keep_ratio, lambda_priv=lambda_priv, sticky=sticky)
 
+        def key(*shapes: tuple) -> tuple:
+            return shapes, x.device, keep_ratio, lambda_priv, model.training
+
         def forward(*inputs: torch.Tensor) -> Output:
             if not graphs:
                 return run(*inputs)
-            key = (tuple(t.shape for t in inputs), inputs[0].device, keep_ratio, lambda_priv, model.training)
-            return Output(*graphed(model, key, run, *inputs))
+            return Output(*graphed(model, key(*(tuple(t.shape) for t in inputs)), run, *inputs))
 
         if hysteresis <= 0:
             B = len(x)
-            if graphs and B < (padded := 1 << (B - 1).bit_length()):
+            if graphs and B < (padded := graph_batch(model, B, lambda n: key((n, *x.shape[1:])))):
                 x = torch.cat([x, x.new_zeros((padded - B, *x.shape[1:]))])
             out = Output(*(t[:B] for t in forward(x)))
         else:
@@ -75,6 +78,16 @@ GRAPH_DEVICES = ("cuda",)  # where passes are replayed from graphs (the tests ad
 # owner (a model, the face detector's network) -> {key: replay, or None where the pass runs eagerly;
 # ("pool", device): the memory pool its graphs there share}
 _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def graph_batch(owner: object, B: int, key_of: Callable[[int], tuple]) -> int:
+    """The batch that B clips are padded to on a GPU: that of the smallest graph of ``owner``'s
+    already captured (``key_of(batch)``) that holds them, else the power of two at or above B.
+    So a video's last, shorter batch replays the graph of its full ones: on an H200 a capture for
+    it (a slow eager warm-up beside the other videos' threads, then the capture) held each worker's
+    last passes 2-4 s, at the end of every video, where padding costs the GPU microseconds."""
+    graphs, size = _GRAPHS.get(owner, {}), 1 << (B - 1).bit_length()
+    return next((n for n in (size << k for k in range(24)) if graphs.get(key_of(n)) is not None), size)
 
 
 def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]],
