@@ -553,6 +553,49 @@ def test_a_process_does_the_videos_it_is_handed_in_that_order(tmp_path, tiny_wei
         assert at_once != 1 or started == ["d.mp4", "a.mp4"]
 
 
+def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weights, monkeypatch):
+    """Each of several videos at once decodes on its share of the cores, the processes of
+    --workers counted (runtime.decoder_threads); one video at a time, on FFmpeg's choice. With
+    FFmpeg's choice, a thread per core, behind each of 16 videos on 16 cores, a GPU worker's import
+    of PyTorch took twice its time alone."""
+    import av
+
+    from ppar_cli.pipeline import runtime
+    from ppar_cli.pipeline.api import anonymize_jobs
+    from ppar_cli.pipeline.jobs import plan_jobs
+
+    (tmp_path / "in").mkdir()
+    for name in "ab":
+        make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 8, audio=False)
+    jobs = plan_jobs(tmp_path / "in", tmp_path / "out")
+    counts, real_open = [], av.open
+
+    class Seen:  # a container whose demuxing notes its decoder's threads, as they are then set
+        def __init__(self, c):
+            self.c = c
+
+        def __enter__(self):
+            self.c.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.c.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def demux(self, *streams):
+            counts.extend(s.thread_count for s in streams if s.type == "video" and s.thread_type.name == "AUTO")
+            return self.c.demux(*streams)
+
+    monkeypatch.setattr(av, "open", lambda *a, **k: Seen(real_open(*a, **k)))
+    monkeypatch.setattr(runtime, "cores", lambda: 16)
+    for at_once, processes, threads in ((2, 1, 8), (2, 2, 4), (1, 1, 0)):
+        counts.clear()
+        results = anonymize_jobs(jobs, Options(guard="none", jobs=at_once, overwrite=True), tiny_weights, processes=processes)
+        assert [r.status for r in results] == ["ok", "ok"] and counts == [threads, threads]
+
+
 def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path, tiny_weights, monkeypatch):
     """On 2 cores the model runs on one PyTorch thread (the guard, decoder and encoder have the
     rest); the caller's setting is back afterwards; OMP_NUM_THREADS, when set, is left to decide."""

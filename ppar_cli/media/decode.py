@@ -156,9 +156,10 @@ class FrameReader:
     through PyAV."""
 
     def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None,
-                 yuv: YUVFormat | None = None, times: FrameTimes | None = None):
-        """``times``: the video's frame times, told of the listed frames the decoder does not give."""
-        self.info, self.times = info, times
+                 yuv: YUVFormat | None = None, times: FrameTimes | None = None, threads: int = 0):
+        """``times``: the video's frame times, told of the listed frames the decoder does not give.
+        ``threads``: PyAV's decoder threads (0: FFmpeg's choice, one per core up to 16)."""
+        self.info, self.times, self.threads = info, times, threads
         self.yuv = yuv if max_side is None else None  # chunks of YUVFrames (4:2:0 as decoded), not RGB
         self.backend = "ffmpeg"
         self.damage: str | None = None  # the decoder's complaint about a file it still decoded (truncated, corrupt)
@@ -274,7 +275,7 @@ class FrameReader:
         try:
             with av.open(str(self.info.path)) as c:
                 v = c.streams.video[0]
-                v.thread_type = "AUTO"
+                v.thread_type, v.thread_count = "AUTO", self.threads
                 for f in decoded(c, v):
                     if self.times is not None and (damaged or index == 0):
                         self.times.decoded(index, f.pts)

@@ -31,8 +31,8 @@ from ppar_cli.pipeline.jobs import Job, check_outputs, largest_first, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
-from ppar_cli.pipeline.runtime import (flat_heap, folder_layout, gpu_may_be_here, guard_threads, model_threads,
-                                      quick_gil_handoff, resolve_device)
+from ppar_cli.pipeline.runtime import (decoder_threads, flat_heap, folder_layout, gpu_may_be_here, guard_threads,
+                                      model_threads, quick_gil_handoff, resolve_device)
 
 # PyTorch and what needs it are imported where first used, after the first videos' fronts have
 # started (front.py; with the guard where a GPU may be, before them): importing it takes seconds.
@@ -102,7 +102,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
                 windows.append(record)
 
             score_windows(front.windows, model, opts, device, collect, names_real_actions(weights))
-            reader = FrameReader(info, backend="ffmpeg", times=times)
+            reader = FrameReader(info, backend="ffmpeg", times=times, threads=front.reader.threads)
             if windows:
                 fill_pass(reader, windows, model.cfg, fill_and_write)
             excess = sum(w["frames"] for w in windows) - writer.frames  # the second decode ended early
@@ -234,12 +234,14 @@ def layout_used(opts: Options, videos: int) -> tuple[int, int]:
 
 @quick_gil_handoff()  # from the fronts' start: decoding ahead is then not held back by PyTorch's import
 def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | LoadedWeights | None = None,
-                   reporter: Reporter | None = None, take: Callable[[], int | None] | None = None) -> list[FileResult]:
+                   reporter: Reporter | None = None, take: Callable[[], int | None] | None = None,
+                   processes: int = 1) -> list[FileResult]:
     """The videos of ``jobs`` (planned and checked by :func:`anonymize`), ``opts.jobs`` at a time
     (or the machine's number: `layout_used`), each appending its line to ``opts.manifest`` if
     there is one. ``take`` gives the index of the next video to do, or None when none is left (by
     default, the largest first: `largest_first`); worker processes ask the parent, which hands
-    each next video to whichever is free. Returns the results of the videos taken, in the folder's
+    each next video to whichever is free. ``processes``: how many do this at once on the machine
+    (the workers), which share its cores. Returns the results of the videos taken, in the folder's
     order."""
     take = take or _one_at_a_time(largest_first(jobs))
     cancel, manifest_lock = threading.Event(), threading.Lock()
@@ -251,6 +253,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     if first is None:  # a worker the others left nothing to: no model to load
         return []
     at_once = layout_used(opts, len(jobs))[1]
+    threads = decoder_threads(processes * at_once)
     flat_heap()
     # The fronts of the first videos start while PyTorch loads (front.py), and on a GPU machine
     # while CUDA starts. With the face guard where a GPU may be, its detector is made once the
@@ -261,7 +264,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     cfg = _config_of(weights)
     scores = _scores(opts)
     starts = [first] + [next_job() for _ in range(at_once - 1)]
-    fronts: dict[int, Front | None] = {i: _start_front(jobs[i], opts, cfg, detector) for i in starts if i is not None}
+    fronts: dict[int, Front | None] = {i: _start_front(jobs[i], opts, cfg, detector, threads) for i in starts if i is not None}
     try:
         device = resolve_device(opts.device)
         if late is not None:
@@ -297,7 +300,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                     def start_next() -> None:
                         following.append(next_job())
                         if following[0] is not None:
-                            fronts[following[0]] = _start_front(jobs[following[0]], opts, loaded.model.cfg, detector)
+                            fronts[following[0]] = _start_front(jobs[following[0]], opts, loaded.model.cfg, detector, threads)
 
                     run(i, then=start_next)
                     i = following[0] if following else next_job()
@@ -407,7 +410,7 @@ def _config_of(weights) -> PPARConfig | None:
         return None
 
 
-def _start_front(job: Job, opts: Options, cfg: PPARConfig | None, detector) -> Front | None:
+def _start_front(job: Job, opts: Options, cfg: PPARConfig | None, detector, threads: int) -> Front | None:
     """A video's front (decoding and the face guard), started ahead of its turn: the first videos'
     before PyTorch is imported, so that they work while PyTorch loads (front.py); each next one
     while the encoder finishes the video before it, instead of one video's start waiting for the
@@ -416,6 +419,6 @@ def _start_front(job: Job, opts: Options, cfg: PPARConfig | None, detector) -> F
     if cfg is None:
         return None
     try:
-        return Front(job.src, cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, opts.preview))
+        return Front(job.src, cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, opts.preview), threads=threads)
     except (PparError, OSError, ValueError, RuntimeError):
         return None

@@ -129,15 +129,17 @@ class Front:
     thread. For very large frames (two passes) the windows are at SCORE_SIDE, for the model and
     the guard; the full-size frames are read again to fill them."""
 
-    def __init__(self, src: Path, cfg: PPARConfig, detector=None, guard: GuardConfig | None = None, yuv: bool = False):
+    def __init__(self, src: Path, cfg: PPARConfig, detector=None, guard: GuardConfig | None = None, yuv: bool = False,
+                 threads: int = 0):
         """``yuv``: the windows are YUVFrames where the video allows (decode.yuv_format); for the
-        black fill, which the encoder then takes without a conversion."""
+        black fill, which the encoder then takes without a conversion. ``threads``: the decoder's
+        (runtime.decoder_threads)."""
         self.info = probe(src)
         self.two_passes = two_passes(cfg, self.info.width, self.info.height)
         fmt = yuv_format(self.info) if yuv and not self.two_passes else None
         # PyAV, not decord: decord's reader grows with the video's length and gives no timestamps
         self.reader = FrameReader(self.info, "ffmpeg", SCORE_SIDE if self.two_passes else None, yuv=fmt,
-                                  times=self.info.frame_times())
+                                  times=self.info.frame_times(), threads=threads)
         self.guard: FaceGuard | None = None  # set by the decoding thread once the detector is known
         start = START_BYTES // (cfg.clip_span * self.reader.frame_bytes)
         self.windows = Ahead(self._guarded(cfg, detector, guard, start), depth=2, start_depth=start)

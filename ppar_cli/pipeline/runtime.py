@@ -117,6 +117,21 @@ def torch_threads(processes: int = 1) -> int:
     return max(1, (cores() // 2 - 1) // processes)
 
 
+def decoder_threads(videos: int) -> int:
+    """FFmpeg's threads for each video's decoder when ``videos`` are anonymized at once on this
+    machine (in every process): a share of the cores, at least one; for one video, FFmpeg's choice
+    (0: a thread per core, up to 16).
+
+    FFmpeg's choice for each of several videos put 16 decoding threads behind each of 16 videos on
+    an H200 machine's 16 cores, and among them each worker's import of PyTorch, which nothing can
+    be scored before, ended 8-10 s into the run against 3.9-4.9 s alone (README, "On an H200").
+    On this 2-core machine, with 2 fronts of 720p decoding meanwhile, `import torch` took 4.8-5.4 s
+    with FFmpeg's choice and 2.8-3.1 s with a thread each (2.2-2.9 s alone), and the 2 videos
+    decoded in 3.9-4.1 s against 4.3-4.7 s, with a twentieth of the involuntary context switches
+    (one-off timings, benchmarks/gpu.py's 30 s clips)."""
+    return 0 if videos <= 1 else max(1, cores() // videos)
+
+
 def guard_threads(videos: int) -> int | None:
     """onnxruntime's threads for each face search when ``videos`` are anonymized at once in this
     process: one each when there are several, whose fronts then search in parallel. For one video,

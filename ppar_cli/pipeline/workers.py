@@ -47,7 +47,7 @@ def run_workers(jobs: list[Job], opts: Options, weights: Path | None, reporter: 
     orders = [ctx.Pipe(duplex=False) for _ in range(n)]
     procs = [ctx.Process(target=_work, name=f"ppar-worker-{k}", daemon=True,
                          args=(jobs, replace(opts, workers=1), weights, pipes[k][1], orders[k][0], k,
-                               torch_threads(n)))  # the workers share the cores
+                               torch_threads(n), n))  # the workers share the cores
              for k in range(n)]
     reading = {r: k for k, (r, _) in enumerate(pipes)}
     results: dict[Path, FileResult] = {}
@@ -171,7 +171,7 @@ class _Forward:
         self.put("end_file", result)
 
 
-def _work(jobs: list[Job], opts: Options, weights: Path | None, pipe, orders, k: int, threads: int) -> None:
+def _work(jobs: list[Job], opts: Options, weights: Path | None, pipe, orders, k: int, threads: int, workers: int) -> None:
     """Worker k: the videos of ``jobs`` that the parent hands it (``orders``), on GPU k
     (modulo the GPUs there are) unless torchrun already gave the process one (LOCAL_RANK). SIGINT
     is left to the parent (a terminal's Ctrl-C reaches every process of the group), which sends
@@ -206,7 +206,7 @@ def _work(jobs: list[Job], opts: Options, weights: Path | None, pipe, orders, k:
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                anonymize_jobs(jobs, opts, weights, forward, take)
+                anonymize_jobs(jobs, opts, weights, forward, take, processes=workers)
             for w in caught:
                 forward.put("warning", str(w.message))
         except PparError as e:
