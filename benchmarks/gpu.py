@@ -7,15 +7,13 @@
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about a minute; the whole call, its start and the
     # transfers included, held an H200 for 402 s at --budget 420). What is left to measure since
-    # 0.3.20 (README, "On an H200"): the model's passes and the guard's searches replayed from CUDA
-    # graphs, now ppar's own: `correctness` (kept masks against the CPU's, the padded batches
-    # included) and the end-to-end rows against the 0.3.19 call's (0.828 guard off, 0.798 on), with
-    # the start buffer of 1 GiB a video (front.START_BYTES; the trace says when each worker's first
-    # pass comes and, at its end, how many graphs replayed or fell back to eager passes;
-    # `cores_busy_each_s` whether the cores still wait for the first pass):
-    #   ... --budget 420 --only correctness,end_to_end --e2e none:1,auto:1,none:1:--workers=2:--jobs=8
-    # (the last: with the model's GIL waits gone, do fewer processes, each importing PyTorch, do better?)
-    # (--seconds 60 instead of 30 doubles the clips, so each process's start-up weighs half as much)
+    # 0.3.21 (README, "On an H200"): each of several videos decoding on one FFmpeg thread
+    # (runtime.decoder_threads), which should let each worker's PyTorch import end nearer its 3.9-4.9 s
+    # alone than the 7.9-9.9 s of the runs before (the trace's torch_imported, cores_busy_each_s in
+    # the first 12 s), against 598aaf6's 0.833 / 0.821 (guard off / on, 30 s clips) and 0.910 /
+    # 0.958 (60 s clips); in one call of about 400 s:
+    #   ... --budget 210 --only correctness,end_to_end --e2e none:1,auto:1   (then, with --out $OUT/b)
+    #   ... --budget 255 --seconds 60 --only end_to_end --e2e none:1,auto:1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
