@@ -284,9 +284,10 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
 
             def run(i: int, then: Callable[[], None] | None = None) -> None:
                 job = jobs[i]
+                # started ahead, or now (a later video with several at once); None: anonymize_file says why not
+                front = fronts.pop(i) if i in fronts else _start_front(job, opts, loaded.model.cfg, detector, threads)
                 result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=_score_path(job, scores),
-                                        detector=detector, preview=opts.preview, front=fronts.pop(i, None), then=then,
-                                        cancel=cancel)
+                                        detector=detector, preview=opts.preview, front=front, then=then, cancel=cancel)
                 if opts.manifest is not None:
                     with manifest_lock:
                         append_manifest(opts.manifest, result, loaded.sha256, opts)
