@@ -158,7 +158,7 @@ class FrameReader:
     def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None,
                  yuv: YUVFormat | None = None, times: FrameTimes | None = None, threads: int = 0):
         """``times``: the video's frame times, told of the listed frames the decoder does not give.
-        ``threads``: PyAV's decoder threads (0: FFmpeg's choice, one per core up to 16)."""
+        ``threads``: the decoder's (0: FFmpeg's choice, about one per core, up to 16)."""
         self.info, self.times, self.threads = info, times, threads
         self.yuv = yuv if max_side is None else None  # chunks of YUVFrames (4:2:0 as decoded), not RGB
         self.backend = "ffmpeg"

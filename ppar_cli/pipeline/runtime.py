@@ -120,11 +120,12 @@ def torch_threads(processes: int = 1) -> int:
 def decoder_threads(videos: int) -> int:
     """FFmpeg's threads for each video's decoder when ``videos`` are anonymized at once on this
     machine (in every process): a share of the cores, at least one; for one video, FFmpeg's choice
-    (0: a thread per core, up to 16).
+    (0: about a thread per core, up to 16).
 
     FFmpeg's choice for each of several videos put 16 decoding threads behind each of 16 videos on
     an H200 machine's 16 cores, and among them each worker's import of PyTorch, which nothing can
-    be scored before, ended 8-10 s into the run against 3.9-4.9 s alone (README, "On an H200").
+    be scored before, ended 7.9-9.9 s into the run against 3.9-4.9 s alone (README, "On an H200").
+    Not yet measured there. A folder's last video, alone, decodes on its one thread too.
     On this 2-core machine, with 2 fronts of 720p decoding meanwhile, `import torch` took 4.8-5.4 s
     with FFmpeg's choice and 2.8-3.1 s with a thread each (2.2-2.9 s alone), and the 2 videos
     decoded in 3.9-4.1 s against 4.3-4.7 s, with a twentieth of the involuntary context switches
