@@ -7,13 +7,16 @@
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about a minute; the whole call, its start and the
     # transfers included, held an H200 for 402 s at --budget 420). What is left to measure since
-    # 0.3.21 (README, "On an H200"): each of several videos decoding on one FFmpeg thread
-    # (runtime.decoder_threads), which should let each worker's PyTorch import end nearer its 3.9-4.9 s
-    # alone than the 7.9-9.9 s of the runs before (the trace's torch_imported, cores_busy_each_s in
-    # the first 12 s), against 598aaf6's 0.833 / 0.821 (guard off / on, 30 s clips) and 0.910 /
-    # 0.958 (60 s clips); in one call of about 400 s:
-    #   ... --budget 210 --only correctness,end_to_end --e2e none:1,auto:1   (then, with --out $OUT/b)
-    #   ... --budget 255 --seconds 60 --only end_to_end --e2e none:1,auto:1
+    # 0.3.21 (README, "On an H200"): why each worker's PyTorch import ends 7.9-9.9 s into the run
+    # (3.9-4.9 s alone): each of several videos now decodes on one FFmpeg thread
+    # (runtime.decoder_threads), against FFmpeg's own threads (GPU_BENCH_DECODER_THREADS=0, as before)
+    # and against a 512 MiB start buffer (GPU_BENCH_START_MIB=512); read each row's trace
+    # (torch_imported, first_frames_to_encoder) and cores_busy_each_s, and the ratios against
+    # 598aaf6's 0.833 / 0.821 (guard off / on, 30 s clips) and 0.910 / 0.958 (60 s clips). In one
+    # call of about 480 s (run's timeout_s 560):
+    #   ... --out $OUT/a --budget 230 --only correctness,end_to_end \
+    #       --e2e none:1,none:1:GPU_BENCH_DECODER_THREADS=0,none:1:GPU_BENCH_START_MIB=512,auto:1
+    #   ... --out $OUT/b --budget 255 --seconds 60 --only end_to_end --e2e none:1,auto:1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -755,9 +758,13 @@ def main() -> None:
 
     from ppar_cli.pipeline.runtime import cores, folder_layout
 
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     report = {"torch": torch.__version__, "device": args.device,
               "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-              "cores": cores(), "default_layout": folder_layout(args.device, None, None)}  # (workers, jobs)
+              "cores": cores(), "default_layout": folder_layout(args.device, None, None),  # (workers, jobs)
+              # transparent huge pages ("[madvise]": numpy's large arrays, ppar's frames, ask for them):
+              # with 4 KiB pages a 720p video's 1 GiB start buffer is 262,144 page faults
+              "transparent_hugepage": thp.read_text().strip() if thp.exists() else None}
     sections = {"correctness": correctness, "agreement": agreement, "startup": startup, "contention": contention, "model": lambda a, w: model_throughput(a), "guard": guard_check,
                 "stages": stages,
                 "end_to_end": end_to_end, "train": train_check, "eval": eval_check,

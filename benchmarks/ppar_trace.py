@@ -10,6 +10,10 @@ passes). Where a run's first seconds go, process by process: on an H200 it showe
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
 (0.3.20).
 
+Two variants of the start, for the next lent machine (0.3.21, not yet measured there):
+GPU_BENCH_DECODER_THREADS=0 decodes on FFmpeg's own threads, as before 0.3.21, instead of each
+video's share of the cores (runtime.decoder_threads); GPU_BENCH_START_MIB=512 holds that much of a
+video's windows before its first pass instead of front.START_BYTES (1 GiB; 512 MiB until 0.3.19).
 The variants measured with this file before, in the commit that brought the trace (NVDEC
 decoding, CUDA graphs before ppar had them, the 0.1 ms switch interval only after the first
 pass), are gone: their results are in the README. The patches are made at import, outside the
@@ -73,6 +77,13 @@ if os.environ.get("GPU_BENCH_TRACE"):
     trace("start")
     after_import("torch", lambda m: trace("torch_imported"))
     import ppar_cli.pipeline.runtime as _runtime
+
+    if "GPU_BENCH_DECODER_THREADS" in os.environ:  # before api.py takes it by name
+        _runtime.decoder_threads = lambda videos, n=int(os.environ["GPU_BENCH_DECODER_THREADS"]): n
+    if "GPU_BENCH_START_MIB" in os.environ:
+        import ppar_cli.pipeline.front as _front
+
+        _front.START_BYTES = int(os.environ["GPU_BENCH_START_MIB"]) * 2**20
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""
