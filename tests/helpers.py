@@ -79,3 +79,32 @@ def graphs_on_the_cpu(monkeypatch, replay_offset: float = 0.0) -> list[tuple]:
     monkeypatch.setattr(scoring, "capture", capture)
     monkeypatch.setattr(scoring, "_GRAPHS", scoring.weakref.WeakKeyDictionary())
     return captured
+
+
+def decoder_threads_seen(monkeypatch) -> list[int]:
+    """From here on, the thread count each PyAV video decoder that ppar opens (thread type AUTO)
+    has when it starts demuxing, in order (a wrapped av.open)."""
+    import av
+
+    counts, real_open = [], av.open
+
+    class Seen:
+        def __init__(self, c):
+            self.c = c
+
+        def __enter__(self):
+            self.c.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.c.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def demux(self, *streams):
+            counts.extend(s.thread_count for s in streams if s.type == "video" and s.thread_type.name == "AUTO")
+            return self.c.demux(*streams)
+
+    monkeypatch.setattr(av, "open", lambda *a, **k: Seen(real_open(*a, **k)))
+    return counts

@@ -147,6 +147,8 @@ def test_without_decord_clips_come_through_pyav_and_are_the_same(tmp_path, monke
     """decord has wheels for x86-64 Linux and Windows only (pyproject's marker): on ARM Linux (a
     GH200) or macOS the research path reads every video through PyAV, held or from its file, and
     must give the clips decord gives."""
+    from helpers import decoder_threads_seen
+
     from ppar_cli.core.config import PPARConfig
     from ppar_cli.media.decode import FrameReader
     from ppar_cli.media.probe import probe
@@ -163,7 +165,10 @@ def test_without_decord_clips_come_through_pyav_and_are_the_same(tmp_path, monke
     monkeypatch.setitem(sys.modules, "decord", None)  # as where it is not installed
     assert FrameReader(probe(items[0].path)).backend == "ffmpeg"
     for hold in (None, 0):
+        threads = decoder_threads_seen(monkeypatch)
         assert np.array_equal(next(ClipSet(items, cfg, hold=hold).batches(plan)), expected)
+        # read from the file: each window on one decoder thread, the batch's windows in parallel
+        assert hold != 0 or threads == [1, 1, 1]
 
 
 def test_videos_read_from_their_files_give_the_clips_held_ones_give(tmp_path):

@@ -558,7 +558,7 @@ def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weig
     --workers counted (runtime.decoder_threads); one video at a time, on FFmpeg's choice. With
     FFmpeg's choice, a thread per core, behind each of 16 videos on 16 cores, a GPU worker's import
     of PyTorch took twice its time alone."""
-    import av
+    from helpers import decoder_threads_seen
 
     from ppar_cli.pipeline import runtime
     from ppar_cli.pipeline.api import anonymize_jobs
@@ -568,27 +568,7 @@ def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weig
     for name in "abc":  # with 2 at once, the third starts later, in the thread of whichever ends first
         make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 8, audio=False)
     jobs = plan_jobs(tmp_path / "in", tmp_path / "out")
-    counts, real_open = [], av.open
-
-    class Seen:  # a container whose demuxing notes its decoder's threads, as they are then set
-        def __init__(self, c):
-            self.c = c
-
-        def __enter__(self):
-            self.c.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self.c.__exit__(*exc)
-
-        def __getattr__(self, name):
-            return getattr(self.c, name)
-
-        def demux(self, *streams):
-            counts.extend(s.thread_count for s in streams if s.type == "video" and s.thread_type.name == "AUTO")
-            return self.c.demux(*streams)
-
-    monkeypatch.setattr(av, "open", lambda *a, **k: Seen(real_open(*a, **k)))
+    counts = decoder_threads_seen(monkeypatch)
     monkeypatch.setattr(runtime, "cores", lambda: 16)
     for at_once, processes, threads in ((2, 1, 8), (2, 2, 4), (1, 1, 0)):
         counts.clear()

@@ -295,9 +295,10 @@ class VideoFrames:
 
     def __getitem__(self, window: slice) -> np.ndarray:
         start, stop, _ = window.indices(self.count)
-        frames = FrameReader(self.info).window(start, stop)
+        # one decoder thread: ClipSet.batches reads a batch's windows on every core at once
+        frames = FrameReader(self.info, threads=1).window(start, stop)
         if not len(frames):  # fewer frames decode than the container lists: its last ones
-            frames = FrameReader(self.info).window(0, stop)[start - stop:]
+            frames = FrameReader(self.info, threads=1).window(0, stop)[start - stop:]
         if not len(frames):
             raise DataError(f"{self.path}: no frames decode")
         return resize_frames(torch.from_numpy(frames), self.size).numpy()
