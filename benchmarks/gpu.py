@@ -17,6 +17,10 @@
     #   ... --out $OUT/a --budget 230 --only correctness,end_to_end \
     #       --e2e none:1,none:1:GPU_BENCH_DECODER_THREADS=0,none:1:GPU_BENCH_START_MIB=512,auto:1
     #   ... --out $OUT/b --budget 255 --seconds 60 --only end_to_end --e2e none:1,auto:1
+    # and the research path's windows read from their files on one decoder thread each (0.3.21;
+    # 0.3.19 read 33.7 a second there with 3.3 of 16 cores busy), about 15 s:
+    #   mkdir /tmp/ucf40 && for i in $(seq 40); do ln -s $PWD/.gpuclips/ucf101_v_ApplyEyeMakeup_g01_c01.avi \
+    #       /tmp/ucf40/v$i.avi; done && python3 benchmarks/clipset.py /tmp/ucf40 --mode read --batches 30
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
