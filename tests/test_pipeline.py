@@ -556,7 +556,7 @@ def test_a_process_does_the_videos_it_is_handed_in_that_order(tmp_path, tiny_wei
 def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weights, monkeypatch):
     """Each of several videos at once decodes on its share of the cores, the processes of
     --workers counted (runtime.decoder_threads); one video at a time, on FFmpeg's choice (about a
-    thread per core, which behind each of 2 videos on 2 cores slowed PyTorch's import by 1.7 times
+    thread per core, which behind each of 2 videos on 2 cores slowed PyTorch's import about 1.6 times
     and their decoding by a tenth)."""
     from helpers import decoder_threads_seen
 
