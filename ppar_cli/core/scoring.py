@@ -84,8 +84,8 @@ def graph_batch(owner: object, B: int, key_of: Callable[[int], tuple]) -> int:
     """The batch that B clips are padded to on a GPU: that of the smallest graph of ``owner``'s
     already captured (``key_of(batch)``) that holds them, else the power of two at or above B.
     So a video's last, shorter batch replays the graph of its full ones: on an H200 a capture for
-    it (a slow eager warm-up beside the other videos' threads, then the capture) held each worker's
-    last passes 1.9-3.7 s, at the end of every video, where padding costs the GPU microseconds."""
+    it (a slow eager warm-up beside the other videos' threads, then the capture) held a worker's
+    last passes 1.9-3.7 s at the end of its videos, where padding costs the GPU microseconds."""
     graphs, size = _GRAPHS.get(owner, {}), 1 << (B - 1).bit_length()
     return next((n for n in (size << k for k in range(24)) if graphs.get(key_of(n)) is not None), size)
 
