@@ -545,7 +545,7 @@ def read_trace(path: Path, wall0: float) -> dict:
         e = json.loads(line)
         p = procs.setdefault(f"{e['role']}_{e['pid']}", {})
         if e["event"] in ("pass", "capture"):
-            p.setdefault(e["event"] + "es", []).append([round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"]])
+            p.setdefault({"pass": "passes", "capture": "captures"}[e["event"]], []).append([round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"]])
         else:
             p.setdefault(e["event"], round(e["t"] - wall0, 2))
             p.update({k: v for k, v in e.items() if k not in ("pid", "role", "event", "t")})  # the end's graph counts
