@@ -3,7 +3,7 @@ faces, in a thread ahead of the model.
 
 No PyTorch here. `anonymize` starts the fronts of the videos a process begins with (--jobs of
 them) before it imports PyTorch and loads the model (about 2 s on 2 cores; with CUDA and 4 worker
-processes 6-7.5 s on an H200 machine's 16 cores, which would otherwise wait). Where the face
+processes 6-10 s on an H200 machine's 16 cores, which would otherwise wait). Where the face
 guard is to search on a GPU, its detector is made after that start (a LateDetector): the fronts
 decode meanwhile and wait for it at their first search. Until the model takes its first window a
 front may run up to START_BYTES of windows ahead (1280x720: 24 windows of 4:2:0 frames, 12 in RGB;
@@ -29,7 +29,9 @@ WINDOW_BYTES = 2**30  # one window's source frames above this: two passes (4K: 0
 SCORE_SIDE = 640  # long side of the first pass's frames: the face guard's own detector size
 # Windows a front may hold before the model takes its first (at least two). On an H200 machine with
 # 512 MiB, 16 videos of 720p filled their buffers 4-5 s into the run, while their workers were
-# still importing PyTorch (until 6-7.5 s): 11 of 16 cores idle for 3 s (README, "On an H200").
+# still importing PyTorch (until 6-7.5 s): 11 of 16 cores idle for 3 s. With 1 GiB the cores still
+# waited about 3 s, the imports ending later (7.9-9.9 s); benchmarks/ppar_trace.py's
+# GPU_BENCH_START_MIB compares the two on the next lent machine (README, "On an H200").
 # Within the memory a video at once is allowed (runtime.VIDEO_BYTES).
 START_BYTES = 2**30
 
