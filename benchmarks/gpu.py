@@ -6,21 +6,19 @@
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about a minute; the whole call, its start and the
-    # transfers included, held an H200 for 402 s at --budget 420). What is left to measure since
-    # 0.3.21 (README, "On an H200"): why each worker's PyTorch import ends 7.9-9.9 s into the run
-    # (3.9-4.9 s alone): each of several videos now decodes on one FFmpeg thread
-    # (runtime.decoder_threads), against FFmpeg's own threads (GPU_BENCH_DECODER_THREADS=0, as before)
-    # and against a 512 MiB start buffer (GPU_BENCH_START_MIB=512); read each row's trace
-    # (torch_imported, first_frames_to_encoder) and cores_busy_each_s, and the ratios against
-    # 598aaf6's 0.833 / 0.821 (guard off / on, 30 s clips) and 0.910 / 0.958 (60 s clips). In one
-    # call of about 480 s (run's timeout_s 560):
-    #   ... --out $OUT/a --budget 230 --only correctness,end_to_end \
-    #       --e2e none:1,none:1:GPU_BENCH_DECODER_THREADS=0,none:1:GPU_BENCH_START_MIB=512,auto:1
-    #   ... --out $OUT/b --budget 255 --seconds 60 --only end_to_end --e2e none:1,auto:1
-    # and the research path's windows read from their files on one decoder thread each (0.3.21;
-    # 0.3.19 read 33.7 a second there with 3.3 of 16 cores busy), about 15 s:
-    #   mkdir /tmp/ucf40 && for i in $(seq 40); do ln -s $PWD/.gpuclips/ucf101_v_ApplyEyeMakeup_g01_c01.avi \
-    #       /tmp/ucf40/v$i.avi; done && python3 benchmarks/clipset.py /tmp/ucf40 --mode read --batches 30
+    # transfers included, held an H200 for 445 s with 407 s of command at 84bed74). What is left to
+    # measure since then (README, "On an H200"): each worker's start, where its PyTorch import ends
+    # 6.1-7.8 s into the run (3.9-4.9 s alone), its first frames reach the encoder 8.5-11.6 s in,
+    # and the cores wait meanwhile. Four variants of that start (benchmarks/ppar_trace.py) against
+    # the defaults, in one call of about 400 s (run's timeout_s 480), 16 clips of 30 s:
+    #   ... --out $OUT --budget 400 --only end_to_end --e2e none:1,none:1:GPU_BENCH_FORKSERVER=1,\
+    #       none:1:GPU_BENCH_IMPORT_FIRST=1,auto:1,auto:1:GPU_BENCH_FORKSERVER=1,\
+    #       none:1:GPU_BENCH_DECODER_THREADS=0,none:1:GPU_BENCH_START_MIB=512,none:1
+    # (the defaults twice, first and last: the spread between them is the call's noise). Read each
+    # row's ratio_to_reencode, trace (torch_imported, first_frames_to_encoder, captures) and
+    # cores_busy_each_s; a FORKSERVER row's cpu_s misses its workers (the fork server's children):
+    # its cores_cpu_s counts them. A variant that wins by more than the noise goes into ppar, then
+    # is measured on 60 s clips (--seconds 60; 0.965 guard off at 84bed74) if time is left.
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -450,10 +448,12 @@ class Busy:
         return round(statistics.mean(self.samples) / 100, 3) if self.samples else None
 
     def record(self) -> dict:
-        """gpu_busy; the cores busy each second; the seconds before the cores were first 3/4 busy."""
+        """gpu_busy; the cores busy each second, and their sum (the machine's CPU-s over the whole
+        seconds, which counts processes that cpu_s, the waited-for children's, misses: those of a
+        fork server); the seconds before the cores were first 3/4 busy."""
         full = 0.75 * (os.cpu_count() or 1)
         ramp = next((i for i, c in enumerate(self.cores) if c >= full), None)
-        return {"gpu_busy": self.busy, "cores_busy_each_s": self.cores,
+        return {"gpu_busy": self.busy, "cores_busy_each_s": self.cores, "cores_cpu_s": round(sum(self.cores)),
                 "cores_busy_mean": round(statistics.mean(self.cores), 1) if self.cores else None,
                 "s_before_3_4_of_cores_busy": ramp}
 
@@ -495,7 +495,7 @@ def end_to_end(args, work: Path) -> list[dict]:
         n = min(int(n), 2) if args.quick else int(n)
         what = (f"ppar --guard {guard} {' '.join(opts) or '(its default layout)'}, {n} process(es){' (--shard K/N)' if n > 1 else ''}"
                 f"{' ' + ' '.join(env) if env else ''}")
-        if time.monotonic() > DEADLINE - 60:
+        if time.monotonic() > DEADLINE - (5 + 1.5 * ff):  # a run takes about as long as the re-encode
             rows.append({"what": what, "error": "skipped: out of time"})
             continue
         out = work / f"e2e_{spec.replace(':', '_')}"
