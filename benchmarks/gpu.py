@@ -10,11 +10,13 @@
     # measure since then (README, "On an H200"): each worker's start, where its PyTorch import ends
     # 6.1-7.8 s into the run (3.9-4.9 s alone), its first frames reach the encoder 8.5-11.6 s in,
     # and the cores wait meanwhile. Four variants of that start (benchmarks/ppar_trace.py) against
-    # the defaults, in one call of about 400 s (run's timeout_s 480), 16 clips of 30 s:
-    #   ... --out $OUT --budget 400 --only end_to_end --e2e none:1,none:1:GPU_BENCH_FORKSERVER=1,\
+    # the defaults, in one call of about 430 s (run's timeout_s 500), 16 clips of 30 s:
+    #   ... --out $OUT --budget 430 --only end_to_end --e2e none:1,none:1:GPU_BENCH_FORKSERVER=1,\
     #       none:1:GPU_BENCH_IMPORT_FIRST=1,auto:1,auto:1:GPU_BENCH_FORKSERVER=1,\
-    #       none:1:GPU_BENCH_DECODER_THREADS=0,none:1:GPU_BENCH_START_MIB=512,none:1
-    # (the defaults twice, first and last: the spread between them is the call's noise). Read each
+    #       none:1:--workers=8:--jobs=2:GPU_BENCH_FORKSERVER=1,none:1:GPU_BENCH_DECODER_THREADS=0,\
+    #       none:1:GPU_BENCH_START_MIB=512,none:1
+    # (the defaults twice, first and last: the spread between them is the call's noise; with one
+    # import for all, more workers of fewer videos each share less of a GIL). Read each
     # row's ratio_to_reencode, trace (torch_imported, first_frames_to_encoder, captures) and
     # cores_busy_each_s; a FORKSERVER row's cpu_s misses its workers (the fork server's children):
     # its cores_cpu_s counts them. A variant that wins by more than the noise goes into ppar, then
