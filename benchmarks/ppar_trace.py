@@ -17,7 +17,7 @@ video's windows before its first pass instead of front.START_BYTES (1 GiB; 512 M
 GPU_BENCH_IMPORT_FIRST=1 imports PyTorch before the process's first front starts decoding, not
 beside them (on an H200 a worker's import ended 5.4-7.0 s after its start beside its 4 fronts,
 3.9-4.9 s alone); GPU_BENCH_FORKSERVER=1 starts `--workers`' processes from a fork server that
-imports PyTorch (and ppar's pipeline) once, alone, from the run's first moment, instead of
+imports PyTorch and PyAV once, alone, from the run's first moment, instead of
 spawning each to import its own beside its fronts (forked from an importer that has started no
 CUDA, as multiprocessing's forkserver is meant for; their fronts then start once it has).
 The variants measured with this file before, in the commit that brought the trace (NVDEC
@@ -98,7 +98,9 @@ if os.environ.get("GPU_BENCH_TRACE"):
 
         def _forkserver(method=None):
             return _get_context("forkserver") if method == "spawn" else _get_context(method)  # workers.py's
-        multiprocessing.set_forkserver_preload(["__main__", "torch", "ppar_cli.pipeline.api"])
+        # PyTorch and PyAV, not ppar's pipeline: each worker imports that after this file (run again
+        # in it by multiprocessing) has patched what the pipeline then takes by name
+        multiprocessing.set_forkserver_preload(["torch", "av"])
         multiprocessing.forkserver.ensure_running()  # its import starts now, beside the parent's planning
         multiprocessing.get_context = _forkserver
     if os.environ.get("GPU_BENCH_IMPORT_FIRST"):
