@@ -20,10 +20,11 @@
     # row's ratio_to_reencode, trace (torch_imported, first_frames_to_encoder, captures) and
     # cores_busy_each_s; a FORKSERVER row's cpu_s misses its workers (the fork server's children):
     # its cores_cpu_s counts them. A variant that wins by more than the noise goes into ppar.
-    # Then at once (the machine goes back 30 s after a call), a second call of about 260 s on 60 s
-    # clips, where 30 s of 720p fits whole in the 1 GiB start buffer but 60 s does not (its
-    # decoders stopped about 6 s in and the cores waited until the first scores, 9.6-10.5 s):
-    #   ... --out $OUT --budget 270 --seconds 60 --only end_to_end --e2e none:1,none:1:GPU_BENCH_START_MIB=2048
+    # Then at once (the machine goes back 30 s after a call), a second call of about 280 s on 60 s
+    # clips, where 30 s of 720p fits whole in the 1 GiB start buffer but 60 s does not (768 of its
+    # 1,500 frames, about 5 s of a decoder's work at the folder's decoding rate; the cores dipped to
+    # 6.5 and 7.5 of 16 in the 9th and 10th seconds, before the first scores at 9.6-10.5 s):
+    #   ... --out $OUT --budget 290 --seconds 60 --only end_to_end --e2e none:1,none:1:GPU_BENCH_START_MIB=2048
     # (2 GiB a video stays within runtime.VIDEO_BYTES, 3 GiB; 0.965 guard off at 84bed74).
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
