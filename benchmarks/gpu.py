@@ -7,25 +7,17 @@
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in about a minute; the whole call, its start and the
     # transfers included, held an H200 for 445 s with 407 s of command at 84bed74). What is left to
-    # measure since then (README, "On an H200"): each worker's start, where its PyTorch import ends
-    # 6.1-7.8 s into the run (3.9-4.9 s alone), its first frames reach the encoder 8.5-11.6 s in,
-    # and the cores wait meanwhile. Four variants of that start (benchmarks/ppar_trace.py) against
-    # the defaults, in one call of about 430 s (run's timeout_s 500), 16 clips of 30 s:
-    #   ... --out $OUT --budget 430 --only end_to_end --e2e none:1,none:1:GPU_BENCH_FORKSERVER=1,\
-    #       none:1:GPU_BENCH_IMPORT_FIRST=1,auto:1,auto:1:GPU_BENCH_FORKSERVER=1,\
-    #       none:1:--workers=8:--jobs=2:GPU_BENCH_FORKSERVER=1,none:1:GPU_BENCH_DECODER_THREADS=0,\
-    #       none:1:GPU_BENCH_START_MIB=512,none:1
-    # (the defaults twice, first and last: the spread between them is the call's noise; with one
-    # import for all, more workers of fewer videos each share less of a GIL). Read each
-    # row's ratio_to_reencode, trace (torch_imported, first_frames_to_encoder, captures) and
-    # cores_busy_each_s; a FORKSERVER row's cpu_s misses its workers (the fork server's children):
-    # its cores_cpu_s counts them. A variant that wins by more than the noise goes into ppar.
-    # Then at once (the machine goes back 30 s after a call), a second call of about 280 s on 60 s
-    # clips, where 30 s of 720p fits whole in the 1 GiB start buffer but 60 s does not (768 of its
-    # 1,500 frames, about 5 s of a decoder's work at the folder's decoding rate; the cores dipped to
-    # 6.5 and 7.5 of 16 in the 9th and 10th seconds, before the first scores at 9.6-10.5 s):
-    #   ... --out $OUT --budget 290 --seconds 60 --only end_to_end --e2e none:1,none:1:GPU_BENCH_START_MIB=2048
-    # (2 GiB a video stays within runtime.VIDEO_BYTES, 3 GiB; 0.965 guard off at 84bed74).
+    # measure (README, "On an H200", 776b3ca): whether a larger start buffer fills the cores' dip
+    # before the first scores on clips longer than it holds. 30 s of 720p fits whole in the 1 GiB
+    # buffer, 60 s does not (768 of its 1,500 frames, about 5 s of a decoder's work at the folder's
+    # decoding rate; at 84bed74 the cores dipped to 6.5 and 7.5 of 16 in the 9th and 10th seconds,
+    # before the first scores at 9.6-10.5 s). In one call of about 320 s (run's timeout_s 390):
+    #   ... --out $OUT --budget 350 --seconds 60 --only end_to_end \
+    #       --e2e none:1,none:1:GPU_BENCH_START_MIB=2048,none:1
+    # (2 GiB a video stays within runtime.VIDEO_BYTES, 3 GiB; the defaults twice, first and last:
+    # at 776b3ca two default rows of one call gave 0.898 and 0.952, so only a gain beyond that
+    # spread counts). Read ratio_to_reencode, the trace (torch_imported, first_frames_to_encoder,
+    # captures) and cores_busy_each_s; 0.965 guard off at 84bed74.
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -456,8 +448,8 @@ class Busy:
 
     def record(self) -> dict:
         """gpu_busy; the cores busy each second, and their sum (the machine's CPU-s over the whole
-        seconds, which counts processes that cpu_s, the waited-for children's, misses: those of a
-        fork server); the seconds before the cores were first 3/4 busy."""
+        seconds: a check of cpu_s, which counts only the processes waited for, and missed the
+        workers of 776b3ca's fork-server variant); the seconds before the cores were first 3/4 busy."""
         full = 0.75 * (os.cpu_count() or 1)
         ramp = next((i for i, c in enumerate(self.cores) if c >= full), None)
         return {"gpu_busy": self.busy, "cores_busy_each_s": self.cores, "cores_cpu_s": round(sum(self.cores)),

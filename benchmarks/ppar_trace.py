@@ -10,23 +10,17 @@ passes). Where a run's first seconds go, process by process: on an H200 it showe
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
 (0.3.20).
 
-Four variants of the start, for the next lent machine (not yet measured there):
-GPU_BENCH_DECODER_THREADS=0 decodes on FFmpeg's own threads, as before 0.3.21, instead of each
-video's share of the cores (runtime.decoder_threads); GPU_BENCH_START_MIB=512 holds that much of a
-video's windows before its first pass instead of front.START_BYTES (1 GiB; 512 MiB until 0.3.19);
-GPU_BENCH_IMPORT_FIRST=1 imports PyTorch before the process's first front starts decoding, not
-beside them (on an H200 a worker's import ended 5.4-7.0 s after its start beside its 4 fronts,
-3.9-4.9 s alone); GPU_BENCH_FORKSERVER=1 starts `--workers`' processes from a fork server that
-imports PyTorch and PyAV once, alone, from the run's first moment, instead of
-spawning each to import its own beside its fronts (forked from an importer that has started no
-CUDA, as multiprocessing's forkserver is meant for; their fronts then start once it has).
-The variants measured with this file before, in the commit that brought the trace (NVDEC
-decoding, CUDA graphs before ppar had them, the 0.1 ms switch interval only after the first
-pass), are gone: their results are in the README. The patches are made at import, outside the
-main guard, so `--workers`' spawned processes, which import this file again (and inherit the
-environment), have them too. Those on modules that import PyTorch are made once something else
-imports them (`after_import`): the parent process of `--workers` imports no PyTorch, and neither
-may this file there.
+One variant of the start, for the next lent machine: GPU_BENCH_START_MIB=N holds N MiB of a
+video's windows before its first pass instead of front.START_BYTES (1 GiB; 512 MiB until 0.3.19).
+The variants measured with this file before are gone, their results in the README: in the
+commit that brought the trace, NVDEC decoding, CUDA graphs before ppar had them and the 0.1 ms
+switch interval only after the first pass; in 776b3ca, FFmpeg's decoder threads
+(GPU_BENCH_DECODER_THREADS=0), PyTorch imported before the fronts start (GPU_BENCH_IMPORT_FIRST)
+and workers forked from a fork server that had imported PyTorch (GPU_BENCH_FORKSERVER). The
+patches are made at import, outside the main guard, so `--workers`' spawned processes, which
+import this file again (and inherit the environment), have them too. Those on modules that
+import PyTorch are made once something else imports them (`after_import`): the parent process
+of `--workers` imports no PyTorch, and neither may this file there.
 """
 import importlib.abc
 import importlib.util
@@ -84,34 +78,10 @@ if os.environ.get("GPU_BENCH_TRACE"):
     after_import("torch", lambda m: trace("torch_imported"))
     import ppar_cli.pipeline.runtime as _runtime
 
-    if "GPU_BENCH_DECODER_THREADS" in os.environ:  # before api.py takes it by name
-        _runtime.decoder_threads = lambda videos, n=int(os.environ["GPU_BENCH_DECODER_THREADS"]): n
     if "GPU_BENCH_START_MIB" in os.environ:
         import ppar_cli.pipeline.front as _front
 
         _front.START_BYTES = int(os.environ["GPU_BENCH_START_MIB"]) * 2**20
-    if os.environ.get("GPU_BENCH_FORKSERVER") and _role == "main":
-        import multiprocessing
-        import multiprocessing.forkserver
-
-        _get_context = multiprocessing.get_context
-
-        def _forkserver(method=None):
-            return _get_context("forkserver") if method == "spawn" else _get_context(method)  # workers.py's
-        # PyTorch and PyAV, not ppar's pipeline: each worker imports that after this file (run again
-        # in it by multiprocessing) has patched what the pipeline then takes by name
-        multiprocessing.set_forkserver_preload(["torch", "av"])
-        multiprocessing.forkserver.ensure_running()  # its import starts now, beside the parent's planning
-        multiprocessing.get_context = _forkserver
-    if os.environ.get("GPU_BENCH_IMPORT_FIRST"):
-        def _import_first(api):
-            start_front = api._start_front
-
-            def start_after_import(*args, **kwargs):
-                import torch  # noqa: F401 -- at once on the first front's call, else a no-op
-                return start_front(*args, **kwargs)
-            api._start_front = start_after_import
-        after_import("ppar_cli.pipeline.api", _import_first)
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""
