@@ -30,8 +30,9 @@ SCORE_SIDE = 640  # long side of the first pass's frames: the face guard's own d
 # Windows a front may hold before the model takes its first (at least two). On an H200 machine with
 # 512 MiB, 16 videos of 720p filled their buffers 4-5 s into the run, while their workers were
 # still importing PyTorch (until 6-7.5 s): 11 of 16 cores idle for 3 s. With 1 GiB the cores still
-# waited about 3 s, the imports ending later (7.9-9.9 s); benchmarks/ppar_trace.py's
-# GPU_BENCH_START_MIB compares the two on the next lent machine (README, "On an H200").
+# waited about 3 s, the imports ending later (7.9-9.9 s, FFmpeg's decoder threads then). 30 s of
+# 720p fits whole in 1 GiB, 60 s does not; benchmarks/ppar_trace.py's GPU_BENCH_START_MIB=2048
+# measures 2 GiB on 60 s clips on the next lent machine (README, "On an H200").
 # Within the memory a video at once is allowed (runtime.VIDEO_BYTES).
 START_BYTES = 2**30
 

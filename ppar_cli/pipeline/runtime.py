@@ -124,12 +124,13 @@ def decoder_threads(videos: int) -> int:
 
     FFmpeg's choice for each of several videos put 16 decoding threads behind each of 16 videos on
     an H200 machine's 16 cores, where each worker's import of PyTorch, which nothing can be scored
-    before, ended 7.9-9.9 s into the run against 3.9-4.9 s alone (README, "On an H200"; whether
-    these threads were why is not yet measured there). On this 2-core machine, with 2 fronts of
-    720p decoding meanwhile, `import torch` took 4.8-5.7 s with FFmpeg's choice and 2.8-3.8 s with
-    a thread each (2.2-2.9 s alone), and the 2 videos decoded in 3.9-4.1 s against 4.3-4.7 s, with
-    a twentieth of the involuntary context switches (one-off timings, benchmarks/gpu.py's 30 s
-    clips). Left: a folder's last video, alone, decodes on its one thread too."""
+    before, ended 8.3-8.9 s into the run against 5.8-6.6 s with a thread a video, in one call
+    (3.9-4.9 s alone; README, "On an H200", "Ways to start, compared"; end to end within that
+    call's noise). On this 2-core machine, with 2 fronts of 720p decoding meanwhile, `import
+    torch` took 4.8-5.7 s with FFmpeg's choice and 2.8-3.8 s with a thread each (2.2-2.9 s alone),
+    and the 2 videos decoded in 3.9-4.1 s against 4.3-4.7 s, with a twentieth of the involuntary
+    context switches (one-off timings, benchmarks/gpu.py's 30 s clips). Left: a folder's last
+    video, alone, decodes on its one thread too."""
     return 0 if videos <= 1 else max(1, cores() // videos)
 
 
