@@ -10,8 +10,10 @@ passes). Where a run's first seconds go, process by process: on an H200 it showe
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
 (0.3.20).
 
-One variant of the start, for the next lent machine: GPU_BENCH_START_MIB=N holds N MiB of a
-video's windows before its first pass instead of front.START_BYTES (1 GiB; 512 MiB until 0.3.19).
+Variants of the start: GPU_BENCH_START_MIB=N holds N MiB of a video's windows before its first
+pass instead of front.START_BYTES (1 GiB; 512 MiB until 0.3.19); GPU_BENCH_SETTLE_AT_FIRST_TAKE=1
+ends that start buffer as the model takes its first window, as 0.3.21 did, not once its first
+scores are out.
 The variants measured with this file before are gone, their results in the README: in the
 commit that brought the trace, NVDEC decoding, CUDA graphs before ppar had them and the 0.1 ms
 switch interval only after the first pass; in 776b3ca, FFmpeg's decoder threads
@@ -82,6 +84,15 @@ if os.environ.get("GPU_BENCH_TRACE"):
         import ppar_cli.pipeline.front as _front
 
         _front.START_BYTES = int(os.environ["GPU_BENCH_START_MIB"]) * 2**20
+    if os.environ.get("GPU_BENCH_SETTLE_AT_FIRST_TAKE"):  # 0.3.21: the start buffer ends as the model takes a window
+        import ppar_cli.pipeline.front as _front
+
+        _next = _front.Ahead.__next__
+
+        def _next_settled(self):
+            self.settle()
+            return _next(self)
+        _front.Ahead.__next__ = _next_settled
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""

@@ -5,7 +5,7 @@ No PyTorch here. `anonymize` starts the fronts of the videos a process begins wi
 them) before it imports PyTorch and loads the model (about 2 s on 2 cores; with CUDA and 4 worker
 processes 6-10 s on an H200 machine's 16 cores, which would otherwise wait). Where the face
 guard is to search on a GPU, its detector is made after that start (a LateDetector): the fronts
-decode meanwhile and wait for it at their first search. Until the model takes its first window a
+decode meanwhile and wait for it at their first search. Until the video's first scores are out a
 front may run up to START_BYTES of windows ahead (1280x720: 24 windows of 4:2:0 frames, 12 in RGB;
 4K: 2), then two windows.
 """
@@ -43,8 +43,8 @@ def two_passes(cfg: PPARConfig, width: int, height: int) -> bool:
 
 class Ahead:
     """Runs a generator in a daemon thread, ahead of the consumer: up to ``start_depth`` items
-    before the first is taken, ``depth`` after. Decoding and the detector release the GIL, so
-    they overlap the consumer. Exceptions surface in the consumer; :meth:`close` stops the thread."""
+    until :meth:`settle`, ``depth`` after. Decoding and the detector release the GIL, so they
+    overlap the consumer. Exceptions surface in the consumer; :meth:`close` stops the thread."""
 
     def __init__(self, items: Generator, depth: int = 2, start_depth: int = 2):
         self._items, self._depth, self._limit = items, depth, max(depth, start_depth)
@@ -78,7 +78,6 @@ class Ahead:
 
     def __next__(self):
         with self._cv:
-            self._limit = self._depth
             while not self._buf and not self._done:
                 self._cv.wait()
             if self._buf:
@@ -88,6 +87,14 @@ class Ahead:
         if self._err is not None:
             raise self._err
         raise StopIteration
+
+    def settle(self) -> None:
+        """From now on run ``depth`` ahead: called once the consumer's first results are out. Until
+        then the producer goes on while the consumer's first batch is in the model, whose first
+        pass on a GPU (a CUDA graph's capture) took 1.4-3.6 s on an H200 (README, "On an H200")."""
+        if self._limit != self._depth:
+            with self._cv:
+                self._limit = self._depth
 
     def close(self) -> None:
         """Stop the producer and drop what it made. A producer stuck inside a decoder call is left
