@@ -5,19 +5,19 @@
     # on the device (carry .wheels and .gpuclips), from the repository root:
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
-    # (run's timeout_s 600; a machine starts in about a minute; the whole call, its start and the
-    # transfers included, held an H200 for 445 s with 407 s of command at 84bed74). What is left to
-    # measure (README, "On an H200", 776b3ca): whether a larger start buffer fills the cores' dip
-    # before the first scores on clips longer than it holds. 30 s of 720p fits whole in the 1 GiB
-    # buffer, 60 s does not (768 of its 1,500 frames, about 5 s of a decoder's work at the folder's
-    # decoding rate; at 84bed74 the cores dipped to 6.5 and 7.5 of 16 in the 9th and 10th seconds,
-    # before the first scores at 9.6-10.5 s). In one call of about 320 s (run's timeout_s 390):
-    #   ... --out $OUT --budget 350 --seconds 60 --only end_to_end \
-    #       --e2e none:1,none:1:GPU_BENCH_START_MIB=2048,none:1
-    # (2 GiB a video stays within runtime.VIDEO_BYTES, 3 GiB; the defaults twice, first and last:
-    # at 776b3ca two default rows of one call gave 0.898 and 0.952, so only a gain beyond that
-    # spread counts). Read ratio_to_reencode, the trace (torch_imported, first_frames_to_encoder,
-    # captures) and cores_busy_each_s; 0.965 guard off at 84bed74.
+    # (run's timeout_s 600; a machine starts in under a minute: at 631e9a8 a 330 s command held an
+    # H200 for 365 s). What is left to measure (README, "On an H200", "The start buffer, measured"):
+    # the start after PyTorch's import is serial, and its longest step is CUDA's first use (the
+    # first pass, its capture: 1.3-3.5 s; 1.9-2.1 s alone in 0.3.19's `startup`). Does making the
+    # driver's context while PyTorch imports (GPU_BENCH_EARLY_CONTEXT, ppar_trace.early_context)
+    # take part of it off the path? In one call of about 330 s (run's timeout_s 400), 30 s clips,
+    # where the start weighs most:
+    #   ... --out $OUT --budget 360 --only startup,end_to_end --e2e none:1,none:1:GPU_BENCH_EARLY_CONTEXT=1,\
+    #       none:1,none:1:GPU_BENCH_EARLY_CONTEXT=1,auto:1,none:1,none:1:GPU_BENCH_EARLY_CONTEXT=1
+    # Read `startup` (cuda_context, model_to_device, first_pass: plain against early_context), then
+    # each row's ratio and trace (context_made, weights_loaded to the first pass, the captures,
+    # first_frames_to_encoder); the pairs alternate, as the rows of one call vary by 0.05-0.1. The
+    # guard-on row (not measured since 598aaf6: 0.821 on 30 s clips, 0.958 on 60 s) is the fifth.
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -29,7 +29,8 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
                FLOPs utilisation against the bf16 peak; `compiled`, last: the same with torch.compile,
                while the budget lasts
-  startup      one process's start-up: importing PyTorch, CUDA, the weights, the first forward pass
+  startup      one process's start-up: importing PyTorch, CUDA's context, the weights, the first batches
+               (the capture, a replay); and with CUDA's context made while PyTorch imports
   contention   the bundled model's forward pass alone and beside 8 Python threads, eager (at Python's
                switch interval and at 0.1 ms) and as a captured CUDA graph (is one process's model
                time with --jobs the GIL's, and which remedy works?)
@@ -552,43 +553,58 @@ def read_trace(path: Path, wall0: float) -> dict:
 
 
 STARTUP = """
-import json, time
+import json, os, time
 t = [time.perf_counter()]
+early = os.environ.get("GPU_BENCH_EARLY_CONTEXT") == "1"
+if early:  # run from benchmarks/, where ppar_trace.py is
+    from ppar_trace import early_context
+    made = early_context()
 import torch
 t.append(time.perf_counter())
-torch.cuda.is_available() and torch.cuda.init()
-t.append(time.perf_counter())
-from ppar_cli.core.config import DEFAULT_WEIGHTS, read_metadata
-from ppar_cli.core.model import PPARModel
-from ppar_cli.core.weights import load_weights
-cfg = read_metadata(DEFAULT_WEIGHTS)[0]
-t.append(time.perf_counter())
-with torch.device("meta"):  # as load_weights checks a file's shapes (4.7 s on an H100 before 0.3.5)
-    PPARModel(cfg)
-t.append(time.perf_counter())
-PPARModel(cfg)
-t.append(time.perf_counter())
-w = load_weights()
+early and made.join()
 t.append(time.perf_counter())
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-m = w.model.to(dev)
-with torch.inference_mode():
-    m(torch.zeros(1, 3, m.cfg.frames, m.cfg.image_size, m.cfg.image_size, device=dev).normal_(), keep_ratio=0.5)
-(dev.type == "cuda") and torch.cuda.synchronize()
+sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
+torch.empty(1, device=dev)
+sync()
 t.append(time.perf_counter())
-names = ["import_torch", "cuda_init", "import_ppar", "model_on_meta", "model_on_cpu", "load_weights", "first_forward"]
-print(json.dumps({k: round(b - a, 2) for k, a, b in zip(names, t, t[1:])}))
+from ppar_cli.core.scoring import score_clips
+from ppar_cli.core.weights import load_weights
+w = load_weights()
+t.append(time.perf_counter())
+m = w.model.to(dev)
+sync()
+t.append(time.perf_counter())
+cfg = m.cfg
+clips = torch.randint(0, 255, (9, cfg.frames, cfg.image_size, cfg.image_size, 3), dtype=torch.uint8)
+for _ in range(2):  # a worker's first batch (9 windows of 720p): on a GPU the capture, then a replay
+    score_clips(m, clips, 0.5, dev)
+    t.append(time.perf_counter())
+names = ["import_torch", "context_thread_after", "cuda_context", "weights", "model_to_device", "first_pass", "second_pass"]
+print(json.dumps({k: round(b - a, 3) for k, a, b in zip(names, t, t[1:])}))
 """
 
 
 def startup(args, work: Path) -> dict:
-    """Where one process's start-up goes (each of several processes pays it): importing PyTorch,
-    initialising CUDA, reading the weights, the first forward pass; on a fresh machine (files not
-    yet in the page cache, unless an earlier section read them) and again."""
-    res = {}
-    for run in ("first", "again"):
-        r = sh([sys.executable, "-c", STARTUP])
+    """Where one process's start-up goes on its critical path (each worker pays it): importing
+    PyTorch, CUDA's context, the weights, the model onto the device, the first batch (on a GPU its
+    CUDA graph's capture: warm-up, capture, the checked replay) and a second (a replay); each
+    with nothing else running, alternately as ppar does it and with the driver's primary context
+    made in a thread while PyTorch imports (GPU_BENCH_EARLY_CONTEXT, also ppar_trace.py's): does
+    that take CUDA's first use off the path?"""
+    res: dict = {}
+    for run, early in (("plain", "0"), ("early_context", "1"), ("plain_again", "0"), ("early_context_again", "1")):
+        if early == "1" and args.device != "cuda":
+            continue
+        r = sh([sys.executable, "-c", STARTUP], env={**os.environ, "GPU_BENCH_EARLY_CONTEXT": early}, cwd=REPO / "benchmarks")
         res[run] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-500:]}
+    # where `import torch` goes: Python's own timing of each module (-X importtime), the largest
+    # self times in seconds; torch._C's includes loading PyTorch's shared libraries, which holds the GIL
+    r = sh([sys.executable, "-X", "importtime", "-c", "import torch"])
+    times = [(int(m[1]) / 1e6, int(m[2]) / 1e6, m[3].strip()) for m in re.finditer(r"import time:\s+(\d+) \|\s+(\d+) \|(.*)", r.stderr)]
+    if times:
+        res["import_torch"] = {"total_s": round(max(c for _, c, _ in times), 2),
+                               "largest_self_s": {name.strip(): round(own, 3) for own, _, name in sorted(times, reverse=True)[:10]}}
     return res
 
 

@@ -10,20 +10,22 @@ passes). Where a run's first seconds go, process by process: on an H200 it showe
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
 (0.3.20).
 
-Variants of the start: GPU_BENCH_START_MIB=N holds N MiB of a video's windows before its first
-pass instead of front.START_BYTES (1 GiB; 512 MiB until 0.3.19); GPU_BENCH_SETTLE_AT_FIRST_TAKE=1
-ends that start buffer as the model takes its first window, as 0.3.21 did, not once its first
-scores are out.
-The variants measured with this file before are gone, their results in the README: in the
-commit that brought the trace, NVDEC decoding, CUDA graphs before ppar had them and the 0.1 ms
-switch interval only after the first pass; in 776b3ca, FFmpeg's decoder threads
+Variants of the start were measured through this file and are gone, their results in the README:
+in the commit that brought the trace, NVDEC decoding, CUDA graphs before ppar had them and the
+0.1 ms switch interval only after the first pass; in 776b3ca, FFmpeg's decoder threads
 (GPU_BENCH_DECODER_THREADS=0), PyTorch imported before the fronts start (GPU_BENCH_IMPORT_FIRST)
-and workers forked from a fork server that had imported PyTorch (GPU_BENCH_FORKSERVER). The
-patches are made at import, outside the main guard, so `--workers`' spawned processes, which
+and workers forked from a fork server that had imported PyTorch (GPU_BENCH_FORKSERVER); in 255e0d2
+a 2 GiB start buffer (GPU_BENCH_START_MIB=2048); in 631e9a8, 0.3.21's rule (the start buffer
+ending as the model takes its first window, GPU_BENCH_SETTLE_AT_FIRST_TAKE) against that commit's
+(ending once the first scores are out).
+
+A variant of the start, for the next lent machine: GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's context
+in each worker from its start, while PyTorch imports (`early_context`). The patches are made at import, outside the main guard, so `--workers`' spawned processes, which
 import this file again (and inherit the environment), have them too. Those on modules that
 import PyTorch are made once something else imports them (`after_import`): the parent process
 of `--workers` imports no PyTorch, and neither may this file there.
 """
+import ctypes
 import importlib.abc
 import importlib.util
 import json
@@ -67,6 +69,21 @@ def after_import(name: str, patch) -> None:
         _hooks[name] = patch
 
 
+def early_context(then=lambda: None) -> threading.Thread:
+    """The CUDA driver's primary context of device 0, made in a thread from now on (ctypes lets go
+    of the GIL while the driver works), so that PyTorch's runtime, which uses that context, finds it
+    made at its first CUDA call instead of making it then: GPU_BENCH_EARLY_CONTEXT=1, here in each
+    `--workers` process from its start, and in gpu.py's `startup` section."""
+    def make():
+        cu, dev, ctx = ctypes.CDLL("libcuda.so.1"), ctypes.c_int(), ctypes.c_void_p()
+        if cu.cuInit(0) or cu.cuDeviceGet(ctypes.byref(dev), 0) or cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev):
+            raise RuntimeError("the CUDA driver made no primary context")
+        then()
+    made = threading.Thread(target=make, daemon=True)
+    made.start()
+    return made
+
+
 if os.environ.get("GPU_BENCH_TRACE"):
     _fd = os.open(os.environ["GPU_BENCH_TRACE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     _role = "main" if __name__ == "__main__" else "worker"  # a spawned worker imports this file as __mp_main__
@@ -77,22 +94,11 @@ if os.environ.get("GPU_BENCH_TRACE"):
         os.write(_fd, line.encode())  # O_APPEND: one write, one whole line, whichever process
 
     trace("start")
+    if os.environ.get("GPU_BENCH_EARLY_CONTEXT") == "1" and _role == "worker":
+        early_context(lambda: trace("context_made"))
     after_import("torch", lambda m: trace("torch_imported"))
     import ppar_cli.pipeline.runtime as _runtime
 
-    if "GPU_BENCH_START_MIB" in os.environ:
-        import ppar_cli.pipeline.front as _front
-
-        _front.START_BYTES = int(os.environ["GPU_BENCH_START_MIB"]) * 2**20
-    if os.environ.get("GPU_BENCH_SETTLE_AT_FIRST_TAKE"):  # 0.3.21: the start buffer ends as the model takes a window
-        import ppar_cli.pipeline.front as _front
-
-        _next = _front.Ahead.__next__
-
-        def _next_settled(self):
-            self.settle()
-            return _next(self)
-        _front.Ahead.__next__ = _next_settled
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""

@@ -743,9 +743,8 @@ def test_ctrl_c_stops_every_video_running_at_once(tmp_path, tiny_weights):
     assert not [p.name for p in (tmp_path / "out").glob("*.mp4")]  # a stopped with b; c and d never started
 
 
-def test_front_runs_further_ahead_until_the_first_scores_are_out():
-    """While PyTorch loads and the model makes its first pass (on a GPU a CUDA graph's capture,
-    seconds), the front may fill a deeper queue; once the first scores are out, two."""
+def test_front_runs_further_ahead_only_until_the_model_starts():
+    """While PyTorch loads, the front may fill a deeper queue; once the model takes a window, two."""
     import threading
     import time
 
@@ -758,41 +757,22 @@ def test_front_runs_further_ahead_until_the_first_scores_are_out():
             more.set()
             yield i
 
-    def quiet():
+    def settle():
         while more.wait(0.2):
             more.clear()
 
     ahead = Ahead(items(), depth=2, start_depth=5)
-    quiet()
+    settle()
     assert len(made) == 6  # the start-up allowance waiting, and the next one made, no more
-    assert [next(ahead) for _ in range(3)] == [0, 1, 2]  # the first batch, taken into the model
-    quiet()
-    assert len(made) == 9  # refilled to 5 waiting (3 to 7), the next one made
-    ahead.settle()
-    assert [next(ahead) for _ in range(3)] == [3, 4, 5]
-    quiet()
-    assert len(made) == 9  # 6 and 7 waiting, the running depth of 2
-    assert next(ahead) == 6
-    quiet()
-    assert len(made) == 10  # back to 2 waiting (7 and 8) and one made
+    assert next(ahead) == 0
+    settle()
+    assert len(made) == 6  # 5 waiting: above the running depth of 2
+    assert [next(ahead) for _ in range(3)] == [1, 2, 3]
+    settle()
+    assert len(made) == 7  # back to 2 waiting (4 and 5) and one made
     ahead.close()
     time.sleep(0.05)
-    assert len(made) == 10
-
-
-def test_a_video_settles_its_front_with_its_first_scores(tiny_weights, tmp_path, monkeypatch):
-    """anonymize settles a front once a window is scored, not before its first pass: the start
-    buffer's depth holds through that pass."""
-    from ppar_cli.pipeline import front as front_mod
-    from ppar_cli.pipeline import stream
-
-    events = []
-    settle, score = front_mod.Ahead.settle, stream.score_clips
-    monkeypatch.setattr(front_mod.Ahead, "settle", lambda self: (events.append("settle"), settle(self))[1])
-    monkeypatch.setattr(stream, "score_clips", lambda *a, **k: (events.append("pass"), score(*a, **k))[1])
-    src = make_clip(tmp_path / "a.mp4", 48, 32, 64)  # 4 windows of the tiny model, 2 passes of 2
-    anonymize(src, tmp_path / "out.mp4", Options(guard="none", batch_size=2), weights=tiny_weights)
-    assert events[:2] == ["pass", "settle"] and events.count("pass") >= 2
+    assert len(made) == 7
 
 
 def test_scores_are_exact_fp32_on_every_device(tiny_weights, monkeypatch):

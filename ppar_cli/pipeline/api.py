@@ -88,7 +88,6 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             reporter.advance(src, len(frames))
 
         def emit(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
-            front.windows.settle()
             fill_and_write(frames, kept, slab, record)
             log.add(record)
 
@@ -100,7 +99,6 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             windows: list[dict] = []  # records of the scoring pass, for the fill pass
 
             def collect(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
-                front.windows.settle()
                 windows.append(record)
 
             score_windows(front.windows, model, opts, device, collect, names_real_actions(weights))

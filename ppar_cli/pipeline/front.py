@@ -5,7 +5,7 @@ No PyTorch here. `anonymize` starts the fronts of the videos a process begins wi
 them) before it imports PyTorch and loads the model (about 2 s on 2 cores; with CUDA and 4 worker
 processes 6-10 s on an H200 machine's 16 cores, which would otherwise wait). Where the face
 guard is to search on a GPU, its detector is made after that start (a LateDetector): the fronts
-decode meanwhile and wait for it at their first search. Until the video's first scores are out a
+decode meanwhile and wait for it at their first search. Until the model takes its first window a
 front may run up to START_BYTES of windows ahead (1280x720: 24 windows of 4:2:0 frames, 12 in RGB;
 4K: 2), then two windows.
 """
@@ -30,9 +30,11 @@ SCORE_SIDE = 640  # long side of the first pass's frames: the face guard's own d
 # Windows a front may hold before the model takes its first (at least two). On an H200 machine with
 # 512 MiB, 16 videos of 720p filled their buffers 4-5 s into the run, while their workers were
 # still importing PyTorch (until 6-7.5 s): 11 of 16 cores idle for 3 s. With 1 GiB the cores still
-# waited about 3 s, the imports ending later (7.9-9.9 s, FFmpeg's decoder threads then). 30 s of
-# 720p fits whole in 1 GiB, 60 s does not; benchmarks/ppar_trace.py's GPU_BENCH_START_MIB=2048
-# measures 2 GiB on 60 s clips on the next lent machine (README, "On an H200").
+# waited about 3 s, the imports ending later (7.9-9.9 s, FFmpeg's decoder threads then). Measured
+# there since (README, "On an H200"), neither taken: 2 GiB on 60 s clips, which 1 GiB does not hold
+# (no gain); this depth kept through the model's first pass, not only until it takes a window (the
+# cores' dip during that pass's CUDA-graph capture filled, but the capture, beside busy decoders,
+# ended later: no gain end to end, and on 2 cores a higher peak of memory).
 # Within the memory a video at once is allowed (runtime.VIDEO_BYTES).
 START_BYTES = 2**30
 
@@ -43,8 +45,8 @@ def two_passes(cfg: PPARConfig, width: int, height: int) -> bool:
 
 class Ahead:
     """Runs a generator in a daemon thread, ahead of the consumer: up to ``start_depth`` items
-    until :meth:`settle`, ``depth`` after. Decoding and the detector release the GIL, so they
-    overlap the consumer. Exceptions surface in the consumer; :meth:`close` stops the thread."""
+    before the first is taken, ``depth`` after. Decoding and the detector release the GIL, so
+    they overlap the consumer. Exceptions surface in the consumer; :meth:`close` stops the thread."""
 
     def __init__(self, items: Generator, depth: int = 2, start_depth: int = 2):
         self._items, self._depth, self._limit = items, depth, max(depth, start_depth)
@@ -78,6 +80,7 @@ class Ahead:
 
     def __next__(self):
         with self._cv:
+            self._limit = self._depth
             while not self._buf and not self._done:
                 self._cv.wait()
             if self._buf:
@@ -87,14 +90,6 @@ class Ahead:
         if self._err is not None:
             raise self._err
         raise StopIteration
-
-    def settle(self) -> None:
-        """From now on run ``depth`` ahead: called once the consumer's first results are out. Until
-        then the producer goes on while the consumer's first batch is in the model, whose first
-        pass on a GPU (a CUDA graph's capture) took 1.4-3.6 s on an H200 (README, "On an H200")."""
-        if self._limit != self._depth:
-            with self._cv:
-                self._limit = self._depth
 
     def close(self) -> None:
         """Stop the producer and drop what it made. A producer stuck inside a decoder call is left
