@@ -20,10 +20,11 @@ ending as the model takes its first window, GPU_BENCH_SETTLE_AT_FIRST_TAKE) agai
 (ending once the first scores are out).
 
 A variant of the start, for the next lent machine: GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's context
-in each worker from its start, while PyTorch imports (`early_context`). The patches are made at import, outside the main guard, so `--workers`' spawned processes, which
-import this file again (and inherit the environment), have them too. Those on modules that
-import PyTorch are made once something else imports them (`after_import`): the parent process
-of `--workers` imports no PyTorch, and neither may this file there.
+in each worker from its start, while PyTorch imports (`early_context`). The patches are made at
+import, outside the main guard, so `--workers`' spawned processes, which import this file again
+(and inherit the environment), have them too. Those on modules that import PyTorch are made once
+something else imports them (`after_import`): the parent process of `--workers` imports no
+PyTorch, and neither may this file there.
 """
 import ctypes
 import importlib.abc
@@ -98,7 +99,6 @@ if os.environ.get("GPU_BENCH_TRACE"):
         early_context(lambda: trace("context_made"))
     after_import("torch", lambda m: trace("torch_imported"))
     import ppar_cli.pipeline.runtime as _runtime
-
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""
