@@ -18,6 +18,12 @@
     # each row's ratio and trace (context_made, weights_loaded to the first pass, the captures,
     # first_frames_to_encoder); the pairs alternate, as the rows of one call vary by 0.05-0.1. The
     # guard-on row (not measured since 598aaf6: 0.821 on 30 s clips, 0.958 on 60 s) is the fifth.
+    # Then, if the budget allows (about 170 s more; or a second call), a folder whose longest video
+    # ends alone: 15 clips of 10 s and one of 120 s, each video's decoder on one thread (16 at once
+    # on 16 cores), so that the long one's last 110 s decode on one thread (about 165 fps at 720p
+    # there, from the decode-only row) while its encoder alone could go faster:
+    #   ... --out $OUT/uneven --budget 170 --seconds 10 --first-seconds 120 --only end_to_end --e2e \
+    #       none:1,none:1:GPU_BENCH_DECODER_THREADS=0,none:1:GPU_BENCH_DECODER_THREADS=4,none:1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -84,19 +90,21 @@ def ppar(*args) -> subprocess.CompletedProcess:
     return sh([sys.executable, "-m", "ppar_cli.cli", *args])
 
 
-def make_clips(folder: Path, n: int, seconds: float, size: str = "1280x720", sources: list[Path] | None = None) -> Path:
+def make_clips(folder: Path, n: int, seconds: float, size: str = "1280x720", sources: list[Path] | None = None,
+               first_seconds: float | None = None) -> Path:
     """n clips, H.264 through PyAV (the device has no ffmpeg program), made in parallel: from real
     ``sources`` (clip i from source i, looped, scaled to cover ``size`` and cropped), or else a
     moving colour pattern. x264 re-encodes such a pattern at about half the CPU of real footage
     (the `stages` section's re-encode, `--device cpu --quick`: 9.1 CPU-ms a 720p frame with `--real
     /nonexistent`, 17.9 with the carried clips), so a pattern weighs ppar's own work per frame
-    double against the re-encode: the end-to-end runs use real footage where it is carried."""
+    double against the re-encode: the end-to-end runs use real footage where it is carried.
+    ``first_seconds``: the first clip's length, where it differs (a folder of unequal videos)."""
     from multiprocessing import Pool
 
     folder.mkdir(parents=True, exist_ok=True)
     with Pool(min(n, os.cpu_count() or 1)) as pool:
-        pool.map(_make_clip, [(folder / f"clip{i:02d}.mp4", i, seconds, size, sources[i % len(sources)] if sources else None)
-                              for i in range(n)])
+        pool.map(_make_clip, [(folder / f"clip{i:02d}.mp4", i, first_seconds if i == 0 and first_seconds else seconds, size,
+                               sources[i % len(sources)] if sources else None) for i in range(n)])
     return folder
 
 
@@ -462,7 +470,8 @@ def end_to_end(args, work: Path) -> list[dict]:
     from multiprocessing import Pool
 
     real = _real_clips(args)
-    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds, sources=real)
+    src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds, sources=real,
+                     first_seconds=args.first_seconds and (2 * 4 if args.quick else args.first_seconds))
     files = sorted(src.glob("*.mp4"))
     rows = []
     # what one process pays before its first frame (imports, CUDA, the model), on a 1 s clip
@@ -762,6 +771,8 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bf16,fp32", help="model and compiled sections: these precisions, in this order")
     ap.add_argument("--models", default="base,bundled", help="model and compiled sections: these models (base, bundled)")
     ap.add_argument("--seconds", type=float, default=30, help="length of each of the 16 end-to-end clips")
+    ap.add_argument("--first-seconds", type=float, help="the first end-to-end clip's length, where it differs: "
+                    "a folder of unequal videos, whose longest ends alone")
     ap.add_argument("--e2e", default="none:1,auto:1",
                     help="end-to-end runs, GUARD:PROCESSES[:VAR=VALUE|:--OPTION=VALUE...] each (environment and "
                          "`ppar anonymize` options of those processes, else its defaults; each run traced by ppar_trace.py)")

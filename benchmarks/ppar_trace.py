@@ -19,8 +19,10 @@ a 2 GiB start buffer (GPU_BENCH_START_MIB=2048); in 631e9a8, 0.3.21's rule (the 
 ending as the model takes its first window, GPU_BENCH_SETTLE_AT_FIRST_TAKE) against that commit's
 (ending once the first scores are out).
 
-A variant of the start, for the next lent machine: GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's context
-in each worker from its start, while PyTorch imports (`early_context`). The patches are made at
+Two variants for the next lent machine: GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's context in each
+worker from its start, while PyTorch imports (`early_context`); GPU_BENCH_DECODER_THREADS=N opens
+every video's decoder with N threads (0: FFmpeg's choice) instead of its share of the cores
+(runtime.decoder_threads), for a folder whose longest video ends alone. The patches are made at
 import, outside the main guard, so `--workers`' spawned processes, which import this file again
 (and inherit the environment), have them too. Those on modules that import PyTorch are made once
 something else imports them (`after_import`): the parent process of `--workers` imports no
@@ -99,6 +101,9 @@ if os.environ.get("GPU_BENCH_TRACE"):
         early_context(lambda: trace("context_made"))
     after_import("torch", lambda m: trace("torch_imported"))
     import ppar_cli.pipeline.runtime as _runtime
+
+    if "GPU_BENCH_DECODER_THREADS" in os.environ:  # before api.py takes it by name
+        _runtime.decoder_threads = lambda videos, n=int(os.environ["GPU_BENCH_DECODER_THREADS"]): n
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""
