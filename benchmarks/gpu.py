@@ -471,7 +471,7 @@ def end_to_end(args, work: Path) -> list[dict]:
 
     real = _real_clips(args)
     src = make_clips(work / "e2e_in", 2 if args.quick else 16, 4 if args.quick else args.seconds, sources=real,
-                     first_seconds=args.first_seconds and (2 * 4 if args.quick else args.first_seconds))
+                     first_seconds=args.first_seconds and (8 if args.quick else args.first_seconds))
     files = sorted(src.glob("*.mp4"))
     rows = []
     # what one process pays before its first frame (imports, CUDA, the model), on a 1 s clip
@@ -612,8 +612,8 @@ def startup(args, work: Path) -> dict:
     r = sh([sys.executable, "-X", "importtime", "-c", "import torch"])
     times = [(int(m[1]) / 1e6, int(m[2]) / 1e6, m[3].strip()) for m in re.finditer(r"import time:\s+(\d+) \|\s+(\d+) \|(.*)", r.stderr)]
     if times:
-        res["import_torch"] = {"total_s": round(max(c for _, c, _ in times), 2),
-                               "largest_self_s": {name.strip(): round(own, 3) for own, _, name in sorted(times, reverse=True)[:10]}}
+        res["import_torch_by_module"] = {"total_s": round(max(c for _, c, _ in times), 2),
+                                         "largest_self_s": {name: round(own, 3) for own, _, name in sorted(times, reverse=True)[:10]}}
     return res
 
 
