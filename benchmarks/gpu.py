@@ -6,18 +6,19 @@
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in under a minute: at 631e9a8 a 330 s command held an
-    # H200 for 365 s). What is left to measure (README, "On an H200", "The start buffer, measured"):
-    # the start after PyTorch's import is serial, and its longest step is CUDA's first use (the
-    # first pass, its capture: 1.3-3.5 s; 1.9-2.1 s alone in 0.3.19's `startup`). Does making the
-    # driver's context while PyTorch imports (GPU_BENCH_EARLY_CONTEXT, ppar_trace.early_context)
-    # take part of it off the path? In one call of about 330 s (run's timeout_s 400), 30 s clips,
-    # where the start weighs most:
-    #   ... --out $OUT --budget 360 --only startup,end_to_end --e2e none:1,none:1:GPU_BENCH_EARLY_CONTEXT=1,\
-    #       none:1,none:1:GPU_BENCH_EARLY_CONTEXT=1,auto:1,none:1,none:1:GPU_BENCH_EARLY_CONTEXT=1
-    # Read `startup` (cuda_context, model_to_device, first_pass: plain against early_context), then
-    # each row's ratio and trace (context_made, weights_loaded to the first pass, the captures,
-    # first_frames_to_encoder); the pairs alternate, as the rows of one call vary by 0.05-0.1. The
-    # guard-on row (not measured since 598aaf6: 0.821 on 30 s clips, 0.958 on 60 s) is the fifth.
+    # H200 for 365 s). What is left to measure (README, "On an H200", "0.3.22: the CPU scores while
+    # the GPU starts"): 0.3.22 scores the first windows on the CPU while the model moves to the GPU
+    # and captures its graph (pipeline/gpu_start.py), which the rows before it put on the path to
+    # the first frames (2-4 s after the weights). Is it faster end to end, and does the GPU still
+    # keep the CPU's tubelets alone? In one call of about 360 s (run's timeout_s 420), 30 s clips,
+    # where the start weighs most, 0.3.22 against the device alone, alternated, guard off and on:
+    #   ... --out $OUT --budget 380 --only correctness,startup,end_to_end --e2e none:1,none:1:GPU_BENCH_GPU_ONLY=1,\
+    #       none:1,none:1:GPU_BENCH_GPU_ONLY=1,auto:1,auto:1:GPU_BENCH_GPU_ONLY=1
+    # Read `correctness` (kept_agreement_min ppar's way, device_only_kept_agreement_min), `startup`
+    # (cpu_batch_of_8_one_thread against first_pass; early_context against plain), then each row's
+    # ratio and trace (cpu_window_timed, the passes' devices, gpu_started, first_frames_to_encoder,
+    # the cores busy in the 6th to 12th seconds); the rows of one call vary by 0.05-0.1. The
+    # guard-on rows: not measured since 598aaf6 (0.821 on 30 s clips, 0.958 on 60 s).
     # Then, if the budget allows (about 170 s more; or a second call), a folder whose longest video
     # ends alone: 15 clips of 10 s and one of 120 s, each video's decoder on one thread (16 at once
     # on 16 cores), so that the long one's last 110 s decode on one thread (about 165 fps at 720p
@@ -28,15 +29,17 @@
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
   correctness  anonymize a folder (real clips, synthetic samples, 720p pattern clips) on the device and
-               on the CPU: exit codes, finite scores, agreement of the kept masks; and on the device
-               with --jobs 4 and with --workers 2, which must keep the same tubelets
+               on the CPU: exit codes, finite scores, agreement of the kept masks (ppar's way, its
+               first windows scored on the CPU while the GPU starts, and the device alone); and on
+               the device with --jobs 4 and with --workers 2, which must keep the same tubelets
   agreement    the model alone on the real clips' windows in bf16 autocast, fp32 with TF32 and exact
                fp32 (what anonymize uses), each against the CPU
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
                FLOPs utilisation against the bf16 peak; `compiled`, last: the same with torch.compile,
                while the budget lasts
   startup      one process's start-up: importing PyTorch, CUDA's context, the weights, the first batches
-               (the capture, a replay); and with CUDA's context made while PyTorch imports
+               (the capture, a replay), a batch on one CPU thread (gpu_start.py); and with CUDA's
+               context made while PyTorch imports
   contention   the bundled model's forward pass alone and beside 8 Python threads, eager (at Python's
                switch interval and at 0.1 ms) and as a captured CUDA graph (is one process's model
                time with --jobs the GIL's, and which remedy works?)
@@ -203,9 +206,17 @@ def correctness(args, work: Path) -> dict:
         r = ppar("anonymize", src, work / f"corr_{run}", "--device", dev, "--guard", "none", "--quiet", "--overwrite",
                  "--jobs", jobs, "--workers", workers)
         res[run] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
+    # the device alone, as before 0.3.22: no window scored on the CPU while it starts (gpu_start.py)
+    r = sh([sys.executable, REPO / "benchmarks" / "ppar_trace.py", "anonymize", src, work / "corr_device_only", "--device", args.device,
+            "--guard", "none", "--quiet", "--overwrite", "--jobs", 1, "--workers", 1],
+           env={**os.environ, "GPU_BENCH_TRACE": str(work / "corr_device_only.jsonl"), "GPU_BENCH_GPU_ONLY": "1"})
+    res["device_only"] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
     a, b = kept_masks(work / f"corr_{args.device}"), kept_masks(work / "corr_cpu")
     import numpy as np
 
+    alone = kept_masks(work / "corr_device_only")
+    alone = {k: float((np.array(alone[k]) == np.array(b[k])).mean()) for k in alone if k in b}
+    res["device_only_kept_agreement_min"] = min(alone.values()) if alone else None
     agree = {k: float((np.array(a[k]) == np.array(b[k])).mean()) for k in a if k in b}
     finite = all(strict_json(p) for p in (work / f"corr_{args.device}").rglob("*.json") if not p.name.startswith("ppar-manifest"))
     res.update({"files": len(a), "kept_agreement": agree, "kept_agreement_min": min(agree.values()) if agree else None,
@@ -547,14 +558,15 @@ def end_to_end(args, work: Path) -> list[dict]:
 
 def read_trace(path: Path, wall0: float) -> dict:
     """ppar_trace.py's GPU_BENCH_TRACE lines, as seconds from the run's start: each process's
-    first time at each step, its model passes (start, end, clips; the first 12) and its CUDA graphs'
-    captures (start, end, clips)."""
+    first time at each step, its model passes (start, end, clips, device; the first 32) and its CUDA
+    graphs' captures (start, end, clips)."""
     procs: dict[str, dict] = {}
     for line in path.read_text().splitlines():
         e = json.loads(line)
         p = procs.setdefault(f"{e['role']}_{e['pid']}", {})
         if e["event"] in ("pass", "capture"):
-            p.setdefault({"pass": "passes", "capture": "captures"}[e["event"]], []).append([round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"]])
+            p.setdefault({"pass": "passes", "capture": "captures"}[e["event"]], []).append(
+                [round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"], *([e["device"]] if "device" in e else [])])
         else:
             p.setdefault(e["event"], round(e["t"] - wall0, 2))
             p.update({k: v for k, v in e.items() if k not in ("pid", "role", "event", "t")})  # the end's graph counts
@@ -589,7 +601,12 @@ clips = torch.randint(0, 255, (9, cfg.frames, cfg.image_size, cfg.image_size, 3)
 for _ in range(2):  # a worker's first batch (9 windows of 720p): on a GPU the capture, then a replay
     score_clips(m, clips, 0.5, dev)
     t.append(time.perf_counter())
-names = ["import_torch", "context_thread_after", "cuda_context", "weights", "model_to_device", "first_pass", "second_pass"]
+import copy
+torch.set_num_threads(1)  # as a --workers process on the H200 machine (OMP_NUM_THREADS=1)
+score_clips(copy.deepcopy(m).cpu(), clips[:8], 0.5, torch.device("cpu"))  # a batch of 720p's 8 windows
+t.append(time.perf_counter())  # on the CPU, as gpu_start.py scores while the GPU starts
+names = ["import_torch", "context_thread_after", "cuda_context", "weights", "model_to_device", "first_pass", "second_pass",
+         "cpu_batch_of_8_one_thread"]
 print(json.dumps({k: round(b - a, 3) for k, a, b in zip(names, t, t[1:])}))
 """
 
@@ -817,8 +834,8 @@ def summary(report: dict) -> None:
     if "correctness" in report:
         c = report["correctness"]
         print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json",
-                                                      "jobs4_same_kept", "workers2_same_kept")},
-              {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu", "jobs4", "workers2")}, c.get("error", "")[-400:])
+                                                      "jobs4_same_kept", "workers2_same_kept", "device_only_kept_agreement_min")},
+              {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu", "jobs4", "workers2", "device_only")}, c.get("error", "")[-400:])
     for k, v in report.get("agreement", {}).items():
         print("  model alone", k, v)
     for key in ("end_to_end", "model", "compiled"):

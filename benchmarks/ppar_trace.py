@@ -4,7 +4,7 @@
 
 Each process (the parent, each worker) appends to FILE, one JSON line each, the times of its
 start-up's steps and of its first windows: PyTorch imported, the device resolved, the weights
-loaded, each model pass (start and end, the first 12), each CUDA graph's capture, the first frames
+loaded, each model pass (start and end, the first 32), each CUDA graph's capture, the first frames
 handed to an encoder, the end (with the count of graphs replayed and fallen back to eager
 passes). Where a run's first seconds go, process by process: on an H200 it showed each video's
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
@@ -19,10 +19,12 @@ a 2 GiB start buffer (GPU_BENCH_START_MIB=2048); in 631e9a8, 0.3.21's rule (the 
 ending as the model takes its first window, GPU_BENCH_SETTLE_AT_FIRST_TAKE) against that commit's
 (ending once the first scores are out).
 
-Two variants for the next lent machine: GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's context in each
-worker from its start, while PyTorch imports (`early_context`); GPU_BENCH_DECODER_THREADS=N opens
-every video's decoder with N threads (0: FFmpeg's choice) instead of its share of the cores
-(runtime.decoder_threads), for a folder whose longest video ends alone. The patches are made at
+Variants for the next lent machine: GPU_BENCH_GPU_ONLY=1 has the videos wait for the model's start
+on the GPU instead of scoring on the CPU meanwhile (0.3.22's gpu_start.py; the trace records
+`cpu_window_timed`, `gpu_started` and each pass's device); GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's
+context in each worker from its start, while PyTorch imports (`early_context`);
+GPU_BENCH_DECODER_THREADS=N opens every video's decoder with N threads (0: FFmpeg's choice) instead
+of its share of the cores (runtime.decoder_threads), for a folder whose longest video ends alone. The patches are made at
 import, outside the main guard, so `--workers`' spawned processes, which import this file again
 (and inherit the environment), have them too. Those on modules that import PyTorch are made once
 something else imports them (`after_import`): the parent process of `--workers` imports no
@@ -155,11 +157,34 @@ if os.environ.get("GPU_BENCH_TRACE"):
             t0 = time.time()
             out = score(*args, **kwargs)
             _passes[0] += 1
-            if _passes[0] <= 12:
-                trace("pass", start=t0, clips=len(args[1]), thread=threading.current_thread().name)
+            if _passes[0] <= 32:
+                trace("pass", start=t0, clips=len(args[1]), thread=threading.current_thread().name, device=str(args[3]))
             return out
         stream.score_clips = score_traced
     after_import("ppar_cli.pipeline.stream", _trace_passes)
+
+    def _trace_gpu_start(gpu_start):
+        """When the model has started on the GPU (moved there, its first pass captured) and what a
+        window took on the CPU; with GPU_BENCH_GPU_ONLY=1 the videos wait for the GPU instead of
+        scoring on the CPU meanwhile, as before 0.3.22."""
+        start, time_cpu, now = gpu_start.GpuStart._start, gpu_start.GpuStart._time_cpu, gpu_start.GpuStart.now
+
+        def start_traced(self, opts):
+            start(self, opts)
+            trace("gpu_started", error=None if self._error is None else repr(self._error)[:200])
+
+        def time_cpu_traced(self, opts):
+            time_cpu(self, opts)
+            trace("cpu_window_timed", cpu_window_s=round(self._window_s, 3))
+
+        def gpu_only(self):
+            with self._changed:
+                self._changed.wait_for(lambda: self._ready)
+            return now(self)
+        gpu_start.GpuStart._start, gpu_start.GpuStart._time_cpu = start_traced, time_cpu_traced
+        if os.environ.get("GPU_BENCH_GPU_ONLY") == "1":
+            gpu_start.GpuStart.now = gpu_only
+    after_import("ppar_cli.pipeline.gpu_start", _trace_gpu_start)
     from ppar_cli.media import encode as _encode
 
     _traced(_encode.VideoWriter, "write", "first_frames_to_encoder")

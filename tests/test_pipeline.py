@@ -886,6 +886,140 @@ def test_a_graph_that_cannot_be_captured_or_differs_leaves_the_passes_eager(tiny
     assert torch.equal(out.kept, eager.kept[:1])
 
 
+def _held_gpu_start(monkeypatch, fail: BaseException | None = None):
+    """From here on a GpuStart's first pass on its device waits for the event returned (then raises
+    ``fail``, if given)."""
+    import threading
+
+    from ppar_cli.pipeline import gpu_start
+
+    release, real = threading.Event(), gpu_start.score_clips
+
+    def first_pass(*args, **kwargs):
+        if threading.current_thread().name == "ppar-gpu-start":  # not the window timed on the CPU
+            assert release.wait(10)
+            if fail is not None:
+                raise fail
+        return real(*args, **kwargs)
+    monkeypatch.setattr(gpu_start, "score_clips", first_pass)
+    return release
+
+
+def test_a_gpus_first_windows_are_scored_on_the_cpu_while_it_starts(tmp_path, tiny_weights, monkeypatch):
+    """On a GPU the model moves there and makes its first pass (the CUDA graph's capture) in a
+    thread (gpu_start.GpuStart), while a copy on the CPU scores the video's first windows, one at
+    a time; the windows after that start go to the device. Here the device is the CPU and the start
+    is held until the copy has scored a window: the copy scored the first, the started model the
+    rest, and the video keeps the tubelets that a run with the model alone keeps."""
+    import threading
+
+    import torch
+
+    from ppar_cli.pipeline import gpu_start
+    from ppar_cli.pipeline.api import anonymize_file
+
+    src = make_clip(tmp_path / "a.mp4", 64, 48, 128, audio=False)  # 8 windows: 2 batches of 4
+    opts, cpu = Options(guard="none", batch_size=4), torch.device("cpu")
+    alone = anonymize_file(src, tmp_path / "alone.mp4", load_weights(tiny_weights), opts, cpu, scores_path=tmp_path / "alone.json")
+    release = _held_gpu_start(monkeypatch)
+    monkeypatch.setattr(gpu_start, "CPU_WINDOW_SECONDS", 60.0)  # however slow this machine is today
+    loaded = load_weights(tiny_weights)
+    passes, forward = [], type(loaded.model).forward
+
+    def spy(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        passes.append(("started" if self is loaded.model else "copy", threading.current_thread().name, len(args[0])))
+        if self is not loaded.model and passes[-1][1] == "MainThread":  # the video's first batch is done:
+            release.set()  # let the start go, and wait for it
+            with start._changed:
+                assert start._changed.wait_for(lambda: start._ready, 10)
+        return out
+    monkeypatch.setattr(type(loaded.model), "forward", spy)
+    start = gpu_start.GpuStart(loaded.model, cpu, opts)
+    r = anonymize_file(src, tmp_path / "o.mp4", loaded, opts, cpu, scores_path=tmp_path / "o.json", gpu=start)
+    assert alone.status == r.status == "ok", r.error
+    # one window timed on the CPU; the video's first window there, the rest of its batch and the
+    # next batch on the started model (the start's own pass: the batch of 4 it captures on a GPU)
+    assert passes == [("copy", "ppar-cpu-timing", 1), ("copy", "MainThread", 1), ("started", "ppar-gpu-start", 4),
+                      ("started", "MainThread", 3), ("started", "MainThread", 4)]
+    kept = [[w["keep"] for w in json.loads((tmp_path / f"{n}.json").read_text())["windows"]] for n in ("alone", "o")]
+    assert len(kept[0]) == 8 and kept[0] == kept[1]
+
+
+@pytest.mark.parametrize("hysteresis,shapes", [(0.0, [4]), (2.0, [1, 1])])
+def test_a_gpus_start_captures_the_graphs_its_videos_replay(tmp_path, tiny_weights, monkeypatch, hysteresis, shapes):
+    """The start's first pass has the shapes of the videos' batches (--batch-size windows, a shorter
+    last batch padded to them; with hysteresis one window alone, then after another), so on a GPU
+    it captures the CUDA graphs that the videos then replay, none captured on their way (a stand-in
+    capture on the CPU here, as in the tests above)."""
+    import torch
+
+    from helpers import graphs_on_the_cpu
+    from ppar_cli.pipeline.api import anonymize_file
+    from ppar_cli.pipeline.gpu_start import GpuStart
+
+    src = make_clip(tmp_path / "a.mp4", 64, 48, 80, audio=False)  # 5 windows: a batch of 4, then of 1
+    opts, cpu = Options(guard="none", hysteresis=hysteresis), torch.device("cpu")
+    captured = graphs_on_the_cpu(monkeypatch)
+    loaded = load_weights(tiny_weights)
+    start = GpuStart(loaded.model, cpu, opts)
+    with start._changed:
+        assert start._changed.wait_for(lambda: start._ready and start._window_s is not None, 10)
+    assert sorted(s[0] for s in captured) == sorted([1] + shapes)  # and the copy's, of the window timed on the CPU
+    r = anonymize_file(src, tmp_path / "o.mp4", loaded, opts, cpu, gpu=start)
+    assert r.status == "ok", r.error
+    assert sorted(s[0] for s in captured) == sorted([1] + shapes)
+
+
+@pytest.mark.parametrize("limit", ["CPU_SECONDS", "CPU_WINDOW_SECONDS", "the CPU fails"])
+def test_a_gpu_is_waited_for_where_the_cpu_is_slow_or_has_scored_long_enough(tiny_weights, monkeypatch, limit):
+    """The CPU scores while the GPU starts only within gpu_start.CPU_SECONDS of the start, only if
+    a window took it less than CPU_WINDOW_SECONDS (timed once: a large model waits for the GPU),
+    and not if it cannot score at all: otherwise the windows wait for the GPU."""
+    import threading
+
+    import torch
+
+    from ppar_cli.pipeline import gpu_start
+
+    if limit == "the CPU fails":
+        real = gpu_start.score_clips
+        monkeypatch.setattr(gpu_start, "score_clips", lambda model, clips, *a, **k: (
+            real(model, clips, *a, **k) if threading.current_thread().name == "ppar-gpu-start" else 1 / 0))
+    else:
+        monkeypatch.setattr(gpu_start, limit, 0.0)
+    release = _held_gpu_start(monkeypatch)
+    loaded = load_weights(tiny_weights)
+    start = gpu_start.GpuStart(loaded.model, torch.device("cpu"), Options(guard="none"))
+    got = []
+    asking = threading.Thread(target=lambda: got.append(start.now()))
+    asking.start()
+    asking.join(0.5)
+    assert asking.is_alive() and not got  # waiting for the start
+    release.set()
+    asking.join(10)
+    assert got == [(loaded.model, torch.device("cpu"))]
+
+
+def test_a_gpu_that_cannot_start_fails_the_videos(tmp_path, tiny_weights, monkeypatch):
+    """A GPU whose start fails (out of memory, a broken driver) fails the videos with its error and
+    writes nothing: the CPU does not carry on alone."""
+    import torch
+
+    from ppar_cli.pipeline import gpu_start
+    from ppar_cli.pipeline.api import anonymize_file
+
+    src = make_clip(tmp_path / "a.mp4", 64, 48, 32, audio=False)
+    opts, cpu = Options(guard="none", batch_size=1), torch.device("cpu")
+    _held_gpu_start(monkeypatch, fail=RuntimeError("CUDA error: out of memory")).set()
+    loaded = load_weights(tiny_weights)
+    start = gpu_start.GpuStart(loaded.model, cpu, opts)
+    r = anonymize_file(src, tmp_path / "o.mp4", loaded, opts, cpu, scores_path=tmp_path / "o.json", gpu=start)
+    assert r.status == "failed" and "could not start on cpu: RuntimeError: CUDA error: out of memory" in r.error
+    assert str(src) in r.error and not stray(tmp_path) and not (tmp_path / "o.mp4").exists()
+    assert not (tmp_path / "o.json").exists()
+
+
 def test_videos_score_at_once_on_the_cpu(tiny_weights, monkeypatch):
     """With --jobs, the videos' model calls overlap on the CPU (each on its own threads): on 2 cores
     a folder of 320x240 clips took a quarter less time than with one call at a time."""

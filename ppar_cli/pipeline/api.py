@@ -40,17 +40,20 @@ if TYPE_CHECKING:
     import torch
 
     from ppar_cli.core.weights import LoadedWeights
+    from ppar_cli.pipeline.gpu_start import GpuStart
 
 
 def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, device: torch.device,
                    reporter: Reporter | None = None, scores_path: Path | None = None, detector=None,
                    preview: Path | None = None, front: Front | None = None,
-                   then: Callable[[], None] | None = None, cancel: threading.Event | None = None) -> FileResult:
+                   then: Callable[[], None] | None = None, cancel: threading.Event | None = None,
+                   gpu: GpuStart | None = None) -> FileResult:
     """Anonymize one video (``front``: its decoding and guard, already started). ``then`` is called
     once every frame is with the encoder, whose flush and the commit are still ahead: the next
     video's front starts there. ``cancel``, once set, stops the video at its next window as Ctrl-C
-    would (videos in other threads). Raises nothing for bad input: failures come back as a failed
-    result."""
+    would (videos in other threads). ``gpu``: the model's start on a GPU (``device``), while which
+    its windows are scored on the CPU (`anonymize_jobs` makes one). Raises nothing for bad
+    input: failures come back as a failed result."""
     from ppar_cli.pipeline.scoremap import ScoreLog, names_real_actions
     from ppar_cli.pipeline.stream import fill_pass, score_windows
 
@@ -94,14 +97,14 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         model = weights.model
         reader = front.reader
         if not front.two_passes:
-            score_windows(front.windows, model, opts, device, emit, names_real_actions(weights))
+            score_windows(front.windows, model, opts, device, emit, names_real_actions(weights), gpu)
         else:  # very large frames: decide on small ones, then fill the full-size ones a few at a time
             windows: list[dict] = []  # records of the scoring pass, for the fill pass
 
             def collect(frames: np.ndarray, kept: np.ndarray, slab: np.ndarray, record: dict) -> None:
                 windows.append(record)
 
-            score_windows(front.windows, model, opts, device, collect, names_real_actions(weights))
+            score_windows(front.windows, model, opts, device, collect, names_real_actions(weights), gpu)
             reader = FrameReader(info, backend="ffmpeg", times=times, threads=front.reader.threads)
             if windows:
                 fill_pass(reader, windows, model.cfg, fill_and_write)
@@ -274,11 +277,17 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
         if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
             warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
                 "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
-        with model_threads(device):
+        with model_threads():
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
             loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
-            loaded.model.to(device)
+            gpu = None
+            if device.type == "cuda":  # the first windows on the CPU while the model starts there
+                from ppar_cli.pipeline.gpu_start import GpuStart
+
+                gpu = GpuStart(loaded.model, device, opts)
+            else:
+                loaded.model.to(device)
             reporter = reporter or Silent()
             done: dict[int, FileResult] = {}
 
@@ -287,7 +296,8 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                 # started ahead, or now (a later video with several at once); None: anonymize_file says why not
                 front = fronts.pop(i) if i in fronts else _start_front(job, opts, loaded.model.cfg, detector, threads)
                 result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=_score_path(job, scores),
-                                        detector=detector, preview=opts.preview, front=front, then=then, cancel=cancel)
+                                        detector=detector, preview=opts.preview, front=front, then=then, cancel=cancel,
+                                        gpu=gpu)
                 if opts.manifest is not None:
                     with manifest_lock:
                         append_manifest(opts.manifest, result, loaded.sha256, opts)

@@ -210,12 +210,13 @@ def end_process(code: int = 0) -> NoReturn:
 
 
 @contextlib.contextmanager
-def model_threads(device: torch.device):
-    """PyTorch's threads for the model on the CPU (`torch_threads`); restored afterwards.
-    OMP_NUM_THREADS, when set, decides instead."""
+def model_threads():
+    """PyTorch's threads for the model on the CPU (`torch_threads`), where it runs on the CPU and,
+    on a GPU machine, while the GPU starts (gpu_start.py); restored afterwards. OMP_NUM_THREADS,
+    when set (as for each of --workers' processes), decides instead."""
     import torch
 
-    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+    if "OMP_NUM_THREADS" in os.environ:
         yield
         return
     before = torch.get_num_threads()

@@ -10,7 +10,7 @@ size only through those few frames.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import VideoError
 from ppar_cli.pipeline.options import Options
 from ppar_cli.pipeline.scoremap import window_record
+
+if TYPE_CHECKING:
+    from ppar_cli.pipeline.gpu_start import GpuStart
 
 # Full-resolution frames waiting for their batch to be scored are held up to about this many bytes
 # (fewer clips per batch at 4K); memory stays flat in the video's length either way.
@@ -51,11 +54,12 @@ class ModelInput:
 
 def score_windows(source: Iterable[tuple[np.ndarray, np.ndarray | None]], model: PPARModel, opts: Options,
                   device: torch.device, emit: Callable[[np.ndarray, np.ndarray, np.ndarray, dict], None],
-                  name_actions: bool = True) -> None:
+                  name_actions: bool = True, gpu: GpuStart | None = None) -> None:
     """Score a video window by window, in batches. ``source``: each window's source frames and the
     tubelets the face guard forces (None without a guard), as a Front gives them.
     ``emit(frames, kept, slab_of_frame, record)`` gets each window, in order, once its kept
-    tubelets are known, with its score-map record."""
+    tubelets are known, with its score-map record. ``gpu``: the start of ``model`` on a GPU
+    (``device``), until which a copy on the CPU scores the windows (gpu_start.py)."""
     cfg = model.cfg
     model_input = ModelInput(cfg)
     start = 0
@@ -64,19 +68,24 @@ def score_windows(source: Iterable[tuple[np.ndarray, np.ndarray | None]], model:
 
     def flush() -> None:
         nonlocal start, last_kept
-        out = score_clips(model, torch.stack([small for _, small, _ in pending]), opts.keep_ratio, device, opts.lambda_priv,
-                          hysteresis=opts.hysteresis, prev_kept=last_kept)
-        if not all(torch.isfinite(t).all() for t in (out.scores, out.action_logits, out.privacy_logits)):
-            # NaN scores sort in grid order: the kept tubelets would be arbitrary, so nothing is written
-            raise VideoError(f"non-finite tubelet scores in the window at frame {start}; no frame of it was written")
-        last_kept = out.kept[-1]
-        for b, (frames, _, forced) in enumerate(pending):
-            kept = out.kept[b].numpy()
-            if forced is not None:
-                kept = kept & ~forced
-            emit(frames, kept, slab_index(len(frames), cfg), window_record(start, len(frames), out, b, kept, forced, cfg, name_actions))
-            start += len(frames)
-        pending.clear()
+        while pending:
+            on, where = gpu.now() if gpu is not None else (model, device)
+            # the model's copy on the CPU while the GPU starts, a window at a time: the GPU takes the
+            # rest as soon as it has started
+            part = pending[:1] if on is not model else pending[:]
+            out = score_clips(on, torch.stack([small for _, small, _ in part]), opts.keep_ratio, where, opts.lambda_priv,
+                              hysteresis=opts.hysteresis, prev_kept=last_kept)
+            if not all(torch.isfinite(t).all() for t in (out.scores, out.action_logits, out.privacy_logits)):
+                # NaN scores sort in grid order: the kept tubelets would be arbitrary, so nothing is written
+                raise VideoError(f"non-finite tubelet scores in the window at frame {start}; no frame of it was written")
+            last_kept = out.kept[-1]
+            for b, (frames, _, forced) in enumerate(part):
+                kept = out.kept[b].numpy()
+                if forced is not None:
+                    kept = kept & ~forced
+                emit(frames, kept, slab_index(len(frames), cfg), window_record(start, len(frames), out, b, kept, forced, cfg, name_actions))
+                start += len(frames)
+            del pending[:len(part)]
 
     for frames, forced in source:
         pending.append((frames, model_input(frames), forced))
