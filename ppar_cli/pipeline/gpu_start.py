@@ -12,7 +12,8 @@ kept in every window of 13 clips, with and without the face guard (benchmarks/gp
 `correctness`).
 
 Only where the CPU is quick enough: one window is timed there first, and the CPU scores only if
-it took less than CPU_WINDOW_SECONDS (a large model, such as the paper's ViT-B, waits for the GPU);
+it took less than CPU_WINDOW_SECONDS (a large model waits for the GPU: the paper's ViT-B, the `base`
+preset, took 4.2 s a window on one thread here, which that timing costs once a process);
 it scores a window at a time (stream.score_windows), so that a video goes to the GPU as soon as it
 has started. Not a fallback: a GPU that fails to start fails the videos with its error, and after
 CPU_SECONDS without it they wait for it.
