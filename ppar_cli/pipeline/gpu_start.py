@@ -6,7 +6,7 @@ onto the device, then each process's first pass, the capture of its CUDA graph (
 runs whose imports had ended at 5.5 to 7.8 s; README, "On an H200"). Meanwhile the decoders had
 filled their start buffers and nothing could be encoded: the machine's cores idled. The bundled
 model scores a window (32 frames) in about 0.2 s on one thread of this 2-core machine, so the CPU
-scores the videos' first batches while the GPU starts, and the encoders start on them. In full
+scores the videos' first windows while the GPU starts, and the encoders start on them. In full
 fp32 (scoring.exact_fp32) the two keep the same tubelets: on an H200 the GPU kept what the CPU
 kept in every window of 13 clips, with and without the face guard (benchmarks/gpu.py
 `correctness`).
