@@ -177,6 +177,13 @@ def kept_masks(folder: Path) -> dict:
     return out
 
 
+def kept_agreement(a: dict, b: dict) -> dict:
+    """For each file in both runs (kept_masks), the share of its tubelets kept or pruned alike."""
+    import numpy as np
+
+    return {k: float((np.array(a[k]) == np.array(b[k])).mean()) for k in a if k in b}
+
+
 def strict_json(path: Path) -> bool:
     """Valid JSON without NaN or Infinity (which Python's parser would otherwise accept)."""
     def reject(token: str):
@@ -212,12 +219,9 @@ def correctness(args, work: Path) -> dict:
            env={**os.environ, "GPU_BENCH_TRACE": str(work / "corr_device_only.jsonl"), "GPU_BENCH_GPU_ONLY": "1"})
     res["device_only"] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
     a, b = kept_masks(work / f"corr_{args.device}"), kept_masks(work / "corr_cpu")
-    import numpy as np
-
-    alone = kept_masks(work / "corr_device_only")
-    alone = {k: float((np.array(alone[k]) == np.array(b[k])).mean()) for k in alone if k in b}
+    alone = kept_agreement(kept_masks(work / "corr_device_only"), b)
     res["device_only_kept_agreement_min"] = min(alone.values()) if alone else None
-    agree = {k: float((np.array(a[k]) == np.array(b[k])).mean()) for k in a if k in b}
+    agree = kept_agreement(a, b)
     finite = all(strict_json(p) for p in (work / f"corr_{args.device}").rglob("*.json") if not p.name.startswith("ppar-manifest"))
     res.update({"files": len(a), "kept_agreement": agree, "kept_agreement_min": min(agree.values()) if agree else None,
                 "kept_agreement_mean": statistics.mean(agree.values()) if agree else None, "score_maps_finite_json": finite})
@@ -234,7 +238,7 @@ def correctness(args, work: Path) -> dict:
         r = ppar("anonymize", real, work / f"corr_{run}", "--device", dev, "--guard", "centerface", "--quiet", "--overwrite")
         res[run] = {"exit": r.returncode, "stderr": r.stderr[-500:]}
     a, b = kept_masks(work / f"corr_guard_{args.device}"), kept_masks(work / "corr_guard_cpu")
-    agree = {k: float((np.array(a[k]) == np.array(b[k])).mean()) for k in a if k in b}
+    agree = kept_agreement(a, b)
     res.update({"guard_files": len(a), "guard_kept_agreement": agree,
                 "guard_kept_agreement_min": min(agree.values()) if agree else None})
     return res

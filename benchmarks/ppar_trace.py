@@ -24,9 +24,9 @@ on the GPU instead of scoring on the CPU meanwhile (0.3.22's gpu_start.py; the t
 `cpu_window_timed`, `gpu_started` and each pass's device); GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's
 context in each worker from its start, while PyTorch imports (`early_context`);
 GPU_BENCH_DECODER_THREADS=N opens every video's decoder with N threads (0: FFmpeg's choice) instead
-of its share of the cores (runtime.decoder_threads), for a folder whose longest video ends alone. The patches are made at
-import, outside the main guard, so `--workers`' spawned processes, which import this file again
-(and inherit the environment), have them too. Those on modules that import PyTorch are made once
+of its share of the cores (runtime.decoder_threads), for a folder whose longest video ends alone.
+The patches are made at import, outside the main guard, so `--workers`' spawned processes, which
+import this file again (and inherit the environment), have them too. Those on modules that import PyTorch are made once
 something else imports them (`after_import`): the parent process of `--workers` imports no
 PyTorch, and neither may this file there.
 """
