@@ -20,11 +20,13 @@
     # the cores busy in the 6th to 12th seconds); the rows of one call vary by 0.05-0.1. The
     # guard-on rows: not measured since 598aaf6 (0.821 on 30 s clips, 0.958 on 60 s).
     # Then, if the budget allows (about 170 s more; or a second call), a folder whose longest video
-    # ends alone: 15 clips of 10 s and one of 120 s, each video's decoder on one thread (16 at once
-    # on 16 cores), so that the long one's last 110 s decode on one thread (about 165 fps at 720p
-    # there, from the decode-only row) while its encoder alone could go faster:
+    # ends alone: 15 clips of 10 s and one of 120 s. Until 0.3.23 each video's decoder had one
+    # thread (16 at once on 16 cores), so the long one's last 110 s decoded on one thread (about
+    # 165 fps at 720p there, from the decode-only row) while its encoder alone could go faster;
+    # since, it takes its part of the cores (about 0.44 of the bytes: 7 threads;
+    # runtime.decoder_threads). 0.3.23 against the even share, alternated:
     #   ... --out $OUT/uneven --budget 170 --seconds 10 --first-seconds 120 --only end_to_end --e2e \
-    #       none:1,none:1:GPU_BENCH_DECODER_THREADS=0,none:1:GPU_BENCH_DECODER_THREADS=4,none:1
+    #       none:1,none:1:GPU_BENCH_EVEN_DECODERS=1,none:1,none:1:GPU_BENCH_EVEN_DECODERS=1
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):

@@ -24,7 +24,8 @@ on the GPU instead of scoring on the CPU meanwhile (0.3.22's gpu_start.py; the t
 `cpu_window_timed`, `gpu_started` and each pass's device); GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's
 context in each worker from its start, while PyTorch imports (`early_context`);
 GPU_BENCH_DECODER_THREADS=N opens every video's decoder with N threads (0: FFmpeg's choice) instead
-of its share of the cores (runtime.decoder_threads), for a folder whose longest video ends alone.
+of its share of the cores (runtime.decoder_threads), for a folder whose longest video ends alone;
+GPU_BENCH_EVEN_DECODERS=1 gives every video the even share, the larger ones too (0.3.22's rule).
 The patches are made at import, outside the main guard, so `--workers`' spawned processes, which
 import this file again (and inherit the environment), have them too. Those on modules that import PyTorch are made once
 something else imports them (`after_import`): the parent process of `--workers` imports no
@@ -105,7 +106,10 @@ if os.environ.get("GPU_BENCH_TRACE"):
     import ppar_cli.pipeline.runtime as _runtime
 
     if "GPU_BENCH_DECODER_THREADS" in os.environ:  # before api.py takes it by name
-        _runtime.decoder_threads = lambda videos, n=int(os.environ["GPU_BENCH_DECODER_THREADS"]): n
+        _runtime.decoder_threads = lambda videos, share=0.0, n=int(os.environ["GPU_BENCH_DECODER_THREADS"]): n
+    elif os.environ.get("GPU_BENCH_EVEN_DECODERS") == "1":  # 0.3.22's rule: the even share, whatever the video
+        _even = _runtime.decoder_threads
+        _runtime.decoder_threads = lambda videos, share=0.0: _even(videos)
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""

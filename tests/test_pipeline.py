@@ -555,9 +555,10 @@ def test_a_process_does_the_videos_it_is_handed_in_that_order(tmp_path, tiny_wei
 
 def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weights, monkeypatch):
     """Each of several videos at once decodes on its share of the cores, the processes of
-    --workers counted (runtime.decoder_threads); one video at a time, on FFmpeg's choice (about a
-    thread per core, which behind each of 2 videos on 2 cores slowed PyTorch's import about 1.6 times
-    and their decoding by a tenth)."""
+    --workers counted, as many places as there are videos at most (runtime.decoder_threads); a
+    video that is more of the folder than that share, its part of the cores; one video at a time,
+    on FFmpeg's choice (about a thread per core, which behind each of 2 videos on 2 cores slowed
+    PyTorch's import about 1.6 times and their decoding by a tenth)."""
     from helpers import decoder_threads_seen
 
     from ppar_cli.pipeline import runtime
@@ -567,13 +568,41 @@ def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weig
     (tmp_path / "in").mkdir()
     for name in "abc":  # with 2 at once, the third starts later, in the thread of whichever ends first
         make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 8, audio=False)
-    jobs = plan_jobs(tmp_path / "in", tmp_path / "out")
+    (tmp_path / "long").mkdir()
+    for name, frames in (("a", 8), ("b", 96), ("c", 8)):  # b: about four fifths of the folder's bytes
+        make_clip(tmp_path / "long" / f"{name}.mp4", 64, 48, frames, audio=False)
     counts = decoder_threads_seen(monkeypatch)
     monkeypatch.setattr(runtime, "cores", lambda: 16)
-    for at_once, processes, threads in ((2, 1, 8), (2, 2, 4), (1, 1, 0)):
-        counts.clear()
-        results = anonymize_jobs(jobs, Options(guard="none", jobs=at_once, overwrite=True), tiny_weights, processes=processes)
-        assert [r.status for r in results] == ["ok"] * 3 and counts == [threads] * 3
+    # (videos at once in a process, processes, threads each): 3 videos in 4 places have 5 threads each
+    for at_once, processes, threads in ((2, 1, 8), (2, 2, 5), (1, 1, 0)):
+        for folder in ("in", "long"):
+            counts.clear()
+            results = anonymize_jobs(plan_jobs(tmp_path / folder, tmp_path / "out"),
+                                     Options(guard="none", jobs=at_once, overwrite=True), tiny_weights, processes=processes)
+            assert [r.status for r in results] == ["ok"] * 3
+            if folder == "in" or threads == 0:
+                assert counts == [threads] * 3
+            else:  # the largest, b, starts first, on more than the others' share
+                assert counts[0] > threads and counts[1:] == [threads] * 2
+
+
+def test_a_decoder_takes_the_cores_its_part_of_the_folder_asks_for(tmp_path, monkeypatch):
+    """A video's part of the folder's bytes (jobs.byte_shares) gives its decoder that part of the
+    cores where it is more than the even share, up to FFmpeg's 16, so that a long video, left alone
+    at the folder's end, does not decode on one thread while the other cores wait."""
+    from ppar_cli.pipeline import runtime
+    from ppar_cli.pipeline.jobs import Job, byte_shares
+
+    monkeypatch.setattr(runtime, "cores", lambda: 16)
+    assert [runtime.decoder_threads(16, share) for share in (0.0, 1 / 16, 0.1, 0.44, 1.0)] == [1, 1, 2, 7, 16]
+    assert [runtime.decoder_threads(3, share) for share in (0.2, 0.5)] == [5, 8]
+    assert runtime.decoder_threads(1, 0.9) == 0  # one video: FFmpeg's choice
+    monkeypatch.setattr(runtime, "cores", lambda: 64)
+    assert runtime.decoder_threads(64, 1.0) == 16
+    for name, n in (("a", 30), ("b", 10)):
+        (tmp_path / name).write_bytes(b"x" * n)
+    assert byte_shares([Job(tmp_path / name, tmp_path / "o") for name in ("a", "gone", "b")]) == [0.75, 0.0, 0.25]
+    assert byte_shares([Job(tmp_path / "gone", tmp_path / "o")]) == [0.0]
 
 
 def test_model_threads_leave_cores_to_the_other_stages_and_are_restored(tmp_path, tiny_weights, monkeypatch):

@@ -27,7 +27,7 @@ from ppar_cli.media.files import atomic_path
 from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front, LateDetector
-from ppar_cli.pipeline.jobs import Job, check_outputs, largest_first, plan_jobs
+from ppar_cli.pipeline.jobs import Job, byte_shares, check_outputs, largest_first, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
@@ -256,7 +256,11 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     if first is None:  # a worker the others left nothing to: no model to load
         return []
     at_once = layout_used(opts, len(jobs))[1]
-    threads = decoder_threads(processes * at_once)
+    shares = byte_shares(jobs)
+
+    def threads(i: int) -> int:  # the decoder's, for video i: fewer videos than places share the cores
+        return decoder_threads(min(len(jobs), processes * at_once), shares[i])
+
     flat_heap()
     # The fronts of the first videos start while PyTorch loads (front.py), and on a GPU machine
     # while CUDA starts. With the face guard where a GPU may be, its detector is made once the
@@ -267,7 +271,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
     cfg = _config_of(weights)
     scores = _scores(opts)
     starts = [first] + [next_job() for _ in range(at_once - 1)]
-    fronts: dict[int, Front | None] = {i: _start_front(jobs[i], opts, cfg, detector, threads) for i in starts if i is not None}
+    fronts: dict[int, Front | None] = {i: _start_front(jobs[i], opts, cfg, detector, threads(i)) for i in starts if i is not None}
     try:
         device = resolve_device(opts.device)
         if late is not None:
@@ -294,7 +298,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
             def run(i: int, then: Callable[[], None] | None = None) -> None:
                 job = jobs[i]
                 # started ahead, or now (a later video with several at once); None: anonymize_file says why not
-                front = fronts.pop(i) if i in fronts else _start_front(job, opts, loaded.model.cfg, detector, threads)
+                front = fronts.pop(i) if i in fronts else _start_front(job, opts, loaded.model.cfg, detector, threads(i))
                 result = anonymize_file(job.src, job.dst, loaded, opts, device, reporter, scores_path=_score_path(job, scores),
                                         detector=detector, preview=opts.preview, front=front, then=then, cancel=cancel,
                                         gpu=gpu)
@@ -311,7 +315,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
                     def start_next() -> None:
                         following.append(next_job())
                         if following[0] is not None:
-                            fronts[following[0]] = _start_front(jobs[following[0]], opts, loaded.model.cfg, detector, threads)
+                            fronts[following[0]] = _start_front(jobs[following[0]], opts, loaded.model.cfg, detector, threads(following[0]))
 
                     run(i, then=start_next)
                     i = following[0] if following else next_job()

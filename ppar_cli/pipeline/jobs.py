@@ -54,17 +54,27 @@ def plan_jobs(inp: Path, out: Path) -> list[Job]:
     return jobs
 
 
+def _size(job: Job) -> int:
+    """The source's bytes, the measure of a video's work here (0 where it cannot be read)."""
+    try:
+        return job.src.stat().st_size
+    except OSError:
+        return 0
+
+
 def largest_first(jobs: list[Job]) -> list[int]:
     """The order in which a folder's videos start: the largest files first (ties, and files that
     cannot be read, in the folder's order), so that the run does not end with one long video going
     on alone while the other videos' cores wait."""
-    def size(job: Job) -> int:
-        try:
-            return job.src.stat().st_size
-        except OSError:
-            return 0
+    return sorted(range(len(jobs)), key=lambda i: -_size(jobs[i]))
 
-    return sorted(range(len(jobs)), key=lambda i: -size(jobs[i]))
+
+def byte_shares(jobs: list[Job]) -> list[float]:
+    """Each video's part of the folder's bytes (all 0 where none can be read): how much of the run
+    it is, for its decoder's threads (runtime.decoder_threads)."""
+    sizes = [_size(job) for job in jobs]
+    total = sum(sizes)
+    return [size / total if total else 0.0 for size in sizes]
 
 
 def check_outputs(jobs: list[Job], extra: dict[str, Path | None], scores: Path | None | bool = True) -> None:

@@ -117,10 +117,14 @@ def torch_threads(processes: int = 1) -> int:
     return max(1, (cores() // 2 - 1) // processes)
 
 
-def decoder_threads(videos: int) -> int:
-    """FFmpeg's threads for each video's decoder when ``videos`` are anonymized at once on this
+def decoder_threads(videos: int, share: float = 0.0) -> int:
+    """FFmpeg's threads for a video's decoder when ``videos`` are anonymized at once on this
     machine (in every process): a share of the cores, at least one; for one video, FFmpeg's choice
-    (0: about a thread per core, up to 16).
+    (0: about a thread per core, up to 16). A video that is more of the run than that (``share``:
+    its part of the folder's bytes, jobs.byte_shares) gets its part of the cores, up to 16: the
+    largest starts first, among as many videos as there are cores, and is the one left decoding
+    alone at the folder's end, on its one thread while the other cores waited (the device's
+    uneven-folder rows; `benchmarks/gpu.py`'s docstring).
 
     FFmpeg's choice for each of several videos put 16 decoding threads behind each of 16 videos on
     an H200 machine's 16 cores, where each worker's import of PyTorch, which nothing can be scored
@@ -129,9 +133,11 @@ def decoder_threads(videos: int) -> int:
     call's noise). On this 2-core machine, with 2 fronts of 720p decoding meanwhile, `import
     torch` took 4.8-5.7 s with FFmpeg's choice and 2.8-3.8 s with a thread each (2.2-2.9 s alone),
     and the 2 videos decoded in 3.9-4.1 s against 4.3-4.7 s, with a twentieth of the involuntary
-    context switches (one-off timings, benchmarks/gpu.py's 30 s clips). Left: a folder's last
-    video, alone, decodes on its one thread too."""
-    return 0 if videos <= 1 else max(1, cores() // videos)
+    context switches (one-off timings, benchmarks/gpu.py's 30 s clips). The threads a larger
+    video adds are at most the cores, however the folder is made."""
+    if videos <= 1:
+        return 0
+    return max(1, cores() // videos, min(16, round(cores() * share)))
 
 
 def guard_threads(videos: int) -> int | None:
