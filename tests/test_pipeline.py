@@ -589,16 +589,21 @@ def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weig
 def test_a_decoder_takes_the_cores_its_part_of_the_folder_asks_for(tmp_path, monkeypatch):
     """A video's part of the folder's bytes (jobs.byte_shares) gives its decoder that part of the
     cores where it is more than the even share, up to FFmpeg's 16, so that a long video, left alone
-    at the folder's end, does not decode on one thread while the other cores wait."""
+    at the folder's end, does not decode on one thread while the other cores wait; the cores are
+    this process's share where torchrun started several on the machine."""
     from ppar_cli.pipeline import runtime
     from ppar_cli.pipeline.jobs import Job, byte_shares
 
     monkeypatch.setattr(runtime, "cores", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert [runtime.decoder_threads(16, share) for share in (0.0, 1 / 16, 0.1, 0.44, 1.0)] == [1, 1, 2, 7, 16]
     assert [runtime.decoder_threads(3, share) for share in (0.2, 0.5)] == [5, 8]
     assert runtime.decoder_threads(1, 0.9) == 0  # one video: FFmpeg's choice
     monkeypatch.setattr(runtime, "cores", lambda: 64)
     assert runtime.decoder_threads(64, 1.0) == 16
+    monkeypatch.setattr(runtime, "cores", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's 2 processes on this machine: 8 cores each
+    assert (runtime.decoder_threads(4), runtime.decoder_threads(4, 1.0), runtime.torch_threads()) == (2, 8, 3)
     for name, n in (("a", 30), ("b", 10)):
         (tmp_path / name).write_bytes(b"x" * n)
     assert byte_shares([Job(tmp_path / name, tmp_path / "o") for name in ("a", "gone", "b")]) == [0.75, 0.0, 0.25]

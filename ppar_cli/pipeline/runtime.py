@@ -44,6 +44,17 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def local_processes() -> int:
+    """The processes torchrun started together on this machine (LOCAL_WORLD_SIZE; 1 otherwise),
+    which share its cores and memory: each anonymizes or trains on its share."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def process_cores() -> int:
+    """This process's share of the cores (`cores`, among `local_processes`), at least one."""
+    return max(1, cores() // local_processes())
+
+
 VIDEO_BYTES = 3 * 2**30  # memory a video at once may take: one 3840x2160 video peaked at 2.7-3.0 GB, two at 4.8-5.4 (README)
 
 
@@ -101,12 +112,11 @@ def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[i
     720p video takes about 0.5 GB). Processes that torchrun started together on this machine
     (LOCAL_WORLD_SIZE) share its cores and memory.
     """
-    together = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    fits = max(1, memory() // together // VIDEO_BYTES)  # videos at once
+    fits = max(1, memory() // local_processes() // VIDEO_BYTES)  # videos at once
     if not (device == "cuda" or (device == "auto" and gpu_may_be_here())):
         return workers or 1, jobs or min(2, fits)
     jobs = jobs or min(4, fits)
-    return workers or max(1, min(64, cores() // together // jobs, fits // jobs)), jobs
+    return workers or max(1, min(64, process_cores() // jobs, fits // jobs)), jobs
 
 
 def torch_threads(processes: int = 1) -> int:
@@ -114,12 +124,12 @@ def torch_threads(processes: int = 1) -> int:
     pipeline's other stages leave (the decoder, the face guard's two, the encoder's), at least one.
     On 2 cores a 640x360 run with the guard took a median 12.1 s with one thread against 13.1 s
     with two (three runs each), and as long with the guard off."""
-    return max(1, (cores() // 2 - 1) // processes)
+    return max(1, (process_cores() // 2 - 1) // processes)
 
 
 def decoder_threads(videos: int, share: float = 0.0) -> int:
-    """FFmpeg's threads for a video's decoder when ``videos`` are anonymized at once on this
-    machine (in every process): a share of the cores, at least one; for one video, FFmpeg's choice
+    """FFmpeg's threads for a video's decoder when ``videos`` are anonymized at once by this run
+    (in every worker process): a share of its cores (`process_cores`), at least one; for one video, FFmpeg's choice
     (0: about a thread per core, up to 16). A video that is more of the run than that (``share``:
     its part of the folder's bytes, jobs.byte_shares) gets its part of the cores, up to 16: the
     largest starts first, among as many videos as there are cores, and is the one left decoding
@@ -137,7 +147,7 @@ def decoder_threads(videos: int, share: float = 0.0) -> int:
     video adds are at most the cores, however the folder is made."""
     if videos <= 1:
         return 0
-    return max(1, cores() // videos, min(16, round(cores() * share)))
+    return max(1, process_cores() // videos, min(16, round(process_cores() * share)))
 
 
 def guard_threads(videos: int) -> int | None:

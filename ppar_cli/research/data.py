@@ -24,7 +24,7 @@ from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import DataError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import VideoInfo, probe
-from ppar_cli.pipeline.runtime import cores, memory, memory_free, trim_heap
+from ppar_cli.pipeline.runtime import memory, memory_free, process_cores, trim_heap
 from ppar_cli.research.labels import (
     PA_ATTRIBUTES,
     VP_ATTRIBUTES,
@@ -317,7 +317,7 @@ class ClipSet:
         self.items, self.cfg = items, cfg
         self.priv, self.act, self.person, self.packed = [], [], [], []
         budget = hold if hold is not None else memory_free() - memory() // 4
-        with ThreadPoolExecutor(cores()) as pool:  # decoding, resizing and pooling release the GIL
+        with ThreadPoolExecutor(process_cores()) as pool:  # decoding, resizing and pooling release the GIL
             videos = list(pool.map(lambda it: VideoFrames(it.path, cfg.image_size), items))
             held, fits = 0, []
             for v in videos:
@@ -381,7 +381,7 @@ class ClipSet:
         """The stacked clips of each (indices, starts, boxes) of ``plan``, in its order, read up
         to ``ahead`` batches in advance by threads, so that a GPU does not wait on videos read
         from their files."""
-        with ThreadPoolExecutor(cores()) as pool:
+        with ThreadPoolExecutor(process_cores()) as pool:
             pending: deque = deque()
             for idx, starts, boxes in plan:
                 pending.append([pool.submit(self.clip, i, s, b) for i, s, b in zip(idx, starts, boxes)])

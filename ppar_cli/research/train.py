@@ -25,7 +25,7 @@ from ppar_cli.core.config import PRESETS, PPARConfig, read_metadata
 from ppar_cli.core.model import PPARModel
 from ppar_cli.core.weights import save_weights
 from ppar_cli.media.files import atomic_path
-from ppar_cli.pipeline.runtime import memory, memory_free
+from ppar_cli.pipeline.runtime import local_processes, memory, memory_free
 from ppar_cli.research.args import TrainArgs
 from ppar_cli.research.data import ClipSet, combine, open_benchmark, random_crop
 from ppar_cli.research.evaluate import validation_record
@@ -170,7 +170,7 @@ def _train(args: TrainArgs, log=print) -> dict:
     log(f"config {cfg.to_json()}")
     log(f"decoding {len(bench.train)} train / {len(bench.test)} test videos at {cfg.image_size}px")
     # the ranks on this machine (torchrun's LOCAL_WORLD_SIZE) each hold every video they can: a share of the memory each
-    share = (memory_free() - memory() // 4) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    share = (memory_free() - memory() // 4) // local_processes()
     train_set = ClipSet(bench.train, cfg, crops=args.crop_scale < 1, hold=share)
     test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
     test_set = ClipSet(test_items, cfg) if master else None
