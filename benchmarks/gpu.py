@@ -27,6 +27,8 @@
     # runtime.decoder_threads). 0.3.23 against the even share, alternated:
     #   ... --out $OUT/uneven --budget 170 --seconds 10 --first-seconds 120 --only end_to_end --e2e \
     #       none:1,none:1:GPU_BENCH_EVEN_DECODERS=1,none:1,none:1:GPU_BENCH_EVEN_DECODERS=1
+    # Read each row's ratio, its end against the re-encode's, the cores busy in its last seconds,
+    # and its trace's `decoders` (the long clip's threads: 7 against 1).
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -564,8 +566,9 @@ def end_to_end(args, work: Path) -> list[dict]:
 
 def read_trace(path: Path, wall0: float) -> dict:
     """ppar_trace.py's GPU_BENCH_TRACE lines, as seconds from the run's start: each process's
-    first time at each step, its model passes (start, end, clips, device; the first 32) and its CUDA
-    graphs' captures (start, end, clips)."""
+    first time at each step, its model passes (start, end, clips, device; the first 32), its CUDA
+    graphs' captures (start, end, clips) and its videos' decoders (made at, threads, part of the
+    folder's bytes)."""
     procs: dict[str, dict] = {}
     for line in path.read_text().splitlines():
         e = json.loads(line)
@@ -573,6 +576,8 @@ def read_trace(path: Path, wall0: float) -> dict:
         if e["event"] in ("pass", "capture"):
             p.setdefault({"pass": "passes", "capture": "captures"}[e["event"]], []).append(
                 [round(e["start"] - wall0, 2), round(e["t"] - wall0, 2), e["clips"], *([e["device"]] if "device" in e else [])])
+        elif e["event"] == "decoder":
+            p.setdefault("decoders", []).append([round(e["t"] - wall0, 2), e["threads"], e["share"]])
         else:
             p.setdefault(e["event"], round(e["t"] - wall0, 2))
             p.update({k: v for k, v in e.items() if k not in ("pid", "role", "event", "t")})  # the end's graph counts

@@ -4,7 +4,7 @@
 
 Each process (the parent, each worker) appends to FILE, one JSON line each, the times of its
 start-up's steps and of its first windows: PyTorch imported, the device resolved, the weights
-loaded, each model pass (start and end, the first 32), each CUDA graph's capture, the first frames
+loaded, each video's decoder threads, each model pass (start and end, the first 32), each CUDA graph's capture, the first frames
 handed to an encoder, the end (with the count of graphs replayed and fallen back to eager
 passes). Where a run's first seconds go, process by process: on an H200 it showed each video's
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
@@ -110,6 +110,14 @@ if os.environ.get("GPU_BENCH_TRACE"):
     elif os.environ.get("GPU_BENCH_EVEN_DECODERS") == "1":  # 0.3.22's rule: the even share, whatever the video
         _even = _runtime.decoder_threads
         _runtime.decoder_threads = lambda videos, share=0.0: _even(videos)
+    _decoder_threads = _runtime.decoder_threads
+
+    def _decoder_threads_traced(videos: int, share: float = 0.0) -> int:
+        """Each video's decoder threads as its front is made, with its part of the folder's bytes."""
+        n = _decoder_threads(videos, share)
+        trace("decoder", threads=n, share=round(share, 3))
+        return n
+    _runtime.decoder_threads = _decoder_threads_traced
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""
