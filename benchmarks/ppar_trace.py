@@ -4,9 +4,9 @@
 
 Each process (the parent, each worker) appends to FILE, one JSON line each, the times of its
 start-up's steps and of its first windows: PyTorch imported, the device resolved, the weights
-loaded, each video's decoder threads, each model pass (start and end, the first 32), each CUDA graph's capture, the first frames
-handed to an encoder, the end (with the count of graphs replayed and fallen back to eager
-passes). Where a run's first seconds go, process by process: on an H200 it showed each video's
+loaded, each video's decoder threads, each model pass (start and end, the first 32), each CUDA
+graph's capture, the first frames handed to an encoder, the end (with the count of graphs
+replayed and fallen back to eager passes). Where a run's first seconds go, process by process: on an H200 it showed each video's
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
 (0.3.20).
 

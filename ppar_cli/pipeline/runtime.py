@@ -129,12 +129,13 @@ def torch_threads(processes: int = 1) -> int:
 
 def decoder_threads(videos: int, share: float = 0.0) -> int:
     """FFmpeg's threads for a video's decoder when ``videos`` are anonymized at once by this run
-    (in every worker process): a share of its cores (`process_cores`), at least one; for one video, FFmpeg's choice
-    (0: about a thread per core, up to 16). A video that is more of the run than that (``share``:
-    its part of the folder's bytes, jobs.byte_shares) gets its part of the cores, up to 16: the
-    largest starts first, among as many videos as there are cores, and is the one left decoding
-    alone at the folder's end, on its one thread while the other cores waited (the device's
-    uneven-folder rows; `benchmarks/gpu.py`'s docstring).
+    (in every worker process): a share of its cores (`process_cores`), at least one; for one
+    video, FFmpeg's choice (0: about a thread per core, up to 16). A video that is more of the run
+    than that (``share``: its part of the folder's bytes, jobs.byte_shares) gets its part of the
+    cores, up to 16: the largest starts first, among as many videos as there are cores, and is
+    the one left decoding alone at the folder's end, where on one thread it could hold the run
+    while the other cores wait (an estimate; its measurement on the H200 is prepared in
+    `benchmarks/gpu.py`'s docstring, not run).
 
     FFmpeg's choice for each of several videos put 16 decoding threads behind each of 16 videos on
     an H200 machine's 16 cores, where each worker's import of PyTorch, which nothing can be scored
