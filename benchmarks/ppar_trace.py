@@ -23,9 +23,9 @@ Variants for the next lent machine: GPU_BENCH_GPU_ONLY=1 has the videos wait for
 on the GPU instead of scoring on the CPU meanwhile (0.3.22's gpu_start.py; the trace records
 `cpu_window_timed`, `gpu_started` and each pass's device); GPU_BENCH_EARLY_CONTEXT=1 makes CUDA's
 context in each worker from its start, while PyTorch imports (`early_context`);
-GPU_BENCH_DECODER_THREADS=N opens every video's decoder with N threads (0: FFmpeg's choice) instead
-of its share of the cores (runtime.decoder_threads), for a folder whose longest video ends alone;
-GPU_BENCH_EVEN_DECODERS=1 gives every video the even share, the larger ones too (0.3.22's rule).
+GPU_BENCH_EVEN_DECODERS=1 gives every video's decoder the even share of the cores, the larger
+ones' too (0.3.22's rule, against runtime.decoder_threads' since 0.3.23), for a folder whose
+longest video ends alone.
 The patches are made at import, outside the main guard, so `--workers`' spawned processes, which
 import this file again (and inherit the environment), have them too. Those on modules that import PyTorch are made once
 something else imports them (`after_import`): the parent process of `--workers` imports no
@@ -105,19 +105,15 @@ if os.environ.get("GPU_BENCH_TRACE"):
     after_import("torch", lambda m: trace("torch_imported"))
     import ppar_cli.pipeline.runtime as _runtime
 
-    if "GPU_BENCH_DECODER_THREADS" in os.environ:  # before api.py takes it by name
-        _runtime.decoder_threads = lambda videos, share=0.0, n=int(os.environ["GPU_BENCH_DECODER_THREADS"]): n
-    elif os.environ.get("GPU_BENCH_EVEN_DECODERS") == "1":  # 0.3.22's rule: the even share, whatever the video
-        _even = _runtime.decoder_threads
-        _runtime.decoder_threads = lambda videos, share=0.0: _even(videos)
-    _decoder_threads = _runtime.decoder_threads
+    _decoder_threads, _even = _runtime.decoder_threads, os.environ.get("GPU_BENCH_EVEN_DECODERS") == "1"
 
     def _decoder_threads_traced(videos: int, share: float = 0.0) -> int:
-        """Each video's decoder threads as its front is made, with its part of the folder's bytes."""
-        n = _decoder_threads(videos, share)
+        """Each video's decoder threads as its front is made, with its part of the folder's bytes
+        (with GPU_BENCH_EVEN_DECODERS=1, not counted)."""
+        n = _decoder_threads(videos, 0.0 if _even else share)
         trace("decoder", threads=n, share=round(share, 3))
         return n
-    _runtime.decoder_threads = _decoder_threads_traced
+    _runtime.decoder_threads = _decoder_threads_traced  # before api.py takes it by name
 
     def _traced(module, name: str, event: str):
         """module.name traced at its first return."""
