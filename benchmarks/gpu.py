@@ -29,6 +29,16 @@
     #       none:1,none:1:GPU_BENCH_EVEN_DECODERS=1,none:1,none:1:GPU_BENCH_EVEN_DECODERS=1
     # Read each row's ratio, its end against the re-encode's, the cores busy in its last seconds,
     # and its trace's `decoders` (the long clip's threads: 7 against 1).
+    # A lead for the imports' slowness beside the fronts (5.1-6.0 s from a worker's start against
+    # 3.4-4.5 s alone, "Ways to start, compared"): the device runs under gVisor, which reports
+    # kernel 4.4.0, and below 4.6 numpy asks for no huge pages, so the fronts' start buffers may
+    # fault in 4 KiB pages there (gpu.json's `kernel`, `numpy_hugepage`), in the process that imports
+    # PyTorch. Compare each worker's `faults_cpu_s` at `torch_imported` in the rows above with
+    # `startup`'s `import_torch_page_faults` (the import alone); if the fronts' faults are many
+    # (hundreds of thousands) and the budget allows, numpy's advice forced on, alternated:
+    #   ... --out $OUT/thp --budget 170 --only end_to_end --e2e \
+    #       none:1,none:1:NUMPY_MADVISE_HUGEPAGE=1,none:1,none:1:NUMPY_MADVISE_HUGEPAGE=1
+    # (whether gVisor honours the advice is not known here; the faults in the trace tell).
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
@@ -567,8 +577,8 @@ def end_to_end(args, work: Path) -> list[dict]:
 def read_trace(path: Path, wall0: float) -> dict:
     """ppar_trace.py's GPU_BENCH_TRACE lines, as seconds from the run's start: each process's
     first time at each step, its model passes (start, end, clips, device; the first 32), its CUDA
-    graphs' captures (start, end, clips) and its videos' decoders (made at, threads, part of the
-    folder's bytes)."""
+    graphs' captures (start, end, clips), its videos' decoders (made at, threads, part of the
+    folder's bytes) and, at each step, its page faults and CPU seconds so far (`faults_cpu_s`)."""
     procs: dict[str, dict] = {}
     for line in path.read_text().splitlines():
         e = json.loads(line)
@@ -580,7 +590,8 @@ def read_trace(path: Path, wall0: float) -> dict:
             p.setdefault("decoders", []).append([round(e["t"] - wall0, 2), e["threads"], e["share"]])
         else:
             p.setdefault(e["event"], round(e["t"] - wall0, 2))
-            p.update({k: v for k, v in e.items() if k not in ("pid", "role", "event", "t")})  # the end's graph counts
+            p.setdefault("faults_cpu_s", {}).setdefault(e["event"], [e["faults"], e["cpu_s"]])
+            p.update({k: v for k, v in e.items() if k not in ("pid", "role", "event", "t", "faults", "cpu_s")})  # the end's graph counts
     return procs
 
 
@@ -593,6 +604,8 @@ if early:  # run from benchmarks/, where ppar_trace.py is
     made = early_context()
 import torch
 t.append(time.perf_counter())
+import resource
+import_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 early and made.join()
 t.append(time.perf_counter())
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -618,7 +631,7 @@ score_clips(copy.deepcopy(m).cpu(), clips[:8], 0.5, torch.device("cpu"))  # a ba
 t.append(time.perf_counter())  # on the CPU, as gpu_start.py scores while the GPU starts
 names = ["import_torch", "context_thread_after", "cuda_context", "weights", "model_to_device", "first_pass", "second_pass",
          "cpu_batch_of_8_one_thread"]
-print(json.dumps({k: round(b - a, 3) for k, a, b in zip(names, t, t[1:])}))
+print(json.dumps({**{k: round(b - a, 3) for k, a, b in zip(names, t, t[1:])}, "import_torch_page_faults": import_faults}))
 """
 
 
@@ -643,6 +656,15 @@ def startup(args, work: Path) -> dict:
         res["import_torch_by_module"] = {"total_s": round(max(c for _, c, _ in times), 2),
                                          "largest_self_s": {name: round(own, 3) for own, _, name in sorted(times, reverse=True)[:10]}}
     return res
+
+
+def _numpy_hugepage() -> bool | None:
+    """Whether numpy asks the kernel for huge pages for its large arrays (madvise)."""
+    import numpy as np
+
+    core = np._core if hasattr(np, "_core") else np.core  # numpy 2, numpy 1
+    get = getattr(core.multiarray, "_get_madvise_hugepage", None)
+    return bool(get()) if get else None
 
 
 USAGE = {"user_s": "ru_utime", "sys_s": "ru_stime", "page_faults": "ru_minflt", "waits": "ru_nvcsw", "preempted": "ru_nivcsw"}
@@ -820,9 +842,12 @@ def main() -> None:
     report = {"torch": torch.__version__, "device": args.device,
               "card": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
               "cores": cores(), "default_layout": folder_layout(args.device, None, None),  # (workers, jobs)
-              # transparent huge pages ("[madvise]": numpy's large arrays, ppar's frames, ask for them):
-              # with 4 KiB pages a 720p video's 1 GiB start buffer is 262,144 page faults
-              "transparent_hugepage": thp.read_text().strip() if thp.exists() else None}
+              # transparent huge pages ("[madvise]": numpy's large arrays, ppar's frames, ask for them,
+              # unless numpy does not: it does not below kernel 4.6, which gVisor reports, or with
+              # NUMPY_MADVISE_HUGEPAGE=0): with 4 KiB pages a 720p video's 1 GiB start buffer is
+              # 262,144 page faults
+              "transparent_hugepage": thp.read_text().strip() if thp.exists() else None,
+              "kernel": os.uname().release, "numpy_hugepage": _numpy_hugepage()}
     sections = {"correctness": correctness, "agreement": agreement, "startup": startup, "contention": contention, "model": lambda a, w: model_throughput(a), "guard": guard_check,
                 "stages": stages,
                 "end_to_end": end_to_end, "train": train_check, "eval": eval_check,

@@ -6,7 +6,9 @@ Each process (the parent, each worker) appends to FILE, one JSON line each, the 
 start-up's steps and of its first windows: PyTorch imported, the device resolved, the weights
 loaded, each video's decoder threads, each model pass (start and end, the first 32), each CUDA
 graph's capture, the first frames handed to an encoder, the end (with the count of graphs
-replayed and fallen back to eager passes). Where a run's first seconds go, process by process: on an H200 it showed each video's
+replayed and fallen back to eager passes), each line with the process's page faults and CPU
+seconds so far (does a worker's import of PyTorch fault its way beside the fronts' start
+buffers?). Where a run's first seconds go, process by process: on an H200 it showed each video's
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
 (0.3.20).
 
@@ -36,6 +38,7 @@ import importlib.abc
 import importlib.util
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -96,7 +99,10 @@ if os.environ.get("GPU_BENCH_TRACE"):
     _passes = [0]
 
     def trace(event: str, **more) -> None:
-        line = json.dumps({"pid": os.getpid(), "role": _role, "event": event, "t": time.time(), **more}) + "\n"
+        """One line: the event, its time, and the process's page faults and CPU seconds so far."""
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        line = json.dumps({"pid": os.getpid(), "role": _role, "event": event, "t": time.time(), "faults": r.ru_minflt,
+                           "cpu_s": round(r.ru_utime + r.ru_stime, 2), **more}) + "\n"
         os.write(_fd, line.encode())  # O_APPEND: one write, one whole line, whichever process
 
     trace("start")
