@@ -39,6 +39,11 @@
     #   ... --out $OUT/thp --budget 170 --only end_to_end --e2e \
     #       none:1,none:1:NUMPY_MADVISE_HUGEPAGE=1,none:1,none:1:NUMPY_MADVISE_HUGEPAGE=1
     # (whether gVisor honours the advice is not known here; the faults in the trace tell).
+    # Lowest in priority, and needing no GPU, only the machine's 16 cores: a CPU-only machine with
+    # many cores has never been measured (runtime.folder_layout gives it one process of 2 videos,
+    # each model on 7 threads). The last --device given wins, so, on 10 s clips:
+    #   ... --out $OUT/cpu --budget 150 --seconds 10 --only end_to_end --e2e \
+    #       none:1:--device=cpu,none:1:--device=cpu:--workers=8:--jobs=2,none:1:--device=cpu:--workers=4:--jobs=4
     python benchmarks/gpu.py --device cpu --quick    # the same script on a CPU, to check the script itself
 
 Sections, each recorded in OUT/gpu.json (an error in one is recorded and the next runs):
