@@ -607,10 +607,11 @@ early = os.environ.get("GPU_BENCH_EARLY_CONTEXT") == "1"
 if early:  # run from benchmarks/, where ppar_trace.py is
     from ppar_trace import early_context
     made = early_context()
+import resource
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 import torch
 t.append(time.perf_counter())
-import resource
-import_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+import_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 early and made.join()
 t.append(time.perf_counter())
 dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
