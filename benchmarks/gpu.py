@@ -6,7 +6,7 @@
     #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .wheels/*.whl && \
     #   PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH python3 benchmarks/gpu.py --out $OUT --budget 540
     # (run's timeout_s 600; a machine starts in under a minute: at 631e9a8 a 330 s command held an
-    # H200 for 365 s). What is left to measure (README, "On an H200", "0.3.22: the CPU scores while
+    # H200 for 365 s). What is left to measure (docs/speed.md, "On an H200", "0.3.22: the CPU scores while
     # the GPU starts"): 0.3.22 scores the first windows on the CPU while the model moves to the GPU
     # and captures its graph (pipeline/gpu_start.py), which the rows before it put on the path to
     # the first frames (2-4 s after the weights). Is it faster end to end, and does the GPU still

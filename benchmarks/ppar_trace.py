@@ -1,4 +1,4 @@
-"""`ppar` with a trace of each process's start, for gpu.py's end-to-end runs (README, "On an H200").
+"""`ppar` with a trace of each process's start, for gpu.py's end-to-end runs (docs/speed.md, "On an H200").
 
     GPU_BENCH_TRACE=FILE python benchmarks/ppar_trace.py anonymize IN OUT --device cuda ...
 
@@ -12,7 +12,7 @@ buffers?). Where a run's first seconds go, process by process: on an H200 it sho
 passes waiting seconds behind one another under scoring's lock, which CUDA graphs then removed
 (0.3.20).
 
-Variants of the start were measured through this file and are gone, their results in the README:
+Variants of the start were measured through this file and are gone, their results in docs/speed.md:
 in the commit that brought the trace, NVDEC decoding, CUDA graphs before ppar had them and the
 0.1 ms switch interval only after the first pass; in 776b3ca, FFmpeg's decoder threads
 (GPU_BENCH_DECODER_THREADS=0), PyTorch imported before the fronts start (GPU_BENCH_IMPORT_FIRST)

@@ -99,7 +99,7 @@ def graphed(owner: object, key: tuple, run: Callable[..., Sequence[torch.Tensor]
     taking it back for each, and beside a process's other video threads each taking-back waits its
     turn: on an H200 a worker's eager passes took seconds each, one after another under the lock.
     16 clips of 1280x720 ran at 0.83 of a re-encode eagerly and 0.90 replayed, 0.80 and 0.95 with
-    the face guard, whose searches are replayed too (benchmarks/gpu.py, README "On an H200").
+    the face guard, whose searches are replayed too (benchmarks/gpu.py, docs/speed.md, "On an H200").
 
     The first replay is checked against the eager pass on the same inputs (the capture's warm-up);
     a key whose capture fails or whose replay differs runs eagerly from then on (with a warning),

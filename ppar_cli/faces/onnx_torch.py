@@ -1,7 +1,7 @@
 """The bundled CenterFace's ONNX graph run by PyTorch, so that the face guard can search on a GPU.
 
 onnxruntime runs it on the CPU, where it is three times faster than PyTorch; on a GPU machine that
-CPU work was the guard's whole cost (README, "On a GPU"). The graph is a plain CNN: its six
+CPU work was the guard's whole cost (docs/speed.md, "On a GPU: one H100"). The graph is a plain CNN: its six
 operator types map one to one onto PyTorch functions, in the graph's own order, with its weights.
 Reading the file needs the `onnx` package (in `ppar[guard]`).
 """

@@ -31,7 +31,7 @@ SCORE_SIDE = 640  # long side of the first pass's frames: the face guard's own d
 # 512 MiB, 16 videos of 720p filled their buffers 4-5 s into the run, while their workers were
 # still importing PyTorch (until 6-7.5 s): 11 of 16 cores idle for 3 s. With 1 GiB the cores still
 # waited about 3 s, the imports ending later (7.9-9.9 s, FFmpeg's decoder threads then). Measured
-# there since (README, "On an H200"), neither taken: 2 GiB on 60 s clips, which 1 GiB does not hold
+# there since (docs/speed.md, "On an H200"), neither taken: 2 GiB on 60 s clips, which 1 GiB does not hold
 # (no gain); this depth kept through the model's first pass, not only until it takes a window (the
 # cores' dip during that pass's CUDA-graph capture filled, but the capture, beside busy decoders,
 # ended later: no gain end to end, and on 2 cores a higher peak of memory).

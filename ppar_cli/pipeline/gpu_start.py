@@ -3,7 +3,7 @@
 On a GPU machine a run's first scores waited for CUDA's start after PyTorch's import: the model
 onto the device, then each process's first pass, the capture of its CUDA graph (on an H200 1.3 to
 3.6 s beside the other videos' decoders; the first frames reached the encoders 7.7 to 12.2 s into
-runs whose imports had ended at 5.5 to 7.8 s; README, "On an H200"). Meanwhile the decoders had
+runs whose imports had ended at 5.5 to 7.8 s; docs/speed.md, "On an H200"). Meanwhile the decoders had
 filled their start buffers and nothing could be encoded: the machine's cores idled. The bundled
 model scores a window (32 frames) in about 0.2 s on one thread of this 2-core machine, so the CPU
 scores the videos' first windows while the GPU starts, and the encoders start on them. In full

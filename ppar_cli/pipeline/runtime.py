@@ -55,7 +55,7 @@ def process_cores() -> int:
     return max(1, cores() // local_processes())
 
 
-VIDEO_BYTES = 3 * 2**30  # memory a video at once may take: one 3840x2160 video peaked at 2.7-3.0 GB, two at 4.8-5.4 (README)
+VIDEO_BYTES = 3 * 2**30  # memory a video at once may take: one 3840x2160 video peaked at 2.7-3.0 GB, two at 4.8-5.4 (docs/speed.md)
 
 
 def memory() -> int:
@@ -105,9 +105,9 @@ def folder_layout(device: str, workers: int | None, jobs: int | None) -> tuple[i
     every core, 4 to a process (a process's videos share its GIL), or --jobs to a process. On an
     H100 machine with 16 cores, 4 workers of --jobs 4 were the fastest of the layouts tried for 16
     videos of 720p: 0.736 of a plain re-encode's speed, against 0.673 to 0.684 for 4 processes by
-    --shard and 8 workers of --jobs 2, and 0.503 for one process of --jobs 8 (README, "On a GPU").
+    --shard and 8 workers of --jobs 2, and 0.503 for one process of --jobs 8 (docs/speed.md, "On a GPU: one H100").
     Elsewhere the model's threads take the cores: one process of 2 videos, the fastest on 2 cores
-    (README, "Speed and memory"); CPU-only machines with many cores were not measured. Fewer where
+    (docs/speed.md); CPU-only machines with many cores were not measured. Fewer where
     memory is short: a video at once for every VIDEO_BYTES, so that a folder of 4K video fits (a
     720p video takes about 0.5 GB). Processes that torchrun started together on this machine
     (LOCAL_WORLD_SIZE) share its cores and memory.
@@ -140,7 +140,7 @@ def decoder_threads(videos: int, share: float = 0.0) -> int:
     FFmpeg's choice for each of several videos put 16 decoding threads behind each of 16 videos on
     an H200 machine's 16 cores, where each worker's import of PyTorch, which nothing can be scored
     before, ended 8.3-8.9 s into the run against 5.8-6.6 s with a thread a video, in one call
-    (3.9-4.9 s alone; README, "On an H200", "Ways to start, compared"; end to end within that
+    (3.9-4.9 s alone; docs/speed.md, "On an H200", "Ways to start, compared"; end to end within that
     call's noise). On this 2-core machine, with 2 fronts of 720p decoding meanwhile, `import
     torch` took 4.8-5.7 s with FFmpeg's choice and 2.8-3.8 s with a thread each (2.2-2.9 s alone),
     and the 2 videos decoded in 3.9-4.1 s against 4.3-4.7 s, with a twentieth of the involuntary
@@ -161,7 +161,7 @@ def guard_threads(videos: int) -> int | None:
     threads around each operator: on an H100 machine (16 cores, 4 workers of --jobs 4, 16 videos of
     720p) the guard added 172 CPU-s to the 346 of a run without it, against 98 to 405 with one
     thread (two calls, each on its own machine), and the run with the guard went from 0.41 to 0.45
-    of a plain re-encode's speed there (README, "On a GPU"). Several workers of one video each keep
+    of a plain re-encode's speed there (docs/speed.md, "On a GPU: one H100"). Several workers of one video each keep
     the default (not measured).
     """
     return 1 if videos > 1 else None
@@ -182,7 +182,7 @@ def flat_heap() -> None:
       checks it: +12% from 10 s to 80 s at 1280x720, against +15% with the old 1 MiB).
     - Two arenas, not glibc's one per thread that allocates (up to 8 per core): memory freed in the
       threads' arenas crept up with the video's length. `benchmarks/bench.py --sizes 320x240
-      --seconds 60 --long 16 --free-model ...` (README, "Speed and memory"): peak RSS +12.4% from
+      --seconds 60 --long 16 --free-model ...` (docs/speed.md): peak RSS +12.4% from
       the 60 s clip to the 16-minute one with MALLOC_ARENA_MAX=64, +0.4% with two; no slower here.
       MALLOC_ARENA_MAX, when set, decides.
     """

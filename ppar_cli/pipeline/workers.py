@@ -3,7 +3,7 @@ once as a one-process run would.
 
 Why processes: videos in one process share its GIL, which every PyTorch call gives up and takes
 back. On an H100 machine 4 processes of ``--jobs 4`` anonymized a folder twice as fast as one
-process of ``--jobs 8`` (README, "On one H100 (0.3.5)"); this runs that layout from one command.
+process of ``--jobs 8`` (CHANGELOG.md, "On one H100 (0.3.5)"); this runs that layout from one command.
 
 This process hands the folder's videos out one at a time, the largest first, to whichever worker
 asks for its next, so a long video holds up only its own worker. Each worker writes its own
