@@ -300,15 +300,33 @@ def test_real_clips(tmp_path, tiny_weights, name):
 
 @pytest.mark.parametrize("name,w,h,extra", [
     ("portrait_vp9.webm", 120, 200, ["-c:v", "libvpx-vp9", "-deadline", "realtime"]),
+    ("alpha_vp9.webm", 96, 64, ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-pix_fmt", "yuva420p"]),
     ("prores.mov", 96, 64, ["-c:v", "prores"]),
+    ("prores_422_10bit.mov", 96, 64, ["-c:v", "prores_ks", "-pix_fmt", "yuv422p10le"]),
     ("mjpeg.avi", 80, 60, ["-c:v", "mjpeg"]),
+    ("grey.mkv", 96, 64, ["-c:v", "ffv1", "-pix_fmt", "gray"]),
+    ("hevc.mp4", 96, 64, ["-c:v", "libx265", "-x265-params", "log-level=error"]),
+    ("av1.mkv", 96, 64, ["-c:v", "libaom-av1", "-cpu-used", "8"]),
 ])
 def test_containers_and_codecs(tmp_path, tiny_weights, name, w, h, extra):
+    # Whatever the codec and pixel format (VP9 with alpha, which FFmpeg's own decoder drops; grey;
+    # 10-bit 4:2:2), the output has the input's frames, and the tubelets kept show the input's
+    # pixels as a plain lossless re-encode to 4:2:0 does (4:2:2's chroma costs both the same): a
+    # colour or range mistake would not.
     clip = make_clip(tmp_path / name, w, h, 20, audio=False, extra=extra)
-    out = tmp_path / "o.mp4"
-    [r] = anonymize(clip, out, Options(), weights=tiny_weights)
+    out, ref = tmp_path / "o.mp4", tmp_path / "ref.mp4"
+    [r] = anonymize(clip, out, Options(crf=0), weights=tiny_weights)
     assert r.status == "ok", r.error
-    assert decode(out).shape == decode(clip).shape == (20, h, w, 3)
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-i", str(clip), "-c:v", "libx264", "-crf", "0",
+                    "-pix_fmt", "yuv420p", str(ref)], check=True)
+    src, got, plain = (decode(p).astype(int) for p in (clip, out, ref))
+    assert got.shape == src.shape == plain.shape == (20, h, w, 3)
+    # kept pixels (pruned ones are black; testsrc2's own dark ones aside) 2 px or more from a pruned
+    # one: black in 4:2:0 also blacks the chroma of a kept pixel beside it (fill._black_yuv)
+    shown = np.pad(got.max(-1) > 40, ((0, 0), (2, 2), (2, 2)))
+    shown = np.logical_and.reduce([shown[:, 2 + dy:h + 2 + dy, 2 + dx:w + 2 + dx] for dy in range(-2, 3) for dx in range(-2, 3)])
+    assert shown.mean() > 0.1
+    assert np.abs(got - src)[shown].mean() <= np.abs(plain - src)[shown].mean() + 0.5
 
 
 def test_rotated_phone_video_is_upright(tmp_path, tiny_weights):
