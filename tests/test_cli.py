@@ -36,6 +36,17 @@ def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
 
 
 @pytest.mark.slow
+def test_research_commands_name_a_missing_input(tmp_path):
+    missing = tmp_path / "nowhere"
+    for args in (["eval", "--data", missing], ["train", "--data", missing, "--out", tmp_path / "run"],
+                 ["pseudolabel", missing, tmp_path / "masks"]):
+        r = ppar(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.strip() == f"error: {missing}: no such file or directory", args
+    assert sorted(tmp_path.iterdir()) == []  # no run or masks folder made
+
+
+@pytest.mark.slow
 def test_cli_audit_table_json_and_errors(tmp_path, odd_clip, tiny_weights):
     pytest.importorskip("onnxruntime", reason="the audit needs the guard extra (onnxruntime)")
     out = tmp_path / "o.mp4"

@@ -156,7 +156,7 @@ def test_cuda_device_is_the_local_rank_th_gpu(monkeypatch):
     assert resolve_device("cuda") == torch.device("cuda", 0)
 
 
-@pytest.mark.parametrize("damage", ["not_safetensors", "truncated", "missing_tensor", "wrong_shape", "no_config"])
+@pytest.mark.parametrize("damage", ["not_safetensors", "truncated", "missing_tensor", "wrong_shape", "no_config", "absent", "folder"])
 def test_bad_weights_refused(tmp_path, tiny_weights, damage):
     bad = tmp_path / "w.safetensors"
     data = tiny_weights.read_bytes()
@@ -174,9 +174,12 @@ def test_bad_weights_refused(tmp_path, tiny_weights, damage):
         k = next(k for k, v in tensors.items() if v.ndim == 2)
         tensors[k] = torch.zeros(3, 3)
         save_file(tensors, str(bad), header)
-    else:
+    elif damage == "no_config":
         save_file(tensors, str(bad), {"provenance": "{}"})
-    with pytest.raises(WeightsError, match="w.safetensors"):
+    elif damage == "folder":
+        bad.mkdir()
+    said = {"absent": "weights file not found", "folder": "a folder, not a weights file"}.get(damage, "")
+    with pytest.raises(WeightsError, match=f"w.safetensors: .*{said}"):
         load_weights(bad)
 
 

@@ -40,7 +40,7 @@ def load_weights(path: str | os.PathLike | None = None, device: str = "cpu") -> 
     if not path.is_file():
         if path == DEFAULT_WEIGHTS:
             raise WeightsError(f"{path}: no bundled weights found; train some with `ppar train` or pass --weights FILE")
-        raise WeightsError(f"{path}: weights file not found")
+        raise WeightsError(f"{path}: {'a folder, not a weights file' if path.is_dir() else 'weights file not found'}")
     cfg, provenance = read_metadata(path)
     with torch.device("meta"):  # a skeleton: no memory for a config that does not match the file
         model = PPARModel(cfg)

@@ -189,6 +189,8 @@ def combine(benches: list[Benchmark]) -> Benchmark:
 def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, labels: str | os.PathLike | None = None,
                    splits_dir: str | os.PathLike | None = None) -> Benchmark:
     data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: no such file or directory")
     if fmt == "auto":
         if data.is_file() and data.suffix == ".csv":
             fmt = "csv"

@@ -144,7 +144,7 @@ class Teachers:
             import cv2
             import mediapipe as mp
         except ImportError as e:
-            raise UsageError(f"needs the teacher models: pip install 'ppar[teach]' ({e})", option="pseudolabel") from None
+            raise UsageError(f"pseudo-labelling needs the teacher models: pip install 'ppar[teach]' ({e})") from None
         self.cv2, self.mp = cv2, mp
         self.pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True)
         self.selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
@@ -243,7 +243,7 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
     masks exist are not redone."""
     inp, out = Path(inp), Path(out)
     if not inp.is_dir():
-        raise UsageError(f"{inp}: not a folder of videos", option="inp")
+        raise UsageError(f"{inp}: {'not a folder of videos' if inp.exists() else 'no such file or directory'}")
     index_path = out / "pseudo.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"format": "ppar-pseudo/1", "videos": {}}
     # the videos' folder relative to the masks' (kept beside a checkout, ../shared stays found)
