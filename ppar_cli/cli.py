@@ -88,7 +88,7 @@ def anonymize(
                                        help="Folder mode: videos anonymized at once in each process (they share its model); more use more cores and memory."),
     workers: Optional[int] = typer.Option(None, show_default="auto: cores/jobs with a GPU, else 1; fewer on little memory",
                                           help="Folder mode: processes, each doing --jobs videos at once with its own copy of the model."),
-    shard: Optional[str] = typer.Option(None, help="Folder mode: do shard K of N (0-based K/N); default from torchrun's RANK/WORLD_SIZE."),
+    shard: Optional[str] = typer.Option(None, help="Do shard K of N (0-based K/N) of a folder's files (a single file is shard 0's); default from torchrun's RANK/WORLD_SIZE."),
     manifest: Optional[Path] = typer.Option(None, help="Folder mode: JSON-lines record of each file (default OUT/ppar-manifest*.jsonl)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:

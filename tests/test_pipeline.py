@@ -190,6 +190,20 @@ def test_shards_cover_folder_like_one_run(tmp_path, tiny_weights, monkeypatch):
         anonymize(src, tmp_path / "x", Options(shard=(3, 3)), weights=tiny_weights)
 
 
+def test_a_single_file_is_shard_0s_and_has_no_manifest(tmp_path, tiny_weights):
+    # Under torchrun every rank is given the same arguments: one file must not be anonymized by
+    # each rank at once into the same output. A manifest is a folder run's record.
+    clip = make_clip(tmp_path / "v.mp4", 64, 48, 12, audio=False)
+    with pytest.warns(UserWarning, match="shard 0's, nothing to do for shard 1/2"):
+        assert anonymize(clip, tmp_path / "o.mp4", Options(shard=(1, 2)), weights=tiny_weights) == []
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.json").exists()
+    [r] = anonymize(clip, tmp_path / "o.mp4", Options(shard=(0, 2)), weights=tiny_weights)
+    assert r.status == "ok" and (tmp_path / "o.mp4").exists()
+    with pytest.raises(UsageError, match="manifest records a folder's files"):
+        anonymize(clip, tmp_path / "p.mp4", Options(manifest=tmp_path / "m.jsonl"), weights=tiny_weights)
+    assert not (tmp_path / "p.mp4").exists() and not (tmp_path / "m.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_workers_do_a_folder_as_one_process_does(tmp_path, tiny_weights):
     src = tmp_path / "in"

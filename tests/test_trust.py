@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -182,6 +183,13 @@ def test_existing_score_map_and_preview_need_overwrite(tmp_path, clip, tiny_weig
     with pytest.raises(UsageError, match="already exists"):
         anonymize(clip, tmp_path / "other.mp4", Options(guard="none", preview=notes), weights=tiny_weights)
     assert notes.read_text() == '{"mine": 1}' and not (tmp_path / "notes.mp4").exists()
+    # a folder given for the score map or the preview is refused before any work, even with --overwrite
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    for opts in (Options(scores_path=folder), Options(preview=folder)):
+        with pytest.raises(UsageError, match="maps: the .* names a folder"):
+            anonymize(clip, tmp_path / "x.mp4", replace(opts, guard="none", overwrite=True), weights=tiny_weights)
+    assert not (tmp_path / "x.mp4").exists() and list(folder.iterdir()) == []
     # folder mode: a score map without its video belongs to someone else: that file fails, the rest go on
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

@@ -184,21 +184,25 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     single = inp.is_file()
     if not single and (opts.preview is not None or opts.scores_path is not None):
         raise UsageError("<preview> and <scores_path> name one file: give a single input file")
+    if single and opts.manifest is not None:
+        raise UsageError("<manifest> records a folder's files: give a folder as input")
+    if opts.shard:  # a single file is shard 0's (torchrun's other ranks have nothing to do)
+        jobs = jobs[opts.shard[0]::opts.shard[1]]
     manifest = None
     if not single:
-        if opts.shard:
-            jobs = jobs[opts.shard[0]::opts.shard[1]]
         tag = f".shard-{opts.shard[0]}-of-{opts.shard[1]}" if opts.shard else ""
         manifest = Path(opts.manifest) if opts.manifest else out / f"ppar-manifest{tag}.jsonl"
     scores = _scores(opts)
     check_outputs(jobs, {"preview": opts.preview, "manifest": manifest}, scores)
-    if single:
+    if single and jobs:
         job = jobs[0]
         existing = [p for p in (job.dst, scores if isinstance(scores, Path) else job.scores if scores else None,
                                 opts.preview) if p is not None and p.exists()]
         if existing and not opts.overwrite:
             raise UsageError(f"{existing[0]}: already exists (<overwrite> replaces it)")
-    if not jobs:
+    if not jobs and single:
+        warnings.warn(f"{inp}: a single file is shard 0's, nothing to do for shard {opts.shard[0]}/{opts.shard[1]}", stacklevel=2)
+    elif not jobs:
         warnings.warn(f"{inp}: no video files here{' for this shard' if opts.shard else ''} "
                       f"(ppar looks for {', '.join(sorted(VIDEO_EXTENSIONS))}, hidden names left out)", stacklevel=2)
     if manifest is not None:

@@ -84,7 +84,10 @@ def check_outputs(jobs: list[Job], extra: dict[str, Path | None], scores: Path |
     inputs = {j.src.resolve(): j.src for j in jobs}
     seen: dict[Path, str] = {}
 
-    def claim(path: Path, what: str) -> None:
+    def claim(path: Path, what: str, named: bool = False) -> None:
+        """``named``: a path the user gave for one file, refused at once if it is a folder."""
+        if named and path.is_dir():
+            raise UsageError(f"{path}: the {what} names a folder; give a file name")
         key = path.resolve()
         if key in inputs:
             raise UsageError(f"{path}: the {what} would overwrite the input {inputs[key]}")
@@ -97,7 +100,7 @@ def check_outputs(jobs: list[Job], extra: dict[str, Path | None], scores: Path |
         if scores is True:
             claim(j.scores, "score map")
     if isinstance(scores, Path):
-        claim(scores, "score map")
+        claim(scores, "score map", named=True)
     for what, path in extra.items():
         if path is not None:
-            claim(path, what)
+            claim(path, what, named=True)
