@@ -136,7 +136,7 @@ def audit_table(records: list[dict], threshold: float, max_side: int | None) -> 
     cols = ["video", "frames"] + [f"{n}: faces / any after / leaked (confident)" for n in names]
     cols += ["identity matches"] if ident else []
     for col in cols + ["kept"]:
-        table.add_column(col, justify="left" if col == "video" else "right")
+        table.add_column(col, justify="left" if col == "video" else "right", overflow="fold" if col == "video" else "ellipsis")
     for r in records:
         if "error" in r:
             table.add_row(shown(Path(r["original"]).name), f"[red]{shown(r['error'])}[/]", *[""] * (len(cols) - 1))
@@ -196,13 +196,16 @@ def stages(quiet: bool):
 def eval_table(result, protocol: str) -> None:
     from ppar_cli.research.report import label
 
-    table = Table(title=f"ppar eval ({protocol}) - {result.test_videos} test videos")
-    for col in ("method", "action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept",
-                "motion / area"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    # Whole methods and header words in 80 columns (ppar@0.3 and ppar@0.5 cut to "ppar@0…" read the
+    # same): the headers wrap between words, and cells are padded on the right only.
+    table = Table(title=f"ppar eval ({protocol}) - {result.test_videos} test videos", padding=(0, 1, 0, 0))
+    methods = [label(r) for r in result.records]
+    table.add_column("method", no_wrap=True, min_width=max(map(len, methods), default=6))
+    for col in ("action top-1", "privacy cMAP", "privacy F1", "re-id top-1", "privacy px removed", "action px kept", "motion / area"):
+        table.add_column(col, justify="right", min_width=7)
     fmt = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    for r in result.records:
-        table.add_row(label(r), fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
+    for method, r in zip(methods, result.records):
+        table.add_row(method, fmt(r["action_top1"]), fmt(r.get("privacy_cmap")), fmt(r.get("privacy_f1")),
                       fmt(r.get("reid_top1")), fmt(r.get("privacy_pixels_removed")), fmt(r.get("action_pixels_kept")),
                       "" if r.get("motion_over_area") is None else f"{r['motion_over_area']:.2f}")
     Console().print(table)

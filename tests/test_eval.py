@@ -91,6 +91,23 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
 
 
 @pytest.mark.slow
+def test_eval_table_shows_whole_methods_and_header_words_in_80_columns(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from ppar_cli.views import eval_table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    metrics = dict(action_top1=0.5, privacy_cmap=0.8, privacy_f1=0.3, reid_top1=0.1, privacy_pixels_removed=1.0,
+                   action_pixels_kept=0.5, motion_over_area=0.9)
+    records = [dict(method=m, keep=k, **metrics) for m in ("ppar", "random", "oracle") for k in (0.3, 0.5)]
+    records += [dict(method=m, keep=None, **metrics) for m in ("raw", "downsample2", "blacken")]
+    eval_table(SimpleNamespace(records=records, spots={}, test_videos=3), "quick")
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 80 and "…" not in out
+    for word in ("ppar@0.3", "ppar@0.5", "random@0.3", "downsample2", "privacy", "removed", "motion"):
+        assert word in out, word
+
+
 def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
     """Both protocols on a tiny UCF101 fixture: generated videos under real file names, a VP-style label pickle."""
     import pickle
