@@ -90,7 +90,6 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     assert bad.returncode == 2 and "--keep" in bad.stderr
 
 
-@pytest.mark.slow
 def test_eval_table_shows_whole_methods_and_header_words_in_80_columns(monkeypatch, capsys):
     from types import SimpleNamespace
 
@@ -108,6 +107,7 @@ def test_eval_table_shows_whole_methods_and_header_words_in_80_columns(monkeypat
         assert word in out, word
 
 
+@pytest.mark.slow
 def test_eval_on_ucf101_layout_with_vp_labels(tmp_path, tiny_weights):
     """Both protocols on a tiny UCF101 fixture: generated videos under real file names, a VP-style label pickle."""
     import pickle
