@@ -38,7 +38,8 @@ def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
 @pytest.mark.slow
 def test_research_commands_name_a_missing_input(tmp_path):
     missing = tmp_path / "nowhere"
-    for args in (["eval", "--data", missing], ["train", "--data", missing, "--out", tmp_path / "run"],
+    for args in (["eval", "--data", missing], ["train", "--data", missing, "--out", tmp_path / "w.safetensors",
+                                              "--run-dir", tmp_path / "run"],
                  ["pseudolabel", missing, tmp_path / "masks"]):
         r = ppar(*args)
         assert r.returncode == 2, (args, r.stderr)

@@ -57,6 +57,30 @@ def test_resume_gives_the_same_result(bench, tmp_path, crop):
 
 
 @pytest.mark.slow
+def test_a_run_resumes_only_with_its_own_arguments(bench, tmp_path):
+    """A rerun into a run folder continues that run: other data, labels or settings would continue
+    its checkpoint silently, so they are refused before any video is decoded. The data's spelling
+    and the threads may differ (a run moved to another machine)."""
+    from ppar_cli.errors import UsageError
+
+    train(_args(bench, tmp_path, "run", stop_after=1), log=lambda m: None)
+    state = (tmp_path / "run" / "state.json").read_text()
+    other = tmp_path / "other"
+    generate(other, 8, seed=12, size=48, frames=12, workers=1)
+    (other / "tiny.json").write_text(json.dumps(TINY))
+    for args, said in ((_args(other, tmp_path, "run"), "training videos and labels"),
+                       (_args(bench, tmp_path, "run", lr=2e-3), "lr 0.001 there, 0.002 now"),
+                       (_args(bench, tmp_path, "run", mask_weight=1.0), "mask_weight 0.0 there, 1.0 now")):
+        with pytest.raises(UsageError, match=said):
+            train(args, log=lambda m: pytest.fail(f"{said}: went on to {m}"))
+    assert (tmp_path / "run" / "state.json").read_text() == state and not (tmp_path / "run.safetensors").exists()
+    moved = _args(bench, tmp_path, "run", threads=1)
+    moved.data = str(bench) + os.sep
+    train(moved, log=lambda m: None)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 2 and os.path.exists(moved.out)
+
+
+@pytest.mark.slow
 def test_training_on_videos_read_from_their_files_equals_training_on_held_ones(bench, tmp_path, monkeypatch):
     """Where the frames do not fit in memory, training reads each batch's windows from the files
     (ahead of the model, in threads): the same run, to the bit, as with every frame held."""

@@ -7,6 +7,7 @@ safetensors, the optimizer state as safetensors, and a JSON of the counters. No 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from ppar_cli.core.clips import prepare_clips
 from ppar_cli.core.config import PRESETS, PPARConfig, read_metadata
 from ppar_cli.core.model import PPARModel
 from ppar_cli.core.weights import save_weights
+from ppar_cli.errors import UsageError
 from ppar_cli.media.files import atomic_path
 from ppar_cli.pipeline.runtime import local_processes, memory, memory_free
 from ppar_cli.research.args import TrainArgs
@@ -115,6 +117,37 @@ def _load_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer) ->
     return state
 
 
+# Arguments a resumed run may change: where its results go, how much of it runs now, on how many
+# threads, how much it evaluates. The data, labels, split, config and init are compared by what
+# they give (run_identity), not by their spelling: a run moved to another machine still resumes.
+FREE_ON_RESUME = {"out", "run_dir", "stop_after", "threads", "max_eval", "data", "format", "labels", "splits_dir",
+                  "split", "config", "overrides", "init", "init_stem", "init_inflation"}
+
+
+def run_identity(args: TrainArgs, cfg: PPARConfig, bench) -> dict:
+    """What makes a run this run: its schedule and losses, its model config, and a digest of its
+    training videos with their actions and privacy labels. A rerun into the same run folder must
+    match, or it would continue another run's checkpoint on other data or settings."""
+    same = {k: v for k, v in asdict(args).items() if k not in FREE_ON_RESUME}
+    videos = sorted((i.key, i.action, None if i.attributes is None else i.attributes.tolist()) for i in bench.train)
+    digest = hashlib.sha256(json.dumps([bench.actions, bench.attributes, videos]).encode()).hexdigest()[:16]
+    return {**same, "config": json.loads(cfg.to_json()), "training videos and labels": digest}
+
+
+def check_resume(run: Path, state: dict, identity: dict) -> None:
+    """Refuse to resume ``run`` with arguments that make another run (runs saved before 0.3.24
+    recorded none and resume unchecked)."""
+    saved = state.get("identity")
+    if saved is None:
+        return
+    differ = [k for k in identity if saved.get(k) != identity[k]]
+    if differ:
+        said = ", ".join(k if " " in k or k == "config" else f"<{k}> {saved.get(k)} there, {identity[k]} now"
+                         for k in differ)
+        raise UsageError(f"{run}: holds a run started with other arguments ({said}); give the same ones to resume it, "
+                         f"or another <run_dir>")
+
+
 def train(args: TrainArgs, log=print) -> dict:
     """Train (or resume) and return the last epoch's metrics. On CUDA the kernels are deterministic
     for the run's duration only: what runs afterwards in the same process (`ppar paper` evaluates
@@ -150,13 +183,16 @@ def _train(args: TrainArgs, log=print) -> dict:
         torch.use_deterministic_algorithms(True)
     master = rank == 0
     run = Path(args.run_dir)
-    if master:
-        run.mkdir(parents=True, exist_ok=True)
 
     # -- data and model ---------------------------------------------------------------------------
     sources = [d for d in str(args.data).split(",") if d]
     bench = combine([open_benchmark(d, args.format, args.split, args.labels, args.splits_dir) for d in sources])
     cfg = build_config(args, bench.actions, bench.attributes)
+    identity = run_identity(args, cfg, bench)
+    if (run / "state.json").exists():  # before the videos are decoded, which can take minutes
+        check_resume(run, json.loads((run / "state.json").read_text()), identity)
+    if master:  # once the arguments are known to be good: a mistake leaves no run folder behind
+        run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model = PPARModel(cfg)
     if args.init_stem:
@@ -184,9 +220,10 @@ def _train(args: TrainArgs, log=print) -> dict:
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.999))
     steps_per_epoch = math.ceil(len(train_set) / world / (args.batch_size * args.accum))
     total, warmup = steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs)
-    state = {"epoch": 0, "step": 0, "history": [], "init": init_report}
+    state = {"epoch": 0, "step": 0, "history": [], "init": init_report, "identity": identity}
     if (run / "state.json").exists():
         state = _load_checkpoint(run, model, opt)
+        state.setdefault("identity", identity)  # a run saved before 0.3.24 is checked from here on
         log(f"resumed from {run} at epoch {state['epoch']}")
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     scaler_ctx = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
