@@ -695,7 +695,8 @@ def _used_since(before: dict) -> dict:
 def synth_bench(args, work: Path) -> Path:
     bench = work / "synth"
     if not (bench / "labels.json").exists():
-        r = ppar("synth", bench, "--videos", 24 if args.quick else 200, "--seed", 3, "--size", 64, "--frames", 32, "-q")
+        r = ppar("synth", bench, "--videos", 24 if args.quick else 200, "--seed", 3, "--size", 64, "--frames", 32, "-q",
+                 "--overwrite")  # over what an interrupted call left
         if r.returncode:
             raise RuntimeError(r.stderr[-300:])
     return bench

@@ -24,6 +24,7 @@ def synth(
     fps: float = typer.Option(25.0, help="Frame rate."),
     identities: int = typer.Option(32, help="Distinct people."),
     workers: Optional[int] = typer.Option(None, help="Processes (default: all cores)."),
+    overwrite: bool = typer.Option(False, help="Write into a folder that is not empty (its files of the same names are replaced)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate the procedural PPAR benchmark (UCF101 layout, privacy labels, ground-truth masks)."""
@@ -32,7 +33,7 @@ def synth(
     with stages(quiet) as progress:
         try:
             index = generate(out_dir, videos, seed, size, frames, fps, identities, workers,
-                             progress=progress("rendering", videos))
+                             progress=progress("rendering", videos), overwrite=overwrite)
         except PparError as e:
             fail(e, e.exit_code)
     if not quiet:

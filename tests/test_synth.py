@@ -1,6 +1,10 @@
+import json
+
 import numpy as np
+import pytest
 
 from ppar_cli.core.config import PPARConfig
+from ppar_cli.errors import UsageError
 from ppar_cli.research.data import ClipSet, open_benchmark
 from ppar_cli.research.people import Canvas, make_identities, render_video
 from ppar_cli.research.synth import ACTIONS, load_masks
@@ -46,6 +50,18 @@ def test_generate_never_forks(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fork", no_fork)
     generate(tmp_path, 2, seed=1, size=32, frames=4, workers=1)
     assert len(list(tmp_path.glob("*/*.avi")) + list(tmp_path.glob("*/*.mp4"))) == 2
+
+
+def test_generate_writes_into_a_folder_that_is_not_empty_only_when_told(tmp_path):
+    from ppar_cli.research.synth import generate
+
+    generate(tmp_path / "b", 2, seed=1, size=32, frames=4, workers=1)
+    before = (tmp_path / "b" / "labels.json").read_text()
+    with pytest.raises(UsageError, match="not empty"):
+        generate(tmp_path / "b", 2, seed=2, size=32, frames=4, workers=1)
+    assert (tmp_path / "b" / "labels.json").read_text() == before
+    generate(tmp_path / "b", 2, seed=2, size=32, frames=4, workers=1, overwrite=True)
+    assert json.loads((tmp_path / "b" / "labels.json").read_text())["seed"] == 2
 
 
 def test_generate_reads_back_as_ucf101(tmp_path):

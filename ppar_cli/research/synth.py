@@ -66,15 +66,20 @@ def _job(args) -> dict:
 
 
 def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, frames: int = 64, fps: float = 25,
-             identities: int = 32, workers: int | None = None, progress=None) -> dict:
+             identities: int = 32, workers: int | None = None, progress=None, overwrite: bool = False) -> dict:
     """Write a benchmark to ``out``; returns its label index (also written as labels.json), with the
-    number of test videos (UCF101 split 1's rule: groups 1-7) as ``test_videos``."""
+    number of test videos (UCF101 split 1's rule: groups 1-7) as ``test_videos``. A folder that is
+    not empty (another benchmark, say) is written into only with ``overwrite``."""
     for name, value, low in (("videos", videos, 1), ("frames", frames, 1), ("identities", identities, 1), ("size", size, 16)):
         if value < low:
             raise UsageError(f"must be at least {low}, got {value}", option=name)
     if not fps > 0:
         raise UsageError(f"must be above 0, got {fps}", option="fps")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: a file, not a folder")
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"{out}: not empty (<overwrite> writes the benchmark into it anyway)")
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), seed, i, identities, size, frames, fps) for i in range(videos)]
     records = []
