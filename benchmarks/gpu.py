@@ -705,8 +705,9 @@ def synth_bench(args, work: Path) -> Path:
 def train_check(args, work: Path) -> dict:
     bench = synth_bench(args, work)
     common = ["--data", bench, "--batch-size", 8, "--epochs", 2 if args.quick else 8, "--seed", 1]
-    for run in ("run_full", "run_part", "run_ddp"):  # a run left by an earlier call would resume
-        shutil.rmtree(work / run, ignore_errors=True)
+    for run in ("full", "part", "ddp"):  # a run left by an earlier call would resume, its weights be refused
+        shutil.rmtree(work / f"run_{run}", ignore_errors=True)
+        (work / f"{run}.safetensors").unlink(missing_ok=True)
     res = {}
     t0 = time.perf_counter()
     r = ppar("train", *common, "--out", work / "full.safetensors", "--run-dir", work / "run_full")

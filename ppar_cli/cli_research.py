@@ -74,6 +74,7 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     seed: int = typer.Option(_TRAIN.seed, help="Seed of initialisation and clip order: the same seed gives the same weights."),
     out: Path = typer.Option(Path(_TRAIN.out), help="Final weights file."),
+    overwrite: bool = typer.Option(_TRAIN.overwrite, help="Replace an existing --out file (refused otherwise, before training)."),
     run_dir: Path = typer.Option(Path(_TRAIN.run_dir), help="Checkpoints and metrics.jsonl; an existing run resumes."),
     max_eval: Optional[int] = typer.Option(None, help="Evaluate on at most this many test videos per epoch."),
     stop_after: Optional[int] = typer.Option(None, help="Run at most this many epochs now; rerun to resume."),
@@ -98,7 +99,7 @@ def train(
     args = TrainArgs(data=str(data), format=format, labels=str(labels) if labels else None,
                      splits_dir=str(splits) if splits else None, split=split, config=config, overrides=overrides,
                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, overlap_weight=overlap_weight,
-                     mask_weight=mask_weight, separation_weight=separation_weight, motion_weight=motion_weight, crop_scale=crop_scale, threads=threads, seed=seed, out=str(out), run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after,
+                     mask_weight=mask_weight, separation_weight=separation_weight, motion_weight=motion_weight, crop_scale=crop_scale, threads=threads, seed=seed, out=str(out), overwrite=overwrite, run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after,
                      init_stem=str(init_stem) if init_stem else None, init=str(init) if init else None,
                      init_inflation=init_inflation)
     try:

@@ -57,10 +57,11 @@ def test_resume_gives_the_same_result(bench, tmp_path, crop):
 
 
 @pytest.mark.slow
-def test_a_run_resumes_only_with_its_own_arguments(bench, tmp_path):
+def test_a_run_resumes_only_with_its_own_arguments_and_replaces_no_weights(bench, tmp_path):
     """A rerun into a run folder continues that run: other data, labels or settings would continue
     its checkpoint silently, so they are refused before any video is decoded. The data's spelling
-    and the threads may differ (a run moved to another machine)."""
+    and the threads may differ (a run moved to another machine). An existing --out is refused at
+    the start unless overwrite."""
     from ppar_cli.errors import UsageError
 
     train(_args(bench, tmp_path, "run", stop_after=1), log=lambda m: None)
@@ -78,6 +79,13 @@ def test_a_run_resumes_only_with_its_own_arguments(bench, tmp_path):
     moved.data = str(bench) + os.sep
     train(moved, log=lambda m: None)
     assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 2 and os.path.exists(moved.out)
+    weights = (tmp_path / "run.safetensors").read_bytes()
+    fresh = _args(bench, tmp_path, "again")  # a new run whose weights would replace the first's
+    fresh.out = moved.out
+    with pytest.raises(UsageError, match="run.safetensors: already exists"):
+        train(fresh, log=lambda m: pytest.fail(f"went on to {m}"))
+    assert (tmp_path / "run.safetensors").read_bytes() == weights and not (tmp_path / "again").exists()
+    train(_args(bench, tmp_path, "run", overwrite=True), log=lambda m: None)  # the finished run, saved again
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 class TrainArgs:
     data: str  # a benchmark folder (or CSV); several, comma-separated, are trained on together
     out: str = "weights/ppar-small.safetensors"
+    overwrite: bool = False  # replace an existing `out` (in a source checkout the default is the bundled synthetic weights)
     run_dir: str = "runs/train"
     format: str = "auto"
     labels: str | None = None

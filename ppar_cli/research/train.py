@@ -120,7 +120,7 @@ def _load_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer) ->
 # Arguments a resumed run may change: where its results go, how much of it runs now, on how many
 # threads, how much it evaluates. The data, labels, split, config and init are compared by what
 # they give (run_identity), not by their spelling: a run moved to another machine still resumes.
-FREE_ON_RESUME = {"out", "run_dir", "stop_after", "threads", "max_eval", "data", "format", "labels", "splits_dir",
+FREE_ON_RESUME = {"out", "overwrite", "run_dir", "stop_after", "threads", "max_eval", "data", "format", "labels", "splits_dir",
                   "split", "config", "overrides", "init", "init_stem", "init_inflation"}
 
 
@@ -183,6 +183,8 @@ def _train(args: TrainArgs, log=print) -> dict:
         torch.use_deterministic_algorithms(True)
     master = rank == 0
     run = Path(args.run_dir)
+    if Path(args.out).exists() and not args.overwrite:  # checked now, not after hours of training
+        raise UsageError(f"{args.out}: already exists (<overwrite> replaces it)")
 
     # -- data and model ---------------------------------------------------------------------------
     sources = [d for d in str(args.data).split(",") if d]
