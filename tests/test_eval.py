@@ -90,6 +90,16 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     assert bad.returncode == 2 and "--keep" in bad.stderr
 
 
+def test_an_out_that_is_a_file_is_refused_before_the_evaluation(tmp_path, tiny_weights):
+    from ppar_cli.errors import UsageError
+    from ppar_cli.research.evaluate import evaluate_benchmark
+
+    (tmp_path / "results").write_text("mine")
+    with pytest.raises(UsageError, match="results: a file; out names the folder"):
+        evaluate_benchmark(tmp_path / "nowhere", tiny_weights, out=tmp_path / "results")
+    assert (tmp_path / "results").read_text() == "mine"
+
+
 def test_eval_table_shows_whole_methods_and_header_words_in_80_columns(monkeypatch, capsys):
     from types import SimpleNamespace
 

@@ -88,6 +88,20 @@ def test_a_run_resumes_only_with_its_own_arguments_and_replaces_no_weights(bench
     train(_args(bench, tmp_path, "run", overwrite=True), log=lambda m: None)  # the finished run, saved again
 
 
+def test_an_out_that_is_a_folder_or_a_run_dir_that_is_a_file_is_refused_before_training(bench, tmp_path):
+    from ppar_cli.errors import UsageError
+
+    (tmp_path / "file").write_text("mine")
+    for kw, said in ((dict(out=str(tmp_path), overwrite=True), "a folder; out names the weights file"),
+                     (dict(run_dir=str(tmp_path / "file")), "file: a file, not a run folder")):
+        args = _args(bench, tmp_path, "run")
+        for k, v in kw.items():
+            setattr(args, k, v)
+        with pytest.raises(UsageError, match=said):
+            train(args, log=lambda m: pytest.fail(f"went on to {m}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_training_on_videos_read_from_their_files_equals_training_on_held_ones(bench, tmp_path, monkeypatch):
     """Where the frames do not fit in memory, training reads each batch's windows from the files

@@ -229,6 +229,8 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
 
     if protocol not in ("quick", "full"):
         raise UsageError(f"must be quick or full, got {protocol!r}", option="protocol")
+    if Path(out).exists() and not Path(out).is_dir():  # now, not after the evaluation
+        raise UsageError(f"{out}: a file; <out> names the folder for the results")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown {', '.join(unknown) or '(none given)'} (choose from {', '.join(METHODS)})", option="methods")

@@ -182,9 +182,14 @@ def _train(args: TrainArgs, log=print) -> dict:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     master = rank == 0
-    run = Path(args.run_dir)
-    if Path(args.out).exists() and not args.overwrite:  # checked now, not after hours of training
-        raise UsageError(f"{args.out}: already exists (<overwrite> replaces it)")
+    run, out = Path(args.run_dir), Path(args.out)
+    # checked now, not after hours of training
+    if out.is_dir():
+        raise UsageError(f"{out}: a folder; <out> names the weights file to write")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out}: already exists (<overwrite> replaces it)")
+    if run.exists() and not run.is_dir():
+        raise UsageError(f"{run}: a file, not a run folder")
 
     # -- data and model ---------------------------------------------------------------------------
     sources = [d for d in str(args.data).split(",") if d]
