@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers import REAL, make_clip, needs_shared
 
+from ppar_cli.errors import UsageError
 from ppar_cli.research import teach
 from ppar_cli.research.data import ClipSet, open_benchmark
 from ppar_cli.research.synth import load_masks
@@ -113,6 +114,11 @@ def test_pseudolabel_writes_masks_that_read_back_as_a_benchmark(tmp_path, monkey
     clips = ClipSet(bench.train, load_weights(tiny_weights).model.cfg)
     assert clips.has_masks and clips.has_person
     assert json.loads((tmp_path / "out" / "pseudo.json").read_text())["format"] == "ppar-pseudo/1"
+    (tmp_path / "file").write_text("mine")  # an OUT_DIR that is a file: refused before the first video's teachers
+    calls = FakeTeachers.calls
+    with pytest.raises(UsageError, match="file: a file, not a folder for the masks"):
+        teach.pseudolabel(src, tmp_path / "file")
+    assert FakeTeachers.calls == calls and (tmp_path / "file").read_text() == "mine"
 
 
 @needs_shared

@@ -244,6 +244,8 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
     inp, out = Path(inp), Path(out)
     if not inp.is_dir():
         raise UsageError(f"{inp}: {'not a folder of videos' if inp.exists() else 'no such file or directory'}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: a file, not a folder for the masks")
     index_path = out / "pseudo.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"format": "ppar-pseudo/1", "videos": {}}
     # the videos' folder relative to the masks' (kept beside a checkout, ../shared stays found)
