@@ -29,7 +29,7 @@ from ppar_cli.errors import UsageError
 from ppar_cli.media.files import atomic_path
 from ppar_cli.pipeline.runtime import local_processes, memory, memory_free
 from ppar_cli.research.args import TrainArgs
-from ppar_cli.research.data import ClipSet, combine, open_benchmark, random_crop
+from ppar_cli.research.data import Benchmark, ClipSet, combine, open_benchmark, random_crop
 from ppar_cli.research.evaluate import validation_record
 from ppar_cli.research.metrics import tubelet_motion
 from ppar_cli.research.pretrained import init_from_pretrained
@@ -124,7 +124,7 @@ FREE_ON_RESUME = {"out", "overwrite", "run_dir", "stop_after", "threads", "max_e
                   "split", "config", "overrides", "init", "init_stem", "init_inflation"}
 
 
-def run_identity(args: TrainArgs, cfg: PPARConfig, bench) -> dict:
+def run_identity(args: TrainArgs, cfg: PPARConfig, bench: Benchmark) -> dict:
     """What makes a run this run: its schedule and losses, its model config, and a digest of its
     training videos with their actions and privacy labels. A rerun into the same run folder must
     match, or it would continue another run's checkpoint on other data or settings."""
