@@ -95,7 +95,7 @@ def test_an_out_that_is_a_file_is_refused_before_the_evaluation(tmp_path, tiny_w
     from ppar_cli.research.evaluate import evaluate_benchmark
 
     (tmp_path / "results").write_text("mine")
-    with pytest.raises(UsageError, match="results: a file; out names the folder"):
+    with pytest.raises(UsageError, match="results: a file, not a folder for the results"):
         evaluate_benchmark(tmp_path / "nowhere", tiny_weights, out=tmp_path / "results")
     assert (tmp_path / "results").read_text() == "mine"
 

@@ -10,7 +10,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ppar_cli.errors import UsageError
+
 PARTIAL = ".partial"  # every temporary output's name holds this: .NAME.HOST-PID.XXXXXXXX.partial[.ext]
+
+
+def folder_or_new(path: Path, what: str) -> None:
+    """Refuse, before any work, a ``path`` meant to be ``what`` (a folder, existing or to be made)
+    that is a file: the first write into it would fail after the work."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: a file, not {what}")
 
 
 def temp_beside(dest: Path, suffix: str = "") -> Path:

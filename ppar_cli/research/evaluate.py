@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ppar_cli.core.model import PPARModel, keep_counts
 from ppar_cli.core.scoring import score_clips
 from ppar_cli.errors import UsageError
+from ppar_cli.media.files import folder_or_new
 from ppar_cli.pipeline.runtime import memory, memory_free, resolve_device
 from ppar_cli.pipeline.fill import smooth_fill
 from ppar_cli.pipeline.scoremap import flicker
@@ -229,8 +230,7 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
 
     if protocol not in ("quick", "full"):
         raise UsageError(f"must be quick or full, got {protocol!r}", option="protocol")
-    if Path(out).exists() and not Path(out).is_dir():  # now, not after the evaluation
-        raise UsageError(f"{out}: a file; <out> names the folder for the results")
+    folder_or_new(Path(out), "a folder for the results")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown {', '.join(unknown) or '(none given)'} (choose from {', '.join(METHODS)})", option="methods")

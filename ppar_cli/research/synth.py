@@ -20,6 +20,7 @@ import numpy as np
 
 from ppar_cli.core.config import PRIVACY_ATTRIBUTES
 from ppar_cli.errors import UsageError
+from ppar_cli.media.files import folder_or_new
 from ppar_cli.research.people import ACTIONS, make_identities, render_video
 
 ATTRIBUTES = PRIVACY_ATTRIBUTES
@@ -76,8 +77,7 @@ def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, fr
     if not fps > 0:
         raise UsageError(f"must be above 0, got {fps}", option="fps")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: a file, not a folder")
+    folder_or_new(out, "a folder for the benchmark")
     if not overwrite and out.is_dir() and any(out.iterdir()):
         raise UsageError(f"{out}: not empty (<overwrite> writes the benchmark into it anyway)")
     out.mkdir(parents=True, exist_ok=True)

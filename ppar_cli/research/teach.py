@@ -25,7 +25,7 @@ import numpy as np
 
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.media.decode import FrameReader
-from ppar_cli.media.files import atomic_path
+from ppar_cli.media.files import atomic_path, folder_or_new
 from ppar_cli.media.probe import probe, video_files
 from ppar_cli.research.synth import save_masks
 
@@ -244,8 +244,7 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
     inp, out = Path(inp), Path(out)
     if not inp.is_dir():
         raise UsageError(f"{inp}: {'not a folder of videos' if inp.exists() else 'no such file or directory'}")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: a file, not a folder for the masks")
+    folder_or_new(out, "a folder for the masks")
     index_path = out / "pseudo.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"format": "ppar-pseudo/1", "videos": {}}
     # the videos' folder relative to the masks' (kept beside a checkout, ../shared stays found)

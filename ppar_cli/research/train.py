@@ -26,7 +26,7 @@ from ppar_cli.core.config import PRESETS, PPARConfig, read_metadata
 from ppar_cli.core.model import PPARModel
 from ppar_cli.core.weights import save_weights
 from ppar_cli.errors import UsageError
-from ppar_cli.media.files import atomic_path
+from ppar_cli.media.files import atomic_path, folder_or_new
 from ppar_cli.pipeline.runtime import local_processes, memory, memory_free
 from ppar_cli.research.args import TrainArgs
 from ppar_cli.research.data import Benchmark, ClipSet, combine, open_benchmark, random_crop
@@ -122,6 +122,7 @@ def _load_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer) ->
 # they give (run_identity), not by their spelling: a run moved to another machine still resumes.
 FREE_ON_RESUME = {"out", "overwrite", "run_dir", "stop_after", "threads", "max_eval", "data", "format", "labels", "splits_dir",
                   "split", "config", "overrides", "init", "init_stem", "init_inflation"}
+WHOLE = ("config", "training videos and labels")  # run_identity's parts named when they differ, not shown
 
 
 def run_identity(args: TrainArgs, cfg: PPARConfig, bench: Benchmark) -> dict:
@@ -142,8 +143,7 @@ def check_resume(run: Path, state: dict, identity: dict) -> None:
         return
     differ = [k for k in identity if saved.get(k) != identity[k]]
     if differ:
-        said = ", ".join(k if " " in k or k == "config" else f"<{k}> {saved.get(k)} there, {identity[k]} now"
-                         for k in differ)
+        said = ", ".join(k if k in WHOLE else f"<{k}> {saved.get(k)} there, {identity[k]} now" for k in differ)
         raise UsageError(f"{run}: holds a run started with other arguments ({said}); give the same ones to resume it, "
                          f"or another <run_dir>")
 
@@ -188,8 +188,7 @@ def _train(args: TrainArgs, log=print) -> dict:
         raise UsageError(f"{out}: a folder; <out> names the weights file to write")
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out}: already exists (<overwrite> replaces it)")
-    if run.exists() and not run.is_dir():
-        raise UsageError(f"{run}: a file, not a run folder")
+    folder_or_new(run, "a run folder")
 
     # -- data and model ---------------------------------------------------------------------------
     sources = [d for d in str(args.data).split(",") if d]
