@@ -31,6 +31,7 @@ def test_fill_only_touches_pruned(fill):
     frames = rng.integers(0, 256, (6, 40, 50, 3), dtype=np.uint8)
     orig = frames.copy()
     keep = rng.random((3, 4, 4)) < 0.5
+    keep[1] = True  # a slab kept whole beside pruned ones (--keep near 1)
     slab = np.array([0, 0, 1, 1, 2, 2])
     out = fill_clip(frames, keep, slab, fill)
     for f in range(6):
@@ -38,12 +39,13 @@ def test_fill_only_touches_pruned(fill):
         assert (out[f][m] == orig[f][m]).all()
         if fill == "black":
             assert (out[f][~m] == 0).all()
-        else:
+        elif (~m).any():
             assert (out[f][~m] != orig[f][~m]).any()
 
 
 def test_pruned_rects_cover_each_pruned_cell_once():
     rng = np.random.default_rng(0)
+    assert pruned_rects(np.ones((4, 5), bool)) == []
     for p in (0.0, 0.2, 0.5, 0.8, 1.0):
         for _ in range(20):
             keep = rng.random((20, 20)) < p

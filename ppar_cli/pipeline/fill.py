@@ -39,6 +39,8 @@ def pruned_rects(grid: np.ndarray) -> list[tuple[int, int, int, int]]:
     edge = np.zeros((grid.shape[0], 1), np.int8)
     step = np.diff(np.concatenate([edge, (~grid).astype(np.int8), edge], axis=1), axis=1)
     r, c0 = np.nonzero(step == 1)
+    if not len(r):  # all kept: a slab of a clip kept whole (--keep near 1)
+        return []
     c1 = np.nonzero(step == -1)[1]  # row-major, as the starts: each run's end pairs with its start
     order = np.lexsort((r, c1, c0))
     r, c0, c1 = r[order], c0[order], c1[order]
