@@ -3,6 +3,7 @@ one line, and carries the exit code the CLI gives it (2: what was asked is wrong
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 
 class PparError(Exception):
@@ -40,3 +41,13 @@ class DataError(PparError):
     """A benchmark or label file that cannot be read; the message names the file and the problem."""
 
     exit_code = 2
+
+
+def internal_error(e: BaseException) -> str:
+    """One line for an error that is a bug in ppar, not a problem with the input, naming where in
+    ppar it was raised: a batch reports the file as failed and goes on with the others."""
+    import traceback
+
+    ours = [f for f in traceback.extract_tb(e.__traceback__) if "ppar_cli" in f.filename] or [None]
+    where = f" at {Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours[-1] else ""
+    return f"internal error, a bug in ppar ({type(e).__name__}: {e}{where}); please report it"

@@ -416,3 +416,31 @@ def test_stray_finds_a_partial_file_left_behind(tmp_path, clip, tiny_weights, mo
     monkeypatch.setattr(VideoWriter, "commit", lambda self, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
     assert r.status == "failed" and stray(tmp_path)
+
+
+def test_a_bug_fails_its_video_and_the_batch_goes_on(tmp_path, clip, tiny_weights, monkeypatch):
+    """An error no check foresaw (here an IndexError in the fill, as --keep 0.99 once raised) is
+    one failed video, said to be a bug, with nothing of it left, not a traceback that ends the
+    batch; Ctrl-C still stops everything."""
+    from ppar_cli.pipeline import api
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(clip, src / name)
+    real_fill, calls = api.fill_clip, []
+
+    def fill_failing_once(*args, **kw):
+        calls.append(1)
+        return [][0] if len(calls) == 1 else real_fill(*args, **kw)
+
+    monkeypatch.setattr(api, "fill_clip", fill_failing_once)
+    results = anonymize(src, tmp_path / "out", Options(guard="none", jobs=1), weights=tiny_weights)
+    assert sorted(r.status for r in results) == ["failed", "ok"]
+    [bad] = [r for r in results if r.status == "failed"]
+    assert bad.error.startswith(str(bad.src)) and "a bug in ppar (IndexError" in bad.error and "\n" not in bad.error
+    assert not bad.dst.exists() and not bad.dst.with_suffix(".json").exists() and not stray(tmp_path)
+    monkeypatch.setattr(api, "fill_clip", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        anonymize(clip, tmp_path / "k.mp4", Options(guard="none"), weights=tiny_weights)
+    assert not (tmp_path / "k.mp4").exists() and not stray(tmp_path)

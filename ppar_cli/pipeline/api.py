@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, read_metadata, weights_sha256
-from ppar_cli.errors import PparError, UsageError
+from ppar_cli.errors import PparError, UsageError, internal_error
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.encode import VideoWriter
@@ -147,18 +147,17 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         if writer.audio_rejected:
             result.notes.append(f"damaged audio: {writer.audio_rejected} packet(s) left out, silent there; the rest in sync")
         result.status = "ok"
-    except (VideoError, OSError, RuntimeError, ValueError) as e:
+    except BaseException as e:  # nothing half-written is left; KeyboardInterrupt and friends go on up
         for w in (writer, shown):
             if w is not None:
                 w.abort()
+        if not isinstance(e, Exception):
+            raise
         if isinstance(e, OSError) and not isinstance(e, VideoError):
             e = f"{e.strerror or e} while writing {dst}"  # disk full, permissions: name the output too
+        elif not isinstance(e, (VideoError, RuntimeError, ValueError)):  # a bug: this file fails, a batch goes on
+            e = internal_error(e)
         result.error = str(e) if str(src) in str(e) else f"{src}: {e}"
-    except BaseException:  # KeyboardInterrupt and friends: clean up, then let them through
-        for w in (writer, shown):
-            if w is not None:
-                w.abort()
-        raise
     finally:
         if front is not None:
             front.close()
