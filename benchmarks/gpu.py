@@ -812,7 +812,7 @@ def contention(args, work: Path) -> dict:
 def eval_check(args, work: Path) -> dict:
     bench = synth_bench(args, work)
     r = ppar("eval", "--data", bench, "--device", args.device, "--max-videos", 12, "--keep", "0.5",
-             "--methods", "ppar,raw,random", "--out", work / "eval", "--quiet")
+             "--methods", "ppar,raw,random", "--out", work / "eval", "--overwrite", "--quiet")
     out = {"exit": r.returncode, "stderr": r.stderr[-300:]}
     if r.returncode == 0:
         out["records"] = json.loads((work / "eval" / "results.json").read_text())["records"]

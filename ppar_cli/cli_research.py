@@ -160,6 +160,7 @@ def eval_(
     max_videos: Optional[int] = typer.Option(None, help="Evaluate at most this many test videos."),
     clips_per_video: int = typer.Option(1, help="Evenly spaced windows per test video."),
     out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier evaluation's results in --out (refused otherwise, before any work)."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; with several, each figure is the mean, with its spread (NAME_std)."),
     device: str = typer.Option("cpu", help="auto, cpu or cuda: where the model and the fresh models run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table (results are still written)."),
@@ -173,7 +174,7 @@ def eval_(
                                         tuple(m.strip() for m in methods.split(",") if m.strip()), tuple(parse_keeps(keep)),
                                         epochs, max_videos, max_train_videos, clips_per_video, lambda_, hysteresis, out,
                                         progress=progress, seeds=_seeds(seeds), device=device,
-                                        train_windows=train_windows)
+                                        train_windows=train_windows, overwrite=overwrite)
         except PparError as e:
             fail(e, e.exit_code)
     if quiet:

@@ -79,10 +79,16 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
         assert x["protocol"] == "full" and 0 <= x["action_top1"] <= 1 and 0 <= x["privacy_cmap"] <= 1 and 0 <= x["reid_top1"] <= 1
         assert x["seeds"] == 2 and "action_top1_std" in x and "privacy_cmap_std" in x
     assert any(p.name.startswith("ppar@0.5_") for p in (full / "cache").iterdir())  # anonymized training clips cached
-    r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
-                        "--protocol", "full", "--epochs", "1", "--keep", "0.5", "--methods", "ppar", "--train-windows", "1",
-                        "--out", str(full), "--quiet"], capture_output=True, text=True)
+    again = [sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
+             "--protocol", "full", "--epochs", "1", "--keep", "0.5", "--methods", "ppar", "--train-windows", "1",
+             "--out", str(full), "--quiet"]
+    before = {p.name: p.read_bytes() for p in full.iterdir() if p.is_file()}
+    r = subprocess.run(again, capture_output=True, text=True)  # the earlier results are kept unless told
+    assert r.returncode == 2 and "holds an earlier evaluation's results.json" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in full.iterdir() if p.is_file()} == before
+    r = subprocess.run(again + ["--overwrite"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert {p.name for p in full.iterdir() if p.is_file()} == set(before) and (full / "results.json").read_bytes() != before["results.json"]
     cached = [np.load(p, mmap_mode="r").shape[0] for p in (full / "cache").iterdir() if p.name.startswith("ppar@0.5_")]
     assert len(cached) == 2 and max(cached) == 4 * min(cached)  # 1 window per video: a cache entry of its own
     bad = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "eval", "--data", str(tmp_path / "b"), "--weights", str(tiny_weights),
@@ -90,7 +96,7 @@ def test_eval_cli_writes_outputs(tmp_path, tiny_weights):
     assert bad.returncode == 2 and "--keep" in bad.stderr
 
 
-def test_an_out_that_is_a_file_is_refused_before_the_evaluation(tmp_path, tiny_weights):
+def test_an_out_that_is_a_file_or_holds_results_is_refused_before_the_evaluation(tmp_path, tiny_weights):
     from ppar_cli.errors import UsageError
     from ppar_cli.research.evaluate import evaluate_benchmark
 
@@ -98,6 +104,11 @@ def test_an_out_that_is_a_file_is_refused_before_the_evaluation(tmp_path, tiny_w
     with pytest.raises(UsageError, match="results: a file, not a folder for the results"):
         evaluate_benchmark(tmp_path / "nowhere", tiny_weights, out=tmp_path / "results")
     assert (tmp_path / "results").read_text() == "mine"
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "results.csv").write_text("mine")  # an earlier evaluation's: refused before the data is read
+    with pytest.raises(UsageError, match="earlier: holds an earlier evaluation's results.csv; overwrite replaces them"):
+        evaluate_benchmark(tmp_path / "nowhere", tiny_weights, out=tmp_path / "earlier")
+    assert (tmp_path / "earlier" / "results.csv").read_text() == "mine"
 
 
 def test_eval_table_shows_whole_methods_and_header_words_in_80_columns(monkeypatch, capsys):

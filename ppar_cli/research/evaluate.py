@@ -24,7 +24,7 @@ from ppar_cli.pipeline.runtime import memory, memory_free, resolve_device
 from ppar_cli.pipeline.fill import smooth_fill
 from ppar_cli.pipeline.scoremap import flicker
 from ppar_cli.research.data import ClipSet
-from ppar_cli.research.report import aggregate, label, write_results
+from ppar_cli.research.report import RESULT_FILES, aggregate, label, write_results
 from ppar_cli.research.metrics import (
     attention_mass,
     by_chunks,
@@ -221,9 +221,10 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
                        max_videos: int | None = None, max_train_videos: int | None = None, clips_per_video: int = 1,
                        lambda_priv: float | None = None, hysteresis: float = 0.0, out: Path = Path("results"),
                        progress: Callable[[str, int], Callable[[], None]] | None = None, seeds: tuple[int, ...] = (0,),
-                       device: str = "cpu", train_windows: int = 4) -> Evaluation:
+                       device: str = "cpu", train_windows: int = 4, overwrite: bool = False) -> Evaluation:
     """`ppar eval` as a function: a benchmark's test split under every method and keep ratio, by the
-    quick or the full protocol; writes results.json, results.csv and tradeoff.png into ``out``.
+    quick or the full protocol; writes results.json, results.csv and tradeoff.png into ``out``, where
+    an earlier evaluation's are replaced only with ``overwrite`` (refused before any work otherwise).
     ``progress(stage, total)`` returns a callback advanced once per step of that stage."""
     from ppar_cli.core.weights import load_weights
     from ppar_cli.research.data import open_benchmark
@@ -231,6 +232,10 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
     if protocol not in ("quick", "full"):
         raise UsageError(f"must be quick or full, got {protocol!r}", option="protocol")
     folder_or_new(Path(out), "a folder for the results")
+    earlier = [name for name in RESULT_FILES if (Path(out) / name).exists()]
+    if earlier and not overwrite:
+        raise UsageError(f"{out}: holds an earlier evaluation's {', '.join(earlier)}; <overwrite> replaces them, "
+                         f"or give another <out>")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown {', '.join(unknown) or '(none given)'} (choose from {', '.join(METHODS)})", option="methods")

@@ -37,7 +37,7 @@ def paper_table(name: str, data: Path, out: Path, fmt: str, labels: Path | None 
                         batch_size=batch_size, out=str(weights), run_dir=str(out / "train"), overrides=overrides or {},
                         init=str(init) if init else None), log=log)
     result = evaluate_benchmark(data, weights, fmt, split, labels, splits, "full", TABLE_METHODS, (keep_ratio,),
-                                eval_epochs, out=out / "eval", seeds=seeds, device=device)
+                                eval_epochs, out=out / "eval", seeds=seeds, device=device, overwrite=True)
     rows = [{"dataset": name, "method": label(r), "action_top1": r["action_top1"], "privacy_cmap": r.get("privacy_cmap"),
              "privacy_f1": r.get("privacy_f1"), "seeds": r.get("seeds", 1),
              "action_top1_std": r.get("action_top1_std"), "privacy_cmap_std": r.get("privacy_cmap_std")}

@@ -2,11 +2,16 @@
 cMAP, its named sweet spots, means over seeds, and the results files (JSON, CSV, the trade-off plot)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from pathlib import Path
 
 import numpy as np
+
+from ppar_cli.media.files import atomic_path
+
+RESULT_FILES = ("results.json", "results.csv", "tradeoff.png")  # what an evaluation writes into its --out
 
 
 def pareto_front(records: list[dict]) -> list[dict]:
@@ -66,21 +71,24 @@ def label(r: dict) -> str:
 
 def write_results(records: list[dict], out: Path, title: str, methods: tuple[str, ...]) -> dict:
     """results.json, results.csv and tradeoff.png in ``out``; returns the sweet spots. ``methods``:
-    every method's name in a fixed order, which gives each its colour in every plot."""
+    every method's name in a fixed order, which gives each its colour in every plot. The three are
+    written beside their places and renamed into them together: no half-written or mixed set."""
     out.mkdir(parents=True, exist_ok=True)
     spots = sweet_spots(records)
     front = pareto_front(records)
-    (out / "results.json").write_text(json.dumps({"records": records, "pareto_front": [label(r) for r in front],
-                                                  "sweet_spots": {k: label(v) for k, v in spots.items()}}, indent=1))
-    cols = ["method", "keep", "action_top1", "privacy_cmap", "privacy_f1", "reid_top1", "privacy_pixels_removed",
-            "action_pixels_kept", "flicker"]
-    attrs = sorted({a for r in records for a in r.get("per_attribute_ap", {})})
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols + [f"ap_{a}" for a in attrs])
-        for r in records:
-            w.writerow([r.get(c, "") for c in cols] + [r.get("per_attribute_ap", {}).get(a, "") for a in attrs])
-    _plot(records, front, spots, out / "tradeoff.png", title, methods)
+    with contextlib.ExitStack() as stack:
+        path_json, path_csv, path_png = (stack.enter_context(atomic_path(out / name, Path(name).suffix)) for name in RESULT_FILES)
+        path_json.write_text(json.dumps({"records": records, "pareto_front": [label(r) for r in front],
+                                         "sweet_spots": {k: label(v) for k, v in spots.items()}}, indent=1))
+        cols = ["method", "keep", "action_top1", "privacy_cmap", "privacy_f1", "reid_top1", "privacy_pixels_removed",
+                "action_pixels_kept", "flicker"]
+        attrs = sorted({a for r in records for a in r.get("per_attribute_ap", {})})
+        with open(path_csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols + [f"ap_{a}" for a in attrs])
+            for r in records:
+                w.writerow([r.get(c, "") for c in cols] + [r.get("per_attribute_ap", {}).get(a, "") for a in attrs])
+        _plot(records, front, spots, path_png, title, methods)
     return spots
 
 
