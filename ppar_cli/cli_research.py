@@ -129,13 +129,19 @@ def pseudolabel(
             index = run_pseudolabel(inp, out, val, progress=progress("pseudo-labelling", total))
         except PparError as e:
             fail(e, e.exit_code)
+    failed = index["failed"]
+    for name, error in failed.items():  # the others were labelled: a batch goes on
+        typer.echo(f"failed {error if name in error else f'{name}: {error}'}", err=True)
     if not quiet:
         v = index["videos"].values()
         frames = sum(r["frames"] for r in v) or 1
-        console.print(f"[green]ok[/] {shown(out)}: {len(index['videos'])} videos, {frames} frames; person found by pose in "
+        console.print(f"{'[red]' + str(len(failed)) + ' failed[/], ' if failed else '[green]ok[/] '}{shown(out)}: "
+                      f"{len(index['videos'])} videos, {frames} frames; person found by pose in "
                       f"{sum(r['pose_frames'] for r in v) / frames:.0%} of frames, a face in "
                       f"{sum(r['faces_frames'] for r in v) / frames:.0%}, any teacher in "
                       f"{sum(r['any_person_frames'] for r in v) / frames:.0%}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 def eval_(

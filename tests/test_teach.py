@@ -98,8 +98,10 @@ def test_pseudolabel_writes_masks_that_read_back_as_a_benchmark(tmp_path, monkey
         (src / folder).mkdir(parents=True)
         for i in range(n):
             make_clip(src / folder / f"{folder}{i}.mp4", 96, 64, 20, audio=False)
+    (src / "fight" / "broken.mp4").write_bytes(b"not a video")  # fails alone: the others are labelled
     index = teach.pseudolabel(src, tmp_path / "out", val_fraction=0.5)
     assert len(index["videos"]) == 6 and {r["split"] for r in index["videos"].values()} <= {"train", "val"}
+    assert list(index["failed"]) == ["fight/broken.mp4"] and "broken.mp4: " in index["failed"]["fight/broken.mp4"]
     rec = index["videos"]["fight/fight0.mp4"]
     privacy, action, person = load_masks(tmp_path / "out" / "fight/fight0.mp4.masks.npz", ("privacy", "action", "person"))
     assert privacy.shape == (20, 64, 96) and rec["frames"] == 20 and rec["faces_frames"] == 20
@@ -119,6 +121,13 @@ def test_pseudolabel_writes_masks_that_read_back_as_a_benchmark(tmp_path, monkey
     with pytest.raises(UsageError, match="file: a file, not a folder for the masks"):
         teach.pseudolabel(src, tmp_path / "file")
     assert FakeTeachers.calls == calls and (tmp_path / "file").read_text() == "mine"
+    before = (tmp_path / "out" / "pseudo.json").read_bytes()  # another run's labels: refused, not mixed in
+    with pytest.raises(UsageError, match=r"another run \(--val 0.5 there, 0.2 now\)"):
+        teach.pseudolabel(src, tmp_path / "out")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(UsageError, match=r"another run \(IN_DIR .*in there\)"):
+        teach.pseudolabel(tmp_path / "other", tmp_path / "out", val_fraction=0.5)
+    assert FakeTeachers.calls == calls and (tmp_path / "out" / "pseudo.json").read_bytes() == before
 
 
 @needs_shared
@@ -150,3 +159,31 @@ def test_committed_pseudo_masks_fit_their_videos():
         privacy, action = load_masks(item.masks)
         frames = sum(len(c) for c in FrameReader(probe(item.path), backend="ffmpeg").chunks(64))
         assert len(privacy) == len(action) == frames and privacy.any()
+
+
+def test_pseudolabel_cli_names_a_failed_video_and_exits_1(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ppar_cli.cli import app
+
+    monkeypatch.setattr(teach, "Teachers", FakeTeachers)
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "good.mp4", 96, 64, 10, audio=False)
+    (src / "broken.mp4").write_bytes(b"not a video")
+    r = CliRunner().invoke(app, ["pseudolabel", str(src), str(tmp_path / "out")])
+    assert r.exit_code == 1 and "failed " + str(src / "broken.mp4") + ": no video stream" in " ".join(r.output.split())
+    assert "1 failed" in r.output and list(json.loads((tmp_path / "out" / "pseudo.json").read_text())["videos"]) == ["good.mp4"]
+
+
+def test_teachers_refuse_to_run_without_centerface(monkeypatch):
+    """Without the guard's CenterFace the masks would hide fewer heads: refused, not silently weaker."""
+    pytest.importorskip("mediapipe", reason="the teachers need the teach extra: pip install 'ppar[teach]'")
+    from ppar_cli.faces import detectors
+
+    def unavailable(*args, **kw):
+        raise detectors.FacesUnavailable("CenterFace needs onnxruntime and OpenCV: pip install 'ppar[guard]' (gone)")
+
+    monkeypatch.setattr(detectors, "CenterFace", unavailable)
+    with pytest.raises(UsageError, match=r"needs the teacher models: pip install 'ppar\[teach\]' \(CenterFace needs"):
+        teach.Teachers()

