@@ -82,3 +82,15 @@ def test_generate_reads_back_as_ucf101(tmp_path):
     assert clips.person_clip(0, 0).shape == (4, 32, 32) and clips.person_clip(0, 0).any()
     priv, act = clips.counts(0, 0)
     assert priv.shape == (cfg.num_tokens,) and priv.sum() == load_masks(b.train[0].masks)[0][:cfg.clip_span].sum()
+
+
+def test_the_smallest_benchmark_allowed_is_made_and_a_smaller_one_refused(tmp_path):
+    """--size 16 and --frames 2, the least the options allow, render (16 px once failed in the
+    background clutter, 1 frame in the people's speeds: tracebacks); less is a usage error."""
+    from ppar_cli.research.synth import generate
+
+    generate(tmp_path / "b", 12, seed=1, size=16, frames=2, workers=1)
+    assert len(list((tmp_path / "b").glob("*/*.masks.npz"))) == 12
+    for kw, said in (({"size": 15}, "size must be at least 16"), ({"frames": 1}, "frames must be at least 2")):
+        with pytest.raises(UsageError, match=said):
+            generate(tmp_path / "c", 2, seed=1, **{"size": 16, "frames": 2, **kw})

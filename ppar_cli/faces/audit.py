@@ -31,6 +31,7 @@ from ppar_cli.faces.detectors import (
     SAME_PERSON,
     FaceDescriptor,
     FacesUnavailable,
+    check_threshold,
     load_detectors,
 )
 from ppar_cli.media.decode import FrameReader
@@ -133,6 +134,7 @@ def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold:
     audit finds the small faces the guard, at 640 px, can miss.
     """
     original, anonymized = Path(original), Path(anonymized)
+    check_threshold(threshold, "threshold")
     dets = load_detectors([n.strip() for n in detectors.split(",")], threshold, max_side)
     ident = None
     if identity != "off":

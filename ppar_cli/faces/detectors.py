@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ppar_cli.errors import PparError
+from ppar_cli.errors import PparError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +35,13 @@ class FacesUnavailable(PparError):
     """A detector's or descriptor's package is not installed."""
 
     exit_code = 2
+
+
+def check_threshold(threshold: float, option: str) -> None:
+    """CenterFace's threshold, checked before any work: one of 1 or more finds no face at all, so
+    a guard or an audit with it would silently pass everything."""
+    if not 0 < threshold < 1:  # NaN fails too
+        raise UsageError(f"must lie strictly between 0 and 1, got {threshold}", option=option)
 
 
 def _scale(frame: np.ndarray, max_side: int | None) -> float:

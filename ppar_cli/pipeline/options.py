@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ppar_cli.errors import UsageError
+from ppar_cli.faces.detectors import check_threshold
 from ppar_cli.pipeline.fill import FILLS
 from ppar_cli.pipeline.guard import GuardConfig
 
@@ -53,8 +54,7 @@ class Options:
         g = self.guard_config
         if isinstance(g.stride, bool) or not isinstance(g.stride, int) or not 1 <= g.stride <= 1000:
             raise UsageError(f"must be an integer in 1..1000, got {g.stride}", option="guard_stride")
-        if not 0 < g.threshold < 1:  # NaN fails too: a threshold of 1 or more would find no face at all
-            raise UsageError(f"must lie strictly between 0 and 1, got {g.threshold}", option="guard_threshold")
+        check_threshold(g.threshold, "guard_threshold")
         least = GuardConfig.max_side  # smaller detector inputs lose small faces: only more pixels than the default are allowed
         if isinstance(g.max_side, bool) or not isinstance(g.max_side, int) or not least <= g.max_side <= 8192:
             raise UsageError(f"must be an integer in {least}..8192, got {g.max_side}", option="guard_max_side")

@@ -263,7 +263,7 @@ def render_video(seed: int, index: int, identities: list[Identity], size: int, f
     shake = np.cumsum(rng.normal(0, 0.6, (n, 2)), 0)
     shake = np.clip(shake - shake.mean(0), -pad, pad).round().astype(int)
     zoom = 1 + rng.uniform(0, 0.12) * np.sin(2 * math.pi * rng.uniform(0.05, 0.2) * t + rng.uniform(0, 6))
-    clutter = [(rng.uniform(0, S, 2), rng.normal(0, 0.4, 2), rng.uniform(3, S / 8), rng.uniform(0, 255, 3)) for _ in range(rng.integers(2, 6))]
+    clutter = [(rng.uniform(0, S, 2), rng.normal(0, 0.4, 2), rng.uniform(3, max(3, S / 8)), rng.uniform(0, 255, 3)) for _ in range(rng.integers(2, 6))]
     light = 1 + rng.uniform(0, 0.15) * np.sin(2 * math.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 6))
     noise = rng.uniform(1, 5)
 

@@ -71,7 +71,8 @@ def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, fr
     """Write a benchmark to ``out``; returns its label index (also written as labels.json), with the
     number of test videos (UCF101 split 1's rule: groups 1-7) as ``test_videos``. A folder that is
     not empty (another benchmark, say) is written into only with ``overwrite``."""
-    for name, value, low in (("videos", videos, 1), ("frames", frames, 1), ("identities", identities, 1), ("size", size, 16)):
+    # two frames at least: the people's speeds are differences between frames
+    for name, value, low in (("videos", videos, 1), ("frames", frames, 2), ("identities", identities, 1), ("size", size, 16)):
         if value < low:
             raise UsageError(f"must be at least {low}, got {value}", option=name)
     if not fps > 0:
