@@ -31,6 +31,22 @@ def _args(bench, tmp_path, name, **kw):
                      out=str(tmp_path / f"{name}.safetensors"), run_dir=str(tmp_path / name), **kw)
 
 
+@pytest.mark.parametrize("bad,said", [({"epochs": 0}, "epochs must be a whole number of at least 1"),
+                                      ({"batch_size": 0}, "batch_size must be"), ({"accum": 0}, "accum must be"),
+                                      ({"stop_after": 0}, "stop_after must be"), ({"lr": 0.0}, "lr must be a number above 0"),
+                                      ({"lr": float("nan")}, "lr must be"), ({"mask_weight": float("nan")}, "mask_weight must be"),
+                                      ({"separation_weight": -1.0}, "separation_weight must be"),
+                                      ({"crop_scale": 0.0}, "crop_scale must lie in"), ({"init_inflation": "first"}, "init_inflation must be")])
+def test_arguments_that_would_crash_or_train_nothing_are_refused_before_any_work(tmp_path, bad, said):
+    """A batch of 0 ended in ZeroDivisionError, 0 epochs saved untrained weights, a NaN loss weight
+    NaN weights: each is refused before the data is read (here there is none) and leaves nothing."""
+    from ppar_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match=said):
+        train(TrainArgs(data=str(tmp_path / "nowhere"), out=str(tmp_path / "w.safetensors"), run_dir=str(tmp_path / "run"), **bad))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_separation_loss_is_the_attention_mass_on_the_other_mask():
     import torch

@@ -2,7 +2,12 @@
 loading PyTorch."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from ppar_cli.errors import UsageError
+
+INFLATIONS = ("average", "central")
 
 
 @dataclass
@@ -45,3 +50,25 @@ class TrainArgs:
     init_stem: str | None = None  # safetensors of a pretrained stem (scripts/convert_mobilenet_stem.py)
     init: str | None = None  # ppar weights to fine-tune, or a public pretrained ViT (timm / Hugging Face ViT or VideoMAE safetensors)
     init_inflation: str = "average"  # 2D patch filters over the tubelet's frames: average or central
+
+    def validate(self) -> None:
+        """Refuse, before any video is decoded, what would crash later (a batch of 0) or train
+        nothing or garbage without a word (0 epochs, a learning rate of 0, a NaN loss weight)."""
+        for name in ("epochs", "batch_size", "accum", "max_eval", "stop_after"):
+            n = getattr(self, name)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise UsageError(f"must be a whole number of at least 1, got {n}", option=name)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"must be a number above 0, got {self.lr}", option="lr")
+        for name in ("overlap_weight", "mask_weight", "separation_weight", "motion_weight", "weight_decay", "warmup_epochs"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise UsageError(f"must be a number of at least 0, got {v}", option=name)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UsageError(f"must lie in 0..1, got {self.min_lr_ratio}", option="min_lr_ratio")
+        if not 0 < self.crop_scale <= 1:
+            raise UsageError(f"must lie in (0, 1], got {self.crop_scale}", option="crop_scale")
+        if self.threads is not None and self.threads < 0:
+            raise UsageError(f"must be at least 1 (0: PyTorch's default), got {self.threads}", option="threads")
+        if self.init_inflation not in INFLATIONS:
+            raise UsageError(f"must be {' or '.join(INFLATIONS)}, got {self.init_inflation!r}", option="init_inflation")

@@ -14,6 +14,7 @@ from ppar_cli.core.config import WeightsError, is_ppar_weights, sha256_of
 from ppar_cli.core.stem import BLOCKS
 from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import DataError
+from ppar_cli.research.args import INFLATIONS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -138,8 +139,8 @@ def init_from_pretrained(model, path: str | os.PathLike, inflation: str = "avera
     from safetensors.torch import load_file
 
     path = Path(path)
-    if inflation not in ("average", "central"):
-        raise DataError(f"inflation must be average or central, got {inflation!r}")
+    if inflation not in INFLATIONS:
+        raise DataError(f"inflation must be {' or '.join(INFLATIONS)}, got {inflation!r}")
     if is_ppar_weights(path):  # unreadable files go on to the ViT path, which reports them
         return init_from_ppar(model, path)
     try:

@@ -160,8 +160,7 @@ def train(args: TrainArgs, log=print) -> dict:
 
 
 def _train(args: TrainArgs, log=print) -> dict:
-    if not 0 < args.crop_scale <= 1:
-        raise ValueError(f"--crop-scale must be in (0, 1], got {args.crop_scale}")
+    args.validate()
     # -- processes: one, or many under torchrun ------------------------------------------------
     ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if ddp:
