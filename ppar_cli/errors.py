@@ -51,3 +51,11 @@ def internal_error(e: BaseException) -> str:
     ours = [f for f in traceback.extract_tb(e.__traceback__) if "ppar_cli" in f.filename] or [None]
     where = f" at {Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours[-1] else ""
     return f"internal error, a bug in ppar ({type(e).__name__}: {e}{where}); please report it"
+
+
+def check_counts(**counts: int | None) -> None:
+    """Each named count (None: not given) must be a whole number of at least 1: refused before any
+    work, named as the parameter, where 0 would crash later or quietly mean something else."""
+    for name, n in counts.items():
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise UsageError(f"must be a whole number of at least 1, got {n}", option=name)

@@ -264,3 +264,20 @@ def test_paper_table_wiring_on_the_synthetic_benchmark_in_ucf101_layout(tmp_path
     assert [x["method"] for x in rows] == ["raw", "ppar@0.5", "random@0.5", "blur", "downsample2", "downsample4"]
     assert all(x["privacy_cmap"] and x["seeds"] == "2" for x in rows)
     assert "| ucf101 | action top-1 | privacy cMAP | privacy F1 |" in (tmp_path / "t1" / "table.md").read_text()
+
+
+@pytest.mark.parametrize("bad,said", [({"max_videos": 0}, "max_videos must be a whole number of at least 1"),
+                                      ({"clips_per_video": 0}, "clips_per_video must be"),
+                                      ({"protocol": "full", "epochs": 0}, "epochs must be"),
+                                      ({"train_windows": 0}, "train_windows must be"),
+                                      ({"lambda_priv": -1.0}, "lambda_priv must be a non-negative number"),
+                                      ({"hysteresis": float("nan")}, "hysteresis must be")])
+def test_counts_and_ppars_settings_are_checked_before_the_evaluation(tmp_path, tiny_weights, bad, said):
+    """--max-videos 0 once evaluated every video, --clips-per-video 0 one window, --epochs 0 ended in
+    a traceback, and --lambda -1 was taken that `ppar anonymize` refuses: all refused up front."""
+    from ppar_cli.errors import UsageError
+    from ppar_cli.research.evaluate import evaluate_benchmark
+
+    with pytest.raises(UsageError, match=said):
+        evaluate_benchmark(tmp_path / "nowhere", tiny_weights, out=tmp_path / "res", **bad)
+    assert not (tmp_path / "res").exists()

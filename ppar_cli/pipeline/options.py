@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import UsageError, check_counts
 from ppar_cli.faces.detectors import check_threshold
 from ppar_cli.pipeline.fill import FILLS
 from ppar_cli.pipeline.guard import GuardConfig
@@ -43,8 +43,7 @@ class Options:
             raise UsageError(f"must be a non-negative number, got {self.lambda_priv}", option="lambda_priv")
         if not 0 <= self.hysteresis < float("inf"):
             raise UsageError(f"must be a non-negative number, got {self.hysteresis}", option="hysteresis")
-        if self.batch_size < 1:
-            raise UsageError(f"must be at least 1, got {self.batch_size}", option="batch_size")
+        check_counts(batch_size=self.batch_size)
         if self.fill not in FILLS:
             raise UsageError(f"must be one of {', '.join(FILLS)}, got {self.fill!r}", option="fill")
         if not 0 <= self.crf <= 51:

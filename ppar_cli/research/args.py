@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import UsageError, check_counts
 
 INFLATIONS = ("average", "central")
 
@@ -54,10 +54,8 @@ class TrainArgs:
     def validate(self) -> None:
         """Refuse, before any video is decoded, what would crash later (a batch of 0) or train
         nothing or garbage without a word (0 epochs, a learning rate of 0, a NaN loss weight)."""
-        for name in ("epochs", "batch_size", "accum", "max_eval", "stop_after"):
-            n = getattr(self, name)
-            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-                raise UsageError(f"must be a whole number of at least 1, got {n}", option=name)
+        check_counts(epochs=self.epochs, batch_size=self.batch_size, accum=self.accum, max_eval=self.max_eval,
+                     stop_after=self.stop_after)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"must be a number above 0, got {self.lr}", option="lr")
         for name in ("overlap_weight", "mask_weight", "separation_weight", "motion_weight", "weight_decay", "warmup_epochs"):

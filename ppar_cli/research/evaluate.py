@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 from ppar_cli.core.model import PPARModel, keep_counts
 from ppar_cli.core.scoring import score_clips
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import UsageError, check_counts
 from ppar_cli.media.files import folder_or_new
 from ppar_cli.pipeline.runtime import memory, memory_free, resolve_device
 from ppar_cli.pipeline.fill import smooth_fill
+from ppar_cli.pipeline.options import Options
 from ppar_cli.pipeline.scoremap import flicker
 from ppar_cli.research.data import ClipSet
 from ppar_cli.research.report import RESULT_FILES, aggregate, label, write_results
@@ -231,6 +232,10 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
 
     if protocol not in ("quick", "full"):
         raise UsageError(f"must be quick or full, got {protocol!r}", option="protocol")
+    # 0 once meant "all" (max_videos), "1" (clips_per_video) or a traceback (epochs)
+    check_counts(epochs=epochs, max_videos=max_videos, max_train_videos=max_train_videos, clips_per_video=clips_per_video,
+                 train_windows=train_windows)
+    Options(lambda_priv=lambda_priv, hysteresis=hysteresis).validate()  # ppar's scoring, as `ppar anonymize` takes it
     folder_or_new(Path(out), "a folder for the results")
     earlier = [name for name in RESULT_FILES if (Path(out) / name).exists()]
     if earlier and not overwrite:
@@ -246,7 +251,7 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
     train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
     # Each protocol holds its windows twice (raw, and anonymized by one method at a time): refused
     # here, before hours of decoding, where they would not fit
-    windows = len(items) * max(1, clips_per_video) + (len(train_items) * max(1, train_windows) if protocol == "full" else 0)
+    windows = len(items) * clips_per_video + (len(train_items) * train_windows if protocol == "full" else 0)
     cfg, free = w.model.cfg, memory_free()
     need = 2 * windows * cfg.frames * cfg.image_size ** 2 * 3
     if need > free:
@@ -262,15 +267,15 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
         advance = tick("methods", n_runs * len(seeds))
         for seed in seeds:
             per_seed.append(quick_protocol(w.model, clips, methods, keeps, dev, seed=seed, progress=advance,
-                                           clips_per_video=max(1, clips_per_video), lambda_priv=lambda_priv,
+                                           clips_per_video=clips_per_video, lambda_priv=lambda_priv,
                                            hysteresis=hysteresis))
     else:
         from ppar_cli.research.full_protocol import full_protocol
 
-        test_w = Windows.of(clips, max(1, clips_per_video))
+        test_w = Windows.of(clips, clips_per_video)
         del clips  # the windows hold what is needed of its frames
         train_w = Windows.of(ClipSet(train_items, cfg, progress=tick("decoding training videos", len(train_items)),
-                                     hold=memory_free() - memory() // 4 - need), max(1, train_windows))
+                                     hold=memory_free() - memory() // 4 - need), train_windows)
         advance = tick("methods (training fresh models)", n_runs * len(seeds))
         for seed in seeds:
             per_seed.append(full_protocol(w.model, train_w, test_w, methods, keeps, epochs=epochs, cache=out / "cache",
