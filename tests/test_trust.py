@@ -444,3 +444,18 @@ def test_a_bug_fails_its_video_and_the_batch_goes_on(tmp_path, clip, tiny_weight
     with pytest.raises(KeyboardInterrupt):
         anonymize(clip, tmp_path / "k.mp4", Options(guard="none"), weights=tiny_weights)
     assert not (tmp_path / "k.mp4").exists() and not stray(tmp_path)
+
+
+def test_written_files_get_the_permissions_a_plain_open_gives(tmp_path, tiny_weights):
+    """Weights, checkpoints and score maps are readable as any new file is (safetensors made its
+    files 0600 behind the temporary file's back, so a trained model was unreadable to the group)."""
+    from ppar_cli.core.weights import load_weights, save_weights
+    from ppar_cli.media.files import atomic_path
+
+    save_weights(load_weights(tiny_weights).model, tmp_path / "w.safetensors")
+    with atomic_path(tmp_path / "n.json") as tmp:
+        tmp.write_text("{}")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    for p in (tmp_path / "w.safetensors", tmp_path / "n.json"):
+        assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777, p

@@ -13,6 +13,11 @@ from typing import Iterator
 from ppar_cli.errors import UsageError
 
 PARTIAL = ".partial"  # every temporary output's name holds this: .NAME.HOST-PID.XXXXXXXX.partial[.ext]
+# The permissions a plain open() gives a new file. The umask is read once, here: reading it means
+# setting it, and a thread that made a file meanwhile would get the wrong one.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+PLAIN_MODE = 0o666 & ~_UMASK
 
 
 def folder_or_new(path: Path, what: str) -> None:
@@ -30,9 +35,7 @@ def temp_beside(dest: Path, suffix: str = "") -> Path:
     _remove_dead_partials(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{_OWNER}.", suffix=f"{PARTIAL}{suffix}", dir=dest.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+    os.chmod(tmp, PLAIN_MODE)  # mkstemp makes 0600
     return Path(tmp)
 
 
@@ -59,11 +62,13 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path to write; it replaces ``dest`` if the block succeeds, else it is removed."""
+    """Yield a temporary path to write; it replaces ``dest`` if the block succeeds, else it is removed.
+    A writer that made the file anew (safetensors does, at 0600) has its permissions set back."""
     dest = Path(dest)
     tmp = temp_beside(dest, suffix)
     try:
         yield tmp
+        os.chmod(tmp, PLAIN_MODE)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
