@@ -131,7 +131,7 @@ def pseudolabel(
             fail(e, e.exit_code)
     failed = index["failed"]
     for name, error in failed.items():  # the others were labelled: a batch goes on
-        typer.echo(f"failed {error if name in error else f'{name}: {error}'}", err=True)
+        console.print(f"[red]failed[/] {shown(error if name in error else f'{name}: {error}')}", highlight=False, soft_wrap=True)
     if not quiet:
         v = index["videos"].values()
         frames = sum(r["frames"] for r in v) or 1

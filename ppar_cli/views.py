@@ -51,15 +51,16 @@ def show_report(fetch: Callable[[], dict], table: Callable[[dict], None], as_jso
 
 
 def printable(text: str) -> str:
-    """``text`` as a UTF-8 terminal can show it: a file name that is not UTF-8 (an old archive's
-    Latin-1, a camera's card) reaches Python with its bytes as lone surrogates, each shown here as
-    the byte it stands for (clip_\\xe9.mp4); any other lone surrogate as a Python escape."""
-    try:
-        text.encode()
+    """``text`` as a UTF-8 terminal can show it, on one line: a file name that is not UTF-8 (an old
+    archive's Latin-1, a camera's card) reaches Python with its bytes as lone surrogates, each shown
+    here as the byte it stands for (clip_\\xe9.mp4); any other lone surrogate, and any character a
+    terminal would act on rather than show (a newline, ESC that starts a colour or cursor sequence,
+    a zero-width or bidi mark), as a Python escape."""
+    if text.isprintable():
         return text
-    except UnicodeEncodeError:
-        return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
-                       f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return "".join(c if c.isprintable() else
+                   f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                   repr(c)[1:-1] if c.isascii() else f"\\u{ord(c):04x}" for c in text)
 
 
 def shown(text: object) -> str:

@@ -177,6 +177,19 @@ def test_names_that_are_not_utf8_are_shown_and_recorded(tmp_path):
     assert r.returncode == 1 and "1 skipped" in r.stderr, r.stderr
 
 
+def test_names_that_a_terminal_would_act_on_are_shown_escaped(tmp_path):
+    """A file name may hold ESC (here the sequence that clears the screen) or a newline: printed raw,
+    it would act on the terminal or read as two lines. Each is shown as its escape, on one line."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("clear\x1b[2Jx.mp4", "new\nline.mp4", "bidi\u202egpj.mp4"):
+        (src / name).write_bytes(b"")
+    r = ppar("anonymize", src, tmp_path / "out", env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 1 and "\x1b" not in r.stderr and "\u202e" not in r.stderr and "new\nline" not in r.stderr
+    for shown in ("clear\\x1b[2Jx.mp4: empty file", "new\\nline.mp4: empty file", "bidi\\u202egpj.mp4: empty file"):
+        assert shown in r.stderr, r.stderr
+
+
 @pytest.mark.slow
 def test_decoder_complaints_stay_off_the_terminal(tmp_path):
     """FFmpeg's log stays off (reading it through PyAV deadlocked: decode.FrameReader._av_chunks):
