@@ -112,3 +112,26 @@ def test_rgb_is_pyavs_own_through_one_swscale_context_per_thread(tmp_path):
     t.start()
     t.join()
     assert theirs[0][1] is not mine
+
+
+def test_the_video_stream_is_the_one_players_pick_not_a_cover_listed_first(tmp_path, tiny_weights):
+    """Phones and downloads attach a thumbnail as a second video stream, and a container may list it
+    first (or a second, smaller angle): the first stream alone once gave a 1-frame output of the
+    cover, "ok". The video read is the one marked default and largest, never the cover, which is
+    not copied to the output (it may show a face)."""
+    from ppar_cli import Options, anonymize
+
+    clip = make_clip(tmp_path / "c.mp4", 96, 64, 30, audio=False)
+    cover = make_clip(tmp_path / "cover.jpg", 32, 32, 1, audio=False)
+    for name, maps in (("first.mkv", ["-i", str(cover), "-i", str(clip), "-map", "0", "-map", "1", "-disposition:v:0", "0",
+                                      "-disposition:v:1", "default"]),
+                       ("pic.mp4", ["-i", str(clip), "-i", str(cover), "-map", "0", "-map", "1",
+                                    "-disposition:v:1", "attached_pic"])):
+        src = tmp_path / name
+        subprocess.run([ffmpeg_exe(), "-y", "-v", "error", *maps, "-c", "copy", str(src)], check=True)
+        info = probe(src)
+        assert info.video_streams == 2 and (info.width, info.height) == (96, 64), name
+        [r] = anonymize(src, tmp_path / f"o_{name}.mp4", Options(guard="none"), weights=tiny_weights)
+        assert r.status == "ok" and r.frames == 30, (name, r.error)
+        out = probe(tmp_path / f"o_{name}.mp4")
+        assert (out.width, out.height, out.video_streams) == (96, 64, 1), name

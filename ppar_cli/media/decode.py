@@ -152,8 +152,8 @@ class Deinterlacer:
 
 class FrameReader:
     """Consecutive RGB frames in chunks: through decord for backend "auto" where it reads the file
-    as it is, else (backend "ffmpeg", GIFs, rotations, interlaced video, scaled or 4:2:0 reads)
-    through PyAV."""
+    as it is, else (backend "ffmpeg", GIFs, rotations, interlaced video, scaled or 4:2:0 reads,
+    files with several video streams) through PyAV, from the stream probe chose."""
 
     def __init__(self, info: VideoInfo, backend: str = "auto", max_side: int | None = None,
                  yuv: YUVFormat | None = None, times: FrameTimes | None = None, threads: int = 0):
@@ -167,7 +167,9 @@ class FrameReader:
         # max_side: frames scaled down (area averaging) so their long side is at most this
         s = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         self.width, self.height = max(1, round(info.width * s)), max(1, round(info.height * s))
-        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif" and self.yuv is None and not info.interlaced:
+        # decord reads the stream it picks itself: only where there is no other to pick
+        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif" and self.yuv is None \
+                and not info.interlaced and info.video_streams == 1:
             try:
                 import decord
 
@@ -274,7 +276,7 @@ class FrameReader:
 
         try:
             with av.open(str(self.info.path)) as c:
-                v = c.streams.video[0]
+                v = c.streams[self.info.stream]
                 v.thread_type, v.thread_count = "AUTO", self.threads
                 for f in decoded(c, v):
                     if self.times is not None and (damaged or index == 0):

@@ -26,12 +26,27 @@ class VideoError(PparError):
     """A video that cannot be read or written; the message names the file and the problem."""
 
 
-def first_frame(container):
-    """The first frame of the container's first video stream that decodes (None if none does):
-    packets the decoder rejects are passed over, so a file damaged at its start is still read."""
+DEFAULT, ATTACHED_PIC = 0x1, 0x400  # FFmpeg's AV_DISPOSITION_* flags
+
+
+def video_stream(container):
+    """The video stream to anonymize, as FFmpeg's players pick it: not a cover picture (a file's
+    attached thumbnail, one frame), then the one marked default, then the largest; ties, the first.
+    A container may list a cover or a second angle first: the first stream alone gave a 1-frame
+    output of the cover, "ok"."""
+    def rank(s):
+        flags = int(getattr(s, "disposition", 0))
+        return flags & ATTACHED_PIC != 0, flags & DEFAULT == 0, -s.codec_context.width * s.codec_context.height, s.index
+
+    return min(container.streams.video, key=rank)
+
+
+def first_frame(container, stream):
+    """The first frame of the video ``stream`` that decodes (None if none does): packets the
+    decoder rejects are passed over, so a file damaged at its start is still read."""
     import av
 
-    for packet in container.demux(container.streams.video[0]):
+    for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
@@ -97,7 +112,7 @@ STATED_DURATION = ("matroska", "mov")
 CUT_SHORT = (0.5, 0.02)  # seconds, fraction of the duration: whichever is larger
 
 
-def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
+def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) -> FrameTimes:
     """The video's frame timestamps and pixel aspect ratio (PyAV demux, no decode); a constant rate
     from ``fps`` when the container cannot be read that way. A file whose streams all end well
     before the duration its header states was cut short (``ends_early``): the demuxer says so only
@@ -106,7 +121,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int) -> FrameTimes:
 
     try:
         with av.open(str(path)) as c:
-            v = c.streams.video[0]
+            v = c.streams[stream]
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
             pts, last_duration, ends = [], 0, {}  # stream -> where its packets end, in its time base
             for p in c.demux():
@@ -169,10 +184,12 @@ class VideoInfo:
     # Fields, not frames (broadcast and camcorder video): decoding deinterlaces (media/decode.py)
     interlaced: bool = False
     times: FrameTimes | None = None  # frame timestamps and pixel aspect ratio, read on demand
+    stream: int = 0  # the container's index of the video stream read (video_stream)
+    video_streams: int = 1  # how many the container holds
 
     def frame_times(self) -> FrameTimes:
         if self.times is None:
-            self.times = read_frame_times(self.path, self.fps, self.rotation)
+            self.times = read_frame_times(self.path, self.fps, self.rotation, self.stream)
         return self.times
 
 
@@ -193,8 +210,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 raise VideoError(f"{path}: no video stream")
-            v = c.streams.video[0]
-            first = first_frame(c)
+            v = video_stream(c)
+            first = first_frame(c, v)
+            index, streams = v.index, len(c.streams.video)  # read while the container is open
             rate = v.average_rate or v.guessed_rate or v.base_rate
             audio = [codec_name(a) for a in c.streams.audio]
             codec, w, h = codec_name(v), v.codec_context.width, v.codec_context.height
@@ -210,4 +228,5 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoError(f"{path}: invalid frame size {w}x{h}")
     source = None if first is None else YUVFormat(first.format.name, first.colorspace, first.color_range,
                                                   first.color_primaries, first.color_trc, (first.width, first.height))
-    return VideoInfo(path, w, h, fps, None, audio, rotation, codec, source, interlaced=interlaced)
+    return VideoInfo(path, w, h, fps, None, audio, rotation, codec, source, interlaced=interlaced, stream=index,
+                     video_streams=streams)
