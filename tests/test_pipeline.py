@@ -126,7 +126,7 @@ def test_short_video_even_size(tmp_path, tiny_weights):
 
 def test_usage_errors(tmp_path, odd_clip, tiny_weights):
     for opts in (Options(keep_ratio=1.5), Options(keep_ratio=float("nan")), Options(batch_size=0), Options(fill="sparkle"),
-                 Options(jobs=0), Options(jobs=True), Options(jobs=65)):
+                 Options(jobs=0), Options(jobs=True), Options(jobs=65), Options(hysteresis=5.5)):
         with pytest.raises(UsageError):
             anonymize(odd_clip, tmp_path / "x.mp4", opts, weights=tiny_weights)
     with pytest.raises(UsageError):
