@@ -168,7 +168,7 @@ def eval_(
     out: Path = typer.Option(Path("results"), help="Folder for results.json, results.csv and tradeoff.png."),
     overwrite: bool = typer.Option(False, help="Replace an earlier evaluation's results in --out (refused otherwise, before any work)."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; with several, each figure is the mean, with its spread (NAME_std)."),
-    device: str = typer.Option("cpu", help="auto, cpu or cuda: where the model and the fresh models run."),
+    device: str = typer.Option("auto", help="auto (a GPU where PyTorch sees one, as `ppar train` and `ppar anonymize` do), cpu or cuda: where the model and the fresh models run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table (results are still written)."),
 ) -> None:
     """Utility/privacy evaluation with baselines, Pareto frontier and a trade-off plot."""

@@ -222,7 +222,7 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
                        max_videos: int | None = None, max_train_videos: int | None = None, clips_per_video: int = 1,
                        lambda_priv: float | None = None, hysteresis: float = 0.0, out: Path = Path("results"),
                        progress: Callable[[str, int], Callable[[], None]] | None = None, seeds: tuple[int, ...] = (0,),
-                       device: str = "cpu", train_windows: int = 4, overwrite: bool = False) -> Evaluation:
+                       device: str = "auto", train_windows: int = 4, overwrite: bool = False) -> Evaluation:
     """`ppar eval` as a function: a benchmark's test split under every method and keep ratio, by the
     quick or the full protocol; writes results.json, results.csv and tradeoff.png into ``out``, where
     an earlier evaluation's are replaced only with ``overwrite`` (refused before any work otherwise).
