@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ppar_cli.core.clips import normalize
 from ppar_cli.core.model import PPARModel, with_frame_diff
+from ppar_cli.media.files import atomic_path
 from ppar_cli.research.evaluate import Windows, anonymize_windows, runs
 from ppar_cli.research.report import label
 from ppar_cli.research.metrics import privacy_metrics
@@ -113,9 +114,8 @@ def _cached(cache: Path | None, tag: str, make: Callable[[], np.ndarray]) -> np.
         return np.load(path)
     arr = make()
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial.npy")
-    np.save(tmp, arr)
-    tmp.replace(path)
+    with atomic_path(path, ".npy") as tmp:  # a run stopped meanwhile leaves no half entry to load
+        np.save(tmp, arr)
     return arr
 
 
