@@ -183,6 +183,8 @@ def eval_(
                                         train_windows=train_windows, overwrite=overwrite)
         except PparError as e:
             fail(e, e.exit_code)
+    for note in result.notes:  # even when quiet: they say what the figures are worth
+        console.print(f"[bold yellow]warning:[/] {shown(note)}", highlight=False, soft_wrap=True)
     if quiet:
         return
     eval_table(result, protocol)

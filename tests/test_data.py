@@ -116,6 +116,20 @@ def test_csv_reader(tmp_path):
     b = open_benchmark(tmp_path / "d.csv")
     assert b.attributes == ["face", "nudity"] and b.actions == ["run", "walk"]
     assert b.test[0].attributes.tolist() == [0, 1]
+    # a spreadsheet's byte-order mark is no part of the header
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfpath,action,face\nv1.mp4,run,1\n")
+    assert open_benchmark(tmp_path / "bom.csv", "csv").attributes == ["face"]
+    # a row that does not fit is named by its line, before any video is read (a traceback or a
+    # training split where a typo meant test, before)
+    for rows, said in (("v1.mp4,run\n", "line 2: fewer fields than the header's 3"),
+                       ("v1.mp4,run,1,0\n", "line 2: more fields than the header's 3"),
+                       ("v1.mp4,run,1\nv2.mp4,walk,yes\n", r"line 3: attributes are numbers \(1 present, 0 absent\), got face='yes'")):
+        (tmp_path / "bad.csv").write_text("path,action,face\n" + rows)
+        with pytest.raises(DataError, match=f"bad.csv: {said}"):
+            open_benchmark(tmp_path / "bad.csv", "csv")
+    (tmp_path / "bad.csv").write_text("path,action,split\nv1.mp4,run,tset\n")
+    with pytest.raises(DataError, match="bad.csv: line 2: split is train or test, got 'tset'"):
+        open_benchmark(tmp_path / "bad.csv", "csv")
 
 
 def test_hmdb51_with_pa_labels_per_window(tmp_path):

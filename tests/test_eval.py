@@ -281,3 +281,22 @@ def test_counts_and_ppars_settings_are_checked_before_the_evaluation(tmp_path, t
     with pytest.raises(UsageError, match=said):
         evaluate_benchmark(tmp_path / "nowhere", tiny_weights, out=tmp_path / "res", **bad)
     assert not (tmp_path / "res").exists()
+
+
+def test_quick_protocol_on_labels_the_weights_do_not_name_says_so(tmp_path, tiny_weights):
+    """The quick protocol reads the weights' own heads by index: on a benchmark with other actions its
+    action top-1 compares unrelated labels, and with other attributes it ended in an IndexError.
+    Both are said (in the result and results.json), and no privacy figure is made by wrong names."""
+    from helpers import make_clip
+
+    from ppar_cli.research.evaluate import evaluate_benchmark
+
+    for name in ("a", "b"):
+        make_clip(tmp_path / f"{name}.mp4", 64, 48, 20, audio=False)
+    (tmp_path / "d.csv").write_text("path,action,male,split\na.mp4,kick,1,train\nb.mp4,punch,0,test\n")
+    result = evaluate_benchmark(tmp_path / "d.csv", tiny_weights, "csv", methods=("ppar", "raw"), keeps=(0.5,),
+                                out=tmp_path / "res")
+    assert [n.split(" (")[0] for n in result.notes] == ["tiny.safetensors was trained on other actions",
+                                                        "tiny.safetensors's privacy head names other attributes"]
+    assert all("privacy_cmap" not in r for r in result.records) and len(result.records) == 2
+    assert json.loads((tmp_path / "res" / "results.json").read_text())["notes"] == result.notes

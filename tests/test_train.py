@@ -47,6 +47,16 @@ def test_arguments_that_would_crash_or_train_nothing_are_refused_before_any_work
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_benchmark_without_a_test_split_is_named_before_decoding(tmp_path):
+    """A CSV without test rows ended in "need at least one array to stack" after decoding the rest."""
+    from ppar_cli.errors import DataError
+
+    (tmp_path / "d.csv").write_text("path,action\nnowhere.mp4,run\n")
+    with pytest.raises(DataError, match=r"d.csv: no test videos: every epoch is evaluated on the test split \(in a CSV, rows with split=test\)"):
+        train(TrainArgs(data=str(tmp_path / "d.csv"), format="csv", out=str(tmp_path / "w.safetensors"), run_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_separation_loss_is_the_attention_mass_on_the_other_mask():
     import torch

@@ -154,19 +154,35 @@ def read_hmdb51(root: str | os.PathLike, splits_dir: str | os.PathLike, split: i
 
 
 def read_csv(path: str | os.PathLike) -> Benchmark:
-    """Users' own data: ``path,action,attr1,...`` with a header; an optional ``split`` column (train/test)."""
+    """Users' own data: ``path,action,attr1,...`` with a header; an optional ``split`` column (train/test).
+    Written by hand or by a spreadsheet (which may start the file with a byte-order mark): a row that
+    does not fit is named with its line and the problem, not met later as a traceback."""
     path = Path(path)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "path" not in rows[0] or "action" not in rows[0]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, r) for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read as CSV ({e})") from None
+    header = reader.fieldnames or []
+    if "path" not in header or "action" not in header:
         raise DataError(f"{path}: CSV needs a header with at least path,action")
-    attrs = [c for c in rows[0] if c not in ("path", "action", "split")]
-    actions = sorted({r["action"] for r in rows})
+    attrs = [c for c in header if c not in ("path", "action", "split")]
+    actions = sorted({r["action"] for _, r in rows if r["action"] is not None})
     bench = Benchmark(actions, attrs, source=str(path))
-    for r in rows:
-        item = Item(path.parent / r["path"], actions.index(r["action"]),
-                    np.array([float(r[a]) for a in attrs], np.float32) if attrs else None)
-        (bench.test if r.get("split", "train") == "test" else bench.train).append(item)
+    for line, r in rows:
+        if None in r or None in r.values():  # DictReader's marks of a row longer or shorter than the header
+            raise DataError(f"{path}: line {line}: {'more' if None in r else 'fewer'} fields than the header's {len(header)}")
+        try:
+            values = [float(r[a]) for a in attrs]
+        except ValueError:
+            raise DataError(f"{path}: line {line}: attributes are numbers (1 present, 0 absent), got "
+                            f"{', '.join(f'{a}={r[a]!r}' for a in attrs)}") from None
+        split = r.get("split") or "train"
+        if split not in ("train", "test"):
+            raise DataError(f"{path}: line {line}: split is train or test, got {split!r}")
+        item = Item(path.parent / r["path"], actions.index(r["action"]), np.array(values, np.float32) if attrs else None)
+        (bench.test if split == "test" else bench.train).append(item)
     bench.check_disjoint()
     return bench
 

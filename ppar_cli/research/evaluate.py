@@ -18,13 +18,14 @@ import torch.nn.functional as F
 
 from ppar_cli.core.model import PPARModel, keep_counts
 from ppar_cli.core.scoring import score_clips
-from ppar_cli.errors import UsageError, check_counts
+from ppar_cli.errors import DataError, UsageError, check_counts
 from ppar_cli.media.files import folder_or_new
 from ppar_cli.pipeline.runtime import memory, memory_free, resolve_device
 from ppar_cli.pipeline.fill import smooth_fill
 from ppar_cli.pipeline.options import Options
 from ppar_cli.pipeline.scoremap import flicker
-from ppar_cli.research.data import ClipSet
+from ppar_cli.core.weights import LoadedWeights, load_weights
+from ppar_cli.research.data import Benchmark, ClipSet, Item
 from ppar_cli.research.report import RESULT_FILES, aggregate, label, write_results
 from ppar_cli.research.metrics import (
     attention_mass,
@@ -155,10 +156,11 @@ def anonymize_windows(model: PPARModel, w: Windows, method: str, keep: float | N
 
 def quick_protocol(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3, 0.5, 0.7), device=torch.device("cpu"),
              seed: int = 0, progress=None, clips_per_video: int = 1, lambda_priv: float | None = None,
-             hysteresis: float = 0.0) -> list[dict]:
+             hysteresis: float = 0.0, privacy: bool = True) -> list[dict]:
     """The quick protocol: one record per (method, keep) over evenly spaced windows of every test video.
     lambda_priv overrides the weights' privacy weight in the ppar score; hysteresis is ppar's, as in
-    `ppar anonymize` (it acts only between back-to-back windows, e.g. 2 per 64-frame synthetic video)."""
+    `ppar anonymize` (it acts only between back-to-back windows, e.g. 2 per 64-frame synthetic video).
+    privacy: False where the weights' privacy head names other attributes than the benchmark's labels."""
     cfg = model.cfg
     model.eval()
     w = Windows.of(clips, clips_per_video)
@@ -168,7 +170,7 @@ def quick_protocol(model: PPARModel, clips: ClipSet, methods=METHODS, keeps=(0.3
         anon, extra = anonymize_windows(model, w, method, keep, rng, device, lambda_priv, hysteresis)
         out = score_batches(model, anon, 1.0, device)
         rec = {"method": method, "keep": keep, **extra, "action_top1": float((out["action"].argmax(1) == w.actions).mean())}
-        if w.attrs is not None:
+        if w.attrs is not None and privacy:
             rec.update(privacy_metrics(out["privacy"], w.attrs, cfg.attributes))
         records.append(rec)
         if progress:
@@ -214,6 +216,7 @@ class Evaluation:
     records: list[dict]  # one per (method, keep)
     spots: dict  # named sweet spots of the trade-off
     test_videos: int
+    notes: list[str]  # what the figures do not say (also in results.json)
 
 
 def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "auto", split: int = 1,
@@ -227,7 +230,6 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
     quick or the full protocol; writes results.json, results.csv and tradeoff.png into ``out``, where
     an earlier evaluation's are replaced only with ``overwrite`` (refused before any work otherwise).
     ``progress(stage, total)`` returns a callback advanced once per step of that stage."""
-    from ppar_cli.core.weights import load_weights
     from ppar_cli.research.data import open_benchmark
 
     if protocol not in ("quick", "full"):
@@ -249,6 +251,10 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
     bench = open_benchmark(data, format, split, labels, splits)
     items = bench.test[:max_videos] if max_videos else bench.test
     train_items = bench.train[:max_train_videos] if max_train_videos else bench.train
+    if not items or (protocol == "full" and not train_items):
+        raise DataError(f"{bench.source}: no {'test' if not items else 'training'} videos"
+                        + (" (in a CSV, rows with split=test)" if not items else ""))
+    notes, privacy = quick_labels(w, bench, items) if protocol == "quick" else ([], True)
     # Each protocol holds its windows twice (raw, and anonymized by one method at a time): refused
     # here, before hours of decoding, where they would not fit
     windows = len(items) * clips_per_video + (len(train_items) * train_windows if protocol == "full" else 0)
@@ -268,7 +274,7 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
         for seed in seeds:
             per_seed.append(quick_protocol(w.model, clips, methods, keeps, dev, seed=seed, progress=advance,
                                            clips_per_video=clips_per_video, lambda_priv=lambda_priv,
-                                           hysteresis=hysteresis))
+                                           hysteresis=hysteresis, privacy=privacy))
     else:
         from ppar_cli.research.full_protocol import full_protocol
 
@@ -281,5 +287,28 @@ def evaluate_benchmark(data: Path, weights: Path | None = None, format: str = "a
             per_seed.append(full_protocol(w.model, train_w, test_w, methods, keeps, epochs=epochs, cache=out / "cache",
                                           lambda_priv=lambda_priv, seed=seed, progress=advance, device=dev))
     records = aggregate(per_seed)
-    spots = write_results(records, out, f"{w.path.name} on {data} ({protocol} protocol, {len(items)} test videos)", METHODS)
-    return Evaluation(records, spots, len(items))
+    spots = write_results(records, out, f"{w.path.name} on {data} ({protocol} protocol, {len(items)} test videos)", METHODS,
+                          notes)
+    return Evaluation(records, spots, len(items), notes)
+
+
+def quick_labels(w: LoadedWeights, bench: Benchmark, items: list[Item]) -> tuple[list[str], bool]:
+    """The quick protocol reads the weights' own heads, which mean something only for the labels
+    they were trained on, by index: notes where the benchmark names others, and whether the privacy
+    figures can be made (a benchmark with other attributes gave an IndexError, or figures by the
+    wrong names)."""
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (f", ... ({len(names)})" if len(names) > 4 else "")
+
+    cfg, notes = w.model.cfg, []
+    if cfg.actions != bench.actions:
+        notes.append(f"{w.path.name} was trained on other actions ({few(cfg.actions)}) than {bench.source} has "
+                     f"({few(bench.actions)}): the quick protocol's action top-1 compares unrelated labels; "
+                     f"--protocol full trains a fresh action model on the benchmark's own")
+    labelled = any(i.attributes is not None or i.segments is not None for i in items)
+    privacy = not labelled or cfg.attributes == bench.attributes
+    if not privacy:
+        notes.append(f"{w.path.name}'s privacy head names other attributes ({few(cfg.attributes)}) than {bench.source} "
+                     f"labels ({few(bench.attributes)}): no privacy figures by the quick protocol; --protocol full "
+                     f"trains a fresh attacker on the benchmark's own")
+    return notes, privacy

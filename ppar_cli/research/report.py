@@ -69,9 +69,10 @@ def label(r: dict) -> str:
     return r["method"] if r["keep"] is None else f"{r['method']}@{r['keep']:g}"
 
 
-def write_results(records: list[dict], out: Path, title: str, methods: tuple[str, ...]) -> dict:
+def write_results(records: list[dict], out: Path, title: str, methods: tuple[str, ...], notes: list[str] = ()) -> dict:
     """results.json, results.csv and tradeoff.png in ``out``; returns the sweet spots. ``methods``:
-    every method's name in a fixed order, which gives each its colour in every plot. The three are
+    every method's name in a fixed order, which gives each its colour in every plot; ``notes``: what
+    the figures do not say, kept in results.json. The three are
     written beside their places and renamed into them together: no half-written or mixed set."""
     out.mkdir(parents=True, exist_ok=True)
     spots = sweet_spots(records)
@@ -79,7 +80,8 @@ def write_results(records: list[dict], out: Path, title: str, methods: tuple[str
     with contextlib.ExitStack() as stack:
         path_json, path_csv, path_png = (stack.enter_context(atomic_path(out / name, Path(name).suffix)) for name in RESULT_FILES)
         path_json.write_text(json.dumps({"records": records, "pareto_front": [label(r) for r in front],
-                                         "sweet_spots": {k: label(v) for k, v in spots.items()}}, indent=1))
+                                         "sweet_spots": {k: label(v) for k, v in spots.items()}, "notes": list(notes)},
+                                        indent=1))
         cols = ["method", "keep", "action_top1", "privacy_cmap", "privacy_f1", "reid_top1", "privacy_pixels_removed",
                 "action_pixels_kept", "flicker"]
         attrs = sorted({a for r in records for a in r.get("per_attribute_ap", {})})

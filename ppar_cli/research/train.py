@@ -25,7 +25,7 @@ from ppar_cli.core.clips import prepare_clips
 from ppar_cli.core.config import PRESETS, PPARConfig, read_metadata
 from ppar_cli.core.model import PPARModel
 from ppar_cli.core.weights import save_weights
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import DataError, UsageError
 from ppar_cli.media.files import atomic_path, folder_or_new
 from ppar_cli.pipeline.runtime import local_processes, memory, memory_free
 from ppar_cli.research.args import TrainArgs
@@ -192,6 +192,11 @@ def _train(args: TrainArgs, log=print) -> dict:
     # -- data and model ---------------------------------------------------------------------------
     sources = [d for d in str(args.data).split(",") if d]
     bench = combine([open_benchmark(d, args.format, args.split, args.labels, args.splits_dir) for d in sources])
+    for split, why in (("train", ""), ("test", ": every epoch is evaluated on the test split (in a CSV, rows with split=test)")):
+        if not getattr(bench, split):
+            raise DataError(f"{bench.source}: no {split} videos{why}")
+    if (args.mask_weight or args.separation_weight or args.motion_weight) and any(i.masks is None for i in bench.train):
+        raise UsageError("<mask_weight>, <separation_weight> and <motion_weight> need ground-truth masks (synthetic or pseudo)")
     cfg = build_config(args, bench.actions, bench.attributes)
     identity = run_identity(args, cfg, bench)
     if (run / "state.json").exists():  # before the videos are decoded, which can take minutes
@@ -216,8 +221,6 @@ def _train(args: TrainArgs, log=print) -> dict:
     test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
     test_set = ClipSet(test_items, cfg) if master else None
     has_privacy = train_set.has_attributes
-    if (args.mask_weight or args.separation_weight or args.motion_weight) and not train_set.has_masks:
-        raise ValueError("--mask-weight, --separation-weight and --motion-weight need ground-truth masks (synthetic or pseudo)")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
