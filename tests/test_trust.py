@@ -469,3 +469,20 @@ def test_written_files_get_the_permissions_a_plain_open_gives(tmp_path, tiny_wei
     plain.write_text("")
     for p in (tmp_path / "w.safetensors", tmp_path / "n.json"):
         assert p.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777, p
+
+
+def test_names_the_file_system_allows_are_anonymized_and_others_refused(tmp_path, clip, tiny_weights):
+    """A video whose own name fitted the file system's 255 bytes failed, because its temporary output
+    (.NAME.HOST-PID.XXXXXXXX.partial.mp4) did not; an output name over the limit, or below a file,
+    ended in a traceback or a misleading "File exists". Now the first works, in file and folder
+    mode, and the others are one-line usage errors."""
+    long = "v" * 245 + ".mp4"
+    (tmp_path / "in").mkdir()
+    shutil.copy(clip, tmp_path / "in" / long)
+    [r] = anonymize(tmp_path / "in" / long, tmp_path / long, Options(guard="none"), weights=tiny_weights)
+    [f] = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tiny_weights)
+    assert r.status == f.status == "ok" and (tmp_path / long).exists() and (tmp_path / "out" / long).exists(), (r.error, f.error)
+    for out, said in ((tmp_path / ("é" * 126 + ".mp4"), "File name too long"), (tmp_path / long / "o.mp4", "a file, not a folder")):
+        code, text = cli("anonymize", tmp_path / long, out, "--weights", tiny_weights, "--guard", "none")
+        assert code == 2 and one_line_error(text, said), text
+    assert not stray(tmp_path)

@@ -33,7 +33,7 @@ def temp_beside(dest: Path, suffix: str = "") -> Path:
     Its name carries this host and process, so a later run can tell a partial file left by a killed
     process (kill -9, power loss) from one a live process is still writing, and remove it."""
     _remove_dead_partials(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{_OWNER}.", suffix=f"{PARTIAL}{suffix}", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_tag(dest)}.{_OWNER}.", suffix=f"{PARTIAL}{suffix}", dir=dest.parent)
     os.close(fd)
     os.chmod(tmp, PLAIN_MODE)  # mkstemp makes 0600
     return Path(tmp)
@@ -42,10 +42,21 @@ def temp_beside(dest: Path, suffix: str = "") -> Path:
 _OWNER = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
 
 
+def _tag(dest: Path) -> str:
+    """``dest``'s name as its temporary files carry it: cut where the whole temporary name
+    (.NAME.HOST-PID.XXXXXXXX.partial, a suffix of up to 16 bytes) would pass the 255 bytes a file
+    system allows, which failed a video whose own name fitted."""
+    room = 255 - len(os.fsencode(f"..{_OWNER}.XXXXXXXX{PARTIAL}")) - 16
+    name = dest.name
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return name
+
+
 def _remove_dead_partials(dest: Path) -> None:
-    host = _OWNER.rsplit("-", 1)[0]
-    for p in dest.parent.glob(f".{glob.escape(dest.name)}.{glob.escape(host)}-*{PARTIAL}*"):
-        pid = p.name[len(dest.name) + len(host) + 3:].split(".", 1)[0]
+    host, tag = _OWNER.rsplit("-", 1)[0], _tag(dest)
+    for p in dest.parent.glob(f".{glob.escape(tag)}.{glob.escape(host)}-*{PARTIAL}*"):
+        pid = p.name[len(tag) + len(host) + 3:].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             p.unlink(missing_ok=True)
 

@@ -24,10 +24,20 @@ class Job:
 def plan_jobs(inp: Path, out: Path) -> list[Job]:
     """A file maps to OUT (or OUT/NAME.mp4 when OUT is a folder); a folder is walked and mirrored
     under OUT as .mp4 files (``a.avi`` beside ``a.mp4`` become ``a.avi.mp4`` and ``a.mp4.mp4``),
-    hidden files and folders (names starting with a dot) left out."""
-    inp, out = Path(inp), Path(out)
+    hidden files and folders (names starting with a dot) left out. A path the system cannot look
+    at (a name over 255 bytes, a file where a folder is meant) is a usage error, not a traceback."""
+    try:
+        return _plan_jobs(Path(inp), Path(out))
+    except OSError as e:
+        raise UsageError(f"{e.filename if e.filename is not None else out}: {e.strerror or e}") from None
+
+
+def _plan_jobs(inp: Path, out: Path) -> list[Job]:
     if not inp.exists():
         raise UsageError(f"{inp}: no such file or directory")
+    above = next((p for p in out.parents if p.exists()), None)  # the output's folder, or the part of it made already
+    if above is not None and not above.is_dir():
+        raise UsageError(f"{above}: a file, not a folder for {out}")
     if inp.is_file():
         if out.is_dir():
             out = out / (inp.stem + ".mp4")
