@@ -18,13 +18,13 @@ import torch.nn.functional as F
 
 from ppar_cli.core.model import PPARModel, keep_counts
 from ppar_cli.core.scoring import score_clips
+from ppar_cli.core.weights import LoadedWeights, load_weights
 from ppar_cli.errors import DataError, UsageError, check_counts
 from ppar_cli.media.files import folder_or_new
 from ppar_cli.pipeline.runtime import memory, memory_free, resolve_device
 from ppar_cli.pipeline.fill import smooth_fill
 from ppar_cli.pipeline.options import Options
 from ppar_cli.pipeline.scoremap import flicker
-from ppar_cli.core.weights import LoadedWeights, load_weights
 from ppar_cli.research.data import Benchmark, ClipSet, Item
 from ppar_cli.research.report import RESULT_FILES, aggregate, label, write_results
 from ppar_cli.research.metrics import (
