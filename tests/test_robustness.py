@@ -122,6 +122,9 @@ def test_output_paths(tmp_path, clip, tiny_weights):
     assert r.status == "ok"
     with pytest.raises(UsageError, match="o.mp4: a file, not a folder for .*x.mp4"):  # a file where a folder should be
         anonymize(clip, tmp_path / "file" / "o.mp4" / "x.mp4", Options(guard="none"), weights=tiny_weights)
+    os.mkfifo(tmp_path / "pipe.mp4")  # was taken for a folder ("input is a folder, so the output must be a folder")
+    with pytest.raises(UsageError, match="pipe.mp4: not a file or folder"):
+        anonymize(tmp_path / "pipe.mp4", tmp_path / "p.mp4", Options(guard="none"), weights=tiny_weights)
     src = tmp_path / "in"
     src.mkdir()
     (src / "a.mp4").write_bytes(clip.read_bytes())

@@ -35,6 +35,8 @@ def plan_jobs(inp: Path, out: Path) -> list[Job]:
 def _plan_jobs(inp: Path, out: Path) -> list[Job]:
     if not inp.exists():
         raise UsageError(f"{inp}: no such file or directory")
+    if not inp.is_file() and not inp.is_dir():  # ppar reads a video several times: probe, timestamps, decode
+        raise UsageError(f"{inp}: not a file or folder (a pipe or a device cannot be read as a video)")
     above = next((p for p in out.parents if p.exists()), None)  # the output's folder, or the part of it made already
     if above is not None and not above.is_dir():
         raise UsageError(f"{above}: a file, not a folder for {out}")
