@@ -131,6 +131,9 @@ def test_usage_errors(tmp_path, odd_clip, tiny_weights):
             anonymize(odd_clip, tmp_path / "x.mp4", opts, weights=tiny_weights)
     with pytest.raises(UsageError):
         anonymize(odd_clip, odd_clip, Options(overwrite=True), weights=tiny_weights)
+    with pytest.raises(UsageError, match="p.webm: ppar writes H.264 in .* name the preview"):  # failed the video at its end
+        anonymize(odd_clip, tmp_path / "x.mp4", Options(preview=tmp_path / "p.webm"), weights=tiny_weights)
+    assert not (tmp_path / "x.mp4").exists()
     with pytest.raises(UsageError):
         anonymize(tmp_path / "missing.mp4", tmp_path / "x.mp4", Options(), weights=tiny_weights)
 

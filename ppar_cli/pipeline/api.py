@@ -27,7 +27,7 @@ from ppar_cli.media.files import atomic_path
 from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front, LateDetector
-from ppar_cli.pipeline.jobs import Job, byte_shares, check_outputs, largest_first, plan_jobs
+from ppar_cli.pipeline.jobs import Job, byte_shares, check_container, check_outputs, largest_first, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
@@ -185,6 +185,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         raise UsageError("<preview> and <scores_path> name one file: give a single input file")
     if single and opts.manifest is not None:
         raise UsageError("<manifest> records a folder's files: give a folder as input")
+    if opts.preview is not None:
+        check_container(Path(opts.preview), "preview")
     if opts.shard:  # a single file is shard 0's (torchrun's other ranks have nothing to do)
         jobs = jobs[opts.shard[0]::opts.shard[1]]
     manifest = None

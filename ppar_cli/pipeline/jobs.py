@@ -43,9 +43,8 @@ def _plan_jobs(inp: Path, out: Path) -> list[Job]:
     if inp.is_file():
         if out.is_dir():
             out = out / (inp.stem + ".mp4")
-        elif out.suffix.lower() not in OUTPUT_CONTAINERS:
-            raise UsageError(f"{out}: ppar writes H.264 in {', '.join(sorted(OUTPUT_CONTAINERS))} files; "
-                             f"name the output with one of these extensions")
+        else:
+            check_container(out, "output")
         return [Job(inp, out)]
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: input is a folder, so the output must be a folder too")
@@ -87,6 +86,14 @@ def byte_shares(jobs: list[Job]) -> list[float]:
     sizes = [_size(job) for job in jobs]
     total = sum(sizes)
     return [size / total if total else 0.0 for size in sizes]
+
+
+def check_container(path: Path, what: str) -> None:
+    """A video ppar writes is H.264 in one of OUTPUT_CONTAINERS: any other name is refused before
+    the work (a preview named .webm failed its video at the end)."""
+    if path.suffix.lower() not in OUTPUT_CONTAINERS:
+        raise UsageError(f"{path}: ppar writes H.264 in {', '.join(sorted(OUTPUT_CONTAINERS))} files; "
+                         f"name the {what} with one of these extensions")
 
 
 def check_outputs(jobs: list[Job], extra: dict[str, Path | None], scores: Path | None | bool = True) -> None:
