@@ -124,7 +124,8 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float, how
         name = r.src.relative_to(root).as_posix() if root is not None else str(r.src)
         table.add_row(shown(name), str(r.frames) if r.frames else "", kept(r),
                       f"{r.seconds:.1f}" if r.status != "skipped" else "", f"[{style}]{r.status}[/]")
-    console.print(table)
+    if results:  # no videos: the warning said so, an empty table says nothing
+        console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
     console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed {how}".rstrip())
 
