@@ -1111,3 +1111,14 @@ def test_videos_score_at_once_on_the_cpu(tiny_weights, monkeypatch):
     for t in threads:
         t.join()
     assert len(outs) == 2 and torch.equal(outs[0].kept, outs[1].kept)
+
+
+def test_a_folder_walk_finds_camera_formats_in_any_case_and_leaves_hidden_names(tmp_path):
+    """Camcorders write .MTS and .m2ts (AVCHD), broadcast .mxf, DVDs .vob: a folder of them once held
+    "no video files here". Hidden names (macOS's ._NAME companions, dot folders) stay out."""
+    from ppar_cli.media.probe import video_files
+
+    for name in ("a.MTS", "b.m2ts", "c.mxf", "d.VOB", "e.ogv", "f.mp4", "._f.mp4", ".cache/g.mp4", "notes.txt"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in video_files(tmp_path)] == ["a.MTS", "b.m2ts", "c.mxf", "d.VOB", "e.ogv", "f.mp4"]

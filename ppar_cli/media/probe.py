@@ -12,7 +12,8 @@ import numpy as np
 from ppar_cli.errors import PparError
 
 # The file names `ppar anonymize` reads in a folder.
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp"}
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
+                    ".mts", ".m2ts", ".mxf", ".vob", ".ogv"}  # the last: camcorders (AVCHD), broadcast, DVD, Ogg
 
 
 def video_files(folder: Path) -> list[Path]:
