@@ -424,3 +424,22 @@ def test_interlaced_video_comes_out_progressive_at_its_own_frame_times(tmp_path,
     inside &= before > 8  # where the source combs: its moving edges
     before, after = before[inside].mean(), after[inside].mean()
     assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("container", [".mp4", ".mkv"])
+def test_audio_tracks_keep_their_languages_and_nothing_else(tmp_path, tiny_weights, container):
+    """A film's dubs: each audio track keeps its language tag, so players can name it (it came out
+    "und"); the title and other metadata, which may name people, are still not copied."""
+    import av
+
+    clip = make_clip(tmp_path / "v.mp4", 64, 48, 20, audio=False)
+    src = tmp_path / "two.mkv"
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-i", str(clip), "-f", "lavfi", "-i", "sine=f=300:d=1", "-f", "lavfi",
+                    "-i", "sine=f=500:d=1", "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "copy", "-c:a", "pcm_s16le",
+                    "-metadata", "title=Alice at home", "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra",
+                    str(src)], check=True)
+    [r] = anonymize(src, tmp_path / f"o{container}", Options(guard="none"), weights=tiny_weights)
+    assert r.status == "ok", r.error
+    with av.open(str(tmp_path / f"o{container}")) as c:
+        assert [s.metadata.get("language") for s in c.streams.audio] == ["eng", "fra"]
+        assert "title" not in c.metadata and "Alice" not in str(dict(c.metadata))

@@ -250,6 +250,9 @@ class _AudioCopy:
                 n = s.codec_context.channels
                 o.layout = {1: "mono", 2: "stereo"}.get(n, f"{n}c")  # PCM often leaves the layout unnamed
                 self.streams[s.index] = (o, av.AudioResampler(format="fltp", layout=o.layout.name, rate=o.rate))
+            # the track's language is kept, so that players can name a film's dubs; no other metadata
+            if s.metadata.get("language", "und") != "und":
+                o.metadata["language"] = s.metadata["language"]
         self._packets = self._in.demux(*self._in.streams.audio)
         self._next = None
         self._out = out
