@@ -50,7 +50,8 @@ def internal_error(e: BaseException) -> str:
 
     ours = [f for f in traceback.extract_tb(e.__traceback__) if "ppar_cli" in f.filename] or [None]
     where = f" at {Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours[-1] else ""
-    return f"internal error, a bug in ppar ({type(e).__name__}: {e}{where}); please report it"
+    said = " ".join(str(e).split())[:200]  # one line, of a length a table can show
+    return f"internal error, a bug in ppar ({type(e).__name__}: {said}{where}); please report it"
 
 
 def check_counts(**counts: int | None) -> None:
