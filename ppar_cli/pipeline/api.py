@@ -185,8 +185,6 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
         raise UsageError("<preview> and <scores_path> name one file: give a single input file")
     if single and opts.manifest is not None:
         raise UsageError("<manifest> records a folder's files: give a folder as input")
-    if opts.preview is not None:
-        check_container(Path(opts.preview), "preview")
     if opts.shard:  # a single file is shard 0's (torchrun's other ranks have nothing to do)
         jobs = jobs[opts.shard[0]::opts.shard[1]]
     manifest = None
@@ -201,6 +199,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
                                 opts.preview) if p is not None and p.exists()]
         if existing and not opts.overwrite:
             raise UsageError(f"{existing[0]}: already exists (<overwrite> replaces it)")
+    if opts.preview is not None:
+        check_container(Path(opts.preview), "preview")
     if not jobs and single:
         warnings.warn(f"{inp}: a single file is shard 0's, nothing to do for shard {opts.shard[0]}/{opts.shard[1]}", stacklevel=2)
     elif not jobs:
