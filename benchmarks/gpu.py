@@ -811,7 +811,9 @@ def contention(args, work: Path) -> dict:
 
 def eval_check(args, work: Path) -> dict:
     bench = synth_bench(args, work)
-    r = ppar("eval", "--data", bench, "--device", args.device, "--max-videos", 12, "--keep", "0.5",
+    # the synthetic benchmark's own weights: the quick protocol reads their heads, trained on its labels
+    r = ppar("eval", "--data", bench, "--weights", REPO / "weights" / "ppar-small.safetensors", "--device", args.device,
+             "--max-videos", 12, "--keep", "0.5",
              "--methods", "ppar,raw,random", "--out", work / "eval", "--overwrite", "--quiet")
     out = {"exit": r.returncode, "stderr": r.stderr[-300:]}
     if r.returncode == 0:
