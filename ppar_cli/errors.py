@@ -43,6 +43,16 @@ class DataError(PparError):
     exit_code = 2
 
 
+def reason(e: BaseException) -> str:
+    """Why ``e`` happened, as one short line for a message that names the file itself: an OSError's
+    own words ("No space left on device", without the hidden temporary file it hit), else the first
+    line of its text (FFmpeg's can run on), else its type's name."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def internal_error(e: BaseException) -> str:
     """One line for an error that is a bug in ppar, not a problem with the input, naming where in
     ppar it was raised: a batch reports the file as failed and goes on with the others."""

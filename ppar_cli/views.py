@@ -97,9 +97,10 @@ class RichReporter:
         if self.batch is not None:
             self.progress.advance(self.batch)
         if result.status == "failed":
-            self.progress.console.print(f"[red]failed[/] {shown(result.error)}", highlight=False)
+            self.progress.console.print(f"[red]failed[/] {shown(result.error)}", highlight=False, soft_wrap=True)
         for note in result.notes:
-            self.progress.console.print(f"[yellow]note[/] {shown(f'{result.src}: {note}')}", highlight=False)
+            self.progress.console.print(f"[yellow]note[/] {shown(f'{result.src}: {note}')}", highlight=False,
+                                        soft_wrap=True)
 
 
 def summary_table(results: list[FileResult], root: Path | None, keep: float, how: str = "") -> None:

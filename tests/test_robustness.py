@@ -223,17 +223,23 @@ def test_encoder_dying_mid_file_batch_goes_on(tmp_path, tiny_weights, monkeypatc
 
 
 @pytest.mark.slow
-def test_disk_full_leaves_nothing(tmp_path, clip, tiny_weights):
-    """A file-size limit makes the encoder's writes fail as on a full disk."""
+@pytest.mark.parametrize("limit_bytes", [4096, 60_000])  # the first writes; the encoder's, part way through
+def test_disk_full_leaves_nothing(tmp_path, tiny_weights, limit_bytes):
+    """A file-size limit makes the writes fail as on a full disk: the score map's records failed
+    to close with a traceback, and the encoder's error named its hidden temporary file."""
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
+    clip = make_clip(tmp_path / "in.mp4", 320, 240, 60)  # nearly all kept, losslessly: over 60 KB
     out = tmp_path / "o.mp4"
     r = subprocess.run([sys.executable, "-m", "ppar_cli.cli", "anonymize", str(clip), str(out), "--weights", str(tiny_weights),
-                        "--quiet", "--guard", "none", "--crf", "0"], capture_output=True, text=True, preexec_fn=limit)
+                        "--quiet", "--guard", "none", "--crf", "0", "--keep", "0.99"],
+                       capture_output=True, text=True, preexec_fn=limit)
     assert r.returncode == 1 and "o.mp4" in r.stderr and "Traceback" not in r.stderr
-    assert not out.exists() and not out.with_suffix(".json").exists() and not stray(tmp_path)
+    # the system's words, on one line, naming the output the user asked for, not its hidden temporary
+    assert "File too large" in r.stderr and "partial" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not out.with_suffix(".json").exists() and stray(tmp_path) == []
 
 
 @pytest.mark.slow

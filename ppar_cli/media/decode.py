@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ppar_cli.errors import reason
 from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, YUVFormat
 
 
@@ -230,7 +231,7 @@ class FrameReader:
                     self._vr, self.backend, self.info.num_frames = None, "ffmpeg", None
                     yield from self._av_chunks(n)
                     return
-                raise VideoError(f"{self.info.path}: decode failed at frame {start} ({str(e).splitlines()[0][:200]})") from None
+                raise VideoError(f"{self.info.path}: decode failed at frame {start} ({reason(e)})") from None
             yield batch
 
     def _av_chunks(self, n: int, skip: int = 0) -> Iterator[np.ndarray | YUVFrames]:

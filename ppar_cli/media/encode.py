@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppar_cli.errors import reason
 from ppar_cli.media.decode import YUVFrames
 from ppar_cli.media.files import temp_beside
 from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, YUVFormat, codec_name
@@ -128,7 +129,7 @@ class VideoWriter:
             self._audio = _AudioCopy(self._out, audio_from, AUDIO_AS_IS[fmt]) if audio_from and audio_from.audio_codecs else None
         except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, a damaged audio track, anything: no temp file left
             self.abort()
-            raise VideoError(f"{self.dest}: cannot start the encoder ({str(e).splitlines()[0][:200]})") from None
+            raise VideoError(f"{self.dest}: cannot start the encoder ({reason(e)})") from None
         self.pix_fmt, self.yuv = vs.pix_fmt, yuv
         # Frames are encoded in a thread (FFmpeg releases the GIL), so the caller can score the
         # next clip meanwhile; at most two writes wait in between.
@@ -145,7 +146,7 @@ class VideoWriter:
             try:
                 self._encode(*item)
             except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, disk full, anything: reported by write/commit
-                self._failed = str(e).splitlines()[0][:200] or type(e).__name__
+                self._failed = reason(e)
 
     def _encode(self, frames: np.ndarray | None, first: int) -> None:
         import av
@@ -189,11 +190,11 @@ class VideoWriter:
             if not self._failed and self._audio is not None:
                 self._audio.mux_until(self.end_time if trim_audio else float("inf"), trim=trim_audio)
         except Exception as e:  # noqa: BLE001
-            self._failed = str(e).splitlines()[0][:200]
+            self._failed = reason(e)
         try:
             self._close()
         except Exception as e:  # noqa: BLE001 -- the trailer write can fail on a full disk
-            self._failed = self._failed or str(e).splitlines()[0][:200]
+            self._failed = self._failed or reason(e)
         if self._failed:
             msg = self._failed
             self.abort()

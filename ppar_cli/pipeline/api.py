@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ppar_cli.core.config import DEFAULT_WEIGHTS, PPARConfig, read_metadata, weights_sha256
-from ppar_cli.errors import PparError, UsageError, internal_error
+from ppar_cli.errors import PparError, UsageError, internal_error, reason
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.encode import VideoWriter
@@ -154,7 +154,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         if not isinstance(e, Exception):
             raise
         if isinstance(e, OSError) and not isinstance(e, VideoError):
-            e = f"{e.strerror or e} while writing {dst}"  # disk full, permissions: name the output too
+            e = f"{reason(e)} while writing {dst}"  # disk full, permissions: name the output too
         elif not isinstance(e, (VideoError, RuntimeError, ValueError)):  # a bug: this file fails, a batch goes on
             e = internal_error(e)
         result.error = str(e) if str(src) in str(e) else f"{src}: {e}"

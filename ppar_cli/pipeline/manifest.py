@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ppar_cli import __version__
-from ppar_cli.errors import PparError, UsageError
+from ppar_cli.errors import PparError, UsageError, reason
 from ppar_cli.pipeline.options import FileResult, Options
 
 
@@ -29,7 +29,7 @@ def check_manifest(path: Path) -> None:
     except (ValueError, UnicodeDecodeError):
         raise UsageError(f"{path}: exists and is not a ppar manifest; choose another <manifest>") from None
     except OSError as e:
-        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e})") from None
+        raise OutputError(f"{path}: cannot write the manifest ({reason(e)})") from None
 
 
 def append_manifest(path: Path, r: FileResult, weights_sha256: str, opts: Options) -> None:
@@ -46,4 +46,4 @@ def append_manifest(path: Path, r: FileResult, weights_sha256: str, opts: Option
         with open(path, "ab") as f:  # one short line per write: appends do not interleave
             f.write(data + b"\n")
     except OSError as e:
-        raise OutputError(f"{path}: cannot write the manifest ({e.strerror or e}); finished outputs are kept") from None
+        raise OutputError(f"{path}: cannot write the manifest ({reason(e)}); finished outputs are kept") from None

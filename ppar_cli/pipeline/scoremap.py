@@ -2,6 +2,7 @@
 window (scores, kept tubelets, guard-forced tubelets, the heads' outputs) and the file's summary."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -119,8 +120,11 @@ class ScoreLog:
             f.write('],"summary":' + json.dumps(summary, separators=(",", ":"), allow_nan=False) + "}")
 
     def close(self) -> None:
+        """Drop the records. The file is unnamed, so nothing of it outlives this; a flush that fails
+        here (a full disk) has failed the video already, or comes after the score map was written."""
         if self._records is not None:
-            self._records.close()
+            with contextlib.suppress(OSError):
+                self._records.close()
 
 
 def score_map(info: VideoInfo, result: FileResult, log: ScoreLog, weights: LoadedWeights,

@@ -13,7 +13,7 @@ from ppar_cli.core.clips import PIXEL_MEAN, PIXEL_STD
 from ppar_cli.core.config import WeightsError, is_ppar_weights, sha256_of
 from ppar_cli.core.stem import BLOCKS
 from ppar_cli.core.weights import load_weights
-from ppar_cli.errors import DataError
+from ppar_cli.errors import DataError, reason
 from ppar_cli.research.args import INFLATIONS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -35,7 +35,7 @@ def mobilenet_v2_stem(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a pickle that is not plain tensors is refused, whatever it is
-        raise DataError(f"{path}: not a torchvision MobileNetV2 state dict ({str(e).splitlines()[0][:160]})") from None
+        raise DataError(f"{path}: not a torchvision MobileNetV2 state dict ({reason(e)})") from None
     out = {}
     try:
         w, b = _fold(sd, "features.0.0", "features.0.1")
