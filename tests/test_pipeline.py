@@ -757,18 +757,18 @@ def test_next_video_starts_decoding_while_the_encoder_finishes(tmp_path, tiny_we
         make_clip(tmp_path / "in" / f"{name}.mp4", 64, 48, 10, audio=False)
     (tmp_path / "in" / "b.mp4").write_bytes(b"not a video")
     events = []
-    init, commit = api.Front.__init__, VideoWriter.commit
+    init, finish = api.Front.__init__, VideoWriter.finish
 
     def front(self, src, *a, **k):
         events.append(f"front {src.stem}")
         init(self, src, *a, **k)
 
-    def committed(self, *a, **k):
+    def finished(self, *a, **k):
         events.append(f"commit {self.dest.stem}")
-        commit(self, *a, **k)
+        return finish(self, *a, **k)
 
     monkeypatch.setattr(api.Front, "__init__", front)
-    monkeypatch.setattr(VideoWriter, "commit", committed)
+    monkeypatch.setattr(VideoWriter, "finish", finished)
     results = anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none", jobs=1), weights=tiny_weights)
     assert [r.status for r in results] == ["ok", "failed", "ok"]  # in the folder's order
     # the largest files first: b, damaged (11 bytes), comes last, and its front is tried again

@@ -23,9 +23,10 @@ from ppar_cli import Options, anonymize
 from ppar_cli.cli import app
 from ppar_cli.core.weights import WeightsError, load_weights
 from ppar_cli.errors import DataError, UsageError
-from ppar_cli.media.files import temp_beside
+from ppar_cli.media.files import Taken, publish, temp_beside
 from ppar_cli.pipeline.api import OutputError
 from ppar_cli.pipeline.guard import GuardConfig
+from ppar_cli.pipeline.options import Silent
 from ppar_cli.pipeline.front import Ahead
 from ppar_cli.research.labels import read_label_pickle
 
@@ -377,6 +378,38 @@ def test_read_only_output_folder(tmp_path, clip, tiny_weights):
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.parametrize("theirs", ["v.mp4", "v.json", "p.mp4"])
+def test_what_another_run_writes_meanwhile_is_not_replaced(tmp_path, clip, tiny_weights, theirs):
+    """Two runs into the same folder both found the names free, and the later replaced the earlier's
+    file: an existing file modified without --overwrite. The outputs now go into place with a hard
+    link, which fails where a name is taken, and those placed already are taken back."""
+    class Meanwhile(Silent):
+        def start_file(self, src, total_frames):  # after the names were checked, before the rename
+            (tmp_path / theirs).write_text("theirs")
+
+    opts = Options(guard="none", preview=tmp_path / "p.mp4")
+    r = anonymize(clip, tmp_path / "v.mp4", opts, weights=tiny_weights, reporter=Meanwhile())[0]
+    assert r.status == "failed" and f"{theirs}: already exists, written meanwhile by another run" in r.error
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [theirs] and (tmp_path / theirs).read_text() == "theirs"
+    r = anonymize(clip, tmp_path / "v.mp4", replace(opts, overwrite=True), weights=tiny_weights, reporter=Meanwhile())[0]
+    assert r.status == "ok" and (tmp_path / theirs).read_bytes() != b"theirs" and not stray(tmp_path)
+
+
+@pytest.mark.parametrize("links", [True, False])  # False: a file system without hard links (FAT)
+def test_publish_without_replace_takes_back_what_it_placed(tmp_path, monkeypatch, links):
+    if not links:
+        monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
+    a, b, c = (temp_beside(tmp_path / n) for n in ("a", "b", "c"))
+    for t in (a, b, c):
+        t.write_text("ours")
+    (tmp_path / "b").write_text("theirs")
+    with pytest.raises(Taken, match="b: already exists"):
+        publish([(a, tmp_path / "a"), (b, tmp_path / "b"), (c, tmp_path / "c")], replace=False)
+    assert not (tmp_path / "a").exists() and (tmp_path / "b").read_text() == "theirs" and not (tmp_path / "c").exists()
+    publish([(b, tmp_path / "b"), (c, tmp_path / "c")])  # replace: the default
+    assert (tmp_path / "b").read_text() == "ours" and sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+
+
 def test_single_file_into_an_existing_folder(tmp_path, clip, tiny_weights):
     out = tmp_path / "existing"
     out.mkdir()
@@ -399,6 +432,10 @@ def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights)
     records = audit(src, tmp_path / "out", detectors="centerface", identity="off")
     assert len(records) == 2 and not any("error" in r for r in records), records
     assert sorted(r["frames"] for r in records) == [12, 24]
+    # one file: any video another tool wrote, not only the containers ppar writes
+    (tmp_path / "out" / "a.mp4.mp4").rename(tmp_path / "theirs.webm")
+    [record] = audit(src / "a.mp4", tmp_path / "theirs.webm", detectors="centerface", identity="off")
+    assert "error" not in record and record["frames"] == 24
 
 
 def test_stray_finds_a_partial_file_left_behind(tmp_path, clip, tiny_weights, monkeypatch):
@@ -413,7 +450,7 @@ def test_stray_finds_a_partial_file_left_behind(tmp_path, clip, tiny_weights, mo
         self.tmp.write_bytes(keep)
 
     monkeypatch.setattr(VideoWriter, "abort", leaky_abort)
-    monkeypatch.setattr(VideoWriter, "commit", lambda self, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    monkeypatch.setattr(VideoWriter, "finish", lambda self, **kw: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="none"), weights=tiny_weights)
     assert r.status == "failed" and stray(tmp_path)
 

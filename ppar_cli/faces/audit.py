@@ -144,7 +144,7 @@ def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold:
             if identity == "on":
                 raise
     records = []
-    for job in plan_jobs(original, anonymized):  # the pairing `ppar anonymize` wrote
+    for job in plan_jobs(original, anonymized, writes=False):  # the pairing `ppar anonymize` wrote
         src, dst = job.src, job.dst
         try:
             if not dst.exists():

@@ -14,7 +14,7 @@ import numpy as np
 
 from ppar_cli.errors import reason
 from ppar_cli.media.decode import YUVFrames
-from ppar_cli.media.files import temp_beside
+from ppar_cli.media.files import publish, temp_beside
 from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, YUVFormat, codec_name
 
 # Containers by output suffix: ppar writes H.264 in these (an output name must end in one of them).
@@ -181,8 +181,13 @@ class VideoWriter:
         return float(self.times.pts(self.frames) * self.times.time_base) if self.frames else 0.0
 
     def commit(self, trim_audio: bool = False) -> None:
-        """Finish the file; ``trim_audio`` cuts audio at the end of the video written (an input
-        that could be decoded only in part), else all of the input's audio is kept."""
+        """Finish the file and rename it into place (:meth:`finish`)."""
+        publish([(self.finish(trim_audio), self.dest)])
+
+    def finish(self, trim_audio: bool = False) -> Path:
+        """Finish the file and return its temporary, complete, for the caller to publish with
+        others; ``trim_audio`` cuts audio at the end of the video written (an input that could
+        be decoded only in part), else all of the input's audio is kept."""
         self._queue.put((None, self.frames))
         self._queue.put(None)
         self._thread.join()
@@ -199,7 +204,7 @@ class VideoWriter:
             msg = self._failed
             self.abort()
             raise VideoError(f"{self.dest}: encoding failed ({msg})")
-        os.replace(self.tmp, self.dest)
+        return self.tmp
 
     def _close(self) -> None:
         audio, self._audio = getattr(self, "_audio", None), None

@@ -8,9 +8,9 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import PparError, UsageError
 
 PARTIAL = ".partial"  # every temporary output's name holds this: .NAME.HOST-PID.XXXXXXXX.partial[.ext]
 # The permissions a plain open() gives a new file. The umask is read once, here: reading it means
@@ -18,6 +18,11 @@ PARTIAL = ".partial"  # every temporary output's name holds this: .NAME.HOST-PID
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 PLAIN_MODE = 0o666 & ~_UMASK
+
+
+class Taken(PparError):
+    """An output that appeared after this run checked its name (another run into the same folder
+    wrote it meanwhile): it is kept as it is, and this run's file is dropped."""
 
 
 def folder_or_new(path: Path, what: str) -> None:
@@ -75,11 +80,47 @@ def _alive(pid: int) -> bool:
 def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path to write; it replaces ``dest`` if the block succeeds, else it is removed.
     A writer that made the file anew (safetensors does, at 0600) has its permissions set back."""
-    dest = Path(dest)
+    with scratch(Path(dest), suffix) as tmp:
+        yield tmp
+        os.chmod(tmp, PLAIN_MODE)
+        publish([(tmp, Path(dest))])
+
+
+@contextmanager
+def scratch(dest: Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary beside ``dest`` (:func:`temp_beside`), removed when the block ends unless
+    :func:`publish` has renamed it into place."""
     tmp = temp_beside(dest, suffix)
     try:
         yield tmp
-        os.chmod(tmp, PLAIN_MODE)
-        os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish(finished: Sequence[tuple[Path, Path]], replace: bool = True) -> None:
+    """Rename each finished temporary to its destination. Without ``replace`` no file is replaced,
+    even one another run wrote after this one checked the names: each is hard-linked into place,
+    which fails where the name is taken, and those placed already are then taken back, so the
+    outputs appear together or not at all. Where the file system has no hard links (FAT, some
+    network shares) a check just before each rename stands in."""
+    placed: list[Path] = []
+    try:
+        for tmp, dest in finished:
+            if replace:
+                os.replace(tmp, dest)
+                continue
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                raise Taken(f"{dest}: already exists, written meanwhile by another run (overwrite replaces it)") from None
+            except OSError:  # no hard links here
+                if os.path.lexists(dest):
+                    raise Taken(f"{dest}: already exists, written meanwhile by another run (overwrite replaces it)") from None
+                os.replace(tmp, dest)
+            else:
+                os.unlink(tmp)
+            placed.append(dest)
+    except BaseException:
+        for dest in placed:
+            dest.unlink(missing_ok=True)
+        raise

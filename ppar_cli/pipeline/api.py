@@ -23,7 +23,7 @@ from ppar_cli.errors import PparError, UsageError, internal_error, reason
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.encode import VideoWriter
-from ppar_cli.media.files import atomic_path
+from ppar_cli.media.files import publish, scratch
 from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front, LateDetector
@@ -134,16 +134,19 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             result.notes.append(f"the face guard hid more than --keep {opts.keep_ratio:g} asked: {result.kept_fraction:.3f} of "
                                 f"the video visible on average, {log.kept_low:.3f} in the window with the most faces")
         result.seconds = time.perf_counter() - t0
-        # The score map is written beside the video first and renamed into place only once the
-        # video (and preview) are complete: outputs appear together or not at all.
+        # Each output is finished beside its destination, then all are renamed into place together:
+        # they appear together or not at all, and without overwrite they replace nothing, not even
+        # what another run into the same folder wrote meanwhile.
         with contextlib.ExitStack() as stack:
-            if scores_path is not None:
-                log.write(stack.enter_context(atomic_path(scores_path)), info, result, weights, opts, reader.backend)
             # an input decoded only in part keeps the audio of the part written, not the rest
             cut_short = damage is not None or writer.frames < len(times.known) + times.dropped
+            finished = [(writer.finish(trim_audio=cut_short), dst)]
             if shown is not None:
-                shown.commit()
-            writer.commit(trim_audio=cut_short)
+                finished.append((shown.finish(), shown.dest))
+            if scores_path is not None:
+                finished.append((stack.enter_context(scratch(scores_path)), scores_path))
+                log.write(finished[-1][0], info, result, weights, opts, reader.backend)
+            publish(finished, replace=opts.overwrite)
         if writer.audio_rejected:
             result.notes.append(f"damaged audio: {writer.audio_rejected} packet(s) left out, silent there; the rest in sync")
         result.status = "ok"
@@ -155,7 +158,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             raise
         if isinstance(e, OSError) and not isinstance(e, VideoError):
             e = f"{reason(e)} while writing {dst}"  # disk full, permissions: name the output too
-        elif not isinstance(e, (VideoError, RuntimeError, ValueError)):  # a bug: this file fails, a batch goes on
+        elif not isinstance(e, (PparError, RuntimeError, ValueError)):  # a bug: this file fails, a batch goes on
             e = internal_error(e)
         result.error = str(e) if str(src) in str(e) else f"{src}: {e}"
     finally:

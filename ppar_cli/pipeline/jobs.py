@@ -21,18 +21,20 @@ class Job:
         return self.dst.with_suffix(".json")
 
 
-def plan_jobs(inp: Path, out: Path) -> list[Job]:
+def plan_jobs(inp: Path, out: Path, writes: bool = True) -> list[Job]:
     """A file maps to OUT (or OUT/NAME.mp4 when OUT is a folder); a folder is walked and mirrored
     under OUT as .mp4 files (``a.avi`` beside ``a.mp4`` become ``a.avi.mp4`` and ``a.mp4.mp4``),
     hidden files and folders (names starting with a dot) left out. A path the system cannot look
-    at (a name over 255 bytes, a file where a folder is meant) is a usage error, not a traceback."""
+    at (a name over 255 bytes, a file where a folder is meant) is a usage error, not a traceback.
+    ``writes``: OUT is to be written, so a file's name must be one of ppar's containers (the
+    audit reads OUT, which another tool may have written)."""
     try:
-        return _plan_jobs(Path(inp), Path(out))
+        return _plan_jobs(Path(inp), Path(out), writes)
     except OSError as e:
         raise UsageError(f"{e.filename if e.filename is not None else out}: {e.strerror or e}") from None
 
 
-def _plan_jobs(inp: Path, out: Path) -> list[Job]:
+def _plan_jobs(inp: Path, out: Path, writes: bool) -> list[Job]:
     if not inp.exists():
         raise UsageError(f"{inp}: no such file or directory")
     if not inp.is_file() and not inp.is_dir():  # ppar reads a video several times: probe, timestamps, decode
@@ -43,7 +45,7 @@ def _plan_jobs(inp: Path, out: Path) -> list[Job]:
     if inp.is_file():
         if out.is_dir():
             out = out / (inp.stem + ".mp4")
-        else:
+        elif writes:
             check_container(out, "output")
         return [Job(inp, out)]
     if out.exists() and not out.is_dir():
