@@ -184,6 +184,9 @@ def test_existing_score_map_and_preview_need_overwrite(tmp_path, clip, tiny_weig
     with pytest.raises(UsageError, match="already exists"):
         anonymize(clip, tmp_path / "other.mp4", Options(guard="none", preview=notes), weights=tiny_weights)
     assert notes.read_text() == '{"mine": 1}' and not (tmp_path / "notes.mp4").exists()
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "nowhere.mp4")  # a link to nothing is a name taken too
+    with pytest.raises(UsageError, match="link.mp4: already exists"):
+        anonymize(clip, tmp_path / "link.mp4", Options(guard="none"), weights=tiny_weights)
     # a folder given for the score map or the preview is refused before any work, even with --overwrite
     folder = tmp_path / "maps"
     folder.mkdir()

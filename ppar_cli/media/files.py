@@ -25,6 +25,12 @@ class Taken(PparError):
     wrote it meanwhile): it is kept as it is, and this run's file is dropped."""
 
 
+def taken(path: Path) -> bool:
+    """Whether ``path`` names something already, a link to nothing included: an output there would
+    replace it."""
+    return os.path.lexists(path)
+
+
 def folder_or_new(path: Path, what: str) -> None:
     """Refuse, before any work, a ``path`` meant to be ``what`` (a folder, existing or to be made)
     that is a file: the first write into it would fail after the work."""

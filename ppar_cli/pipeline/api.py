@@ -23,7 +23,7 @@ from ppar_cli.errors import PparError, UsageError, internal_error, reason
 from ppar_cli.faces.detectors import CenterFace, FacesUnavailable
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.encode import VideoWriter
-from ppar_cli.media.files import publish, scratch
+from ppar_cli.media.files import publish, scratch, taken
 from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front, LateDetector
@@ -199,7 +199,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     if single and jobs:
         job = jobs[0]
         existing = [p for p in (job.dst, scores if isinstance(scores, Path) else job.scores if scores else None,
-                                opts.preview) if p is not None and p.exists()]
+                                opts.preview) if p is not None and taken(p)]
         if existing and not opts.overwrite:
             raise UsageError(f"{existing[0]}: already exists (<overwrite> replaces it)")
     if opts.preview is not None:
@@ -407,13 +407,13 @@ def _score_path(job: Job, scores: Path | bool) -> Path | None:
 
 
 def _skipped(job: Job, score_path: Path | None, opts: Options) -> bool:
-    return not opts.overwrite and (job.dst.exists() or (score_path is not None and score_path.exists()))
+    return not opts.overwrite and (taken(job.dst) or (score_path is not None and taken(score_path)))
 
 
 def _skip(job: Job, score_path: Path | None, opts: Options, weights_sha: str, reporter: Reporter) -> FileResult:
     """A folder's finished file, skipped; a score map without its video is someone else's file."""
     result = FileResult(job.src, job.dst, "skipped")
-    if not job.dst.exists():
+    if not taken(job.dst):
         result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
     reporter.end_file(result)
     if opts.manifest is not None:
