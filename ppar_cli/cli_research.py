@@ -42,7 +42,7 @@ def synth(
 
 
 def labels(
-    path: Path = typer.Argument(..., help="A VP label pickle, a PA-HMDB51 folder, or a benchmark folder."),
+    path: Path = typer.Argument(..., help="A VP label pickle, a PA-HMDB51 folder or .json file, or a folder `ppar synth` or `ppar pseudolabel` wrote."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Summarise a privacy label file: videos, attributes, positive rates."""

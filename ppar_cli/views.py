@@ -223,5 +223,10 @@ def labels_table(path: Path, summary: dict) -> None:
     table.add_column("positive rate", justify="right")
     table.add_column("detail")
     for a, rate in summary["positive_rate"].items():
-        table.add_row(a, f"{rate:.4f}", json.dumps(summary.get("value_frames", {}).get(a, "")) if "value_frames" in summary else "")
+        detail = json.dumps(summary["value_frames"][a]) if "value_frames" in summary else ""
+        table.add_row(a, f"{rate:.4f}", detail or ("share of the mask's pixels" if "teacher_frames" in summary else ""))
     Console().print(table)
+    if "teacher_frames" in summary:  # a pseudo-label folder
+        found = ", ".join(f"{t.replace('_', ' ')} {v:.2f}" for t, v in summary["teacher_frames"].items())
+        Console().print(f"{summary['split']['train']} train, {summary['split']['val']} val videos; "
+                        f"frames on which a teacher found someone: {found}", highlight=False)

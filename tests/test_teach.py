@@ -10,6 +10,7 @@ from helpers import REAL, make_clip, needs_shared
 from ppar_cli.errors import UsageError
 from ppar_cli.research import teach
 from ppar_cli.research.data import ClipSet, open_benchmark
+from ppar_cli.research.labels import summarize_labels
 from ppar_cli.research.synth import load_masks
 from ppar_cli.research.teach import Evidence, compose, head_boxes, split_of
 
@@ -116,6 +117,9 @@ def test_pseudolabel_writes_masks_that_read_back_as_a_benchmark(tmp_path, monkey
     clips = ClipSet(bench.train, load_weights(tiny_weights).model.cfg)
     assert clips.has_masks and clips.has_person
     assert json.loads((tmp_path / "out" / "pseudo.json").read_text())["format"] == "ppar-pseudo/1"
+    summary = summarize_labels(tmp_path / "out")  # `ppar labels OUT_DIR`
+    assert summary["format"] == "pseudo" and summary["videos"] == 6 and sum(summary["split"].values()) == 6
+    assert summary["teacher_frames"]["faces"] == 1.0 and 0 < summary["positive_rate"]["privacy"] < 1
     (tmp_path / "file").write_text("mine")  # an OUT_DIR that is a file: refused before the first video's teachers
     calls = FakeTeachers.calls
     with pytest.raises(UsageError, match="file: a file, not a folder for the masks"):

@@ -28,7 +28,7 @@ from ppar_cli.pipeline.api import OutputError
 from ppar_cli.pipeline.guard import GuardConfig
 from ppar_cli.pipeline.options import Silent
 from ppar_cli.pipeline.front import Ahead
-from ppar_cli.research.labels import read_label_pickle
+from ppar_cli.research.labels import read_label_pickle, summarize_labels
 
 runner = CliRunner()
 
@@ -309,6 +309,20 @@ def test_label_pickles_are_bounded(tmp_path, payload):
     assert time.perf_counter() - t0 < 5
     code, out = cli("labels", p)
     assert code == 2 and one_line_error(out, "labels.pickle")
+
+
+def test_labels_reads_one_pa_hmdb51_file_and_names_what_it_cannot_read(tmp_path):
+    """A .tsv was called "not a safe privacy label pickle", and a JSON file of another kind ended
+    in a traceback (pseudo.json, which `ppar labels` on a pseudo-label folder globbed)."""
+    (tmp_path / "attrs.tsv").write_text("idx\tattribute_id\n0\ta0_safe\n")
+    (tmp_path / "index.json").write_text(json.dumps({"format": "ppar-pseudo/1", "videos": {}}))
+    for name, said in (("attrs.tsv", "not a label file ppar reads"), ("index.json", "not PA-HMDB51 labels")):
+        code, out = cli("labels", tmp_path / name)
+        assert code == 2 and one_line_error(out, name) and said in out, out
+    (tmp_path / "clap.json").write_text(json.dumps({"v.avi": {"face": [[0, 9, 1]], "gender": [[0, 4, [1, 2]], [5, 9, 0]]}}))
+    summary = summarize_labels(tmp_path / "clap.json")
+    assert summary["format"] == "pa-hmdb51" and summary["videos"] == 1
+    assert summary["positive_rate"]["face"] == 1.0 and summary["positive_rate"]["gender"] == 0.5
 
 
 # -- folder mode ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ppar_cli.core.config import PRIVACY_ATTRIBUTES
-from ppar_cli.errors import DataError
+from ppar_cli.errors import DataError, reason
 
 # Column order of the VP-UCF101 / VP-HMDB51 label arrays. The publisher does not document it;
 # this order follows the STPrivacy paper's list and the columns' positive rates (0.91, 0.60, 0.90, 0.25, 0.25 on VP-UCF101).
@@ -92,25 +92,31 @@ def _stem_key(name: str) -> str:
 
 
 def read_pa_hmdb51(folder: str | os.PathLike) -> dict[str, dict]:
-    """PA-HMDB51 (the dataset folder or its PrivacyAttributes folder):
+    """PA-HMDB51 (the dataset folder, its PrivacyAttributes folder, or one action's .json file):
     ``action/video.avi -> {attr: [(start, end, {values}), ...]}`` with 0-based inclusive frames."""
     folder = Path(folder)
     if (folder / "PrivacyAttributes").is_dir():
         folder = folder / "PrivacyAttributes"
     out = {}
-    files = sorted(folder.glob("*.json"))
+    files = [folder] if folder.is_file() else sorted(folder.glob("*.json"))
     if not files:
         raise DataError(f"{folder}: no PA-HMDB51 .json files")
     for f in files:
         try:
             doc = json.loads(f.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{f}: invalid JSON ({e})") from None
-        for video, entry in doc.items():
-            segs = {}
-            for attr in PA_ATTRIBUTES:
-                segs[attr] = [(int(a), int(b), frozenset(v if isinstance(v, list) else [v])) for a, b, v in entry.get(attr, [])]
-            out[f"{f.stem}/{video}"] = segs
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{f}: cannot read as JSON ({reason(e)})") from None
+        video = None
+        try:
+            for video, entry in doc.items():
+                segs = {}
+                for attr in PA_ATTRIBUTES:
+                    segs[attr] = [(int(a), int(b), frozenset(v if isinstance(v, list) else [v]))
+                                  for a, b, v in entry.get(attr, [])]
+                out[f"{f.stem}/{video}"] = segs
+        except (AttributeError, TypeError, ValueError):  # another JSON file (a pseudo-label index, say)
+            where = f"its entry {str(video)[:80]!r} is" if video is not None else "it is"
+            raise DataError(f"{f}: not PA-HMDB51 labels ({where} not video -> attribute -> [start, end, value] segments)") from None
     return out
 
 
@@ -124,7 +130,9 @@ def summarize_labels(path: str | os.PathLike) -> dict:
     path = Path(path)
     if path.is_dir() and (path / "labels.json").exists():
         path = path / "privacy_labels.pickle"
-    if path.is_dir():
+    if path.is_dir() and (path / "pseudo.json").exists():
+        return _summarize_pseudo(path)
+    if path.is_dir() or path.suffix.lower() == ".json":
         segs = read_pa_hmdb51(path)
         frames = {a: {} for a in PA_ATTRIBUTES}
         positive = {a: 0 for a in PA_ATTRIBUTES}
@@ -140,8 +148,33 @@ def summarize_labels(path: str | os.PathLike) -> dict:
         return {"format": "pa-hmdb51", "videos": len(segs), "attributes": PA_ATTRIBUTES,
                 "positive_rate": {a: positive[a] / max(total[a], 1) for a in PA_ATTRIBUTES},
                 "value_frames": {a: dict(sorted(frames[a].items())) for a in PA_ATTRIBUTES}}
+    if path.is_file() and path.suffix.lower() not in (".pickle", ".pkl") and not _pickled(path):
+        raise DataError(f"{path}: not a label file ppar reads (a VP-UCF101 or VP-HMDB51 pickle, PA-HMDB51's folder "
+                        f"or one of its .json files, or a folder `ppar synth` or `ppar pseudolabel` wrote)")
     labels = read_label_pickle(path)
     arr = np.stack(list(labels.values())) if labels else np.zeros((0, len(VP_ATTRIBUTES)))
     names = VP_ATTRIBUTES if arr.shape[1] == len(VP_ATTRIBUTES) else [f"attr{i}" for i in range(arr.shape[1])]
     return {"format": "vp-pickle", "videos": len(labels), "attributes": names,
             "positive_rate": {n: float(arr[:, i].mean()) if len(arr) else 0.0 for i, n in enumerate(names)}}
+
+
+def _pickled(path: Path) -> bool:
+    """Whether the file starts as a pickle of protocol 2 or later does (the VP labels are)."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _summarize_pseudo(root: Path) -> dict:
+    """A `ppar pseudolabel` folder: its split, the share of pixels each mask covers, and the share
+    of frames on which each teacher found someone (the README's coverage table), frame-weighted."""
+    index = root / "pseudo.json"
+    try:
+        videos = json.loads(index.read_text())["videos"]
+        frames = max(sum(v["frames"] for v in videos.values()), 1)
+        shares = {m: sum(v[f"{m}_share"] * v["frames"] for v in videos.values()) / frames for m in ("privacy", "action")}
+        found = {t: sum(v[f"{t}_frames"] for v in videos.values()) / frames for t in ("pose", "faces", "selfie", "any_person")}
+        split = {s: sum(v["split"] == s for v in videos.values()) for s in ("train", "val")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"{index}: not an index `ppar pseudolabel` wrote ({type(e).__name__}: {reason(e)})") from None
+    return {"format": "pseudo", "videos": len(videos), "split": split, "attributes": ["privacy", "action"],
+            "positive_rate": shares, "teacher_frames": found}
