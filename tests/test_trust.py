@@ -3,6 +3,7 @@ a one-line error naming the file, exit 2 (bad option or weights) or 1 (a file fa
 byte-identical, no unanonymized frame and nothing half-written."""
 import json
 import os
+import pathlib
 import pickle
 import shutil
 import subprocess
@@ -226,6 +227,29 @@ def test_provenance_that_is_not_json_is_refused(tmp_path, tiny_weights):
     for prov in ("{not json", "[1, 2]"):
         with pytest.raises(WeightsError, match="provenance"):
             load_weights(rewrite(tiny_weights, tmp_path / "w.safetensors", provenance=prov))
+
+
+@pytest.mark.parametrize("zipped", [True, False])  # torch.save's archive, or an old bare pickle
+def test_a_pytorch_checkpoint_is_named_and_never_unpickled(tmp_path, clip, zipped):
+    ran = tmp_path / "ran"
+    torch.save({"w": torch.zeros(2), "trap": Trap(ran)}, tmp_path / "w.pt", _use_new_zipfile_serialization=zipped)
+    code, out = cli("anonymize", clip, tmp_path / "o.mp4", "--weights", tmp_path / "w.pt", "--quiet")
+    assert code == 2 and one_line_error(out, "w.pt") and "a PyTorch checkpoint" in out, out
+    code, out = cli("info", tmp_path / "w.pt")
+    assert code == 2 and "a PyTorch checkpoint" in out and not ran.exists() and not (tmp_path / "o.mp4").exists()
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 8 + b"{}")  # neither: the reader's own words
+    code, out = cli("info", tmp_path / "junk.safetensors")
+    assert code == 2 and "not a readable safetensors weights file" in out
+
+
+class Trap:
+    """Unpickling this writes a file: a loader that ran pickle code would leave it behind."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (pathlib.Path(self.path).touch, ())
 
 
 @pytest.mark.slow

@@ -189,11 +189,25 @@ def is_ppar_weights(path: Path) -> bool:
         return False
 
 
+def pickle_like(path: Path) -> bool:
+    """Whether ``path`` starts as a pickle of protocol 2 or later does (the VP labels), or as
+    torch.save writes one (a zip archive)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
 def read_metadata(path: Path) -> tuple[PPARConfig, dict]:
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
+        if pickle_like(path):
+            raise WeightsError(f"{path}: a PyTorch checkpoint (a pickle, which can run code when loaded); ppar loads "
+                               f"only safetensors weights (`ppar train` writes them)") from None
         raise WeightsError(f"{path}: not a readable safetensors weights file ({e})") from None
     if "config" not in meta:
         raise WeightsError(f"{path}: no ppar config in the file's metadata (not a ppar weights file)")

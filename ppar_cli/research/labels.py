@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppar_cli.core.config import PRIVACY_ATTRIBUTES
+from ppar_cli.core.config import PRIVACY_ATTRIBUTES, pickle_like
 from ppar_cli.errors import DataError, reason
 
 # Column order of the VP-UCF101 / VP-HMDB51 label arrays. The publisher does not document it;
@@ -148,7 +148,7 @@ def summarize_labels(path: str | os.PathLike) -> dict:
         return {"format": "pa-hmdb51", "videos": len(segs), "attributes": PA_ATTRIBUTES,
                 "positive_rate": {a: positive[a] / max(total[a], 1) for a in PA_ATTRIBUTES},
                 "value_frames": {a: dict(sorted(frames[a].items())) for a in PA_ATTRIBUTES}}
-    if path.is_file() and path.suffix.lower() not in (".pickle", ".pkl") and not _pickled(path):
+    if path.is_file() and path.suffix.lower() not in (".pickle", ".pkl") and not pickle_like(path):
         raise DataError(f"{path}: not a label file ppar reads (a VP-UCF101 or VP-HMDB51 pickle, PA-HMDB51's folder "
                         f"or one of its .json files, or a folder `ppar synth` or `ppar pseudolabel` wrote)")
     labels = read_label_pickle(path)
@@ -156,12 +156,6 @@ def summarize_labels(path: str | os.PathLike) -> dict:
     names = VP_ATTRIBUTES if arr.shape[1] == len(VP_ATTRIBUTES) else [f"attr{i}" for i in range(arr.shape[1])]
     return {"format": "vp-pickle", "videos": len(labels), "attributes": names,
             "positive_rate": {n: float(arr[:, i].mean()) if len(arr) else 0.0 for i, n in enumerate(names)}}
-
-
-def _pickled(path: Path) -> bool:
-    """Whether the file starts as a pickle of protocol 2 or later does (the VP labels are)."""
-    with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
 
 
 def _summarize_pseudo(root: Path) -> dict:
