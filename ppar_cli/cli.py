@@ -12,13 +12,6 @@ from pathlib import Path
 from typing import NoReturn, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
 # The CLI owns its process: PyTorch's OpenMP threads otherwise spin for a while after every parallel
 # region, taking CPU from the decoder and encoder threads beside them (at 1280x720: 6 s of CPU in a
@@ -38,6 +31,7 @@ from ppar_cli.views import (  # noqa: E402
     fail,
     info_table,
     printable,
+    progress_bars,
     show_report,
     shown,
     summary_table,
@@ -106,8 +100,7 @@ def anonymize(
         fail(e, e.exit_code)
     from ppar_cli.pipeline.api import anonymize as run_anonymize
 
-    progress = None if quiet else Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                           TimeRemainingColumn(), console=console, transient=True)
+    progress = progress_bars(quiet)
     # SIGTERM (a scheduler's cancel, `kill`) cleans up like Ctrl-C: temporary outputs removed, exit 130
     signal.signal(signal.SIGTERM, _interrupt)
     t0 = time.perf_counter()

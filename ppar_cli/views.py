@@ -182,11 +182,19 @@ def _flatten(data, prefix: str = ""):
         yield prefix or "(none)", json.dumps(data) if not isinstance(data, str) else data
 
 
+def progress_bars(quiet: bool) -> Progress | None:
+    """The progress display, None when quiet. It draws only on a terminal: a log or a pipe gets the
+    results, not the blank line a stopped display leaves there."""
+    if quiet:
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
 @contextlib.contextmanager
 def stages(quiet: bool):
     """A rich progress display; yields ``stage(name, total) -> advance`` for the API's progress hooks."""
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=quiet)
+    progress = progress_bars(quiet) or Progress(disable=True)
 
     def stage(what: str, total: int):
         task = progress.add_task(what, total=total)

@@ -43,7 +43,8 @@ def test_research_commands_name_a_missing_input(tmp_path):
                  ["pseudolabel", missing, tmp_path / "masks"]):
         r = ppar(*args)
         assert r.returncode == 2, (args, r.stderr)
-        assert r.stderr.strip() == f"error: {missing}: no such file or directory", args
+        # exactly one line: no blank line after it from a progress display stopped in a pipe
+        assert r.stderr == f"error: {missing}: no such file or directory\n", args
     assert sorted(tmp_path.iterdir()) == []  # no run or masks folder made
 
 
