@@ -4,8 +4,10 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -67,7 +69,7 @@ def anonymize(
     device: str = typer.Option(_OPT.device, help="auto, cpu or cuda."),
     batch_size: int = typer.Option(_OPT.batch_size, help="Clips per model batch."),
     fill: str = typer.Option(_OPT.fill, help="Pruned tubelets: black (the method's), blur, pixelate or mean."),
-    scores: Optional[Path] = typer.Option(None, help="Score map JSON path (single file; default OUT.json)."),
+    scores: Optional[Path] = typer.Option(None, help="Score map JSON path (single file; default OUT.json; - prints it to stdout)."),
     no_scores: bool = typer.Option(False, "--no-scores", help="Do not write score maps."),
     preview: Optional[Path] = typer.Option(None, help="Single file: also write a side-by-side MP4 for checking: the UNANONYMIZED original with scores and kept grid | the output. Never share it."),
     audio: bool = typer.Option(True, "--audio/--no-audio", help="Copy the audio stream(s) unchanged: voices and spoken names are not anonymized (--no-audio drops them)."),
@@ -87,6 +89,13 @@ def anonymize(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
+    if scores == Path("-"):  # the score map on stdout, for a pipe (`--scores - | jq .summary`)
+        asked = {k: v for k, v in locals().items() if k != "scores"}
+        with tempfile.TemporaryDirectory(prefix="ppar-scores-") as spool:
+            anonymize(**asked, scores=Path(spool) / "scores.json")  # a failure exits from here, the spool removed
+            with open(Path(spool) / "scores.json", encoding="utf-8") as f:
+                shutil.copyfileobj(f, sys.stdout)
+        return
     try:
         opts = Options(keep_ratio=keep, lambda_priv=lambda_, hysteresis=hysteresis, device=device, batch_size=batch_size, fill=fill, scores=not no_scores,
                        scores_path=scores, preview=preview, audio=audio, crf=crf, overwrite=overwrite, shard=parse_shard(shard), jobs=jobs,

@@ -26,7 +26,7 @@ console = Console(stderr=True)  # messages and progress; tables and JSON go to s
 
 
 # API parameter -> the flag a user types, where they differ (others: --name-with-dashes)
-FLAGS = {"keep_ratio": "--keep", "lambda_priv": "--lambda", "scores_path": "--scores", "keeps": "--keep",
+FLAGS = {"keep_ratio": "--keep", "lambda_priv": "--lambda", "scores_path": "--scores", "scores": "--no-scores", "keeps": "--keep",
          "guard_threshold": "--guard-threshold", "guard_stride": "--guard-stride", "guard_max_side": "--guard-max-side"}
 
 

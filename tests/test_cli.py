@@ -20,6 +20,21 @@ def test_cli_anonymize_and_info(tmp_path, odd_clip, tiny_weights):
 
 
 @pytest.mark.slow
+def test_score_map_on_stdout(tmp_path, odd_clip, tiny_weights):
+    """`--scores -` wrote a file named "-"; it now prints the score map for a pipe, nothing else on stdout."""
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    r = ppar("anonymize", odd_clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--scores", "-", cwd=tmp_path,
+             env={**os.environ, "TMPDIR": str(spool)})
+    assert r.returncode == 0 and "ok" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["schema"] == "ppar-scores/1" and (tmp_path / "o.mp4").exists()
+    assert not (tmp_path / "-").exists() and not (tmp_path / "o.json").exists() and not list(spool.glob("ppar-*"))
+    r = ppar("anonymize", odd_clip, tmp_path / "p.mp4", "--weights", tiny_weights, "--scores", "-", "--no-scores")
+    assert r.returncode == 2 and r.stderr == ("error: --scores names a score map, but score maps are off (--no-scores): "
+                                              "give one or the other\n") and r.stdout == ""
+
+
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, odd_clip, tiny_weights):
     for args, code in ((["--keep", "1.5"], 2), (["--keep", "abc"], 2), (["--batch-size", "0"], 2), (["--device", "tpu"], 2)):
         r = ppar("anonymize", odd_clip, tmp_path / "x.mp4", "--weights", tiny_weights, "--quiet", *args)

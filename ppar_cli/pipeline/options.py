@@ -73,6 +73,8 @@ class Options:
                 raise UsageError(f"must be an integer in 1..64, got {n}", option=name)
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
             raise UsageError(f"K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}", option="shard")
+        if self.scores_path is not None and not self.scores:
+            raise UsageError("names a score map, but score maps are off (<scores>): give one or the other", option="scores_path")
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
