@@ -97,7 +97,8 @@ def test_a_run_resumes_only_with_its_own_arguments_and_replaces_no_weights(bench
     (other / "tiny.json").write_text(json.dumps(TINY))
     for args, said in ((_args(other, tmp_path, "run"), "training videos and labels"),
                        (_args(bench, tmp_path, "run", lr=2e-3), "lr 0.001 there, 0.002 now"),
-                       (_args(bench, tmp_path, "run", mask_weight=1.0), "mask_weight 0.0 there, 1.0 now")):
+                       (_args(bench, tmp_path, "run", mask_weight=1.0), "mask_weight 0.0 there, 1.0 now"),
+                       (_args(bench, tmp_path, "run", overrides={"heads": 4}), r"\(config heads 2 there, 4 now\)")):
         with pytest.raises(UsageError, match=said):
             train(args, log=lambda m: pytest.fail(f"{said}: went on to {m}"))
     assert (tmp_path / "run" / "state.json").read_text() == state and not (tmp_path / "run.safetensors").exists()

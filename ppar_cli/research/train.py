@@ -141,9 +141,16 @@ def check_resume(run: Path, state: dict, identity: dict) -> None:
     saved = state.get("identity")
     if saved is None:
         return
+    def what(k: str) -> str:
+        if k == "config" and isinstance(saved.get(k), dict):  # name the fields: a config is long
+            was, now = saved[k], identity[k]
+            return ", ".join(f"config {f} {was.get(f)} there, {now.get(f)} now" for f in sorted(set(was) | set(now))
+                             if was.get(f) != now.get(f))
+        return k if k in WHOLE else f"<{k}> {saved.get(k)} there, {identity[k]} now"
+
     differ = [k for k in identity if saved.get(k) != identity[k]]
     if differ:
-        said = ", ".join(k if k in WHOLE else f"<{k}> {saved.get(k)} there, {identity[k]} now" for k in differ)
+        said = ", ".join(what(k) for k in differ)
         raise UsageError(f"{run}: holds a run started with other arguments ({said}); give the same ones to resume it, "
                          f"or another <run_dir>")
 
