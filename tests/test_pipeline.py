@@ -136,6 +136,8 @@ def test_usage_errors(tmp_path, odd_clip, tiny_weights):
     assert not (tmp_path / "x.mp4").exists()
     with pytest.raises(UsageError):
         anonymize(tmp_path / "missing.mp4", tmp_path / "x.mp4", Options(), weights=tiny_weights)
+    with pytest.raises(UsageError, match="got 'cuda:1' \\(to use GPU 1: CUDA_VISIBLE_DEVICES=1"):  # before PyTorch loads
+        Options(device="cuda:1").validate()
 
 
 def test_folder_mode_with_corrupt_file(tmp_path, tiny_weights):

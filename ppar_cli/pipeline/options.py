@@ -44,6 +44,7 @@ class Options:
     manifest: Path | None = None  # folder mode: JSON lines, one per file; default OUT/ppar-manifest[.shard].jsonl
 
     def validate(self) -> None:
+        check_device(self.device)
         if not isinstance(self.keep_ratio, (int, float)) or math.isnan(self.keep_ratio) or not 0 <= self.keep_ratio <= 1:
             raise UsageError(f"must be a number between 0 and 1, got {self.keep_ratio}", option="keep_ratio")
         if self.lambda_priv is not None and not (0 <= self.lambda_priv < float("inf")):
@@ -75,6 +76,17 @@ class Options:
             raise UsageError(f"K/N needs 0 <= K < N, got {self.shard[0]}/{self.shard[1]}", option="shard")
         if self.scores_path is not None and not self.scores:
             raise UsageError("names a score map, but score maps are off (<scores>): give one or the other", option="scores_path")
+
+
+def check_device(name: str) -> None:
+    """auto, cpu or cuda, checked before PyTorch loads; a GPU is chosen by its environment
+    (CUDA_VISIBLE_DEVICES, or torchrun's LOCAL_RANK), not by an index here."""
+    if name in ("auto", "cpu", "cuda"):
+        return
+    hint = ""
+    if isinstance(name, str) and name.startswith("cuda:") and name[5:].isdigit():
+        hint = f" (to use GPU {name[5:]}: CUDA_VISIBLE_DEVICES={name[5:]} ... --device cuda)"
+    raise UsageError(f"must be auto, cpu or cuda, got {name!r}{hint}", option="device")
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

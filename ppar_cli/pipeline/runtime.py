@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ppar_cli.errors import UsageError
+from ppar_cli.pipeline.options import check_device
 
 if TYPE_CHECKING:
     import torch
@@ -18,12 +19,11 @@ def resolve_device(name: str) -> torch.device:
     """cpu, or cuda (the LOCAL_RANK-th GPU when launched by torchrun)."""
     import torch
 
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("cuda: no CUDA GPU is available to PyTorch here (use cpu or auto)", option="device")
-    if name not in ("cpu", "cuda"):
-        raise UsageError(f"must be auto, cpu or cuda, got {name!r}", option="device")
     if name == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device(name)
