@@ -104,6 +104,19 @@ def test_non_finite_scores_fail_the_file_and_write_nothing(tmp_path, clip, tiny_
     assert clip.read_bytes() == before
 
 
+def test_a_face_detector_that_gives_nan_fails_the_file(tmp_path, clip, tiny_weights, monkeypatch):
+    """A NaN heatmap is above no threshold: the guard found no face there and the video was written
+    as guarded. It now fails, as non-finite scores do."""
+    pytest.importorskip("onnxruntime", reason="the face guard needs the guard extra (onnxruntime)")
+    from ppar_cli.faces import detectors
+
+    real = detectors.CenterFace._outputs
+    monkeypatch.setattr(detectors.CenterFace, "_outputs", lambda self, blob: [o * np.nan for o in real(self, blob)])
+    [r] = anonymize(clip, tmp_path / "o.mp4", Options(guard="centerface"), weights=tiny_weights)
+    assert r.status == "failed" and "face detector gave non-finite outputs" in r.error and str(clip) in r.error
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.json").exists() and not stray(tmp_path)
+
+
 @pytest.mark.parametrize("opt,value", [("--guard-threshold", "nan"), ("--guard-threshold", "2"),
                                        ("--guard-threshold", "0"), ("--guard-threshold", "1"),
                                        ("--guard-stride", "0"), ("--guard-stride", "-3"),

