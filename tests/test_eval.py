@@ -270,7 +270,7 @@ def test_paper_table_wiring_on_the_synthetic_benchmark_in_ucf101_layout(tmp_path
                                       ({"clips_per_video": 0}, "clips_per_video must be"),
                                       ({"protocol": "full", "epochs": 0}, "epochs must be"),
                                       ({"train_windows": 0}, "train_windows must be"),
-                                      ({"lambda_priv": -1.0}, "lambda_priv must be a non-negative number"),
+                                      ({"lambda_priv": -1.0}, "lambda_priv must lie in 0..10000"), ({"lambda_priv": 1e308}, "lambda_priv must lie in"),
                                       ({"hysteresis": float("nan")}, "hysteresis must lie in 0..5")])
 def test_counts_and_ppars_settings_are_checked_before_the_evaluation(tmp_path, tiny_weights, bad, said):
     """--max-videos 0 once evaluated every video, --clips-per-video 0 one window, --epochs 0 ended in

@@ -21,8 +21,9 @@ PRIVACY_ATTRIBUTES = ("face", "skin_color", "gender", "nudity", "relationship")
 # built from a config outside them.
 _INT_BOUNDS = {"frames": (1, 256), "frame_stride": (1, 64), "image_size": (8, 1024), "dim": (8, 4096),
                "depth": (1, 64), "heads": (1, 64)}
+MAX_LAMBDA = 1e4  # far past where the privacy attention alone ranks; 1e308 overflowed the scores
 _FLOAT_BOUNDS = {"diff_scale": (0.0, 1e4), "mlp_ratio": (0.25, 16.0), "train_keep_rate": (0.0, 1.0),
-                 "lambda_priv": (0.0, 1e4)}
+                 "lambda_priv": (0.0, MAX_LAMBDA)}
 MAX_TOKENS = 16384
 STEMS = {"conv": 4, "linear": 1, "mobilenet_v2": 8}  # stem -> its stride (the patch size must be a multiple)
 MAX_PARAMS = 10**9  # about 12 * dim^2 per block: ViT-L has 0.3e9

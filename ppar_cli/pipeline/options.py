@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ppar_cli.core.config import MAX_LAMBDA
 from ppar_cli.errors import UsageError, check_counts
 from ppar_cli.faces.detectors import check_threshold
 from ppar_cli.pipeline.fill import FILLS
@@ -47,8 +48,9 @@ class Options:
         check_device(self.device)
         if not isinstance(self.keep_ratio, (int, float)) or math.isnan(self.keep_ratio) or not 0 <= self.keep_ratio <= 1:
             raise UsageError(f"must be a number between 0 and 1, got {self.keep_ratio}", option="keep_ratio")
-        if self.lambda_priv is not None and not (0 <= self.lambda_priv < float("inf")):
-            raise UsageError(f"must be a non-negative number, got {self.lambda_priv}", option="lambda_priv")
+        if self.lambda_priv is not None and not (0 <= self.lambda_priv <= MAX_LAMBDA):
+            raise UsageError(f"must lie in 0..{MAX_LAMBDA:g} (past it the privacy attention alone ranks), "
+                             f"got {self.lambda_priv}", option="lambda_priv")
         if not 0 <= self.hysteresis <= MAX_HYSTERESIS:
             raise UsageError(f"must lie in 0..{MAX_HYSTERESIS:g} (above it the kept set stops following the video), "
                              f"got {self.hysteresis}", option="hysteresis")
