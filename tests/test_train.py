@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from ppar_cli.research.args import TrainArgs
@@ -127,6 +128,18 @@ def test_an_out_that_is_a_folder_or_a_run_dir_that_is_a_file_is_refused_before_t
         with pytest.raises(UsageError, match=said):
             train(args, log=lambda m: pytest.fail(f"went on to {m}"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_pytorch_checkpoint_to_start_from_is_named_and_leaves_no_run_folder(bench, tmp_path):
+    """--init and --init-stem of a torch.save file said "header too large", after the run folder was made."""
+    from ppar_cli.errors import DataError
+
+    torch.save({"w": torch.zeros(2)}, tmp_path / "w.pt")
+    for kw in (dict(init=str(tmp_path / "w.pt")),
+               dict(init_stem=str(tmp_path / "w.pt"), overrides={"stem": "mobilenet_v2", "tubelet": [2, 8, 8]})):
+        with pytest.raises(DataError, match="w.pt: a PyTorch checkpoint"):
+            train(_args(bench, tmp_path, "run", **kw), log=lambda m: pytest.fail(f"went on to {m}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from ppar_cli.errors import PparError
+from ppar_cli.errors import PparError, reason
 
 # The privacy attributes of VP-UCF101, VP-HMDB51 and PA-HMDB51 (STPrivacy's list and order), which the
 # synthetic benchmark renders too.
@@ -201,15 +201,20 @@ def pickle_like(path: Path) -> bool:
     return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
+def unreadable(path: Path, e: Exception, what: str = "safetensors file") -> str:
+    """The message for ``path`` that safetensors could not read (``e``); a PyTorch checkpoint,
+    which ppar never loads, is named as one."""
+    if pickle_like(path):
+        return f"{path}: a PyTorch checkpoint (a pickle, which can run code when loaded); ppar reads only safetensors"
+    return f"{path}: not a readable {what} ({reason(e)})"
+
+
 def read_metadata(path: Path) -> tuple[PPARConfig, dict]:
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        if pickle_like(path):
-            raise WeightsError(f"{path}: a PyTorch checkpoint (a pickle, which can run code when loaded); ppar loads "
-                               f"only safetensors weights (`ppar train` writes them)") from None
-        raise WeightsError(f"{path}: not a readable safetensors weights file ({e})") from None
+        raise WeightsError(unreadable(path, e, "safetensors weights file")) from None
     if "config" not in meta:
         raise WeightsError(f"{path}: no ppar config in the file's metadata (not a ppar weights file)")
     try:

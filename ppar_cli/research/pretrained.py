@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ppar_cli.core.clips import PIXEL_MEAN, PIXEL_STD
-from ppar_cli.core.config import WeightsError, is_ppar_weights, sha256_of
+from ppar_cli.core.config import WeightsError, is_ppar_weights, sha256_of, unreadable
 from ppar_cli.core.stem import BLOCKS
 from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import DataError, reason
@@ -146,7 +146,7 @@ def init_from_pretrained(model, path: str | os.PathLike, inflation: str = "avera
     try:
         sd = load_file(str(path))
     except Exception as e:  # noqa: BLE001 -- safetensors raises its own types
-        raise DataError(f"{path}: not a readable safetensors file ({str(e)[:160]})") from None
+        raise DataError(unreadable(path, e)) from None
     try:
         c, layout = _canonical(sd)
     except (KeyError, ValueError) as e:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ppar_cli.core.clips import prepare_clips
-from ppar_cli.core.config import PRESETS, PPARConfig, read_metadata
+from ppar_cli.core.config import PRESETS, PPARConfig, read_metadata, unreadable
 from ppar_cli.core.model import PPARModel
 from ppar_cli.core.weights import save_weights
 from ppar_cli.errors import DataError, UsageError
@@ -68,7 +68,7 @@ def _load_stem(model: PPARModel, path: Path) -> None:
     try:
         state = load_file(str(path))
     except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors file ({str(e)[:160]})") from None
+        raise DataError(unreadable(path, e)) from None
     missing, unexpected = model.embed.stem.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: stem tensors do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -208,16 +208,18 @@ def _train(args: TrainArgs, log=print) -> dict:
     identity = run_identity(args, cfg, bench)
     if (run / "state.json").exists():  # before the videos are decoded, which can take minutes
         check_resume(run, json.loads((run / "state.json").read_text()), identity)
-    if master:  # once the arguments are known to be good: a mistake leaves no run folder behind
-        run.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model = PPARModel(cfg)
     if args.init_stem:
         _load_stem(model, Path(args.init_stem))
-        log(f"stem from {args.init_stem}")
     init_report = None
     if args.init and not (run / "state.json").exists():  # a resumed run has its weights already
         init_report = init_from_pretrained(model, args.init, args.init_inflation)
+    if master:  # once the arguments and the files they name are known to be good: a mistake leaves no run folder
+        run.mkdir(parents=True, exist_ok=True)
+    if args.init_stem:
+        log(f"stem from {args.init_stem}")
+    if init_report is not None:
         log(f"init {json.dumps(init_report)}")
     model = model.to(device)
     log(f"config {cfg.to_json()}")
