@@ -107,16 +107,26 @@ def _plot(records, front, spots, path: Path, title: str, methods: tuple[str, ...
         rs = [r for r in records if r["method"] == m and r.get("privacy_cmap") is not None]
         ax.plot([r["action_top1"] * 100 for r in rs], [r["privacy_cmap"] * 100 for r in rs], "o-" if len(rs) > 1 else "o",
                 color=colors.get(m), label=m, ms=7)
+        keeps: dict[tuple[float, float], list[str]] = {}  # keeps that land on one point share a label
         for r in rs:
             if r["keep"] is not None:
-                ax.annotate(f"{r['keep']:g}", (r["action_top1"] * 100, r["privacy_cmap"] * 100), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points")
+                keeps.setdefault((r["action_top1"] * 100, r["privacy_cmap"] * 100), []).append(f"{r['keep']:g}")
+        for xy, said in keeps.items():
+            ax.annotate(", ".join(said), xy, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.plot([r["action_top1"] * 100 for r in front], [r["privacy_cmap"] * 100 for r in front], "--", color="gray",
             lw=1, label="Pareto frontier", zorder=0)
+    at: dict[tuple[float, float], list[str]] = {}  # spots on one point share a circle and a label, not overprint
     for name, r in spots.items():
-        ax.scatter([r["action_top1"] * 100], [r["privacy_cmap"] * 100], s=260, facecolors="none", edgecolors="black", lw=1.5)
-        ax.annotate(name.replace("_", " "), (r["action_top1"] * 100, r["privacy_cmap"] * 100), fontsize=8,
-                    xytext=(8, -14), textcoords="offset points")
+        at.setdefault((r["action_top1"] * 100, r["privacy_cmap"] * 100), []).append(name.replace("_", " "))
+    for xy, names in at.items():
+        ax.scatter(*([v] for v in xy), s=260, facecolors="none", edgecolors="black", lw=1.5)
+        ax.annotate(", ".join(names), xy, fontsize=8, xytext=(8, -14), textcoords="offset points")
+    for axis, key in ((ax.set_xlim, "action_top1"), (ax.set_ylim, "privacy_cmap")):  # a few points wide at least,
+        values = [r[key] * 100 for r in records if r.get(key) is not None]  # not 0.08 of a point when all agree
+        if values:
+            lo, hi = min(values), max(values)
+            pad = max(2.0, 0.08 * (hi - lo))
+            axis(lo - pad, hi + pad)
     ax.annotate("better", xy=(0.97, 0.04), xycoords="axes fraction", xytext=(0.80, 0.17), textcoords="axes fraction",
                 arrowprops=dict(arrowstyle="->"), fontsize=9)
     ax.set_xlabel("action top-1 (%)  (higher is better)")
