@@ -115,13 +115,14 @@ def publish(finished: Sequence[tuple[Path, Path]], replace: bool = True) -> None
             if replace:
                 os.replace(tmp, dest)
                 continue
+            said = f"{dest}: already exists, written meanwhile by another run (overwrite replaces it)"
             try:
                 os.link(tmp, dest)
             except FileExistsError:
-                raise Taken(f"{dest}: already exists, written meanwhile by another run (overwrite replaces it)") from None
+                raise Taken(said) from None
             except OSError:  # no hard links here
-                if os.path.lexists(dest):
-                    raise Taken(f"{dest}: already exists, written meanwhile by another run (overwrite replaces it)") from None
+                if taken(dest):
+                    raise Taken(said) from None
                 os.replace(tmp, dest)
             else:
                 os.unlink(tmp)
