@@ -432,6 +432,7 @@ def test_read_only_output_folder(tmp_path, clip, tiny_weights):
         shutil.rmtree(work, ignore_errors=True)
 
 
+@pytest.mark.filterwarnings("ignore:.*shows the unanonymized input")
 @pytest.mark.parametrize("theirs", ["v.mp4", "v.json", "p.mp4"])
 def test_what_another_run_writes_meanwhile_is_not_replaced(tmp_path, clip, tiny_weights, theirs):
     """Two runs into the same folder both found the names free, and the later replaced the earlier's
