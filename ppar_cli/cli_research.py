@@ -10,7 +10,7 @@ import typer
 
 from ppar_cli.errors import PparError, UsageError
 from ppar_cli.research.args import TrainArgs
-from ppar_cli.views import console, eval_table, fail, labels_table, show_report, shown, stages
+from ppar_cli.views import console, eval_table, fail, labels_table, native_stderr_to, show_report, shown, stages
 
 _TRAIN = TrainArgs(data="")  # the API's defaults are the CLI's: one source
 
@@ -124,7 +124,7 @@ def pseudolabel(
     from ppar_cli.research.teach import pseudolabel as run_pseudolabel
 
     total = len(video_files(inp)) if inp.is_dir() else 0
-    with stages(quiet) as progress:
+    with native_stderr_to(out / "teachers.log"), stages(quiet) as progress:
         try:
             index = run_pseudolabel(inp, out, val, progress=progress("pseudo-labelling", total))
         except PparError as e:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -180,6 +184,30 @@ def _flatten(data, prefix: str = ""):
             yield from _flatten(v, f"{prefix}[{i}]")
     else:
         yield prefix or "(none)", json.dumps(data) if not isinstance(data, str) else data
+
+
+@contextlib.contextmanager
+def native_stderr_to(log: Path):
+    """Lines that C++ libraries write straight to the process's stderr (mediapipe's logging, four a
+    video: a thousand over real-train) go to ``log`` (appended, where its folder exists by the end);
+    Python's stderr, so ppar's messages and progress, stays on the terminal."""
+    sys.stderr.flush()
+    fd, spool = tempfile.mkstemp(prefix="ppar-native-", suffix=".log")
+    terminal, before = os.dup(2), sys.stderr
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stderr = open(terminal, "w", buffering=1, encoding=before.encoding, errors=before.errors)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        sys.stderr.close()
+        sys.stderr = before
+        if os.path.getsize(spool) and log.parent.is_dir():
+            with open(spool, "rb") as f, open(log, "ab") as out:
+                shutil.copyfileobj(f, out)
+        os.unlink(spool)
 
 
 def progress_bars(quiet: bool) -> Progress | None:

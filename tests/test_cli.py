@@ -1,6 +1,8 @@
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 from helpers import ppar
@@ -32,6 +34,17 @@ def test_score_map_on_stdout(tmp_path, odd_clip, tiny_weights):
     r = ppar("anonymize", odd_clip, tmp_path / "p.mp4", "--weights", tiny_weights, "--scores", "-", "--no-scores")
     assert r.returncode == 2 and r.stderr == ("error: --scores names a score map, but score maps are off (--no-scores): "
                                               "give one or the other\n") and r.stdout == ""
+
+
+def test_native_stderr_goes_to_the_log_and_pythons_stays_on_the_terminal(tmp_path):
+    """mediapipe's C++ logging wrote four lines a video among `ppar pseudolabel`'s progress."""
+    code = ("import os, sys\nfrom pathlib import Path\nfrom ppar_cli.views import native_stderr_to\n"
+            f"with native_stderr_to(Path({str(tmp_path / 'n.log')!r})):\n"
+            "    os.write(2, b'native\\n')\n    print('python', file=sys.stderr)\n"
+            "print('after', file=sys.stderr)\nos.write(2, b'native again\\n')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "python\nafter\nnative again\n", r.stderr
+    assert (tmp_path / "n.log").read_text() == "native\n"
 
 
 @pytest.mark.slow
