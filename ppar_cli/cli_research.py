@@ -38,7 +38,7 @@ def synth(
             fail(e, e.exit_code)
     if not quiet:
         console.print(f"[green]ok[/] {shown(out_dir)}: {videos} videos ({videos - index['test_videos']} train, "
-                      f"{index['test_videos']} test), {len(index['actions'])} actions, {identities} identities")
+                      f"{index['test_videos']} test), {len(index['actions'])} actions, {identities} identities", soft_wrap=True)
 
 
 def labels(
@@ -103,7 +103,7 @@ def train(
                      init_stem=str(init_stem) if init_stem else None, init=str(init) if init else None,
                      init_inflation=init_inflation)
     try:
-        run_train(args, log=lambda m: console.print(m, highlight=False, markup=False))
+        run_train(args, log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
     except PparError as e:
         fail(e, e.exit_code)
     except ValueError as e:
@@ -139,7 +139,7 @@ def pseudolabel(
                       f"{len(index['videos'])} videos, {frames} frames; person found by pose in "
                       f"{sum(r['pose_frames'] for r in v) / frames:.0%} of frames, a face in "
                       f"{sum(r['faces_frames'] for r in v) / frames:.0%}, any teacher in "
-                      f"{sum(r['any_person_frames'] for r in v) / frames:.0%}", highlight=False)
+                      f"{sum(r['any_person_frames'] for r in v) / frames:.0%}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -188,7 +188,7 @@ def eval_(
     if quiet:
         return
     eval_table(result, protocol)
-    console.print(f"wrote {out}/results.json, results.csv, tradeoff.png", markup=False)
+    console.print(f"wrote {out}/results.json, results.csv, tradeoff.png", markup=False, soft_wrap=True)
 
 
 def _seeds(text: str) -> tuple[int, ...]:

@@ -118,7 +118,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float, how
     if len(results) == 1 and results[0].status == "ok":
         r = results[0]
         console.print(f"[green]ok[/] {shown(r.dst)}  {r.frames} frames, visible {kept(r)}, {r.seconds:.1f} s "
-                      f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False)
+                      f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False, soft_wrap=True)
         return
     table = Table(title="ppar anonymize")
     table.add_column("file", overflow="fold")  # whole names, relative to the input folder: never cut
@@ -132,7 +132,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float, how
     if results:  # no videos: the warning said so, an empty table says nothing
         console.print(table)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
-    console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed {how}".rstrip())
+    console.print(f"{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed {how}".rstrip(), soft_wrap=True)
 
 
 def audit_table(records: list[dict], threshold: float, max_side: int | None) -> None:
@@ -249,7 +249,7 @@ def eval_table(result, protocol: str) -> None:
                       "" if r.get("motion_over_area") is None else f"{r['motion_over_area']:.2f}")
     Console().print(table)
     for name, r in result.spots.items():
-        console.print(f"{name.replace('_', ' ')}: {label(r)}")
+        console.print(f"{name.replace('_', ' ')}: {label(r)}", soft_wrap=True)
 
 
 def labels_table(path: Path, summary: dict) -> None:
@@ -265,4 +265,4 @@ def labels_table(path: Path, summary: dict) -> None:
     if "teacher_frames" in summary:  # a pseudo-label folder
         found = ", ".join(f"{t.replace('_', ' ')} {v:.2f}" for t, v in summary["teacher_frames"].items())
         Console().print(f"{summary['split']['train']} train, {summary['split']['val']} val videos; "
-                        f"frames on which a teacher found someone: {found}", highlight=False)
+                        f"frames on which a teacher found someone: {found}", highlight=False, soft_wrap=True)

@@ -28,7 +28,8 @@ def test_score_map_on_stdout(tmp_path, odd_clip, tiny_weights):
     spool.mkdir()
     r = ppar("anonymize", odd_clip, tmp_path / "o.mp4", "--weights", tiny_weights, "--scores", "-", cwd=tmp_path,
              env={**os.environ, "TMPDIR": str(spool)})
-    assert r.returncode == 0 and "ok" in r.stderr, r.stderr
+    lines = r.stderr.splitlines()  # notes, then the result: each one line, not wrapped at 80 columns
+    assert r.returncode == 0 and lines[-1].startswith("ok ") and all(x.startswith(("note ", "ok ")) for x in lines), r.stderr
     assert json.loads(r.stdout)["schema"] == "ppar-scores/1" and (tmp_path / "o.mp4").exists()
     assert not (tmp_path / "-").exists() and not (tmp_path / "o.json").exists() and not list(spool.glob("ppar-*"))
     r = ppar("anonymize", odd_clip, tmp_path / "p.mp4", "--weights", tiny_weights, "--scores", "-", "--no-scores")
