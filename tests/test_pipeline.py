@@ -552,6 +552,7 @@ def test_a_folder_without_videos_says_so(tmp_path, tiny_weights):
     (tmp_path / "in" / "notes.txt").write_text("no video")
     with pytest.warns(UserWarning, match=r"in: no video files here \(ppar looks for .*\.mp4"):
         assert anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tiny_weights) == []
+    assert not (tmp_path / "out").exists()  # nor an empty manifest in a folder made for it
 
 
 def test_videos_start_largest_first(tmp_path):

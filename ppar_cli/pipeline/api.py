@@ -209,7 +209,7 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     elif not jobs:
         warnings.warn(f"{inp}: no video files here{' for this shard' if opts.shard else ''} "
                       f"(ppar looks for {', '.join(sorted(VIDEO_EXTENSIONS))}, hidden names left out)", stacklevel=2)
-    if manifest is not None:
+    if manifest is not None and jobs:  # nothing to do (an empty folder, a shard without files): nothing made
         check_manifest(manifest)
     opts = replace(opts, manifest=manifest)
     reporter = reporter or Silent()
