@@ -190,7 +190,15 @@ def _flatten(data, prefix: str = ""):
 def native_stderr_to(log: Path):
     """Lines that C++ libraries write straight to the process's stderr (mediapipe's logging, four a
     video: a thousand over real-train) go to ``log`` (appended, where its folder exists by the end);
-    Python's stderr, so ppar's messages and progress, stays on the terminal."""
+    Python's stderr, so ppar's messages and progress, stays on the terminal. Where Python's stderr
+    is not the process's (a test runner's capture, a notebook), nothing is moved."""
+    try:
+        ours = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        ours = False
+    if not ours:
+        yield
+        return
     sys.stderr.flush()
     fd, spool = tempfile.mkstemp(prefix="ppar-native-", suffix=".log")
     terminal, before = os.dup(2), sys.stderr

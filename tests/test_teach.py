@@ -178,6 +178,9 @@ def test_pseudolabel_cli_names_a_failed_video_and_exits_1(tmp_path, monkeypatch)
     r = CliRunner().invoke(app, ["pseudolabel", str(src), str(tmp_path / "out")])
     assert r.exit_code == 1 and "failed " + str(src / "broken.mp4") + ": no video stream" in " ".join(r.output.split())
     assert "1 failed" in r.output and list(json.loads((tmp_path / "out" / "pseudo.json").read_text())["videos"]) == ["good.mp4"]
+    # an error raised while mediapipe's log is moved aside still reaches the caller's stderr (here the runner's)
+    r = CliRunner().invoke(app, ["pseudolabel", str(tmp_path / "nowhere"), str(tmp_path / "out2")])
+    assert r.exit_code == 2 and "nowhere: no such file or directory" in r.output
 
 
 def test_teachers_refuse_to_run_without_centerface(monkeypatch):
