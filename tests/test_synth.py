@@ -91,6 +91,8 @@ def test_the_smallest_benchmark_allowed_is_made_and_a_smaller_one_refused(tmp_pa
 
     generate(tmp_path / "b", 12, seed=1, size=16, frames=2, workers=1)
     assert len(list((tmp_path / "b").glob("*/*.masks.npz"))) == 12
-    for kw, said in (({"size": 15}, "size must be at least 16"), ({"frames": 1}, "frames must be at least 2")):
+    for kw, said in (({"size": 15}, "size must lie in 16..1024"), ({"frames": 1}, "frames must lie in 2.."),
+                     ({"size": 100_000}, "size must lie in 16..1024, got 100000"), ({"fps": 1e9}, r"fps must lie in \(0, 1000\]"),
+                     ({"workers": 0}, "workers must be a whole number of at least 1")):
         with pytest.raises(UsageError, match=said):
             generate(tmp_path / "c", 2, seed=1, **{"size": 16, "frames": 2, **kw})

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ppar_cli.core.config import PRIVACY_ATTRIBUTES
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import UsageError, check_counts
 from ppar_cli.media.files import folder_or_new
 from ppar_cli.research.people import ACTIONS, make_identities, render_video
 
@@ -71,12 +71,14 @@ def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, fr
     """Write a benchmark to ``out``; returns its label index (also written as labels.json), with the
     number of test videos (UCF101 split 1's rule: groups 1-7) as ``test_videos``. A folder that is
     not empty (another benchmark, say) is written into only with ``overwrite``."""
-    # two frames at least: the people's speeds are differences between frames
-    for name, value, low in (("videos", videos, 1), ("frames", frames, 2), ("identities", identities, 1), ("size", size, 16)):
-        if value < low:
-            raise UsageError(f"must be at least {low}, got {value}", option=name)
-    if not fps > 0:
-        raise UsageError(f"must be above 0, got {fps}", option="fps")
+    check_counts(videos=videos, identities=identities, workers=workers)
+    # two frames at least: the people's speeds are differences between frames; a config's largest
+    # image_size at most (--size 100000 asked numpy for 224 GiB)
+    for name, value, low, high in (("frames", frames, 2, 100_000), ("size", size, 16, 1024)):
+        if not low <= value <= high:
+            raise UsageError(f"must lie in {low}..{high}, got {value}", option=name)
+    if not 0 < fps <= 1000:
+        raise UsageError(f"must lie in (0, 1000], got {fps}", option="fps")
     out = Path(out)
     folder_or_new(out, "a folder for the benchmark")
     if not overwrite and out.is_dir() and any(out.iterdir()):
