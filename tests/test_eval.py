@@ -300,3 +300,17 @@ def test_quick_protocol_on_labels_the_weights_do_not_name_says_so(tmp_path, tiny
                                                         "tiny.safetensors's privacy head names other attributes"]
     assert all("privacy_cmap" not in r for r in result.records) and len(result.records) == 2
     assert json.loads((tmp_path / "res" / "results.json").read_text())["notes"] == result.notes
+
+
+def test_keep_ratios_are_each_given_once_and_a_sweep_is_bounded():
+    """0.1:0.9:0.0001 asked for 8,001 evaluations of every method, and 0:1:1e-300 for a list no
+    memory holds; a ratio given twice was evaluated twice."""
+    from ppar_cli.errors import UsageError
+    from ppar_cli.research.evaluate import parse_keeps
+
+    assert parse_keeps("0.5,0.3,0.5") == [0.5, 0.3] and len(parse_keeps("0:1:0.01")) == 101
+    for text, said in (("0.1:0.9:0.0001", "is 8,001 keep ratios; give at most 101"), ("0:1:1e-300", "is millions of"),
+                       ("0.9:0.1:0.1", "give keep ratios in"), ("0:1:nan", "give keep ratios in")):
+        with pytest.raises(UsageError, match=said):
+            parse_keeps(text)
+

@@ -196,19 +196,27 @@ def validation_record(model: PPARModel, clips: ClipSet, device=torch.device("cpu
     return res
 
 
+MAX_KEEPS = 101  # a sweep of 0.01 over 0..1; 0.1:0.9:0.0001 asked for 8,001 evaluations of each method
+
+
 def parse_keeps(text: str) -> list[float]:
-    """Keep ratios: a list "0.3,0.5" or a sweep "start:stop:step"."""
+    """Keep ratios, each once: a list "0.3,0.5" or a sweep "start:stop:step"."""
     try:
         if ":" in text:
             a, b, step = (float(v) for v in text.split(":"))
-            keeps = [round(a + i * step, 6) for i in range(int(round((b - a) / step)) + 1)]
+            n = int(round((b - a) / step)) + 1
+            if n > MAX_KEEPS:
+                many = f"{n:,}" if n < 10**6 else "millions of"
+                raise UsageError(f"{text!r} is {many} keep ratios; give at most {MAX_KEEPS} (a step of 0.01 over 0..1)",
+                                 option="keeps")
+            keeps = [round(a + i * step, 6) for i in range(n)]
         else:
             keeps = [float(v) for v in text.split(",")]
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         keeps = []
     if not keeps or any(not 0 <= k <= 1 for k in keeps):
         raise UsageError(f"{text!r}: give keep ratios in [0, 1] as 0.3,0.5 or a sweep 0.1:0.9:0.1", option="keeps")
-    return keeps
+    return list(dict.fromkeys(keeps))
 
 
 @dataclass
