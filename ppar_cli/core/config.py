@@ -19,7 +19,8 @@ PRIVACY_ATTRIBUTES = ("face", "skin_color", "gender", "nudity", "relationship")
 
 # Sane bounds for a config read from a file: the largest is well above ViT-L, and a model is never
 # built from a config outside them.
-_INT_BOUNDS = {"frames": (1, 256), "frame_stride": (1, 64), "image_size": (8, 1024), "dim": (8, 4096),
+MAX_IMAGE_SIZE = 1024
+_INT_BOUNDS = {"frames": (1, 256), "frame_stride": (1, 64), "image_size": (8, MAX_IMAGE_SIZE), "dim": (8, 4096),
                "depth": (1, 64), "heads": (1, 64)}
 MAX_LAMBDA = 1e4  # far past where the privacy attention alone ranks; 1e308 overflowed the scores
 _FLOAT_BOUNDS = {"diff_scale": (0.0, 1e4), "mlp_ratio": (0.25, 16.0), "train_keep_rate": (0.0, 1.0),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppar_cli.core.config import PRIVACY_ATTRIBUTES
+from ppar_cli.core.config import MAX_IMAGE_SIZE, PRIVACY_ATTRIBUTES
 from ppar_cli.errors import UsageError, check_counts
 from ppar_cli.media.files import folder_or_new
 from ppar_cli.research.people import ACTIONS, make_identities, render_video
@@ -74,7 +74,7 @@ def generate(out: str | os.PathLike, videos: int, seed: int, size: int = 160, fr
     check_counts(videos=videos, identities=identities, workers=workers)
     # two frames at least: the people's speeds are differences between frames; a config's largest
     # image_size at most (--size 100000 asked numpy for 224 GiB)
-    for name, value, low, high in (("frames", frames, 2, 100_000), ("size", size, 16, 1024)):
+    for name, value, low, high in (("frames", frames, 2, 100_000), ("size", size, 16, MAX_IMAGE_SIZE)):
         if not low <= value <= high:
             raise UsageError(f"must lie in {low}..{high}, got {value}", option=name)
     if not 0 < fps <= 1000:
