@@ -1,5 +1,5 @@
 """ppar: privacy-preserving video anonymization by attention-driven tubelet pruning."""
-__version__ = "0.3.26"
+__version__ = "0.3.27"
 
 __all__ = ["anonymize", "Options", "FileResult", "__version__"]
 

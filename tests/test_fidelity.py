@@ -316,6 +316,28 @@ def test_subtitles_are_not_carried(tmp_path):
     assert b"Jane" not in out.read_bytes()
 
 
+@pytest.mark.parametrize("fill", ["black", "blur"])  # 4:2:0 from decoder to encoder, and through RGB
+def test_a_stream_that_changes_size_midway_is_fitted_in_not_stretched(tmp_path, fill):
+    """Spliced segments, a camera's mode change, a WebRTC call: a stream can change size midway.
+    One H.264 stream cannot, so the later frames are fitted into the first size with their aspect
+    kept and black bars around them (they were stretched, as FFmpeg's scaler does), with a note."""
+    parts = []
+    for i, (size, colour) in enumerate((("320x240", "gray"), ("640x240", "white"))):
+        parts.append(tmp_path / f"{i}.ts")
+        ffmpeg("-f", "lavfi", "-i", f"color={colour}:size={size}:rate=25", "-frames:v", 20, "-pix_fmt", "yuv420p",
+               "-c:v", "libx264", parts[-1])
+    src, out = tmp_path / "spliced.ts", tmp_path / "out.mp4"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))  # what `cat` of two recordings gives
+    r = run(src, out, keep_ratio=1.0, fill=fill)
+    assert any("640x240 from frame 20" in n and "fitted into 320x240" in n for n in r.notes), r.notes
+    ys = _luma(out)
+    assert ys.shape == (40, 240, 320)
+    assert np.all(np.abs(ys[:20] - ys[0, 120, 160]) < 3)  # the first size as it was
+    later = ys[20:]  # 640x240 in 320x240: 320x120 in the middle, 60 rows of black above and below
+    assert later[:, :56].max() < 20 and later[:, -56:].max() < 20, (later[:, :56].max(), later[:, -56:].max())
+    assert later[:, 64:176].min() > 230
+
+
 def test_frames_after_undecodable_ones_keep_their_times(tmp_path):
     """A stream that starts after a keyframe (a cut recording, a segment) and one with a stretch
     missing in the middle: every frame written keeps the time its decoder gives it, so the picture

@@ -129,10 +129,10 @@ class Deinterlacer:
 
     def __call__(self, frames: list) -> Iterator:
         for f in frames:
+            if self._graph is not None and (f.format.name, f.width, f.height) != self._shape:
+                yield from self.flush()  # a stream that changes size midway: a graph for the new size
             if self._graph is None:
                 self._build(f)
-            elif (f.format.name, f.width, f.height) != self._shape:  # a stream that changes size midway
-                f = f.reformat(width=self._shape[1], height=self._shape[2], format=self._shape[0])
             self._graph.push(f)
             yield from self._pull()
 
@@ -140,6 +140,7 @@ class Deinterlacer:
         if self._graph is not None:
             self._graph.push(None)
             yield from self._pull()
+            self._graph = None
 
     def _pull(self) -> Iterator:
         import av
@@ -164,6 +165,8 @@ class FrameReader:
         self.yuv = yuv if max_side is None else None  # chunks of YUVFrames (4:2:0 as decoded), not RGB
         self.backend = "ffmpeg"
         self.damage: str | None = None  # the decoder's complaint about a file it still decoded (truncated, corrupt)
+        # a stream that changes size midway: the first other size and where (such frames are fitted in, _fit)
+        self.resized: str | None = None
         self._vr = None
         # max_side: frames scaled down (area averaging) so their long side is at most this
         s = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
@@ -251,6 +254,7 @@ class FrameReader:
 
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise
         w, h = (self.height, self.width) if k % 2 else (self.width, self.height)  # before rotating
+        size = (self.info.height, self.info.width) if k % 2 else (self.info.width, self.info.height)  # as decoded
         scaled = (self.width, self.height) != (self.info.width, self.info.height)
         shape, pool = self.frame_shape, self._pool(n)
         chunk, got, index, corrupt, rejected = pool.get().reshape(n, *shape), 0, 0, 0, None
@@ -285,10 +289,13 @@ class FrameReader:
                     index += 1
                     if index <= skip:
                         continue
+                    if (f.width, f.height) != size and self.resized is None:
+                        self.resized = f"{f.width}x{f.height} from frame {index - 1}"
                     if self.yuv:
-                        _copy_i420(f, chunk[got], self.yuv.pix_fmt)
+                        _copy_i420(f, chunk[got], self.yuv)
                     else:
-                        rgb = to_rgb(f, width=w, height=h, interpolation="AREA" if scaled else None)
+                        rgb = _fit_rgb(f, w, h) if (f.width, f.height) != size else \
+                            to_rgb(f, width=w, height=h, interpolation="AREA" if scaled else None)
                         chunk[got] = np.rot90(rgb, k) if k else rgb
                     got += 1
                     if got == n:
@@ -310,10 +317,40 @@ def _planes(data: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, n
             flat[:, 5 * q:].reshape(-1, h // 2, w // 2))
 
 
-def _copy_i420(f, out: np.ndarray, pix_fmt: str) -> None:
-    """A decoded frame's three planes into ``out`` (H*3/2 x W, I420), without their row padding."""
+def _fit(width: int, height: int, w: int, h: int) -> tuple[int, int, int, int]:
+    """Where a frame of another size than the stream's first goes in its w x h: x, y, width, height
+    of the largest rectangle of its aspect, centred, on even pixels (4:2:0's chroma). A stream can
+    change size midway (a recording across a camera's mode change, a WebRTC call, spliced segments);
+    one H.264 stream cannot, so such frames are fitted in with black bars, never stretched as
+    FFmpeg's scaler would."""
+    s = min(w / width, h / height)
+    fw, fh = (min(n, max(1, 2 * round(m * s / 2))) for n, m in ((w, width), (h, height)))
+    return (w - fw) // 4 * 2, (h - fh) // 4 * 2, fw, fh
+
+
+def _fit_rgb(f, w: int, h: int) -> np.ndarray:
+    """A frame of another size fitted into w x h RGB, black around it (_fit)."""
+    x, y, fw, fh = _fit(f.width, f.height, w, h)
+    out = np.zeros((h, w, 3), np.uint8)
+    out[y:y + fh, x:x + fw] = to_rgb(f, width=fw, height=fh, interpolation="AREA")
+    return out
+
+
+def _copy_i420(f, out: np.ndarray, fmt: YUVFormat) -> None:
+    """A decoded frame's three planes into ``out`` (H*3/2 x W, I420), without their row padding; a
+    frame of another size fitted in, black around it (_fit)."""
     h, w = out.shape[0] * 2 // 3, out.shape[1]
-    if f.format.name != pix_fmt or (f.width, f.height) != (w, h):  # a stream that changes format midway
-        f = f.reformat(width=w, height=h, format=pix_fmt)
-    for plane, dst in zip(f.planes, _planes(out[None], h, w)):
-        dst[0] = np.frombuffer(plane, np.uint8).reshape(dst.shape[1], plane.line_size)[:, :dst.shape[2]]
+    planes = _planes(out[None], h, w)
+    x = y = 0
+    if (f.width, f.height) != (w, h):
+        x, y, fw, fh = _fit(f.width, f.height, w, h)
+        f = f.reformat(width=fw, height=fh, format=fmt.pix_fmt, interpolation="AREA")
+        for dst, value in zip(planes, (fmt.black, 128, 128)):
+            dst[0] = value
+    elif f.format.name != fmt.pix_fmt:  # a stream that changes format midway
+        f = f.reformat(format=fmt.pix_fmt)
+    for i, (plane, dst) in enumerate(zip(f.planes, planes)):
+        d = 2 if i else 1  # chroma: half the size, half the offsets
+        rows, cols = f.height // d, f.width // d
+        dst[0, y // d:y // d + rows, x // d:x // d + cols] = \
+            np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols]

@@ -128,6 +128,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         elif writer.frames < len(times.known) + times.dropped:
             result.notes.append(f"damaged input: {writer.frames} of the {len(times.known) + times.dropped} frames "
                                 f"its container lists could be decoded")
+        if reader.resized:
+            result.notes.append(f"the frame size changes midway ({reader.resized}): such frames are fitted into "
+                                f"{info.width}x{info.height} with black bars, as one H.264 stream keeps one size")
         result.frames = writer.frames
         result.kept_fraction = log.kept_fraction
         if front.guard is not None and result.kept_fraction < opts.keep_ratio - 1 / weights.model.cfg.num_tokens:
