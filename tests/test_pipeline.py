@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import REAL, ffmpeg_exe, make_clip, needs_shared, stray
 
-from ppar_cli import Options, anonymize
-from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip
+from ppar_cli import Options, anonymize, anonymize_frames
+from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip, slab_index
 from ppar_cli.core.config import PPARConfig
 from ppar_cli.core.weights import load_weights
 from ppar_cli.errors import UsageError
@@ -255,6 +255,40 @@ def test_a_workers_usage_error_reaches_the_user_as_one(tmp_path, tiny_weights):
                         str(tiny_weights), "--workers", "2", "--device", "cuda", "-q"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: --device cuda: no CUDA GPU is available to PyTorch here (use cpu or auto)"]
+
+
+@pytest.mark.parametrize("guard", ["none", "centerface"])
+def test_frames_in_memory_are_anonymized_as_their_file_is(tmp_path, odd_clip, tiny_weights, guard):
+    """anonymize_frames (a data loader's frames) keeps the tubelets that anonymize keeps for the
+    file they came from, window by window, guard and hysteresis included; its input is left as it was."""
+    from ppar_cli.pipeline.fill import fill_clip
+
+    frames = np.concatenate(list(FrameReader(probe(odd_clip), backend="ffmpeg").chunks(64)))  # as the file path decodes
+    before = frames.copy()
+    opts = Options(guard=guard, hysteresis=1.0, audio=False)
+    out = anonymize_frames(frames, opts, weights=load_weights(tiny_weights))
+    assert np.array_equal(frames, before) and out.shape == frames.shape and out.dtype == np.uint8
+    anonymize(odd_clip, tmp_path / "o.mp4", opts, weights=tiny_weights)
+    windows = json.loads((tmp_path / "o.json").read_text())["windows"]
+    cfg, start = load_weights(tiny_weights).model.cfg, 0
+    for w in windows:
+        keep = np.array(w["keep"], bool)
+        assert 0 < keep.mean() < 1
+        want = fill_clip(frames[start:start + w["frames"]].copy(), keep, slab_index(w["frames"], cfg))
+        assert np.array_equal(out[start:start + w["frames"]], want), start
+        start += w["frames"]
+    assert start == len(frames)
+
+
+def test_frames_in_memory_bad_input_and_keep_all(tiny_weights):
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    for bad in (frames.astype(np.float32), frames[..., 0], frames[:0], [[[[0, 0, 0]]]]):
+        with pytest.raises(UsageError, match="uint8 array"):
+            anonymize_frames(bad, Options(guard="none"), weights=tiny_weights)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        anonymize_frames(frames, Options(guard="none", keep_ratio=1.0), weights=tiny_weights)
+    assert any("NOT anonymized" in str(w.message) for w in said)
 
 
 def test_scores_deterministic(tmp_path, odd_clip, tiny_weights):

@@ -288,10 +288,8 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
         if late is not None:
             detector = _detector(opts, at_once, device if device.type == "cuda" else None)
             late.set(detector)
-        # the tubelets the model keeps: keep_counts' last count (core.model, which would import PyTorch here)
-        if cfg is not None and round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
-            warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
-                "the output is NOT anonymized" if detector is None else "only the faces the guard finds are hidden"), stacklevel=3)
+        if cfg is not None:
+            _warn_if_keeps_all(opts, cfg, detector is not None, stacklevel=4)
         with model_threads():
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
@@ -372,6 +370,51 @@ def _one_at_a_time(order: list[int]) -> Callable[[], int | None]:
             return next(handed, None)
 
     return take
+
+
+def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
+                     weights: str | os.PathLike | LoadedWeights | None = None) -> np.ndarray:
+    """Anonymize frames held in memory: (T, H, W, 3) uint8 RGB, one video's consecutive frames, in
+    and out, as :func:`anonymize` does a file's (the same windows, face guard, scores and fill),
+    for a data loader or a notebook that has its frames already: nothing is read or written.
+    ``opts`` gives the keep ratio, lambda, hysteresis, fill, guard, device and batch size; its file
+    options are not used. Pass a LoadedWeights (`ppar_cli.core.weights.load_weights`) to load the
+    model once for many calls."""
+    from ppar_cli.core.clips import slab_index
+    from ppar_cli.core.weights import LoadedWeights, load_weights
+    from ppar_cli.pipeline.guard import FaceGuard
+    from ppar_cli.pipeline.stream import score_windows
+
+    opts = opts or Options()
+    opts.validate()
+    shape = getattr(frames, "shape", None)
+    if getattr(frames, "dtype", None) != np.uint8 or len(shape) != 4 or shape[-1] != 3 or 0 in shape:
+        raise UsageError(f"must be RGB frames, a uint8 array (T, H, W, 3) with T, H, W >= 1; got "
+                         f"{getattr(frames, 'dtype', type(frames).__name__)} {shape}", option="frames")
+    device = resolve_device(opts.device)
+    with model_threads():
+        loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
+        model, cfg = loaded.model.to(device), loaded.model.cfg
+        detector = _detector(opts, 1, device if device.type == "cuda" else None)
+        _warn_if_keeps_all(opts, cfg, detector is not None, stacklevel=3)
+        guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
+        out = np.array(frames)  # filled in place, window by window
+
+        def windows():
+            for i in range(0, len(out), cfg.clip_span):
+                w = out[i:i + cfg.clip_span]
+                yield w, guard.forced(w, cfg.grid, slab_index(len(w), cfg)) if guard else None
+
+        score_windows(windows(), model, opts, device, lambda w, kept, slab, record: fill_clip(w, kept, slab, opts.fill))
+    return out
+
+
+def _warn_if_keeps_all(opts: Options, cfg: PPARConfig, guarded: bool, stacklevel: int) -> None:
+    """Say so where the keep ratio keeps every tubelet (keep_counts' last count; core.model would
+    import PyTorch): only the guard's faces are hidden, or nothing at all."""
+    if round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
+        warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
+            "only the faces the guard finds are hidden" if guarded else "the output is NOT anonymized"), stacklevel=stacklevel)
 
 
 def _scores(opts: Options) -> Path | bool:
