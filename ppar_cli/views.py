@@ -117,7 +117,7 @@ def summary_table(results: list[FileResult], root: Path | None, keep: float, how
 
     if len(results) == 1 and results[0].status == "ok":
         r = results[0]
-        console.print(f"[green]ok[/] {shown(r.dst)}  {r.frames} frame{"s" * (r.frames != 1)}, visible {kept(r)}, {r.seconds:.1f} s "
+        console.print(f"[green]ok[/] {shown(r.dst)}  {r.frames} frame{'s' * (r.frames != 1)}, visible {kept(r)}, {r.seconds:.1f} s "
                       f"({r.frames / max(r.seconds, 1e-9):.1f} fps)", highlight=False, soft_wrap=True)
         return
     table = Table(title="ppar anonymize")
