@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from helpers import ffmpeg_exe, make_clip, without_ffmpeg
 
-from ppar_cli.media.decode import BufferPool, FrameReader
+from ppar_cli.media.decode import BufferPool, FrameReader, yuv_format
 from ppar_cli.media.probe import probe
 
 
@@ -84,6 +84,25 @@ def test_ppar_needs_no_ffmpeg_program(tmp_path, monkeypatch, tiny_weights):
     out = probe(tmp_path / "o.mp4")
     assert (out.width, out.height) == (64, 96) and out.audio_codecs == ["aac"]
     assert sum(len(c) for c in FrameReader(out, "ffmpeg").chunks(16)) == 30
+
+
+def test_every_display_matrix_is_shown_as_ffmpegs_program_shows_it(tmp_path):
+    """Phones store how to show a video (turned, and mirrored by some selfie cameras) in a display
+    matrix. Every quarter turn with and without each flip reads as ffmpeg's program shows it; a
+    mirrored matrix was read as a rotation alone and came out upside down."""
+    clip = make_clip(tmp_path / "c.mp4", 48, 32, 2, audio=False)
+    for turn in (0, 90, 180, 270):
+        for flips in ([], ["-display_hflip"], ["-display_vflip"], ["-display_hflip", "-display_vflip"]):
+            stored, shown = tmp_path / "stored.mp4", tmp_path / "shown.mkv"
+            subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", str(turn), *flips, "-i", str(clip),
+                            "-c", "copy", str(stored)], check=True)
+            subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-i", str(stored), "-c:v", "ffv1", str(shown)], check=True)
+            want = np.concatenate(list(FrameReader(probe(shown), "ffmpeg").chunks(2))).astype(int)
+            info = probe(stored)
+            assert (info.width, info.height) == want.shape[2:0:-1], (turn, flips)
+            for reader in (FrameReader(info, "auto"), FrameReader(info, "ffmpeg", yuv=yuv_format(info))):
+                got = np.concatenate([c if isinstance(c, np.ndarray) else c[:] for c in reader.chunks(2)])
+                assert np.abs(got - want).mean() < 2.0, (turn, flips, np.abs(got - want).mean())
 
 
 def test_rgb_is_pyavs_own_through_one_swscale_context_per_thread(tmp_path):

@@ -56,10 +56,10 @@ class BufferPool:
 
 def yuv_format(info: VideoInfo) -> YUVFormat | None:
     """The video's format where its frames can stay 4:2:0 from decoder to encoder (yuv420p or
-    yuvj420p, no rotation to apply, an even width and a height that is a multiple of 4: PyAV wraps
+    yuvj420p, no rotation or mirroring to apply, an even width and a height that is a multiple of 4: PyAV wraps
     no other I420 buffers); else None."""
     fmt = info.source
-    if info.rotation or info.width % 2 or info.height % 4 or fmt is None:
+    if info.rotation or info.mirror or info.width % 2 or info.height % 4 or fmt is None:
         return None
     if fmt.pix_fmt not in ("yuv420p", "yuvj420p") or fmt.size != (info.width, info.height):
         return None
@@ -172,7 +172,7 @@ class FrameReader:
         s = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         self.width, self.height = max(1, round(info.width * s)), max(1, round(info.height * s))
         # decord reads the stream it picks itself: only where there is no other to pick
-        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and info.codec != "gif" and self.yuv is None \
+        if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and not info.mirror and info.codec != "gif" and self.yuv is None \
                 and not info.interlaced and info.video_streams == 1:
             try:
                 import decord
@@ -296,7 +296,8 @@ class FrameReader:
                     else:
                         rgb = _fit_rgb(f, w, h) if (f.width, f.height) != size else \
                             to_rgb(f, width=w, height=h, interpolation="AREA" if scaled else None)
-                        chunk[got] = np.rot90(rgb, k) if k else rgb
+                        rgb = np.rot90(rgb, k) if k else rgb
+                        chunk[got] = rgb[:, ::-1] if self.info.mirror else rgb
                     got += 1
                     if got == n:
                         yield YUVFrames(chunk, self.yuv) if self.yuv else chunk

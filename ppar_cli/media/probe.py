@@ -2,6 +2,7 @@
 streams, each frame's timestamp and the pixel aspect ratio."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -55,6 +56,32 @@ def first_frame(container, stream):
         if frames:
             return frames[0]
     return None
+
+
+def orientation(frame) -> tuple[int, bool]:
+    """How a decoded frame is shown upright, as FFmpeg's program shows it (its autorotate, in
+    fftools/ffmpeg_filter.c, read from the frame's display matrix): (k, mirror), turn k quarter
+    turns counterclockwise (np.rot90), then flip left and right where mirror. A mirrored matrix (a
+    selfie camera's, `ffmpeg -display_hflip`) read as a rotation alone was turned 180 degrees, upside
+    down. A matrix that turns by other than quarter turns is left as decoded."""
+    side = frame.side_data.get("DISPLAYMATRIX") if frame is not None else None
+    if side is None:
+        return 0, False
+    m = np.frombuffer(bytes(side), np.int32)
+    theta = -round(frame.rotation)  # clockwise degrees, 0 <= theta < 360, as ffmpeg's get_rotation
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    a = np.arange(6).reshape(2, 3)  # what ffmpeg's filters do to a 2x3 picture
+    if abs(theta - 90) < 1:
+        shown = a.T if m[3] > 0 else np.rot90(a, -1)  # transpose=cclock_flip, or clock
+    elif abs(theta - 180) < 1:
+        shown = a[:, ::-1] if m[0] < 0 else a  # hflip
+        shown = shown[::-1] if m[4] < 0 else shown  # vflip
+    elif abs(theta - 270) < 1:
+        shown = np.rot90(a, -1)[::-1] if m[3] < 0 else np.rot90(a, 1)  # clock_flip, or cclock
+    else:
+        shown = a[::-1] if abs(theta) < 1 and m[4] < 0 else a  # vflip
+    return next((k, mirror) for k in range(4) for mirror in (False, True)
+                if np.array_equal(np.rot90(a, k)[:, ::-1] if mirror else np.rot90(a, k), shown))
 
 
 def codec_name(stream) -> str:
@@ -179,7 +206,7 @@ class VideoInfo:
     fps: Fraction
     num_frames: int | None  # None when only a full decode can tell
     audio_codecs: list[str]
-    rotation: int
+    rotation: int  # counterclockwise quarter turns to show it upright, in degrees (0, 90, 180, 270)
     codec: str
     source: YUVFormat | None = None  # the first decodable frame's pixel format and colour tags
     # Fields, not frames (broadcast and camcorder video): decoding deinterlaces (media/decode.py)
@@ -187,6 +214,7 @@ class VideoInfo:
     times: FrameTimes | None = None  # frame timestamps and pixel aspect ratio, read on demand
     stream: int = 0  # the container's index of the video stream read (video_stream)
     video_streams: int = 1  # how many the container holds
+    mirror: bool = False  # after the rotation, flipped left and right (a mirrored display matrix)
 
     def frame_times(self) -> FrameTimes:
         if self.times is None:
@@ -195,8 +223,8 @@ class VideoInfo:
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """The video's facts; the rotation is the first frame's display matrix, as ``ffmpeg -i`` prints
-    it. (Until 0.3.7 ``ffmpeg -i``'s text was parsed where the program was installed: a process a
+    """The video's facts; the rotation and mirror are the first frame's display matrix, as ffmpeg's
+    program applies it (orientation). (Until 0.3.7 ``ffmpeg -i``'s text was parsed where the program was installed: a process a
     file, and rates rounded as printed, 29.97 for 30000/1001.)"""
     import av
 
@@ -222,7 +250,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: no video stream ({e.strerror})") from None
     fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
-    rotation = int(round(first.rotation)) % 360 if first is not None else 0
+    k, mirror = orientation(first)
+    rotation = 90 * k
     if rotation in (90, 270):
         w, h = h, w
     if w < 1 or h < 1:
@@ -230,4 +259,4 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     source = None if first is None else YUVFormat(first.format.name, first.colorspace, first.color_range,
                                                   first.color_primaries, first.color_trc, (first.width, first.height))
     return VideoInfo(path, w, h, fps, None, audio, rotation, codec, source, interlaced=interlaced, stream=index,
-                     video_streams=streams)
+                     video_streams=streams, mirror=mirror)
