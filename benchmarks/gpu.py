@@ -50,7 +50,8 @@ Sections, each recorded in OUT/gpu.json (an error in one is recorded and the nex
   correctness  anonymize a folder (real clips, synthetic samples, 720p pattern clips) on the device and
                on the CPU: exit codes, finite scores, agreement of the kept masks (ppar's way, its
                first windows scored on the CPU while the GPU starts, and the device alone); and on
-               the device with --jobs 4 and with --workers 2, which must keep the same tubelets
+               the device with --jobs 4 and with --workers 2, which must keep the same tubelets;
+               anonymize_frames (frames in memory) on the device against the CPU, pixel for pixel
   agreement    the model alone on the real clips' windows in bf16 autocast, fp32 with TF32 and exact
                fp32 (what anonymize uses), each against the CPU
   model        clips/s of the bundled and base presets at batch 8/32/128, fp32 and bf16, with model
@@ -260,7 +261,27 @@ def correctness(args, work: Path) -> dict:
     agree = kept_agreement(a, b)
     res.update({"guard_files": len(a), "guard_kept_agreement": agree,
                 "guard_kept_agreement_min": min(agree.values()) if agree else None})
+    res["frames_in_memory_same"] = frames_in_memory_same(args, src)
     return res
+
+
+def frames_in_memory_same(args, src: Path) -> dict:
+    """anonymize_frames (frames a data loader holds) on the device against the CPU, guard off and
+    on, on the first real clip (or sample): {guard: the same output, pixel for pixel}."""
+    import numpy as np
+
+    from ppar_cli import Options, anonymize_frames
+    from ppar_cli.core.weights import load_weights
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
+
+    clip = next(iter(_real_clips(args)), None) or sorted(src.glob("*.mp4"))[0]
+    frames = np.concatenate(list(FrameReader(probe(clip), "ffmpeg").chunks(64)))
+    out = {}
+    for guard in ("none", "centerface"):
+        got = [anonymize_frames(frames, Options(guard=guard, device=dev), weights=load_weights(None)) for dev in (args.device, "cpu")]
+        out[guard] = bool(np.array_equal(*got))
+    return out
 
 
 def agreement(args, work: Path) -> dict:
@@ -880,7 +901,8 @@ def summary(report: dict) -> None:
     if "correctness" in report:
         c = report["correctness"]
         print("correctness:", {k: c.get(k) for k in ("files", "kept_agreement_min", "kept_agreement_mean", "score_maps_finite_json",
-                                                      "jobs4_same_kept", "workers2_same_kept", "device_only_kept_agreement_min")},
+                                                      "jobs4_same_kept", "workers2_same_kept", "device_only_kept_agreement_min",
+                                                      "frames_in_memory_same")},
               {d: c.get(d, {}).get("exit") for d in (report["device"], "cpu", "jobs4", "workers2", "device_only")}, c.get("error", "")[-400:])
     for k, v in report.get("agreement", {}).items():
         print("  model alone", k, v)
