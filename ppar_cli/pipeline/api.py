@@ -289,7 +289,7 @@ def anonymize_jobs(jobs: list[Job], opts: Options, weights: str | os.PathLike | 
             detector = _detector(opts, at_once, device if device.type == "cuda" else None)
             late.set(detector)
         if cfg is not None:
-            _warn_if_keeps_all(opts, cfg, detector is not None, stacklevel=4)
+            _warn_if_unprotected(opts, cfg, detector is not None, stacklevel=4)
         with model_threads():
             from ppar_cli.core.weights import LoadedWeights, load_weights
 
@@ -396,7 +396,7 @@ def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
         loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
         model, cfg = loaded.model.to(device), loaded.model.cfg
         detector = _detector(opts, 1, device if device.type == "cuda" else None)
-        _warn_if_keeps_all(opts, cfg, detector is not None, stacklevel=3)
+        _warn_if_unprotected(opts, cfg, detector is not None, stacklevel=3)
         guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
         out = np.array(frames)  # filled in place, window by window
 
@@ -409,12 +409,17 @@ def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
     return out
 
 
-def _warn_if_keeps_all(opts: Options, cfg: PPARConfig, guarded: bool, stacklevel: int) -> None:
-    """Say so where the keep ratio keeps every tubelet (keep_counts' last count; core.model would
-    import PyTorch): only the guard's faces are hidden, or nothing at all."""
+def _warn_if_unprotected(opts: Options, cfg: PPARConfig, guarded: bool, stacklevel: int) -> None:
+    """Say so where an option switches the learned protection off: a keep ratio that keeps every
+    tubelet (keep_counts' last count; core.model would import PyTorch), or a lambda of 0, which
+    ranks the tubelets by the action attention alone. Only the guard's faces are hidden then."""
+    lam = cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv
     if round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
         warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
             "only the faces the guard finds are hidden" if guarded else "the output is NOT anonymized"), stacklevel=stacklevel)
+    elif lam == 0:
+        warnings.warn("--lambda 0 ranks the tubelets by the action attention alone, not privacy: " + (
+            "faces are hidden only where the guard finds them" if guarded else "faces are NOT hidden on purpose"), stacklevel=stacklevel)
 
 
 def _scores(opts: Options) -> Path | bool:
