@@ -56,8 +56,8 @@ class BufferPool:
 
 def yuv_format(info: VideoInfo) -> YUVFormat | None:
     """The video's format where its frames can stay 4:2:0 from decoder to encoder (yuv420p or
-    yuvj420p, no rotation or mirroring to apply, an even width and a height that is a multiple of 4: PyAV wraps
-    no other I420 buffers); else None."""
+    yuvj420p, no rotation or mirroring to apply, an even width and a height that is a multiple of
+    4: PyAV wraps no other I420 buffers); else None."""
     fmt = info.source
     if info.rotation or info.mirror or info.width % 2 or info.height % 4 or fmt is None:
         return None

@@ -224,8 +224,8 @@ class VideoInfo:
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """The video's facts; the rotation and mirror are the first frame's display matrix, as ffmpeg's
-    program applies it (orientation). (Until 0.3.7 ``ffmpeg -i``'s text was parsed where the program was installed: a process a
-    file, and rates rounded as printed, 29.97 for 30000/1001.)"""
+    program applies it (orientation). (Until 0.3.7 ``ffmpeg -i``'s text was parsed where the
+    program was installed: a process a file, and rates rounded as printed, 29.97 for 30000/1001.)"""
     import av
 
     path = Path(path)
