@@ -63,7 +63,7 @@ def anonymize(
     inp: Path = typer.Argument(..., metavar="IN", help="Video file or folder (walked recursively)."),
     out: Path = typer.Argument(..., metavar="OUT", help="Output MP4, or folder mirroring IN."),
     keep: float = typer.Option(_OPT.keep_ratio, help="Fraction of each clip's tubelets left visible, 0..1."),
-    lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the tubelet score (default: the weights')."),
+    lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the tubelet score, 0..10000 (default: the weights'; 0: action alone ranks)."),
     hysteresis: float = typer.Option(_OPT.hysteresis, help="Less flicker: score bonus, in score standard deviations, for tubelets the previous window kept (0: off; 0.5 is mild)."),
     weights: Optional[Path] = typer.Option(None, help="Weights file (.safetensors); default: the bundled weights."),
     device: str = typer.Option(_OPT.device, help="auto, cpu or cuda."),
