@@ -45,6 +45,9 @@ def _plan_jobs(inp: Path, out: Path, writes: bool) -> list[Job]:
     if inp.is_file():
         if out.is_dir():
             out = out / (inp.stem + ".mp4")
+        elif writes and not out.suffix:  # `ppar anonymize a.mp4 outdir/`: the trailing slash is gone by now
+            raise UsageError(f"{out}: no such folder (make it first to write {out / (inp.stem + '.mp4')} there), "
+                             f"and no file name ppar writes ({', '.join(sorted(OUTPUT_CONTAINERS))})")
         elif writes:
             check_container(out, "output")
         return [Job(inp, out)]
