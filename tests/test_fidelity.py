@@ -118,8 +118,9 @@ def test_audio_that_mp4_cannot_hold_becomes_aac(tmp_path):
     withpcm = tmp_path / "pcm2.mkv"
     ffmpeg("-i", src, "-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-map", "0:v", "-map", "1:a",
            "-c:v", "copy", "-c:a", "pcm_s16le", withpcm)
-    run(withpcm, tmp_path / "o.mp4")
-    run(withpcm, tmp_path / "k.mkv")
+    said = run(withpcm, tmp_path / "o.mp4").notes  # and says so
+    assert said == ["audio pcm_s16le re-encoded to AAC: .mp4 cannot hold it as it is (.mkv holds any)"], said
+    assert run(withpcm, tmp_path / "k.mkv").notes == []
     assert probe(tmp_path / "o.mp4").audio_codecs == ["aac"]
     assert probe(tmp_path / "k.mkv").audio_codecs == ["pcm_s16le"]
     out, _ = streams(tmp_path / "o.mp4")

@@ -102,6 +102,7 @@ class VideoWriter:
         self.tmp = temp_beside(self.dest, self.dest.suffix.lower())
         self.frames = 0
         self.audio_rejected = 0  # damaged audio packets left out
+        self.audio_reencoded: list[str] = []  # codecs of the audio tracks the container cannot hold, now AAC
         self._failed: str | None = None
         try:
             self._out = av.open(str(self.tmp), "w", format=fmt,
@@ -127,6 +128,7 @@ class VideoWriter:
             vs.codec_context.thread_type, vs.codec_context.thread_count = "FRAME", 0
             self._video = vs
             self._audio = _AudioCopy(self._out, audio_from, AUDIO_AS_IS[fmt]) if audio_from and audio_from.audio_codecs else None
+            self.audio_reencoded = self._audio.reencoded if self._audio else []
         except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, a damaged audio track, anything: no temp file left
             self.abort()
             raise VideoError(f"{self.dest}: cannot start the encoder ({reason(e)})") from None
@@ -246,12 +248,14 @@ class _AudioCopy:
 
         self._in = av.open(str(info.path))
         self.streams = {}
+        self.reencoded: list[str] = []
         for s in self._in.streams.audio:
             name = codec_name(s)
             if as_is is None or name in as_is:
                 o = out.add_stream_from_template(s)
                 self.streams[s.index] = (o, None)
             else:
+                self.reencoded.append(name)
                 o = out.add_stream("aac", rate=s.codec_context.sample_rate or 48000)
                 n = s.codec_context.channels
                 o.layout = {1: "mono", 2: "stereo"}.get(n, f"{n}c")  # PCM often leaves the layout unnamed
