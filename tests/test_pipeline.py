@@ -299,6 +299,12 @@ def test_frames_in_memory_bad_input_and_keep_all(tiny_weights):
     for bad in (frames.astype(np.float32), frames[..., 0], frames[:0], [[[[0, 0, 0]]]]):
         with pytest.raises(UsageError, match="uint8 array"):
             anonymize_frames(bad, Options(guard="none"), weights=tiny_weights)
+    with pytest.raises(UsageError, match="frames must convert to a NumPy array"):
+        anonymize_frames([[1, 2], [3]], Options(guard="none"), weights=tiny_weights)
+    import torch  # a data loader's tensor (torchvision's read_video gives T, H, W, 3) is taken as it is
+
+    assert np.array_equal(anonymize_frames(torch.from_numpy(frames + 9), Options(guard="none"), weights=tiny_weights),
+                          anonymize_frames(frames + 9, Options(guard="none"), weights=tiny_weights))
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         anonymize_frames(frames, Options(guard="none", keep_ratio=1.0), weights=tiny_weights)

@@ -377,10 +377,10 @@ def _one_at_a_time(order: list[int]) -> Callable[[], int | None]:
 
 def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
                      weights: str | os.PathLike | LoadedWeights | None = None) -> np.ndarray:
-    """Anonymize frames held in memory: (T, H, W, 3) uint8 RGB, one video's consecutive frames, in
-    and out, as :func:`anonymize` does a file's (the same windows, face guard, scores and fill),
-    for a data loader or a notebook that has its frames already: nothing is read or written.
-    ``opts`` gives the keep ratio, lambda, hysteresis, fill, guard, device and batch size; its file
+    """Anonymize frames held in memory, one video's consecutive frames, (T, H, W, 3) uint8 RGB (a
+    NumPy array, or a PyTorch tensor on the CPU) in, a NumPy array out, as :func:`anonymize` does a
+    file's (the same windows, face guard, scores and fill): for a data loader or a notebook that
+    has its frames already; nothing is read or written. ``opts`` gives the keep ratio, lambda, hysteresis, fill, guard, device and batch size; its file
     options are not used. Pass a LoadedWeights (`ppar_cli.core.weights.load_weights`) to load the
     model once for many calls."""
     from ppar_cli.core.clips import slab_index
@@ -390,10 +390,13 @@ def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
 
     opts = opts or Options()
     opts.validate()
-    shape = getattr(frames, "shape", None)
-    if getattr(frames, "dtype", None) != np.uint8 or len(shape) != 4 or shape[-1] != 3 or 0 in shape:
+    try:  # a NumPy array, or what converts to one as it is (a PyTorch tensor on the CPU)
+        array = np.asarray(frames)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UsageError(f"must convert to a NumPy array ({reason(e)})", option="frames") from None
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape:
         raise UsageError(f"must be RGB frames, a uint8 array (T, H, W, 3) with T, H, W >= 1; got "
-                         f"{getattr(frames, 'dtype', type(frames).__name__)} {shape}", option="frames")
+                         f"{array.dtype} {array.shape}", option="frames")
     device = resolve_device(opts.device)
     with model_threads():
         loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
@@ -401,7 +404,7 @@ def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
         detector = _detector(opts, 1, device if device.type == "cuda" else None)
         _warn_if_unprotected(opts, cfg, detector is not None, stacklevel=3)
         guard = FaceGuard(opts.guard_config, detector) if detector is not None else None
-        out = np.array(frames)  # filled in place, window by window
+        out = array.copy()  # filled in place, window by window
 
         def windows():
             for i in range(0, len(out), cfg.clip_span):
