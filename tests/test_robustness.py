@@ -76,6 +76,24 @@ def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case, capfd):
     assert capfd.readouterr().err == ""
 
 
+def test_a_stream_no_frame_of_which_decodes_says_so(tmp_path):
+    """An animated WebP, whose frames FFmpeg's webp decoder rejects: said so ("invalid frame size
+    0x0" said nothing a user could act on)."""
+    from PIL import Image
+
+    from ppar_cli.media.probe import VideoError
+
+    src = tmp_path / "anim.webp"
+    frames = [Image.new("RGB", (32, 24), (i * 40, 0, 0)) for i in range(3)]
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100)
+    try:
+        info = probe(src)
+    except VideoError as e:
+        assert str(e) == f"{src}: no frame of its webp video stream decodes"
+    else:  # an FFmpeg that reads animated WebP
+        assert (info.width, info.height) == (32, 24)
+
+
 @pytest.mark.parametrize("w,h,n", [(1, 1, 5), (7, 5, 9), (64, 48, 1)])
 def test_tiny_sizes_and_single_frame(tmp_path, tiny_weights, w, h, n):
     src = make_clip(tmp_path / "s.mkv", w, h, n, audio=False, extra=["-c:v", "ffv1"])

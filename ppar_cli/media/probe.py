@@ -254,6 +254,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     rotation = 90 * k
     if rotation in (90, 270):
         w, h = h, w
+    if first is None and (w < 1 or h < 1):  # FFmpeg's webp decoder, say, rejects an animated WebP's frames
+        raise VideoError(f"{path}: no frame of its {codec} video stream decodes")
     if w < 1 or h < 1:
         raise VideoError(f"{path}: invalid frame size {w}x{h}")
     source = None if first is None else YUVFormat(first.format.name, first.colorspace, first.color_range,
