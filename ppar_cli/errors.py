@@ -45,10 +45,11 @@ class DataError(PparError):
 
 def reason(e: BaseException) -> str:
     """Why ``e`` happened, as one short line for a message that names the file itself: an OSError's
-    own words ("No space left on device", without the hidden temporary file it hit), else the first
-    line of its text (FFmpeg's can run on), else its type's name."""
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
+    or FFmpeg's own words ("No space left on device", without the hidden temporary file it hit),
+    else the first line of its text, else its type's name."""
+    strerror = getattr(e, "strerror", None)  # OSError's, and PyAV's FFmpegError (a ValueError or other)
+    if isinstance(strerror, str) and strerror:
+        return strerror
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 

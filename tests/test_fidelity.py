@@ -340,6 +340,32 @@ def test_a_stream_that_changes_size_midway_is_fitted_in_not_stretched(tmp_path, 
     assert later[:, 64:176].min() > 230
 
 
+def test_recordings_joined_with_cat_play_one_after_the_other(tmp_path):
+    """MPEG-TS chunks of a recorder joined with `cat` each start their clock again: players play
+    them one after the other. Taken as they were, the second chunk's audio stopped the muxer (the
+    video failed), and its frames were sorted in among the first chunk's (here 20 ms apart)."""
+    parts = []
+    for i, (tone, offset) in enumerate(((300, 0), (600, 0.02))):
+        parts.append(tmp_path / f"{i}.ts")
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25", "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=48000",
+               "-t", 2, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-output_ts_offset", offset, parts[-1])
+    src, out = tmp_path / "joined.ts", tmp_path / "out.mp4"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    run(src, out, keep_ratio=1.0, crf=0)
+    got, times = streams(out)
+    assert len(times) == 100 and np.allclose(np.diff(times), 0.04, atol=1e-3), np.diff(times)
+    assert abs(got["video"][1] - 4.0) < 0.05 and abs(got["audio"][1] - 4.0) < 0.1, got
+    ys, source = _luma(out), _luma(src)  # the frames in the order they were recorded
+    assert np.abs(ys - source).mean(axis=(1, 2)).max() < 3
+    import av
+
+    with av.open(str(out)) as c:  # the first chunk's tone, then the second's, from 2 s on
+        a = c.streams.audio[0]
+        pcm = np.concatenate([f.to_ndarray()[0] for f in c.decode(a)])
+    tone = [np.argmax(np.abs(np.fft.rfft(pcm[k * 4800:(k + 1) * 4800]))) * 10 for k in range(len(pcm) // 4800)]
+    assert set(tone[2:18]) == {300} and set(tone[22:38]) == {600}, tone
+
+
 def test_frames_after_undecodable_ones_keep_their_times(tmp_path):
     """A stream that starts after a keyframe (a cut recording, a segment) and one with a stretch
     missing in the middle: every frame written keeps the time its decoder gives it, so the picture

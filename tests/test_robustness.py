@@ -76,6 +76,19 @@ def test_bad_files_fail_cleanly(tmp_path, clip, tiny_weights, case, capfd):
     assert capfd.readouterr().err == ""
 
 
+def test_ffmpegs_errors_are_told_without_the_hidden_temporary():
+    """An error of FFmpeg's muxer named the hidden temporary file ("Invalid argument:
+    '.../.out.mp4.vm-21600.2bmh3no5.partial.mp4' returned 22"); its words are enough."""
+    import av
+
+    from ppar_cli.errors import reason
+
+    e = av.error.ArgumentError(22, "Invalid argument", "/tmp/.out.mp4.vm-1.x.partial.mp4")
+    assert reason(e) == "Invalid argument"
+    assert reason(OSError(28, "No space left on device", "/tmp/.o.partial.mp4")) == "No space left on device"
+    assert reason(ValueError("first line\nsecond")) == "first line"
+
+
 def test_a_stream_no_frame_of_which_decodes_says_so(tmp_path):
     """An animated WebP, whose frames FFmpeg's webp decoder rejects: said so ("invalid frame size
     0x0" said nothing a user could act on)."""

@@ -15,7 +15,7 @@ import numpy as np
 from ppar_cli.errors import reason
 from ppar_cli.media.decode import YUVFrames
 from ppar_cli.media.files import publish, temp_beside
-from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, YUVFormat, codec_name
+from ppar_cli.media.probe import Continuity, FrameTimes, VideoError, VideoInfo, YUVFormat, codec_name
 
 # Containers by output suffix: ppar writes H.264 in these (an output name must end in one of them).
 OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -264,6 +264,7 @@ class _AudioCopy:
             if s.metadata.get("language", "und") != "und":
                 o.metadata["language"] = s.metadata["language"]
         self._packets = self._in.demux(*self._in.streams.audio)
+        self._continuity = Continuity(self._in)  # as the video's times (probe.read_frame_times)
         self._next = None
         self._out = out
         self.rejected = 0  # damaged packets left out (a stream cut mid-frame): silence there, the rest in sync
@@ -275,6 +276,9 @@ class _AudioCopy:
         while True:
             if self._next is None:
                 self._next = next(self._packets, False)
+                if self._next is not False and (shift := self._continuity(self._next)):
+                    self._next.dts = None if self._next.dts is None else self._next.dts + shift
+                    self._next.pts = None if self._next.pts is None else self._next.pts + shift
             p = self._next
             if p is False:
                 return

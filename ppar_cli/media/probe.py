@@ -90,6 +90,36 @@ def codec_name(stream) -> str:
     return cc.codec.canonical_name if cc.codec else cc.name
 
 
+TS_DISCONT = 0x200  # FFmpeg's AVFMT_TS_DISCONT: formats whose clock may restart (MPEG-TS, MPEG-PS)
+
+
+class Continuity:
+    """Packet times of a file whose clock may restart, as players play it. Recordings joined with
+    `cat` (MPEG-TS or MPEG-PS chunks of a camera or a recorder) each start again at their own time,
+    and an MPEG-TS clock wraps after 26.5 hours: each stream's packets from such a jump back on are
+    moved to follow on from the packet before. Taken as they were, the later part's frames were
+    sorted in among the earlier part's, and its audio stopped the muxer. Other formats' times are
+    taken as they are."""
+
+    def __init__(self, container):
+        self.on = bool(container.format.flags & TS_DISCONT)
+        self._shift: dict[int, int] = {}  # stream index -> added to its times, in its time base
+        self._last: dict[int, tuple[int, int]] = {}  # stream index -> (last dts, where it ends), shifted
+
+    def __call__(self, p) -> int:
+        """What to add to packet ``p``'s pts and dts; call it on each packet, in demux order."""
+        if not self.on:
+            return 0
+        i = p.stream.index
+        shift = self._shift.get(i, 0)
+        if p.dts is not None:
+            if i in self._last and p.dts + shift < self._last[i][0]:  # the clock went back
+                shift = self._shift[i] = self._last[i][1] - p.dts
+            dts = p.dts + shift
+            self._last[i] = (dts, dts + max(1, p.duration or 0))
+        return shift
+
+
 @dataclass
 class FrameTimes:
     """Presentation timestamps of the video's frames in ``time_base`` units, display order, read
@@ -152,15 +182,17 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
             v = c.streams[stream]
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
             pts, last_duration, ends = [], 0, {}  # stream -> where its packets end, in its time base
+            continuity = Continuity(c)
             for p in c.demux():
+                shift = continuity(p)
                 if p.pts is not None and p.size:
                     i = p.stream.index
-                    ends[i] = max(ends.get(i, p.pts), p.pts + (p.duration or 0))
+                    ends[i] = max(ends.get(i, p.pts + shift), p.pts + shift + (p.duration or 0))
                 if p.stream.index != v.index:
                     continue
                 t = p.pts if p.pts is not None else p.dts
                 if t is not None and p.size and not p.is_discard:  # discard: before an edit list's start (a cut with -c copy)
-                    pts.append(t)
+                    pts.append(t + shift)
                     last_duration = p.duration or 0
             tb = Fraction(v.time_base)
             end = max((float(t * c.streams[i].time_base) for i, t in ends.items()), default=0.0)
