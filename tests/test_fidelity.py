@@ -75,6 +75,19 @@ def test_frame_times_and_duration_are_kept(tmp_path, kind):
     assert abs(out["video"][1] - (t_in[-1] - t_in[0] + frame)) <= frame  # duration within one frame
 
 
+@pytest.mark.parametrize("codec,suffix", [("libx264", ".h264"), ("libx265", ".hevc")])
+def test_an_elementary_stream_plays_at_its_headers_rate(tmp_path, codec, suffix):
+    """A recorder's raw .h264 or .hevc export has no container and no timestamps: FFmpeg's demuxer
+    assumes 25 fps, so 30 fps footage came out 20% slow. The rate is the codec header's (VUI)."""
+    src = tmp_path / f"raw{suffix}"
+    quiet = ["-x265-params", "log-level=none"] if codec == "libx265" else []  # x265 logs past -v error
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=30", "-t", "2", "-c:v", codec, *quiet, src)
+    assert probe(src).fps == 30
+    run(src, tmp_path / "o.mp4")
+    out, times = streams(tmp_path / "o.mp4")
+    assert len(times) == 60 and np.allclose(np.diff(times), 1 / 30, atol=1e-3) and abs(out["video"][1] - 2.0) < 0.01
+
+
 @pytest.mark.parametrize("suffix,codec", [(".mkv", ["-c:v", "mjpeg"]), (".mp4", ["-movflags", "+faststart"])])
 def test_damaged_input_keeps_only_the_audio_of_the_video_written(tmp_path, suffix, codec):
     """A file cut short, every packet it still holds whole: its header states a longer duration

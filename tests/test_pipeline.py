@@ -1175,7 +1175,9 @@ def test_a_folder_walk_finds_camera_formats_in_any_case_and_leaves_hidden_names(
     "no video files here". Hidden names (macOS's ._NAME companions, dot folders) stay out."""
     from ppar_cli.media.probe import video_files
 
-    for name in ("a.MTS", "b.m2ts", "c.mxf", "d.VOB", "e.ogv", "f.mp4", "._f.mp4", ".cache/g.mp4", "notes.txt"):
+    for name in ("a.MTS", "b.m2ts", "c.mxf", "d.VOB", "e.ogv", "f.mp4", "._f.mp4", ".cache/g.mp4", "notes.txt",
+                 "h.264", "i.h264", "j.hevc"):  # the last: recorders' elementary streams
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert [p.name for p in video_files(tmp_path)] == ["a.MTS", "b.m2ts", "c.mxf", "d.VOB", "e.ogv", "f.mp4"]
+    assert [p.name for p in video_files(tmp_path)] == ["a.MTS", "b.m2ts", "c.mxf", "d.VOB", "e.ogv", "f.mp4",
+                                                       "h.264", "i.h264", "j.hevc"]

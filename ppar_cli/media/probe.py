@@ -14,7 +14,11 @@ from ppar_cli.errors import PparError
 
 # The file names `ppar anonymize` reads in a folder.
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
-                    ".mts", ".m2ts", ".mxf", ".vob", ".ogv"}  # the last: camcorders (AVCHD), broadcast, DVD, Ogg
+                    ".mts", ".m2ts", ".mxf", ".vob", ".ogv",  # camcorders (AVCHD), broadcast, DVD, Ogg
+                    ".h264", ".264", ".h265", ".265", ".hevc"}  # elementary streams, as recorders export them
+# FFmpeg's demuxers of elementary streams: no container, so no timestamps of their own; the rate is
+# the one in the codec's header (H.264's and HEVC's VUI), where the demuxer assumes 25 fps.
+ELEMENTARY = {"h264", "hevc", "vvc", "m4v", "mpegvideo"}
 
 
 def video_files(folder: Path) -> list[Path]:
@@ -183,7 +187,8 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
             pts, last_duration, ends = [], 0, {}  # stream -> where its packets end, in its time base
             continuity = Continuity(c)
-            for p in c.demux():
+            # an elementary stream's times are its demuxer's 25 fps guess: none are read, fps is the header's
+            for p in () if c.format.name in ELEMENTARY else c.demux():
                 shift = continuity(p)
                 if p.pts is not None and p.size:
                     i = p.stream.index
@@ -274,7 +279,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             v = video_stream(c)
             first = first_frame(c, v)
             index, streams = v.index, len(c.streams.video)  # read while the container is open
-            rate = v.average_rate or v.guessed_rate or v.base_rate
+            header_rate = v.codec_context.framerate if c.format.name in ELEMENTARY else None
+            rate = (header_rate if header_rate and 0 < header_rate <= 1000 else None) \
+                or v.average_rate or v.guessed_rate or v.base_rate
             audio = [codec_name(a) for a in c.streams.audio]
             codec, w, h = codec_name(v), v.codec_context.width, v.codec_context.height
             # FFmpeg's AVFieldOrder: 2..5 are the interlaced orders (TT, BB, TB, BT)
