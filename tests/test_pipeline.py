@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from helpers import REAL, ffmpeg_exe, make_clip, needs_shared, stray
 from ppar_cli import Options, anonymize, anonymize_frames
 from ppar_cli.core.clips import pixel_mask, resize_frames, sample_clip, slab_index
 from ppar_cli.core.config import PPARConfig
-from ppar_cli.core.weights import load_weights
+from ppar_cli.core.weights import load_weights, save_weights
 from ppar_cli.errors import UsageError
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import probe
@@ -129,6 +130,12 @@ def test_lambda_zero_says_that_privacy_no_longer_ranks(tmp_path, odd_clip, tiny_
         assert r.status == "ok", r.error
         lines = [str(w.message) for w in said if "--lambda 0" in str(w.message)]
         assert (lines and said_as in lines[0]) if said_as else not lines, (lam, guard, lines)
+    zero = tmp_path / "zero.safetensors"  # weights whose own lambda is 0 say so as theirs
+    model = load_weights(tiny_weights).model
+    model.cfg = replace(model.cfg, lambda_priv=0.0)
+    save_weights(model, zero, {})
+    with pytest.warns(UserWarning, match="the weights' lambda_priv 0 \\(test-tiny\\) ranks the tubelets by the action attention alone"):
+        anonymize(odd_clip, tmp_path / "o.mp4", Options(guard="none", overwrite=True), weights=zero)
 
 
 def test_short_video_even_size(tmp_path, tiny_weights):
@@ -429,8 +436,6 @@ def test_windows_in_flight_keep_their_own_model_input(size):
 
 
 def test_score_map_names_no_synthetic_action_on_real_video(tmp_path, tiny_weights):
-    from ppar_cli.core.weights import load_weights, save_weights
-
     src = make_clip(tmp_path / "in.mp4", 96, 64, 20, audio=False)
     w = load_weights(tiny_weights)
     for label_set, named in (("synth", False), ("pseudo-real-train", True)):

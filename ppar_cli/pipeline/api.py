@@ -424,7 +424,8 @@ def _warn_if_unprotected(opts: Options, cfg: PPARConfig, guarded: bool, stacklev
         warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
             "only the faces the guard finds are hidden" if guarded else "the output is NOT anonymized"), stacklevel=stacklevel)
     elif lam == 0:
-        warnings.warn("--lambda 0 ranks the tubelets by the action attention alone, not privacy: " + (
+        said = "--lambda 0" if opts.lambda_priv is not None else f"the weights' lambda_priv 0 ({cfg.name})"
+        warnings.warn(f"{said} ranks the tubelets by the action attention alone, not privacy: " + (
             "faces are hidden only where the guard finds them" if guarded else "faces are NOT hidden on purpose"), stacklevel=stacklevel)
 
 
