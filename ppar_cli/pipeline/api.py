@@ -380,9 +380,9 @@ def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
     """Anonymize frames held in memory, one video's consecutive frames, (T, H, W, 3) uint8 RGB (a
     NumPy array, or a PyTorch tensor on the CPU) in, a NumPy array out, as :func:`anonymize` does a
     file's (the same windows, face guard, scores and fill): for a data loader or a notebook that
-    has its frames already; nothing is read or written. ``opts`` gives the keep ratio, lambda, hysteresis, fill, guard, device and batch size; its file
-    options are not used. Pass a LoadedWeights (`ppar_cli.core.weights.load_weights`) to load the
-    model once for many calls."""
+    has its frames already; nothing is read or written. ``opts`` gives the keep ratio, lambda,
+    hysteresis, fill, guard, device and batch size; its file options are not used. Pass a
+    LoadedWeights (`ppar_cli.core.weights.load_weights`) to load the model once for many calls."""
     from ppar_cli.core.clips import slab_index
     from ppar_cli.core.weights import LoadedWeights, load_weights
     from ppar_cli.pipeline.guard import FaceGuard
