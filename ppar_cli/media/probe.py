@@ -99,9 +99,9 @@ TS_DISCONT = 0x200  # FFmpeg's AVFMT_TS_DISCONT: formats whose clock may restart
 
 class Continuity:
     """Packet times of a file whose clock may restart, as players play it. Recordings joined with
-    `cat` (MPEG-TS or MPEG-PS chunks of a camera or a recorder) each start again at their own time,
-    and an MPEG-TS clock wraps after 26.5 hours: each stream's packets from such a jump back on are
-    moved to follow on from the packet before. Taken as they were, the later part's frames were
+    `cat` (MPEG-TS or MPEG-PS chunks of a camera or a recorder) each start again at their own time
+    (FFmpeg's demuxer unwraps the 33-bit clock itself, not these): each stream's packets from such a
+    jump back on are moved to follow on from the packet before. Taken as they were, the later part's frames were
     sorted in among the earlier part's, and its audio stopped the muxer. Other formats' times are
     taken as they are."""
 
