@@ -679,8 +679,8 @@ def test_videos_at_once_share_the_cores_among_their_decoders(tmp_path, tiny_weig
             assert [r.status for r in results] == ["ok"] * 3
             if folder == "in" or threads == 0:
                 assert counts == [threads] * 3
-            else:  # the largest, b, starts first, on more than the others' share
-                assert counts[0] > threads and counts[1:] == [threads] * 2
+            else:  # the largest, b, on more than the others' share (their decoders start in any order)
+                assert sorted(counts)[:2] == [threads] * 2 and max(counts) > threads, counts
 
 
 def test_a_decoder_takes_the_cores_its_part_of_the_folder_asks_for(tmp_path, monkeypatch):

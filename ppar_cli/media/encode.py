@@ -96,6 +96,7 @@ class VideoWriter:
         self.dest = Path(dest)
         self.size = (width, height)
         self.times = times or FrameTimes.constant(fps)
+        self._origin = round(self.times.origin / self.times.time_base)  # the input's time of the output's 0
         fmt = OUTPUT_CONTAINERS.get(self.dest.suffix.lower())
         if fmt is None:
             raise VideoError(f"{self.dest}: cannot write this container; name the output .mp4, .m4v, .mov or .mkv")
@@ -127,7 +128,8 @@ class VideoWriter:
             # x264's frame threads, as the ffmpeg program uses (PyAV defaults to slices: 25% slower at 720p)
             vs.codec_context.thread_type, vs.codec_context.thread_count = "FRAME", 0
             self._video = vs
-            self._audio = _AudioCopy(self._out, audio_from, AUDIO_AS_IS[fmt]) if audio_from and audio_from.audio_codecs else None
+            self._audio = _AudioCopy(self._out, audio_from, AUDIO_AS_IS[fmt], self.times.origin) \
+                if audio_from and audio_from.audio_codecs else None
             self.audio_reencoded = self._audio.reencoded if self._audio else []
         except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, a damaged audio track, anything: no temp file left
             self.abort()
@@ -159,12 +161,12 @@ class VideoWriter:
             packets = []
             for i, frame in enumerate(frames):
                 vf = av.VideoFrame.from_numpy_buffer(frame, format=self.pix_fmt) if self.yuv else video_frame(frame, self.pix_fmt)
-                vf.pts, vf.time_base = self.times.pts(first + i), self.times.time_base
+                vf.pts, vf.time_base = self.times.pts(first + i) - self._origin, self.times.time_base
                 vf.duration = self.times.pts(first + i + 1) - vf.pts  # the last frame's too: the duration is kept
                 packets += self._video.encode(vf)
         for packet in packets:
             if self._audio is not None:  # audio up to this point of the video, so the muxer holds little
-                self._audio.mux_until(float(packet.pts * packet.time_base))
+                self._audio.mux_until(float((packet.pts + self._origin) * packet.time_base))
             self._out.mux(packet)
 
     def write(self, frames: np.ndarray | YUVFrames) -> None:
@@ -240,10 +242,11 @@ class VideoWriter:
 
 
 class _AudioCopy:
-    """The input's audio streams into the output: packets copied with their own timestamps, or
-    re-encoded to AAC when the container cannot hold the codec."""
+    """The input's audio streams into the output: packets copied with their own timestamps (less
+    ``origin``, the input's time of the output's 0, as the video's), or re-encoded to AAC when the
+    container cannot hold the codec. Times given to :meth:`mux_until` are the input's."""
 
-    def __init__(self, out, info: VideoInfo, as_is: set[str] | None):
+    def __init__(self, out, info: VideoInfo, as_is: set[str] | None, origin: Fraction = Fraction(0)):
         import av
 
         self._in = av.open(str(info.path))
@@ -265,6 +268,7 @@ class _AudioCopy:
                 o.metadata["language"] = s.metadata["language"]
         self._packets = self._in.demux(*self._in.streams.audio)
         self._continuity = Continuity(self._in)  # as the video's times (probe.read_frame_times)
+        self._origin = origin
         self._next = None
         self._out = out
         self.rejected = 0  # damaged packets left out (a stream cut mid-frame): silence there, the rest in sync
@@ -294,10 +298,14 @@ class _AudioCopy:
             o, resampler = self.streams[p.stream.index]
             try:
                 if resampler is None:
+                    back = round(self._origin / p.time_base)
+                    p.dts, p.pts = p.dts - back, None if p.pts is None else p.pts - back
                     p.stream = o
                     self._out.mux(p)
                 else:
                     for frame in p.decode():
+                        if frame.pts is not None:
+                            frame.pts -= round(self._origin / frame.time_base)
                         self._encode(o, resampler.resample(frame))
             except av.error.InvalidDataError:
                 self.rejected += 1

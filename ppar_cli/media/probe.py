@@ -137,6 +137,10 @@ class FrameTimes:
     sar: Fraction | None = None
     dropped: int = 0  # listed frames the decoder did not give, taken out of ``known`` (see decoded)
     ends_early: str | None = None  # why the file looks cut short (its packets end before its header says)
+    # Seconds of the input's timeline that become the output's 0: where the first audio or video packet
+    # of an MPEG-TS or MPEG-PS starts, whose clock is a device's (hours, say, into its day), as players
+    # show it; other containers' times are presentation times, kept as they are (0).
+    origin: Fraction = Fraction(0)
 
     @classmethod
     def constant(cls, fps: Fraction, sar: Fraction | None = None) -> "FrameTimes":
@@ -185,7 +189,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
         with av.open(str(path)) as c:
             v = c.streams[stream]
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
-            pts, last_duration, ends = [], 0, {}  # stream -> where its packets end, in its time base
+            pts, last_duration, ends, starts = [], 0, {}, {}  # stream -> where its packets end, start, in its time base
             continuity = Continuity(c)
             # an elementary stream's times are its demuxer's 25 fps guess: none are read, fps is the header's
             for p in () if c.format.name in ELEMENTARY else c.demux():
@@ -193,6 +197,8 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
                 if p.pts is not None and p.size:
                     i = p.stream.index
                     ends[i] = max(ends.get(i, p.pts + shift), p.pts + shift + (p.duration or 0))
+                    if p.stream.type in ("video", "audio"):
+                        starts[i] = min(starts.get(i, p.pts + shift), p.pts + shift)
                 if p.stream.index != v.index:
                     continue
                 t = p.pts if p.pts is not None else p.dts
@@ -201,6 +207,8 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
                     last_duration = p.duration or 0
             tb = Fraction(v.time_base)
             end = max((float(t * c.streams[i].time_base) for i, t in ends.items()), default=0.0)
+            origin = min((t * Fraction(c.streams[i].time_base) for i, t in starts.items()), default=Fraction(0)) \
+                if continuity.on else Fraction(0)
             stated = (c.start_time or 0) / 1e6 + c.duration / 1e6 \
                 if c.duration and any(k in c.format.name for k in STATED_DURATION) else None
     except (av.error.FFmpegError, IndexError, ValueError, ZeroDivisionError, TypeError):
@@ -216,7 +224,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
     if stated and end < stated - max(CUT_SHORT[0], CUT_SHORT[1] * stated):
         early = f"its streams end at {end:.1f} s, its header says {stated:.1f} s: cut short"
     return FrameTimes(tb, known, Fraction(int(known[-1] - known[0]), len(known) - 1), int(last_duration), sar,
-                      ends_early=early)
+                      ends_early=early, origin=origin)
 
 
 @dataclass(frozen=True)
