@@ -137,9 +137,9 @@ class FrameTimes:
     sar: Fraction | None = None
     dropped: int = 0  # listed frames the decoder did not give, taken out of ``known`` (see decoded)
     ends_early: str | None = None  # why the file looks cut short (its packets end before its header says)
-    # Seconds of the input's timeline that become the output's 0: where its first audio or video packet
-    # starts, as players show it (an MPEG-TS clock is a device's, hours into its day, say), except in
-    # MP4 and MOV, whose times are presentation times, edit lists and all, kept as they are (0).
+    # Seconds of the input's timeline that become the output's 0: an MPEG-TS or MPEG-PS file's start, as
+    # players show it (its clock is a device's: hours into its day, say); other containers' times are
+    # presentation times (a Matroska or MP4 file that starts at 33 ms), kept as they are (0).
     origin: Fraction = Fraction(0)
 
     @classmethod
@@ -172,8 +172,6 @@ class FrameTimes:
         return int(round(self.known[-1] + tail + (i - n) * self.step))
 
 
-# Containers whose times are presentation times (edit lists place the streams): kept as they are.
-PRESENTATION_TIMES = ("mov",)
 # Containers whose header states the duration (others estimate it), and how far short of it the
 # last packet of every stream must end for the file to count as cut short.
 STATED_DURATION = ("matroska", "mov")
@@ -212,7 +210,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
             # the file's start as FFmpeg tells it (an AAC track's priming not counted), or its first packet's
             first = Fraction(c.start_time, 1_000_000) if c.start_time is not None else \
                 min((t * Fraction(c.streams[i].time_base) for i, t in starts.items()), default=Fraction(0))
-            origin = Fraction(0) if any(k in c.format.name for k in PRESENTATION_TIMES) else first
+            origin = first if continuity.on else Fraction(0)
             stated = (c.start_time or 0) / 1e6 + c.duration / 1e6 \
                 if c.duration and any(k in c.format.name for k in STATED_DURATION) else None
     except (av.error.FFmpegError, IndexError, ValueError, ZeroDivisionError, TypeError):
