@@ -189,7 +189,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
         with av.open(str(path)) as c:
             v = c.streams[stream]
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
-            pts, last_duration, ends, starts = [], 0, {}, {}  # stream -> where its packets end, start, in its time base
+            pts, last_duration, ends = [], 0, {}  # stream -> where its packets end, in its time base
             continuity = Continuity(c)
             # an elementary stream's times are its demuxer's 25 fps guess: none are read, fps is the header's
             for p in () if c.format.name in ELEMENTARY else c.demux():
@@ -197,8 +197,6 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
                 if p.pts is not None and p.size:
                     i = p.stream.index
                     ends[i] = max(ends.get(i, p.pts + shift), p.pts + shift + (p.duration or 0))
-                    if p.stream.type in ("video", "audio"):
-                        starts[i] = min(starts.get(i, p.pts + shift), p.pts + shift)
                 if p.stream.index != v.index:
                     continue
                 t = p.pts if p.pts is not None else p.dts
@@ -207,10 +205,8 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
                     last_duration = p.duration or 0
             tb = Fraction(v.time_base)
             end = max((float(t * c.streams[i].time_base) for i, t in ends.items()), default=0.0)
-            # the file's start as FFmpeg tells it (an AAC track's priming not counted), or its first packet's
-            first = Fraction(c.start_time, 1_000_000) if c.start_time is not None else \
-                min((t * Fraction(c.streams[i].time_base) for i, t in starts.items()), default=Fraction(0))
-            origin = first if continuity.on else Fraction(0)
+            # the file's start as FFmpeg tells it (the earliest stream's; an AAC track's priming not counted)
+            origin = Fraction(c.start_time, 1_000_000) if continuity.on and c.start_time is not None else Fraction(0)
             stated = (c.start_time or 0) / 1e6 + c.duration / 1e6 \
                 if c.duration and any(k in c.format.name for k in STATED_DURATION) else None
     except (av.error.FFmpegError, IndexError, ValueError, ZeroDivisionError, TypeError):
