@@ -226,3 +226,22 @@ def test_videos_read_from_their_files_give_the_clips_held_ones_give(tmp_path):
     gif = read.frames[0]  # a container that lists more frames than decode: a window past them gives the last ones
     gif.count += 50
     assert np.array_equal(gif[gif.count - 8:gif.count], held.frames[0][-8:])
+
+
+def test_masks_are_read_one_file_at_a_time(tmp_path, monkeypatch):
+    """NumPy parses .npy headers with ast.literal_eval, which two threads of CPython 3.11 cannot run
+    at once ("SystemError: AST constructor recursion depth mismatch" stopped two training tests, and a
+    stress run of training's loader threads): every mask file is read under one lock."""
+    from ppar_cli.research import synth
+
+    masks = {k: np.random.default_rng(0).random((3, 8, 20)) > 0.5 for k in ("privacy", "action")}
+    synth.save_masks(tmp_path / "m.masks.npz", **masks)
+    held, load = [], np.load
+
+    def watched(*a, **k):
+        held.append(synth._NPZ_READ.locked())
+        return load(*a, **k)
+
+    monkeypatch.setattr(np, "load", watched)
+    got = synth.load_masks(tmp_path / "m.masks.npz")
+    assert held == [True] and all((g == masks[k]).all() for g, k in zip(got, ("privacy", "action")))

@@ -101,9 +101,9 @@ class Continuity:
     """Packet times of a file whose clock may restart, as players play it. Recordings joined with
     `cat` (MPEG-TS or MPEG-PS chunks of a camera or a recorder) each start again at their own time
     (FFmpeg's demuxer unwraps the 33-bit clock itself, not these): each stream's packets from such a
-    jump back on are moved to follow on from the packet before. Taken as they were, the later part's frames were
-    sorted in among the earlier part's, and its audio stopped the muxer. Other formats' times are
-    taken as they are."""
+    jump back on are moved to follow on from the packet before. Taken as they were, the later part's
+    frames were sorted in among the earlier part's, and its audio stopped the muxer. Other formats'
+    times are taken as they are."""
 
     def __init__(self, container):
         self.on = bool(container.format.flags & TS_DISCONT)

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -33,12 +34,19 @@ def save_masks(path: Path, **masks: np.ndarray) -> None:
     np.savez_compressed(path, shape=np.array(shape), **{k: np.packbits(v, axis=-1) for k, v in masks.items()})
 
 
+# NumPy reads each .npy header with ast.literal_eval, which CPython 3.11 cannot run in two threads at
+# once: a garbage collection in the middle lets the other thread in, and one of them fails with
+# "SystemError: AST constructor recursion depth mismatch" (training's loader threads met it; 3.12 and
+# 3.13 did not, in the same stress run). Masks are read one file at a time.
+_NPZ_READ = threading.Lock()
+
+
 def load_masks(path: str | os.PathLike, names: tuple[str, ...] = ("privacy", "action")) -> tuple[np.ndarray, ...]:
     """Ground-truth masks of a synthetic video, each bool (frames, H, W): by default (privacy, action);
     also "person" (every pixel of a person) in benchmarks generated since ppar 0.2. KeyError if absent."""
-    with np.load(path) as z:
-        F, H, W = z["shape"]
-        return tuple(np.unpackbits(z[k], axis=-1, count=W).astype(bool).reshape(F, H, W) for k in names)
+    with _NPZ_READ, np.load(path) as z:
+        (F, H, W), packed = z["shape"], [z[k] for k in names]
+    return tuple(np.unpackbits(p, axis=-1, count=W).astype(bool).reshape(F, H, W) for p in packed)
 
 
 def video_name(index: int, action: int, group: int) -> str:
