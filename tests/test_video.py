@@ -154,3 +154,25 @@ def test_the_video_stream_is_the_one_players_pick_not_a_cover_listed_first(tmp_p
         assert r.status == "ok" and r.frames == 30, (name, r.error)
         out = probe(tmp_path / f"o_{name}.mp4")
         assert (out.width, out.height, out.video_streams) == (96, 64, 1), name
+
+
+def test_a_clock_that_restarts_is_followed_on_and_jitter_moves_one_packet():
+    """Continuity on a transport stream's packets (90 kHz): a clock that restarts (recordings joined
+    with cat) shifts every later packet to follow on; a step back of a few ticks (a muxer's jitter)
+    moves that packet alone, just after the one before, so that no drift adds up."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from ppar_cli.media.probe import Continuity
+
+    ts = SimpleNamespace(format=SimpleNamespace(flags=0x200))
+    stream = SimpleNamespace(index=1)
+
+    def shifts(dts: list[int]) -> list[int]:
+        c = Continuity(ts)
+        return [c(SimpleNamespace(stream=stream, dts=d, duration=1920, time_base=Fraction(1, 90000))) for d in dts]
+
+    assert shifts([0, 1920, 3840, 5760]) == [0, 0, 0, 0]
+    assert shifts([0, 1920, 3840, 3800, 5760, 7680]) == [0, 0, 0, 41, 0, 0]  # jitter: 40 ticks back
+    assert shifts([90000, 91920, 93840, 0, 1920]) == [0, 0, 0, 95760, 95760]  # restarted 1 s back
+    assert Continuity(SimpleNamespace(format=SimpleNamespace(flags=0)))(SimpleNamespace(stream=stream, dts=0)) == 0

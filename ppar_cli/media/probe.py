@@ -95,6 +95,7 @@ def codec_name(stream) -> str:
 
 
 TS_DISCONT = 0x200  # FFmpeg's AVFMT_TS_DISCONT: formats whose clock may restart (MPEG-TS, MPEG-PS)
+RESTART = 0.5  # seconds: a stream's time going back further is its clock restarting; a shorter step back, jitter
 
 
 class Continuity:
@@ -111,14 +112,20 @@ class Continuity:
         self._last: dict[int, tuple[int, int]] = {}  # stream index -> (last dts, where it ends), shifted
 
     def __call__(self, p) -> int:
-        """What to add to packet ``p``'s pts and dts; call it on each packet, in demux order."""
+        """What to add to packet ``p``'s pts and dts; call it on each packet, in demux order. A step
+        back shorter than RESTART (a muxer's jitter) moves that packet alone just after the one
+        before, which the output's muxer needs: shifting all that follow would add up to a drift."""
         if not self.on:
             return 0
         i = p.stream.index
         shift = self._shift.get(i, 0)
         if p.dts is not None:
             if i in self._last and p.dts + shift < self._last[i][0]:  # the clock went back
-                shift = self._shift[i] = self._last[i][1] - p.dts
+                last, end = self._last[i]
+                if (last - p.dts - shift) * p.time_base <= RESTART:
+                    self._last[i] = (last + 1, max(end, last + 1))
+                    return last + 1 - p.dts
+                shift = self._shift[i] = end - p.dts
             dts = p.dts + shift
             self._last[i] = (dts, dts + max(1, p.duration or 0))
         return shift
