@@ -175,4 +175,7 @@ def test_a_clock_that_restarts_is_followed_on_and_jitter_moves_one_packet():
     assert shifts([0, 1920, 3840, 5760]) == [0, 0, 0, 0]
     assert shifts([0, 1920, 3840, 3800, 5760, 7680]) == [0, 0, 0, 41, 0, 0]  # jitter: 40 ticks back
     assert shifts([90000, 91920, 93840, 0, 1920]) == [0, 0, 0, 95760, 95760]  # restarted 1 s back
+    # restarted at a low time, which FFmpeg's demuxer took for its 33-bit clock's wrap: 26.5 hours ahead
+    assert shifts([45126000, 45127920, 2**33 + 126000, 2**33 + 127920]) == [0, 0] + [45129840 - 2**33 - 126000] * 2
+    assert shifts([0, 1920, 9 * 90000]) == [0, 0, 0]  # 9 s ahead: a gap in the recording, kept
     assert Continuity(SimpleNamespace(format=SimpleNamespace(flags=0)))(SimpleNamespace(stream=stream, dts=0)) == 0

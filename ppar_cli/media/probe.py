@@ -96,13 +96,14 @@ def codec_name(stream) -> str:
 
 TS_DISCONT = 0x200  # FFmpeg's AVFMT_TS_DISCONT: formats whose clock may restart (MPEG-TS, MPEG-PS)
 RESTART = 0.5  # seconds: a stream's time going back further is its clock restarting; a shorter step back, jitter
+LEAP = 10.0  # seconds: a stream's time leaping further ahead is a restart too (ffmpeg's -dts_delta_threshold)
 
 
 class Continuity:
     """Packet times of a file whose clock may restart, as players play it. Recordings joined with
     `cat` (MPEG-TS or MPEG-PS chunks of a camera or a recorder) each start again at their own time
     (FFmpeg's demuxer unwraps the 33-bit clock itself, not these): each stream's packets from such a
-    jump back on are moved to follow on from the packet before. Taken as they were, the later part's
+    jump, back or more than LEAP ahead, on are moved to follow on from the packet before. Taken as they were, the later part's
     frames were sorted in among the earlier part's, and its audio stopped the muxer. Other formats'
     times are taken as they are."""
 
@@ -126,6 +127,10 @@ class Continuity:
                     self._last[i] = (last + 1, max(end, last + 1))
                     return last + 1 - p.dts
                 shift = self._shift[i] = end - p.dts
+            elif i in self._last and (p.dts + shift - self._last[i][1]) * p.time_base > LEAP:
+                # ahead by more than LEAP: a restart too, where FFmpeg's demuxer took the clock going
+                # back to a low value for its 33-bit wrap and added 26.5 hours
+                shift = self._shift[i] = self._last[i][1] - p.dts
             dts = p.dts + shift
             self._last[i] = (dts, dts + max(1, p.duration or 0))
         return shift
