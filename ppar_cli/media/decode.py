@@ -289,12 +289,13 @@ class FrameReader:
                     index += 1
                     if index <= skip:
                         continue
-                    if (f.width, f.height) != size and self.resized is None:
+                    other_size = (f.width, f.height) != size
+                    if other_size and self.resized is None:
                         self.resized = f"{f.width}x{f.height} from frame {index - 1}"
                     if self.yuv:
                         _copy_i420(f, chunk[got], self.yuv)
                     else:
-                        rgb = _fit_rgb(f, w, h) if (f.width, f.height) != size else \
+                        rgb = _fit_rgb(f, w, h) if other_size else \
                             to_rgb(f, width=w, height=h, interpolation="AREA" if scaled else None)
                         rgb = np.rot90(rgb, k) if k else rgb
                         chunk[got] = rgb[:, ::-1] if self.info.mirror else rgb

@@ -102,10 +102,10 @@ LEAP = 10.0  # seconds: a stream's time leaping further ahead is a restart too (
 class Continuity:
     """Packet times of a file whose clock may restart, as players play it. Recordings joined with
     `cat` (MPEG-TS or MPEG-PS chunks of a camera or a recorder) each start again at their own time
-    (FFmpeg's demuxer unwraps the 33-bit clock itself, not these): each stream's packets from such a
-    jump, back or more than LEAP ahead, on are moved to follow on from the packet before. Taken as they were, the later part's
-    frames were sorted in among the earlier part's, and its audio stopped the muxer. Other formats'
-    times are taken as they are."""
+    (FFmpeg's demuxer unwraps the 33-bit clock itself, not these): from such a jump, back or more
+    than LEAP ahead, each stream's packets are moved to follow on from the packet before. Taken as
+    they were, the later part's frames were sorted in among the earlier part's, and its audio
+    stopped the muxer. Other formats' times are taken as they are."""
 
     def __init__(self, container):
         self.on = bool(container.format.flags & TS_DISCONT)
@@ -115,24 +115,25 @@ class Continuity:
     def __call__(self, p) -> int:
         """What to add to packet ``p``'s pts and dts; call it on each packet, in demux order. A step
         back shorter than RESTART (a muxer's jitter) moves that packet alone just after the one
-        before, which the output's muxer needs: shifting all that follow would add up to a drift."""
+        before, which the output's muxer needs: shifting all that follow would add up to a drift.
+        A leap ahead past LEAP is where FFmpeg's demuxer took a clock restarting low for its 33-bit
+        wrap and added 26.5 hours."""
         if not self.on:
             return 0
         i = p.stream.index
         shift = self._shift.get(i, 0)
-        if p.dts is not None:
-            if i in self._last and p.dts + shift < self._last[i][0]:  # the clock went back
-                last, end = self._last[i]
-                if (last - p.dts - shift) * p.time_base <= RESTART:
-                    self._last[i] = (last + 1, max(end, last + 1))
-                    return last + 1 - p.dts
+        if p.dts is None:
+            return shift
+        if i in self._last:
+            last, end = self._last[i]
+            back = (last - p.dts - shift) * p.time_base  # seconds behind the packet before
+            if 0 < back <= RESTART:
+                self._last[i] = (last + 1, max(end, last + 1))
+                return last + 1 - p.dts
+            if back > RESTART or (p.dts + shift - end) * p.time_base > LEAP:
                 shift = self._shift[i] = end - p.dts
-            elif i in self._last and (p.dts + shift - self._last[i][1]) * p.time_base > LEAP:
-                # ahead by more than LEAP: a restart too, where FFmpeg's demuxer took the clock going
-                # back to a low value for its 33-bit wrap and added 26.5 hours
-                shift = self._shift[i] = self._last[i][1] - p.dts
-            dts = p.dts + shift
-            self._last[i] = (dts, dts + max(1, p.duration or 0))
+        dts = p.dts + shift
+        self._last[i] = (dts, dts + max(1, p.duration or 0))
         return shift
 
 
