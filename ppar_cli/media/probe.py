@@ -150,9 +150,10 @@ class FrameTimes:
     sar: Fraction | None = None
     dropped: int = 0  # listed frames the decoder did not give, taken out of ``known`` (see decoded)
     ends_early: str | None = None  # why the file looks cut short (its packets end before its header says)
-    # Seconds of the input's timeline that become the output's 0: an MPEG-TS or MPEG-PS file's start, as
-    # players show it (its clock is a device's: hours into its day, say); other containers' times are
-    # presentation times (a Matroska or MP4 file that starts at 33 ms), kept as they are (0).
+    # Seconds of the input's timeline that become the output's 0: the file's start, as ffmpeg's program
+    # takes it. An MPEG-TS clock is a device's (hours into its day), an FLV or Matroska file cut from a
+    # stream keeps the stream's time: kept, the MP4 would begin with an empty edit that long, and be
+    # that much longer for players. The streams keep their offsets to one another.
     origin: Fraction = Fraction(0)
 
     @classmethod
@@ -219,7 +220,7 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
             tb = Fraction(v.time_base)
             end = max((float(t * c.streams[i].time_base) for i, t in ends.items()), default=0.0)
             # the file's start as FFmpeg tells it (the earliest stream's; an AAC track's priming not counted)
-            origin = Fraction(c.start_time, 1_000_000) if continuity.on and c.start_time is not None else Fraction(0)
+            origin = Fraction(c.start_time, 1_000_000) if c.start_time is not None else Fraction(0)
             stated = (c.start_time or 0) / 1e6 + c.duration / 1e6 \
                 if c.duration and any(k in c.format.name for k in STATED_DURATION) else None
     except (av.error.FFmpegError, IndexError, ValueError, ZeroDivisionError, TypeError):
