@@ -166,25 +166,32 @@ def test_folder_mode_with_corrupt_file(tmp_path, tiny_weights):
     (src / "sub dir").mkdir(parents=True)
     make_clip(src / "a.mp4", 96, 64, 20, audio=False)
     make_clip(src / "sub dir" / "b ü.avi", 80, 60, 10, audio=False, extra=["-c:v", "mpeg4"])
+    make_clip(src / "cam01.asf", 64, 48, 10, audio=False, extra=["-c:v", "wmv2"])  # a CCTV recorder's export
     (src / "bad.mp4").write_bytes(b"this is not a video" * 100)
     (src / "notes.txt").write_text("ignored")
+    (src / "sub dir" / "CAM02").write_bytes(b"a recorder's file without an extension")
     (src / "._a.mp4").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))  # macOS's companion of a.mp4: hidden, skipped
     (src / ".trash").mkdir()
     (src / ".trash" / "c.mp4").write_bytes(b"not a video either")
     before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
     out = tmp_path / "out"
-    results = anonymize(src, out, Options(), weights=tiny_weights)
+    with pytest.warns(UserWarning, match=r"in: 2 files left out, not named as videos: .*no extension \(1\)") as said:
+        results = anonymize(src, out, Options(), weights=tiny_weights)
+    assert any(".txt (1)" in str(w.message) for w in said)
     status = {r.src.name: r.status for r in results}
-    assert status == {"a.mp4": "ok", "b ü.avi": "ok", "bad.mp4": "failed"}
+    assert status == {"a.mp4": "ok", "b ü.avi": "ok", "cam01.asf": "ok", "bad.mp4": "failed"}
     bad = next(r for r in results if r.status == "failed")
     assert "bad.mp4" in bad.error
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["a.json", "a.mp4", "ppar-manifest.jsonl", "sub dir/b ü.json", "sub dir/b ü.mp4"]  # nothing half-written
+    assert files == ["a.json", "a.mp4", "cam01.json", "cam01.mp4", "ppar-manifest.jsonl",
+                     "sub dir/b ü.json", "sub dir/b ü.mp4"]  # nothing half-written
     manifest = [json.loads(line) for line in (out / "ppar-manifest.jsonl").read_text().splitlines()]
     assert {(m["src"].rsplit("/", 1)[-1], m["status"]) for m in manifest} == set(status.items())
     assert before == {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}  # inputs untouched
-    again = anonymize(src, out, Options(), weights=tiny_weights)
-    assert {r.src.name: r.status for r in again} == {"a.mp4": "skipped", "b ü.avi": "skipped", "bad.mp4": "failed"}
+    with pytest.warns(UserWarning, match="2 files left out"):  # OUT's own files are not counted
+        again = anonymize(src, out, Options(), weights=tiny_weights)
+    assert {r.src.name: r.status for r in again} == {"a.mp4": "skipped", "b ü.avi": "skipped", "cam01.asf": "skipped",
+                                                      "bad.mp4": "failed"}
 
 
 def test_shards_cover_folder_like_one_run(tmp_path, tiny_weights, monkeypatch):

@@ -13,19 +13,26 @@ import numpy as np
 from ppar_cli.errors import PparError
 
 # The file names `ppar anonymize` reads in a folder.
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
-                    ".mts", ".m2ts", ".mxf", ".vob", ".ogv",  # camcorders (AVCHD), broadcast, DVD, Ogg
-                    ".h264", ".264", ".h265", ".265", ".hevc"}  # elementary streams, as recorders export them
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".qt", ".webm", ".gif", ".apng", ".mpg", ".mpeg", ".mpe",
+                    ".wmv", ".asf", ".flv", ".f4v", ".ts", ".3gp", ".3g2", ".divx", ".ogv", ".ogm", ".rm", ".rmvb", ".nut",
+                    ".mts", ".m2ts", ".mod", ".tod", ".dv", ".mxf", ".vob", ".wtv",  # camcorders, broadcast, DVD, TV recorders
+                    ".dav",  # CCTV recorders' exports (Dahua's; FFmpeg's dhav demuxer)
+                    ".h264", ".264", ".h265", ".265", ".hevc", ".m1v", ".m2v", ".ivf", ".mjpeg", ".mjpg", ".y4m"}  # raw streams
 # FFmpeg's demuxers of elementary streams: no container, so no timestamps of their own; the rate is
 # the one in the codec's header (H.264's and HEVC's VUI), where the demuxer assumes 25 fps.
 ELEMENTARY = {"h264", "hevc", "vvc", "m4v", "mpegvideo"}
 
 
 def video_files(folder: Path) -> list[Path]:
-    """The video files under ``folder``, sorted; hidden names (a dot first, in the file's or a
-    folder's name below ``folder``) are left out: macOS's ._NAME.mp4 companions are no videos."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    """The video files under ``folder`` (by their names), sorted; hidden names are left out."""
+    return sorted(p for p in folder_files(folder) if p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def folder_files(folder: Path):
+    """The files under ``folder``, hidden names (a dot first, in the file's or a folder's name below
+    ``folder``) left out: macOS's ._NAME.mp4 companions are no videos."""
+    return (p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            and p.is_file())
 
 
 class VideoError(PparError):

@@ -27,7 +27,7 @@ from ppar_cli.media.files import publish, scratch, taken
 from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front, LateDetector
-from ppar_cli.pipeline.jobs import Job, byte_shares, check_container, check_outputs, largest_first, plan_jobs
+from ppar_cli.pipeline.jobs import Job, byte_shares, check_container, check_outputs, largest_first, left_out, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
@@ -215,6 +215,8 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     elif not jobs:
         warnings.warn(f"{inp}: no video files here{' for this shard' if opts.shard else ''} "
                       f"(ppar looks for {', '.join(sorted(VIDEO_EXTENSIONS))}, hidden names left out)", stacklevel=2)
+    if not single and (others := left_out(inp, out)):
+        warnings.warn(others, stacklevel=2)
     if manifest is not None and jobs:  # nothing to do (an empty folder, a shard without files): nothing made
         check_manifest(manifest)
     opts = replace(opts, manifest=manifest)

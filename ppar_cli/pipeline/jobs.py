@@ -2,12 +2,13 @@
 checks that no output of a run can land on an input or on another output."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from ppar_cli.errors import UsageError
 from ppar_cli.media.encode import OUTPUT_CONTAINERS
-from ppar_cli.media.probe import VIDEO_EXTENSIONS, video_files
+from ppar_cli.media.probe import VIDEO_EXTENSIONS, folder_files, video_files
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,23 @@ def _plan_jobs(inp: Path, out: Path, writes: bool) -> list[Job]:
         for p in group:
             jobs.append(Job(p, target if len(group) == 1 else out / p.relative_to(inp).with_name(p.name + ".mp4")))
     return jobs
+
+
+def left_out(inp: Path, out: Path) -> str | None:
+    """What a folder's walk leaves out by name (not counting OUT inside it), said in one line: a
+    recorder's files under a name ppar does not know (a CCTV export's, say) would otherwise be
+    missing from OUT without a word."""
+    if not inp.is_dir():
+        return None
+    out_abs = out.resolve()
+    kinds = Counter(p.suffix.lower() or "no extension" for p in folder_files(inp)
+                    if p.suffix.lower() not in VIDEO_EXTENSIONS and out_abs not in p.resolve().parents)
+    if not kinds:
+        return None
+    n, common = sum(kinds.values()), kinds.most_common(5)
+    listed = ", ".join(f"{kind} ({k})" for kind, k in common) + (", ..." if len(kinds) > len(common) else "")
+    return (f"{inp}: {n} file{'s' * (n != 1)} left out, not named as videos: {listed}; "
+            f"give such a file alone to anonymize it")
 
 
 def _size(job: Job) -> int:
