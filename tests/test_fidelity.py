@@ -133,12 +133,18 @@ def test_audio_that_mp4_cannot_hold_becomes_aac(tmp_path):
     ffmpeg("-i", src, "-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-map", "0:v", "-map", "1:a",
            "-c:v", "copy", "-c:a", "pcm_s16le", withpcm)
     said = run(withpcm, tmp_path / "o.mp4").notes  # and says so
-    assert said == ["audio pcm_s16le re-encoded to AAC: .mp4 cannot hold it as it is (.mkv holds any)"], said
+    assert said == ["audio pcm_s16le re-encoded to AAC: .mp4 cannot hold it as it is (.mkv holds more)"], said
     assert run(withpcm, tmp_path / "k.mkv").notes == []
     assert probe(tmp_path / "o.mp4").audio_codecs == ["aac"]
     assert probe(tmp_path / "k.mkv").audio_codecs == ["pcm_s16le"]
     out, _ = streams(tmp_path / "o.mp4")
     assert abs(out["audio"][1] - 1.0) < 0.1
+    # nor can Matroska hold everything: a security camera's mu-law sound failed the video into .mkv
+    mulaw = tmp_path / "cam.mov"
+    ffmpeg("-i", src, "-f", "lavfi", "-i", "sine=frequency=300:duration=1:sample_rate=8000", "-map", "0:v", "-map", "1:a",
+           "-c:v", "copy", "-c:a", "pcm_mulaw", mulaw)
+    assert run(mulaw, tmp_path / "m.mkv").notes == ["audio pcm_mulaw re-encoded to AAC: .mkv cannot hold it as it is"]
+    assert probe(tmp_path / "m.mkv").audio_codecs == ["aac"]
 
 
 def test_two_pass_path_for_huge_frames_gives_the_same_video(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ MP4_AUDIO = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}
 
 # The audio codecs each output container can carry as they are (others become AAC).
 _MOV_AUDIO = MP4_AUDIO | {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_s16be", "pcm_u8"}
-AUDIO_AS_IS = {"mp4": MP4_AUDIO, "mov": _MOV_AUDIO, "matroska": None}  # None: any codec
+AUDIO_AS_IS = {"mp4": MP4_AUDIO, "mov": _MOV_AUDIO, "matroska": None}  # None: any its muxer takes
 
 
 ENCODER_NICE = 10
@@ -255,9 +255,11 @@ class _AudioCopy:
         for s in self._in.streams.audio:
             name = codec_name(s)
             if as_is is None or name in as_is:
-                o = out.add_stream_from_template(s)
-                self.streams[s.index] = (o, None)
-            else:
+                try:
+                    self.streams[s.index] = (out.add_stream_from_template(s), None)
+                except ValueError:  # the muxer refuses it (Matroska: a phone's AMR, a camera's mu-law or ADPCM)
+                    pass
+            if s.index not in self.streams:
                 self.reencoded.append(name)
                 o = out.add_stream("aac", rate=s.codec_context.sample_rate or 48000)
                 n = s.codec_context.channels
@@ -265,7 +267,7 @@ class _AudioCopy:
                 self.streams[s.index] = (o, av.AudioResampler(format="fltp", layout=o.layout.name, rate=o.rate))
             # the track's language is kept, so that players can name a film's dubs; no other metadata
             if s.metadata.get("language", "und") != "und":
-                o.metadata["language"] = s.metadata["language"]
+                self.streams[s.index][0].metadata["language"] = s.metadata["language"]
         self._packets = self._in.demux(*self._in.streams.audio)
         self._continuity = Continuity(self._in)  # as the video's times (probe.read_frame_times)
         self._origin = origin

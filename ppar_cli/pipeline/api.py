@@ -154,7 +154,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             result.notes.append(f"damaged audio: {writer.audio_rejected} packet(s) left out, silent there; the rest in sync")
         if writer.audio_reencoded:
             result.notes.append(f"audio {', '.join(sorted(set(writer.audio_reencoded)))} re-encoded to AAC: "
-                                f"{dst.suffix} cannot hold it as it is (.mkv holds any)")
+                                f"{dst.suffix} cannot hold it as it is" + (" (.mkv holds more)" if dst.suffix.lower() != ".mkv" else ""))
         result.status = "ok"
     except BaseException as e:  # nothing half-written is left; KeyboardInterrupt and friends go on up
         for w in (writer, shown):
