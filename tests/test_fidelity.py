@@ -147,6 +147,28 @@ def test_audio_that_mp4_cannot_hold_becomes_aac(tmp_path):
     assert probe(tmp_path / "m.mkv").audio_codecs == ["aac"]
 
 
+@pytest.mark.parametrize("rate,channels", [(192000, 1), (5512, 1), (48000, 10)])
+def test_sound_that_aac_cannot_take_as_it_is_is_resampled_or_mixed(tmp_path, rate, channels):
+    """A pro recorder's 192 kHz PCM, an old 5.5 kHz track, a microphone array's 10 channels: into
+    .mp4 they are AAC, whose encoder takes none of them, and the video failed with `encoding failed
+    (Invalid argument)`. The rate is AAC's nearest above (or its highest), more than 8 channels are
+    mixed to stereo, and the note says so."""
+    src = tmp_path / "pcm.mkv"
+    mix = "|".join(f"c{i}=c0" for i in range(channels))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25", "-f", "lavfi", "-i", f"sine=frequency=300:sample_rate={rate}",
+           "-t", 1, "-filter_complex", f"[1:a]pan={channels}c|{mix}[a]", "-map", "0:v", "-map", "[a]",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", src)
+    said = run(src, tmp_path / "o.mp4").notes
+    assert len(said) == 1 and ("mixed to stereo" in said[0]) == (channels > 8), said
+    import av
+
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "aac" and a.codec_context.channels == min(channels, 2)
+        assert a.codec_context.sample_rate == {192000: 96000, 5512: 7350, 48000: 48000}[rate]
+        assert abs(float(a.duration * a.time_base) - 1.0) < 0.05
+
+
 def test_two_pass_path_for_huge_frames_gives_the_same_video(tmp_path, monkeypatch):
     """Above a window's byte budget a file is scored on small frames, then filled at full size a few
     frames at a time; on a clip already below the scoring size both paths must give the same frames."""

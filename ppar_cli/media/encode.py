@@ -241,6 +241,18 @@ class VideoWriter:
             self.abort()
 
 
+AAC_CHANNELS = 8  # the most FFmpeg's AAC encoder takes (7.1)
+
+
+def aac_rate(rate: int) -> int:
+    """The sample rate AAC encodes ``rate`` at: its own where FFmpeg's encoder takes it, else the
+    lowest above it (no band lost), else its highest (a recorder's 192 kHz PCM: 96 kHz)."""
+    import av
+
+    rates = av.codec.Codec("aac", "w").audio_rates or [48000]
+    return min((r for r in rates if r >= rate), default=max(rates))
+
+
 class _AudioCopy:
     """The input's audio streams into the output: packets copied with their own timestamps (less
     ``origin``, the input's time of the output's 0, as the video's), or re-encoded to AAC when the
@@ -260,9 +272,11 @@ class _AudioCopy:
                 except ValueError:  # the muxer refuses it (Matroska: a phone's AMR, a camera's mu-law or ADPCM)
                     pass
             if s.index not in self.streams:
-                self.reencoded.append(name)
-                o = out.add_stream("aac", rate=s.codec_context.sample_rate or 48000)
                 n = s.codec_context.channels
+                if n > AAC_CHANNELS:  # a field recorder's or a microphone array's tracks
+                    name, n = f"{name} ({n} channels mixed to stereo)", 2
+                self.reencoded.append(name)
+                o = out.add_stream("aac", rate=aac_rate(s.codec_context.sample_rate or 48000))
                 o.layout = {1: "mono", 2: "stereo"}.get(n, f"{n}c")  # PCM often leaves the layout unnamed
                 self.streams[s.index] = (o, av.AudioResampler(format="fltp", layout=o.layout.name, rate=o.rate))
             # the track's language is kept, so that players can name a film's dubs; no other metadata
