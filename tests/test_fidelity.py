@@ -147,6 +147,26 @@ def test_audio_that_mp4_cannot_hold_becomes_aac(tmp_path):
     assert probe(tmp_path / "m.mkv").audio_codecs == ["aac"]
 
 
+@pytest.mark.parametrize("codec", ["flac", "libopus", "alac", "ac3", "libmp3lame", "pcm_s24le", "pcm_mulaw"])
+def test_every_container_takes_the_sound_as_it_is_or_as_aac(tmp_path, codec):
+    """Each of ppar's containers holds a track as it is where it can, else as AAC, and the video
+    never fails for its sound: Opus and FLAC into .mov failed (`encoding failed (Invalid
+    argument)`), mu-law into .mkv too."""
+    from ppar_cli.media.encode import AUDIO_AS_IS, OUTPUT_CONTAINERS
+
+    src = tmp_path / "in.mov" if codec == "pcm_mulaw" else tmp_path / "in.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=48000",
+           "-t", 1, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", codec, *(["-ar", 8000] if codec == "pcm_mulaw" else []), src)
+    [name] = probe(src).audio_codecs
+    for suffix in (".mp4", ".mov", ".mkv"):
+        out = tmp_path / f"o{suffix}"
+        said = run(src, out, scores_path=tmp_path / f"o{suffix}.json").notes
+        [got] = probe(out).audio_codecs
+        holds = AUDIO_AS_IS[OUTPUT_CONTAINERS[suffix]]
+        assert got == name if holds is not None and name in holds else got in (name, "aac"), (suffix, got)
+        assert bool(said) == (got != name), (suffix, said)
+
+
 @pytest.mark.parametrize("rate,channels", [(192000, 1), (5512, 1), (48000, 10)])
 def test_sound_that_aac_cannot_take_as_it_is_is_resampled_or_mixed(tmp_path, rate, channels):
     """A pro recorder's 192 kHz PCM, an old 5.5 kHz track, a microphone array's 10 channels: into

@@ -23,7 +23,8 @@ OUTPUT_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matro
 MP4_AUDIO = {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"}
 
 # The audio codecs each output container can carry as they are (others become AAC).
-_MOV_AUDIO = MP4_AUDIO | {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_s16be", "pcm_u8"}
+# (QuickTime's MOV: not Opus or FLAC, whose boxes FFmpeg writes into MP4 alone)
+_MOV_AUDIO = MP4_AUDIO - {"opus", "flac"} | {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_s16be", "pcm_u8"}
 AUDIO_AS_IS = {"mp4": MP4_AUDIO, "mov": _MOV_AUDIO, "matroska": None}  # None: any its muxer takes
 
 
