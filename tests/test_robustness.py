@@ -395,6 +395,26 @@ def _alive(pid: int) -> bool:
     return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")  # a zombie has exited
 
 
+def test_a_recording_stopped_before_its_index_says_so(tmp_path):
+    """A camera writes an MP4's index (moov) last: a recording cut off by a flat battery has none,
+    and no player reads it. The error said only `no video stream (Invalid data found when
+    processing input)`; it now says what happened. A fragmented MP4 cut off (an index in each
+    fragment) still reads up to its cut."""
+    from ppar_cli.media.probe import VideoError
+
+    whole = make_clip(tmp_path / "whole.mp4", 96, 64, 50, audio=False)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    with pytest.raises(VideoError, match=r"cut.mp4: an MP4 or MOV without its index \(no moov box\): a recording stopped"):
+        probe(cut)
+    frag = make_clip(tmp_path / "frag.mp4", 96, 64, 50, audio=False, extra=["-movflags", "+frag_keyframe+empty_moov", "-g", "10"])
+    (tmp_path / "fcut.mp4").write_bytes(frag.read_bytes()[:frag.stat().st_size * 3 // 4])
+    assert 0 < frames_in(tmp_path / "fcut.mp4") < 50
+    (tmp_path / "text.mp4").write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VideoError, match=r"text.mp4: no video stream"):
+        probe(tmp_path / "text.mp4")
+
+
 @pytest.mark.slow
 def test_corrupted_bytes_many_seeds(tmp_path, clip, tiny_weights):
     """Random bytes overwritten at random offsets: every run ends ok (all written frames scored) or failed cleanly."""

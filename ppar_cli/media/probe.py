@@ -286,6 +286,25 @@ class VideoInfo:
         return self.times
 
 
+def unfinished_mp4(path: Path) -> bool:
+    """An MP4/MOV file (an ``ftyp`` box first) whose top-level boxes, as far as the file goes, hold
+    no ``moov``: the index a camera writes last, so a recording cut off has none."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        at, kinds = 0, []
+        while at + 8 <= size and len(kinds) < 1000:
+            f.seek(at)
+            head = f.read(16)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if length == 1 and len(head) == 16:
+                length = int.from_bytes(head[8:16], "big")
+            kinds.append(kind)
+            if length < 8:  # 0: to the end of the file (a box still being written), or damage
+                break
+            at += length
+    return bool(kinds) and kinds[0] == b"ftyp" and b"moov" not in kinds
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """The video's facts; the rotation and mirror are the first frame's display matrix, as ffmpeg's
     program applies it (orientation). (Until 0.3.7 ``ffmpeg -i``'s text was parsed where the
@@ -314,6 +333,10 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             # FFmpeg's AVFieldOrder: 2..5 are the interlaced orders (TT, BB, TB, BT)
             interlaced = v.codec_context.field_order in (2, 3, 4, 5) or bool(first is not None and first.interlaced_frame)
     except av.error.FFmpegError as e:
+        if unfinished_mp4(path):
+            raise VideoError(f"{path}: an MP4 or MOV without its index (no moov box): a recording stopped before it "
+                             f"was finished (a battery, a card full); no player can read it as it is, a repair tool "
+                             f"given a good file from the same camera may") from None
         raise VideoError(f"{path}: no video stream ({e.strerror})") from None
     fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
     k, mirror = orientation(first)
