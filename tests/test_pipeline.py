@@ -17,6 +17,7 @@ from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.probe import probe
 from ppar_cli.pipeline.options import FileResult, parse_shard
 from ppar_cli.pipeline.front import Ahead
+from ppar_cli.pipeline.guard import GuardConfig
 from ppar_cli.pipeline.stream import ModelInput
 
 
@@ -611,6 +612,31 @@ def test_a_rerun_skips_finished_videos_before_any_model_or_worker(tmp_path, tiny
     assert {m["weights_sha256"] for m in lines} == {sha256_of(tiny_weights)}
     with pytest.raises(WeightsError, match="nothere.safetensors"):
         anonymize(tmp_path / "in", tmp_path / "out", Options(guard="none"), weights=tmp_path / "nothere.safetensors")
+
+
+def test_a_rerun_with_other_settings_says_which_outputs_it_leaves_as_they_were(tmp_path, tiny_weights):
+    """A rerun skips the outputs that exist. One with more protection than the run before (the
+    guard on, less kept) said `skipped` and nothing more, leaving the less protected videos in place;
+    each such output now has a note naming how it was made, from the manifest."""
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "a.mp4", 64, 48, 12, audio=False)
+    out = tmp_path / "out"
+    first = Options(guard="none", keep_ratio=0.8, fill="blur")
+    [r] = anonymize(src, out, first, weights=tiny_weights)
+    assert r.status == "ok" and r.notes == []
+    [r] = anonymize(src, out, Options(keep_ratio=0.5, lambda_priv=2.0), weights=tiny_weights)
+    assert r.status == "skipped" and r.notes == [
+        "made by an earlier run with --keep 0.8, --lambda (the weights' own), --fill blur, --guard none "
+        "(this run: --keep 0.5, --lambda 2.0, --fill black, --guard on); --overwrite redoes it"], r.notes
+    [r] = anonymize(src, out, replace(first, guard_config=GuardConfig(threshold=0.3)), weights=tiny_weights)
+    assert r.status == "skipped" and r.notes == []  # as it was made (the guard's settings mean nothing without it)
+    lines = [json.loads(x) for x in (out / "ppar-manifest.jsonl").read_text().splitlines()]
+    assert [(m["status"], m["keep"], m["guard"]) for m in lines] == [
+        ("ok", 0.8, "none"), ("skipped", 0.5, {"threshold": 0.05, "stride": 8, "max_side": 640}), ("skipped", 0.8, "none")]
+    anonymize(src, out, Options(keep_ratio=0.5, overwrite=True), weights=tiny_weights)  # redone as now asked
+    [r] = anonymize(src, out, Options(keep_ratio=0.5), weights=tiny_weights)
+    assert r.status == "skipped" and r.notes == []
 
 
 def test_a_folder_without_videos_says_so(tmp_path, tiny_weights):

@@ -28,7 +28,7 @@ from ppar_cli.media.probe import VIDEO_EXTENSIONS, VideoError
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import SCORE_SIDE, Front, LateDetector
 from ppar_cli.pipeline.jobs import Job, byte_shares, check_container, check_outputs, largest_first, left_out, plan_jobs
-from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest  # noqa: F401 -- OutputError: part of the API
+from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest, differences, made_with, settings  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.preview import side_by_side
 from ppar_cli.pipeline.runtime import (decoder_threads, flat_heap, folder_layout, gpu_may_be_here, guard_threads,
@@ -225,7 +225,9 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     # a folder's finished files are skipped here, so that a rerun loads no model for them
     finished = [job for job in jobs if _skipped(job, _score_path(job, scores), opts)]
     sha = weights_sha256(weights) if finished and manifest is not None else ""
-    results = {job.src: _skip(job, _score_path(job, scores), opts, sha, reporter) for job in finished}
+    earlier = made_with(manifest) if finished and manifest is not None else {}
+    results = {job.src: _skip(job, _score_path(job, scores), opts, sha, reporter, earlier.get(str(job.src)))
+               for job in finished}
     todo = [job for job in jobs if job.src not in results]
     processes, at_once = layout_used(opts, len(todo))
     opts = replace(opts, workers=processes, jobs=at_once)
@@ -470,11 +472,15 @@ def _skipped(job: Job, score_path: Path | None, opts: Options) -> bool:
     return not opts.overwrite and (taken(job.dst) or (score_path is not None and taken(score_path)))
 
 
-def _skip(job: Job, score_path: Path | None, opts: Options, weights_sha: str, reporter: Reporter) -> FileResult:
-    """A folder's finished file, skipped; a score map without its video is someone else's file."""
+def _skip(job: Job, score_path: Path | None, opts: Options, weights_sha: str, reporter: Reporter,
+          made: dict | None = None) -> FileResult:
+    """A folder's finished file, skipped; a score map without its video is someone else's file.
+    ``made``: the settings the manifest says its output was made with, noted where they differ."""
     result = FileResult(job.src, job.dst, "skipped")
     if not taken(job.dst):
         result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
+    elif made is not None and (changed := differences(made, settings(opts, weights_sha))):
+        result.notes.append(changed)
     reporter.end_file(result)
     if opts.manifest is not None:
         append_manifest(opts.manifest, result, weights_sha, opts)

@@ -32,11 +32,69 @@ def check_manifest(path: Path) -> None:
         raise OutputError(f"{path}: cannot write the manifest ({reason(e)})") from None
 
 
+def settings(opts: Options, weights_sha256: str) -> dict:
+    """The settings that decide what an output shows, as its manifest line records them."""
+    g = opts.guard_config
+    guard = "none" if opts.guard == "none" else {"threshold": g.threshold, "stride": g.stride, "max_side": g.max_side}
+    return {"keep": opts.keep_ratio, "lambda_priv": opts.lambda_priv, "hysteresis": opts.hysteresis,
+            "fill": opts.fill, "guard": guard, "weights_sha256": weights_sha256}
+
+
+def made_with(path: Path) -> dict[str, dict]:
+    """Each source's settings in its last line with status ok in the manifest at ``path``: what its
+    output was made with (lines of ppar before 0.3.28, which recorded fewer, are passed over)."""
+    made: dict[str, dict] = {}
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return made
+    keys = settings(Options(), "").keys()
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("status") == "ok" and keys <= rec.keys():
+            made[rec["src"]] = {k: rec[k] for k in keys}
+    return made
+
+
+FLAGS = {"keep": "--keep", "lambda_priv": "--lambda", "hysteresis": "--hysteresis", "fill": "--fill"}
+
+
+def differences(before: dict, now: dict) -> str | None:
+    """How settings ``before`` differ from ``now``, as flags: a note for a skipped output that an
+    earlier run made otherwise (more visible, another guard, other weights), which a rerun with the
+    new settings would otherwise leave in place without a word."""
+    was, asked = [], []
+
+    def differ(flag: str, old, new) -> None:
+        shown = {None: "(the weights' own)"}
+        was.append(f"{flag} {shown.get(old, old)}")
+        asked.append(f"{flag} {shown.get(new, new)}")
+
+    for k, flag in FLAGS.items():
+        if before[k] != now[k]:
+            differ(flag, before[k], now[k])
+    old, new = before["guard"], now["guard"]
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in old.keys() & new.keys():
+            if old[k] != new[k]:
+                differ(f"--guard-{k.replace('_', '-')}", old[k], new[k])
+    elif old != new:
+        differ("--guard", "none" if old == "none" else "on", "none" if new == "none" else "on")
+    if before["weights_sha256"] != now["weights_sha256"]:
+        differ("weights", f"sha256 {before['weights_sha256'][:12]}", f"sha256 {now['weights_sha256'][:12]}")
+    if not was:
+        return None
+    return f"made by an earlier run with {', '.join(was)} (this run: {', '.join(asked)}); --overwrite redoes it"
+
+
 def append_manifest(path: Path, r: FileResult, weights_sha256: str, opts: Options) -> None:
-    """One finished (or skipped, or failed) file's line."""
+    """One finished (or skipped, or failed) file's line, with this run's settings."""
     rec = {"src": str(r.src), "dst": str(r.dst), "status": r.status, "frames": r.frames,
            "kept_fraction": r.kept_fraction, "seconds": round(r.seconds, 3), "error": r.error, "notes": r.notes,
-           "keep": opts.keep_ratio, "weights_sha256": weights_sha256, "shard": list(opts.shard) if opts.shard else None,
+           **settings(opts, weights_sha256), "shard": list(opts.shard) if opts.shard else None,
            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ppar_version": __version__}
     try:
         data = json.dumps(rec, ensure_ascii=False).encode()
