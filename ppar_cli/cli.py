@@ -36,6 +36,7 @@ from ppar_cli.views import (  # noqa: E402
     progress_bars,
     show_report,
     shown,
+    stages,
     summary_table,
 )
 
@@ -165,6 +166,7 @@ def audit(
     max_side: Optional[int] = typer.Option(None, min=32, help="CenterFace sees frames at most this many pixels long "
                                            "(faster on large frames, blind to their small faces); default: full size."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Face detections before and after anonymization, per video and detector: how many face frames leaked."""
     from ppar_cli.faces.audit import audit as run_audit
@@ -175,7 +177,8 @@ def audit(
     if identity not in ("auto", "on", "off"):
         fail(f"--identity must be auto, on or off, got {identity!r}", 2)
     try:
-        records = run_audit(original, anonymized, threshold, detectors, identity, identity_stride, max_side)
+        with stages(quiet) as progress:
+            records = run_audit(original, anonymized, threshold, detectors, identity, identity_stride, max_side, progress)
     except ValueError as e:
         fail(str(e), 2)
     except PparError as e:

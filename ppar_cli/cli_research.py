@@ -84,6 +84,7 @@ def train(
     init_inflation: str = typer.Option(_TRAIN.init_inflation, help="2D patch filters over a tubelet's frames: average or central."),
     init_stem: Optional[Path] = typer.Option(None, help="Pretrained stem weights (.safetensors) for a config with stem=mobilenet_v2, "
                                              "e.g. weights/mobilenet_v2_stem.safetensors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (each epoch's metrics line still prints)."),
 ) -> None:
     """Train the dual-CLS anonymizer (resumes from RUN_DIR; works under torchrun)."""
     from ppar_cli.research.train import TrainArgs
@@ -103,7 +104,8 @@ def train(
                      init_stem=str(init_stem) if init_stem else None, init=str(init) if init else None,
                      init_inflation=init_inflation)
     try:
-        run_train(args, log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True))
+        with stages(quiet) as progress:
+            run_train(args, log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True), progress=progress)
     except PparError as e:
         fail(e, e.exit_code)
     except ValueError as e:

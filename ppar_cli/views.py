@@ -232,9 +232,16 @@ def stages(quiet: bool):
     """A rich progress display; yields ``stage(name, total) -> advance`` for the API's progress hooks."""
     progress = progress_bars(quiet) or Progress(disable=True)
 
-    def stage(what: str, total: int):
-        task = progress.add_task(what, total=total)
-        return lambda: progress.advance(task)
+    def stage(what: str, total: int | None):
+        task, left = progress.add_task(what, total=total), total
+
+        def advance() -> None:
+            nonlocal left
+            if left is None or left > 0:
+                progress.advance(task)
+            if left is not None and (left := left - 1) == 0:
+                progress.remove_task(task)  # done: a training run's 40 epochs do not pile up
+        return advance
 
     with progress:
         yield stage

@@ -353,6 +353,31 @@ def test_preview_side_by_side(tmp_path, tiny_weights):
     assert r.status == "failed" and not list(tmp_path.glob("*p3*")) and not list(tmp_path.glob(".p3*"))
 
 
+def test_each_videos_progress_has_its_frame_count(tmp_path, tiny_weights):
+    """A file's bar had no total where decord was not used (PyAV reads every video of the product
+    path): a pulsing bar and no time left, on an hour-long video too. Its total is the frames the
+    container lists, and the bar reaches it."""
+    from ppar_cli.pipeline.options import Silent
+
+    class Count(Silent):
+        def __init__(self):
+            self.totals, self.done = {}, {}
+
+        def start_file(self, src, total_frames):
+            self.totals[src.name], self.done[src.name] = total_frames, 0
+
+        def advance(self, src, frames):
+            self.done[src.name] += frames
+
+    seen = Count()
+    make_clip(tmp_path / "a.mp4", 64, 48, 37, audio=False)
+    make_clip(tmp_path / "b.mkv", 64, 48, 20, audio=False)
+    for name in ("a.mp4", "b.mkv"):
+        [r] = anonymize(tmp_path / name, tmp_path / f"o_{name}.mp4", Options(guard="none"), weights=tiny_weights, reporter=seen)
+        assert r.status == "ok"
+    assert seen.totals == seen.done == {"a.mp4": 37, "b.mkv": 20}
+
+
 def test_hysteresis_reduces_flicker_at_the_same_kept_fraction(tmp_path, tiny_weights):
     src = make_clip(tmp_path / "long.mp4", 96, 64, 200, audio=False)
     meta = {}

@@ -76,7 +76,15 @@ def test_resume_gives_the_same_result(bench, tmp_path, crop):
     train(part, log=lambda m: None)
     assert not os.path.exists(part.out)  # stopped after one epoch: no final weights yet
     assert json.loads((tmp_path / "part" / "state.json").read_text())["epoch"] == 1
-    train(_args(bench, tmp_path, "part", crop_scale=crop, mask_weight=1.0), log=lambda m: None)
+    stages: dict[str, list[int]] = {}  # the progress bars: stage -> [total, steps advanced]
+
+    def progress(stage: str, total: int):
+        stages[stage] = [total, 0]
+        return lambda: stages[stage].__setitem__(1, stages[stage][1] + 1)
+
+    train(_args(bench, tmp_path, "part", crop_scale=crop, mask_weight=1.0), log=lambda m: None, progress=progress)
+    assert list(stages) == ["decoding training videos", "decoding test videos", "epoch 2/2"], stages  # resumed at 2
+    assert all(total == done > 0 for total, done in stages.values()), stages
     a, b = load_file(str(tmp_path / "full.safetensors")), load_file(str(tmp_path / "part.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()

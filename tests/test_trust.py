@@ -484,9 +484,16 @@ def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights)
     make_clip(src / "a.avi", 96, 64, 12, audio=False, extra=["-c:v", "mpeg4"])
     results = anonymize(src, tmp_path / "out", Options(guard="none"), weights=tiny_weights)
     assert sorted(r.dst.name for r in results) == ["a.avi.mp4", "a.mp4.mp4"]
-    records = audit(src, tmp_path / "out", detectors="centerface", identity="off")
+    shown = {}  # the progress bars: a video's name -> [its frames, frames advanced]
+
+    def progress(name, total):
+        shown[name] = [total, 0]
+        return lambda: shown[name].__setitem__(1, shown[name][1] + 1)
+
+    records = audit(src, tmp_path / "out", detectors="centerface", identity="off", progress=progress)
     assert len(records) == 2 and not any("error" in r for r in records), records
     assert sorted(r["frames"] for r in records) == [12, 24]
+    assert shown == {"a.avi": [12, 12], "a.mp4": [24, 24]}
     # one file: any video another tool wrote, not only the containers ppar writes
     (tmp_path / "out" / "a.mp4.mp4").rename(tmp_path / "theirs.webm")
     [record] = audit(src / "a.mp4", tmp_path / "theirs.webm", detectors="centerface", identity="off")

@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -73,13 +74,14 @@ FLAT = 8.0  # pixel standard deviation under which an output region is blank
 
 
 def audit_pair(original: Path, anonymized: Path, detectors: list, identity: FaceDescriptor | None = None,
-               identity_stride: int = 5) -> dict:
+               identity_stride: int = 5, advance: Callable[[], None] = lambda: None) -> dict:
     per = {d.name: {"before": [], "after": [], "leaked": [], "confident": []} for d in detectors}
     checked = matched = blank = 0
     distances: list[float] = []
     frames = 0
     for i, (before, after) in enumerate(_frame_pairs(original, anonymized)):
         frames += 1
+        advance()
         faces_in = []
         for d in detectors:
             b, a = d(before), d(after)
@@ -125,8 +127,9 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Face
 
 def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold: float = 0.1,
           detectors: str = "all", identity: str = "auto", identity_stride: int = 5,
-          max_side: int | None = None) -> list[dict]:
+          max_side: int | None = None, progress: Callable[[str, int | None], Callable[[], None]] | None = None) -> list[dict]:
     """One record per video; folders are paired by relative path (OUT mirrors IN as .mp4).
+    ``progress(stage, total)`` returns a callback advanced once per frame of that video.
 
     detectors: comma-separated names or "all" (every installed one); threshold is CenterFace's.
     identity: "auto" (when face-recognition-models is installed), "on" or "off".
@@ -149,7 +152,8 @@ def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold:
         try:
             if not dst.exists():
                 raise VideoError(f"{dst}: no anonymized output for {src}")
-            records.append(audit_pair(src, dst, dets, ident, identity_stride))
+            advance = progress(src.name, probe(src).listed_frames()) if progress is not None else lambda: None
+            records.append(audit_pair(src, dst, dets, ident, identity_stride, advance))
         except VideoError as e:
             records.append({"original": str(src), "anonymized": str(dst), "error": str(e)})
     return records

@@ -285,6 +285,10 @@ class VideoInfo:
             self.times = read_frame_times(self.path, self.fps, self.rotation, self.stream)
         return self.times
 
+    def listed_frames(self) -> int | None:
+        """The frames the container lists (a progress bar's total; a damaged file decodes fewer)."""
+        return self.num_frames or len(self.frame_times().known) or None
+
 
 def unfinished_mp4(path: Path) -> bool:
     """An MP4/MOV file (an ``ftyp`` box first) whose top-level boxes, as far as the file goes, hold

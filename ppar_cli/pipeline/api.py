@@ -64,7 +64,7 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
     try:
         front = front or Front(src, weights.model.cfg, detector, opts.guard_config, yuv=_stays_yuv(opts, preview))
         info = front.info
-        reporter.start_file(src, info.num_frames)
+        reporter.start_file(src, info.listed_frames())
         if info.width % 2 or info.height % 2:
             result.notes.append(f"odd size {info.width}x{info.height}: encoded as yuv444p to keep the exact size")
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -155,18 +156,20 @@ def check_resume(run: Path, state: dict, identity: dict) -> None:
                          f"or another <run_dir>")
 
 
-def train(args: TrainArgs, log=print) -> dict:
-    """Train (or resume) and return the last epoch's metrics. On CUDA the kernels are deterministic
-    for the run's duration only: what runs afterwards in the same process (`ppar paper` evaluates
-    there) may use kernels that have no deterministic form and would raise."""
+def train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[], None]] | None = None) -> dict:
+    """Train (or resume) and return the last epoch's metrics. ``progress(stage, total)`` returns a
+    callback advanced once per step of that stage (the videos decoded, each epoch's batches), as
+    `ppar eval`'s. On CUDA the kernels are deterministic for the run's duration only: what runs
+    afterwards in the same process (`ppar paper` evaluates there) may use kernels that have no
+    deterministic form and would raise."""
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        return _train(args, log)
+        return _train(args, log, progress)
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
-def _train(args: TrainArgs, log=print) -> dict:
+def _train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[], None]] | None = None) -> dict:
     args.validate()
     # -- processes: one, or many under torchrun ------------------------------------------------
     ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -188,6 +191,7 @@ def _train(args: TrainArgs, log=print) -> dict:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     master = rank == 0
+    tick = progress if progress is not None and master else (lambda stage, total: lambda: None)
     run, out = Path(args.run_dir), Path(args.out)
     # checked now, not after hours of training
     if out.is_dir():
@@ -226,9 +230,10 @@ def _train(args: TrainArgs, log=print) -> dict:
     log(f"decoding {len(bench.train)} train / {len(bench.test)} test videos at {cfg.image_size}px")
     # the ranks on this machine (torchrun's LOCAL_WORLD_SIZE) each hold every video they can: a share of the memory each
     share = (memory_free() - memory() // 4) // local_processes()
-    train_set = ClipSet(bench.train, cfg, crops=args.crop_scale < 1, hold=share)
+    train_set = ClipSet(bench.train, cfg, crops=args.crop_scale < 1, hold=share,
+                        progress=tick("decoding training videos", len(bench.train)))
     test_items = bench.test[: args.max_eval] if args.max_eval else bench.test
-    test_set = ClipSet(test_items, cfg) if master else None
+    test_set = ClipSet(test_items, cfg, progress=tick("decoding test videos", len(test_items))) if master else None
     has_privacy = train_set.has_attributes
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
@@ -263,6 +268,7 @@ def _train(args: TrainArgs, log=print) -> dict:
             starts = [train_set.starts(i, rng) for i in idx]
             boxes = [random_crop(rng, cfg.image_size, args.crop_scale) if args.crop_scale < 1 else None for _ in idx]
             draws.append((idx, starts, boxes, rng.random(len(idx)) < 0.5))
+        step = tick(f"epoch {epoch + 1}/{args.epochs}", len(batches))
         for bi, ((idx, starts, boxes, flip), clips) in enumerate(zip(draws, train_set.batches(d[:3] for d in draws))):
             clips[flip] = clips[flip][:, :, :, ::-1]  # mirror: every action here is left-right symmetric
             x = prepare_clips(torch.from_numpy(clips).to(device), cfg)
@@ -308,6 +314,7 @@ def _train(args: TrainArgs, log=print) -> dict:
             sums["loss"] += loss.item() * len(idx)
             sums["action"] += loss_a.item() * len(idx)
             seen += len(idx)
+            step()
         rec = {"epoch": epoch + 1, "step": state["step"], "lr": opt.param_groups[0]["lr"],
                "clips_per_s": seen / (time.perf_counter() - t0), **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
         state["epoch"] = epoch + 1
