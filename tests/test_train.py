@@ -205,7 +205,7 @@ def test_deterministic_kernels_last_only_as_long_as_the_run(monkeypatch):
 
     import ppar_cli.research.train as tr
 
-    def fails(args, log):
+    def fails(args, log, progress):
         torch.use_deterministic_algorithms(True)  # as _train does on CUDA
         raise RuntimeError("stopped")
 
