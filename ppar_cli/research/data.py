@@ -219,7 +219,9 @@ def open_benchmark(data: str | os.PathLike, fmt: str = "auto", split: int = 1, l
         elif splits_dir and list(Path(splits_dir).glob("*_test_split*.txt")):
             fmt = "hmdb51"
         else:
-            raise DataError(f"{data}: cannot tell the benchmark format; pass --format")
+            raise DataError(f"{data}: cannot tell the benchmark format (no labels.json of `ppar synth`, pseudo.json of "
+                            f"`ppar pseudolabel` or classInd.txt of UCF101, no HMDB51 *_test_split*.txt in the splits "
+                            f"folder, not a .csv); pass --format: ucf101, hmdb51, synth, pseudo or csv")
     if fmt == "synth":
         return read_synth(data)
     if fmt == "pseudo":
