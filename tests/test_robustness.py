@@ -395,6 +395,17 @@ def _alive(pid: int) -> bool:
     return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")  # a zombie has exited
 
 
+def test_a_frame_wider_than_h264_takes_is_named_before_any_work(tmp_path):
+    """x264 encodes at most 16384 pixels a side: a 17000 px panorama failed at its first frame with
+    FFmpeg's `Generic error in an external library`, after its decoding had started."""
+    from ppar_cli.media.probe import VideoError
+
+    with pytest.raises(VideoError, match=r"o.mp4: H.264 \(x264\) encodes frames of at most 16384 pixels a side, not 17000x64"):
+        VideoWriter(tmp_path / "o.mp4", 17000, 64, 25)
+    assert list(tmp_path.iterdir()) == []
+    VideoWriter(tmp_path / "o.mp4", 16384, 64, 25).abort()  # the largest x264 takes
+
+
 def test_a_recording_stopped_before_its_index_says_so(tmp_path):
     """A camera writes an MP4's index (moov) last: a recording cut off by a flat battery has none,
     and no player reads it. The error said only `no video stream (Invalid data found when

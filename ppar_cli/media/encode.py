@@ -30,6 +30,7 @@ AUDIO_AS_IS = {"mp4": MP4_AUDIO, "mov": _MOV_AUDIO, "matroska": None}  # None: a
 
 ENCODER_NICE = 10
 BEHIND_MAX_PIXELS = 640 * 480  # larger frames: the encoder keeps its normal priority
+X264_MAX_SIDE = 16384  # pixels, the longest side x264 encodes
 
 
 def _behind_the_rest() -> None:
@@ -95,6 +96,9 @@ class VideoWriter:
         import av
 
         self.dest = Path(dest)
+        if max(width, height) > X264_MAX_SIDE:  # x264 refuses at its first frame: "Generic error in an external library"
+            raise VideoError(f"{self.dest}: H.264 (x264) encodes frames of at most {X264_MAX_SIDE} pixels a side, "
+                             f"not {width}x{height}")
         self.size = (width, height)
         self.times = times or FrameTimes.constant(fps)
         self._origin = round(self.times.origin / self.times.time_base)  # the input's time of the output's 0
