@@ -76,6 +76,29 @@ def test_frame_times_and_duration_are_kept(tmp_path, kind):
     assert abs(out["video"][1] - (t_in[-1] - t_in[0] + frame)) <= frame  # duration within one frame
 
 
+def test_a_held_last_frame_and_a_camcorders_dv_keep_their_length(tmp_path):
+    """x264's packets last a tick of the stream's rate, and an MP4 track ends at its last packet in
+    decoding order: a GIF whose last frame is held 2 s came out 1.0 s long instead of 2.9, and a DV
+    file (whose demuxer states 60000 fps) 2.96 s instead of 3.0, at 25.34 fps. The last packet now
+    ends the track with the video, and an implausible rate is passed over."""
+    import av
+
+    gif, dv = tmp_path / "hold.gif", tmp_path / "cam.dv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10", "-t", 1, "-final_delay", 200, gif)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25", "-t", 1, "-vf", "setsar=64/45", "-c:v", "dvvideo",
+           "-pix_fmt", "yuv420p", dv)
+    assert probe(dv).fps == 25
+    for src, length in ((gif, 2.9), (dv, 1.0)):
+        for suffix in (".mp4", ".mov", ".mkv"):
+            out = tmp_path / f"{src.stem}{suffix}"
+            run(src, out, scores_path=tmp_path / f"{src.stem}{suffix}.json")
+            with av.open(str(out)) as c:
+                assert abs(c.duration / 1e6 - length) < 0.005, (out.name, c.duration / 1e6)
+                if suffix != ".mkv":
+                    assert abs(movie_seconds(out) - length) < 0.005
+                    assert abs(float(c.streams.video[0].average_rate) - len(streams(src)[1]) / length) < 0.01
+
+
 @pytest.mark.parametrize("codec,suffix", [("libx264", ".h264"), ("libx265", ".hevc")])
 def test_an_elementary_stream_plays_at_its_headers_rate(tmp_path, codec, suffix):
     """A recorder's raw .h264 or .hevc export has no container and no timestamps: FFmpeg's demuxer

@@ -106,6 +106,7 @@ class VideoWriter:
         if fmt is None:
             raise VideoError(f"{self.dest}: cannot write this container; name the output .mp4, .m4v, .mov or .mkv")
         self.tmp = temp_beside(self.dest, self.dest.suffix.lower())
+        self._fmt = fmt
         self.frames = 0
         self.audio_rejected = 0  # damaged audio packets left out
         self.audio_reencoded: list[str] = []  # codecs of the audio tracks the container cannot hold, now AAC
@@ -140,6 +141,8 @@ class VideoWriter:
             self.abort()
             raise VideoError(f"{self.dest}: cannot start the encoder ({reason(e)})") from None
         self.pix_fmt, self.yuv = vs.pix_fmt, yuv
+        self._durations: dict[int, int] = {}  # a frame's pts -> its length, until its packet is out
+        self._first_dts: int | None = None
         # Frames are encoded in a thread (FFmpeg releases the GIL), so the caller can score the
         # next clip meanwhile; at most two writes wait in between.
         self._queue: queue.Queue = queue.Queue(maxsize=2)
@@ -162,14 +165,26 @@ class VideoWriter:
 
         if frames is None:  # flush
             packets = list(self._video.encode())
+            if self._first_dts is None and packets:
+                self._first_dts = packets[0].dts
+            if packets and packets[-1].dts is not None and self._first_dts is not None and self._fmt != "matroska":
+                # An MP4 track lasts the sum of its packets' decoding steps, the last packet's its
+                # duration (Matroska: each frame's own): that one ends the track with the video
+                last, start = packets[-1], self.times.pts(0) - self._origin
+                self._durations[last.pts] = self.times.pts(first) - self._origin - start - (last.dts - self._first_dts)
         else:
             packets = []
             for i, frame in enumerate(frames):
                 vf = av.VideoFrame.from_numpy_buffer(frame, format=self.pix_fmt) if self.yuv else video_frame(frame, self.pix_fmt)
                 vf.pts, vf.time_base = self.times.pts(first + i) - self._origin, self.times.time_base
-                vf.duration = self.times.pts(first + i + 1) - vf.pts  # the last frame's too: the duration is kept
+                self._durations[vf.pts] = self.times.pts(first + i + 1) - self.times.pts(first + i)
                 packets += self._video.encode(vf)
         for packet in packets:
+            # each frame lasts until the next, the last one too (a GIF's last delay): x264's packets
+            # carry the stream rate's tick, which the MP4 muxer takes for the last frame's length
+            packet.duration = self._durations.pop(packet.pts, packet.duration)
+            if self._first_dts is None:
+                self._first_dts = packet.dts
             if self._audio is not None:  # audio up to this point of the video, so the muxer holds little
                 self._audio.mux_until(float((packet.pts + self._origin) * packet.time_base))
             self._out.mux(packet)

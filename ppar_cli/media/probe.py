@@ -101,6 +101,7 @@ def codec_name(stream) -> str:
     return cc.codec.canonical_name if cc.codec else cc.name
 
 
+MAX_FPS = 1000  # frames a second; a rate above it is a container's time base, not the video's
 TS_DISCONT = 0x200  # FFmpeg's AVFMT_TS_DISCONT: formats whose clock may restart (MPEG-TS, MPEG-PS)
 RESTART = 0.5  # seconds: a stream's time going back further is its clock restarting; a shorter step back, jitter
 LEAP = 10.0  # seconds: a stream's time leaping further ahead is a restart too (ffmpeg's -dts_delta_threshold)
@@ -330,8 +331,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             first = first_frame(c, v)
             index, streams = v.index, len(c.streams.video)  # read while the container is open
             header_rate = v.codec_context.framerate if c.format.name in ELEMENTARY else None
-            rate = (header_rate if header_rate and 0 < header_rate <= 1000 else None) \
-                or v.average_rate or v.guessed_rate or v.base_rate
+            # the first plausible of them: FFmpeg's DV demuxer gives an average rate of 60000
+            rate = next((r for r in (header_rate, v.average_rate, v.guessed_rate, v.base_rate) if r and 0 < r <= MAX_FPS), None)
             audio = [codec_name(a) for a in c.streams.audio]
             codec, w, h = codec_name(v), v.codec_context.width, v.codec_context.height
             # FFmpeg's AVFieldOrder: 2..5 are the interlaced orders (TT, BB, TB, BT)
