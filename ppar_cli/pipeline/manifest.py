@@ -59,7 +59,8 @@ def made_with(path: Path) -> dict[str, dict]:
     return made
 
 
-FLAGS = {"keep": "--keep", "lambda_priv": "--lambda", "hysteresis": "--hysteresis", "fill": "--fill"}
+# the manifest's settings as the flags that set them, for the note of a skipped output
+AS_FLAGS = {"keep": "--keep", "lambda_priv": "--lambda", "hysteresis": "--hysteresis", "fill": "--fill"}
 
 
 def differences(before: dict, now: dict) -> str | None:
@@ -73,13 +74,13 @@ def differences(before: dict, now: dict) -> str | None:
         was.append(f"{flag} {shown.get(old, old)}")
         asked.append(f"{flag} {shown.get(new, new)}")
 
-    for k, flag in FLAGS.items():
+    for k, flag in AS_FLAGS.items():
         if before[k] != now[k]:
             differ(flag, before[k], now[k])
     old, new = before["guard"], now["guard"]
     if isinstance(old, dict) and isinstance(new, dict):
-        for k in old.keys() & new.keys():
-            if old[k] != new[k]:
+        for k in old:
+            if k in new and old[k] != new[k]:
                 differ(f"--guard-{k.replace('_', '-')}", old[k], new[k])
     elif old != new:
         differ("--guard", "none" if old == "none" else "on", "none" if new == "none" else "on")
