@@ -139,6 +139,19 @@ def test_lambda_zero_says_that_privacy_no_longer_ranks(tmp_path, odd_clip, tiny_
         anonymize(odd_clip, tmp_path / "o.mp4", Options(guard="none", overwrite=True), weights=zero)
 
 
+@pytest.mark.parametrize("fill", ["black", "blur", "pixelate", "mean"])
+def test_a_fill_that_keeps_colours_says_so(tmp_path, odd_clip, tiny_weights, fill):
+    """blur, pixelate and mean hide faces from a detector but keep the colours of what they hide
+    (skin tone is one of the privacy attributes): chosen for looks, they are said."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        [r] = anonymize(odd_clip, tmp_path / "o.mp4", Options(fill=fill, guard="none"), weights=tiny_weights)
+    assert r.status == "ok"
+    lines = [str(w.message) for w in said if "keeps the colours" in str(w.message)]
+    assert lines == ([] if fill == "black" else [f"--fill {fill} keeps the colours of the regions it hides (skin tone, "
+                                                 "hair, clothes), which the black fill removes"])
+
+
 def test_short_video_even_size(tmp_path, tiny_weights):
     clip = make_clip(tmp_path / "short.mkv", 64, 48, 3, audio=False)
     [r] = anonymize(clip, tmp_path / "s.mp4", Options(), weights=tiny_weights)

@@ -422,7 +422,11 @@ def anonymize_frames(frames: np.ndarray, opts: Options | None = None,
 def _warn_if_unprotected(opts: Options, cfg: PPARConfig, guarded: bool, stacklevel: int) -> None:
     """Say so where an option switches the learned protection off: a keep ratio that keeps every
     tubelet (keep_counts' last count; core.model would import PyTorch), or a lambda of 0, which
-    ranks the tubelets by the action attention alone. Only the guard's faces are hidden then."""
+    ranks the tubelets by the action attention alone. Only the guard's faces are hidden then. A
+    fill other than black keeps the colours of what it hides, privacy attributes among them."""
+    if opts.fill != "black":
+        warnings.warn(f"--fill {opts.fill} keeps the colours of the regions it hides (skin tone, hair, clothes), "
+                      f"which the black fill removes", stacklevel=stacklevel)
     lam = cfg.lambda_priv if opts.lambda_priv is None else opts.lambda_priv
     if round(opts.keep_ratio * cfg.num_tokens) >= cfg.num_tokens:
         warnings.warn(f"--keep {opts.keep_ratio} keeps every tubelet: " + (
