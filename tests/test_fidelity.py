@@ -425,6 +425,32 @@ def test_a_stream_that_changes_size_midway_is_fitted_in_not_stretched(tmp_path, 
     assert later[:, 64:176].min() > 230
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_recordings_joined_with_other_sound_play_at_their_own_pitch(tmp_path, suffix):
+    """Two recordings joined with `cat` whose sound differs (48 kHz mono, then 44.1 kHz stereo): the
+    track was copied with the first part's rate, so the second part played 9% fast and high (654
+    Hz for 600) and the track ended 0.1 s early. It is re-encoded to AAC at one rate, with a note."""
+    import av
+
+    parts = []
+    for i, (tone, rate, channels) in enumerate(((300, 48000, 1), (600, 44100, 2))):
+        parts.append(tmp_path / f"{i}.ts")
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25", "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate={rate}",
+               "-t", 2, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", channels, parts[-1])
+    src, out = tmp_path / "joined.ts", tmp_path / f"out{suffix}"
+    src.write_bytes(b"".join(p.read_bytes() for p in parts))
+    said = run(src, out).notes
+    assert said == ["audio aac (48000 Hz, 1 ch, then 44100 Hz, 2 ch): recordings joined, re-encoded to AAC at the first "
+                    "part's rate throughout (copied, the later part would play too fast or slow)"], said
+    with av.open(str(out)) as c:
+        sound = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+        rate = c.streams.audio[0].codec_context.sample_rate
+    assert rate == 48000 and abs(len(sound) / rate - 4.0) < 0.1
+    for start, tone in ((0.5, 300), (1.5, 300), (2.5, 600), (3.5, 600)):
+        piece = sound[int(start * rate):int((start + 0.2) * rate)]
+        assert abs(np.fft.rfftfreq(len(piece), 1 / rate)[np.abs(np.fft.rfft(piece)).argmax()] - tone) < 10, (start, tone)
+
+
 def movie_seconds(path):
     """The length an MP4's movie header states (`mvhd`), which players and file managers show; an
     empty edit at the start counts in it."""

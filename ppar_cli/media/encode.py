@@ -110,6 +110,7 @@ class VideoWriter:
         self.frames = 0
         self.audio_rejected = 0  # damaged audio packets left out
         self.audio_reencoded: list[str] = []  # codecs of the audio tracks the container cannot hold, now AAC
+        self.audio_joined: list[str] = []  # audio tracks whose rate or channels change midway, now AAC
         self._failed: str | None = None
         try:
             self._out = av.open(str(self.tmp), "w", format=fmt,
@@ -134,9 +135,10 @@ class VideoWriter:
             # x264's frame threads, as the ffmpeg program uses (PyAV defaults to slices: 25% slower at 720p)
             vs.codec_context.thread_type, vs.codec_context.thread_count = "FRAME", 0
             self._video = vs
-            self._audio = _AudioCopy(self._out, audio_from, AUDIO_AS_IS[fmt], self.times.origin) \
+            self._audio = _AudioCopy(self._out, audio_from, AUDIO_AS_IS[fmt], self.times) \
                 if audio_from and audio_from.audio_codecs else None
             self.audio_reencoded = self._audio.reencoded if self._audio else []
+            self.audio_joined = self._audio.joined if self._audio else []
         except Exception as e:  # noqa: BLE001 -- FFmpeg's errors, a damaged audio track, anything: no temp file left
             self.abort()
             raise VideoError(f"{self.dest}: cannot start the encoder ({reason(e)})") from None
@@ -273,20 +275,49 @@ def aac_rate(rate: int) -> int:
     return min((r for r in rates if r >= rate), default=max(rates))
 
 
+class _Resample:
+    """A track's decoded frames in the format, layout and rate of its AAC ``stream``; where the
+    input's own change (a joined recording's next part), a new resampler after the old one's last
+    samples. ``None`` flushes."""
+
+    def __init__(self, stream):
+        self.stream, self.inner, self.of = stream, None, None
+
+    def __call__(self, frame) -> list:
+        import av
+
+        of = None if frame is None else (frame.format.name, frame.layout.name, frame.sample_rate)
+        out = []
+        if self.inner is not None and of != self.of:
+            out, self.inner = self.inner.resample(None), None
+        if frame is not None:
+            if self.inner is None:
+                self.inner, self.of = av.AudioResampler(format="fltp", layout=self.stream.layout.name, rate=self.stream.rate), of
+            out += self.inner.resample(frame)
+        tb = Fraction(1, self.stream.rate)  # one time base for the encoder (a resampler passes frames of its rate through)
+        for f in out:
+            if f.pts is not None and f.time_base != tb:
+                f.pts, f.time_base = round(f.pts * f.time_base / tb), tb
+        return out
+
+
 class _AudioCopy:
     """The input's audio streams into the output: packets copied with their own timestamps (less
     ``origin``, the input's time of the output's 0, as the video's), or re-encoded to AAC when the
     container cannot hold the codec. Times given to :meth:`mux_until` are the input's."""
 
-    def __init__(self, out, info: VideoInfo, as_is: set[str] | None, origin: Fraction = Fraction(0)):
+    def __init__(self, out, info: VideoInfo, as_is: set[str] | None, times: FrameTimes):
         import av
 
         self._in = av.open(str(info.path))
         self.streams = {}
-        self.reencoded: list[str] = []
+        self.reencoded: list[str] = []  # codecs the container cannot hold
+        self.joined: list[str] = []  # tracks whose rate or channels change midway (recordings joined)
         for s in self._in.streams.audio:
             name = codec_name(s)
-            if as_is is None or name in as_is:
+            if s.index in times.audio_changes:  # copied, the later part would play at the first part's rate
+                self.joined.append(f"{name} ({times.audio_changes[s.index]})")
+            elif as_is is None or name in as_is:
                 try:
                     self.streams[s.index] = (out.add_stream_from_template(s), None)
                 except ValueError:  # the muxer refuses it (Matroska: a phone's AMR, a camera's mu-law or ADPCM)
@@ -295,16 +326,17 @@ class _AudioCopy:
                 n = s.codec_context.channels
                 if n > AAC_CHANNELS:  # a field recorder's or a microphone array's tracks
                     name, n = f"{name} ({n} channels mixed to stereo)", 2
-                self.reencoded.append(name)
+                if s.index not in times.audio_changes:
+                    self.reencoded.append(name)
                 o = out.add_stream("aac", rate=aac_rate(s.codec_context.sample_rate or 48000))
                 o.layout = {1: "mono", 2: "stereo"}.get(n, f"{n}c")  # PCM often leaves the layout unnamed
-                self.streams[s.index] = (o, av.AudioResampler(format="fltp", layout=o.layout.name, rate=o.rate))
+                self.streams[s.index] = (o, _Resample(o))
             # the track's language is kept, so that players can name a film's dubs; no other metadata
             if s.metadata.get("language", "und") != "und":
                 self.streams[s.index][0].metadata["language"] = s.metadata["language"]
         self._packets = self._in.demux(*self._in.streams.audio)
         self._continuity = Continuity(self._in)  # as the video's times (probe.read_frame_times)
-        self._origin = origin
+        self._origin = times.origin
         self._next = None
         self._out = out
         self.rejected = 0  # damaged packets left out (a stream cut mid-frame): silence there, the rest in sync
@@ -342,7 +374,7 @@ class _AudioCopy:
                     for frame in p.decode():
                         if frame.pts is not None:
                             frame.pts -= round(self._origin / frame.time_base)
-                        self._encode(o, resampler.resample(frame))
+                        self._encode(o, resampler(frame))
             except av.error.InvalidDataError:
                 self.rejected += 1
 
@@ -355,6 +387,6 @@ class _AudioCopy:
         try:
             for o, resampler in self.streams.values() if flush else ():
                 if resampler is not None:
-                    self._encode(o, resampler.resample(None) + [None])
+                    self._encode(o, resampler(None) + [None])
         finally:
             self._in.close()

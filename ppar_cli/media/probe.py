@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -119,6 +119,7 @@ class Continuity:
         self.on = bool(container.format.flags & TS_DISCONT)
         self._shift: dict[int, int] = {}  # stream index -> added to its times, in its time base
         self._last: dict[int, tuple[int, int]] = {}  # stream index -> (last dts, where it ends), shifted
+        self.restarted = False  # whether the packet last given starts a restart of its stream's clock
 
     def __call__(self, p) -> int:
         """What to add to packet ``p``'s pts and dts; call it on each packet, in demux order. A step
@@ -126,6 +127,7 @@ class Continuity:
         before, which the output's muxer needs: shifting all that follow would add up to a drift.
         A leap ahead past LEAP is where FFmpeg's demuxer took a clock restarting low for its 33-bit
         wrap and added 26.5 hours."""
+        self.restarted = False
         if not self.on:
             return 0
         i = p.stream.index
@@ -140,6 +142,7 @@ class Continuity:
                 return last + 1 - p.dts
             if back > RESTART or (p.dts + shift - end) * p.time_base > LEAP:
                 shift = self._shift[i] = end - p.dts
+                self.restarted = True
         dts = p.dts + shift
         self._last[i] = (dts, dts + max(1, p.duration or 0))
         return shift
@@ -163,6 +166,9 @@ class FrameTimes:
     # stream keeps the stream's time: kept, the MP4 would begin with an empty edit that long, and be
     # that much longer for players. The streams keep their offsets to one another.
     origin: Fraction = Fraction(0)
+    # Audio streams (by index) whose sample rate or channels change where a joined recording's
+    # clock restarts: copied as they are, the later part would play at the first part's rate.
+    audio_changes: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def constant(cls, fps: Fraction, sar: Fraction | None = None) -> "FrameTimes":
@@ -212,10 +218,13 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
             v = c.streams[stream]
             sar = Fraction(v.sample_aspect_ratio) if v.sample_aspect_ratio else None
             pts, last_duration, ends = [], 0, {}  # stream -> where its packets end, in its time base
-            continuity = Continuity(c)
+            continuity, changes = Continuity(c), {}
             # an elementary stream's times are its demuxer's 25 fps guess: none are read, fps is the header's
             for p in () if c.format.name in ELEMENTARY else c.demux():
                 shift = continuity(p)
+                if continuity.restarted and p.stream.type == "audio" and p.stream.index not in changes:
+                    if (change := _audio_change(p)) is not None:
+                        changes[p.stream.index] = change
                 if p.pts is not None and p.size:
                     i = p.stream.index
                     ends[i] = max(ends.get(i, p.pts + shift), p.pts + shift + (p.duration or 0))
@@ -244,7 +253,26 @@ def read_frame_times(path: Path, fps: Fraction, rotation: int, stream: int = 0) 
     if stated and end < stated - max(CUT_SHORT[0], CUT_SHORT[1] * stated):
         early = f"its streams end at {end:.1f} s, its header says {stated:.1f} s: cut short"
     return FrameTimes(tb, known, Fraction(int(known[-1] - known[0]), len(known) - 1), int(last_duration), sar,
-                      ends_early=early, origin=origin)
+                      ends_early=early, origin=origin, audio_changes=changes)
+
+
+def _audio_change(p) -> str | None:
+    """How audio packet ``p``, the first after its clock restarts (a joined recording's next part),
+    differs from its stream's start in sample rate or channels, decoded on its own (ADTS AAC, MPEG
+    audio and AC-3 frames carry their own headers); None when it does not, or cannot be told."""
+    import av
+
+    cc = p.stream.codec_context
+    try:
+        frames = av.CodecContext.create(cc.name, "r").decode(p)
+    except (av.error.FFmpegError, ValueError):
+        return None
+    if not frames:
+        return None
+    f = frames[0]
+    if (f.sample_rate, f.layout.nb_channels) == (cc.sample_rate, cc.channels):
+        return None
+    return f"{cc.sample_rate} Hz, {cc.channels} ch, then {f.sample_rate} Hz, {f.layout.nb_channels} ch"
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
             publish(finished, replace=opts.overwrite)
         if writer.audio_rejected:
             result.notes.append(f"damaged audio: {writer.audio_rejected} packet(s) left out, silent there; the rest in sync")
+        if writer.audio_joined:
+            result.notes.append(f"audio {', '.join(writer.audio_joined)}: recordings joined, re-encoded to AAC at the "
+                                f"first part's rate throughout (copied, the later part would play too fast or slow)")
         if writer.audio_reencoded:
             result.notes.append(f"audio {', '.join(sorted(set(writer.audio_reencoded)))} re-encoded to AAC: "
                                 f"{dst.suffix} cannot hold it as it is" + (" (.mkv holds more)" if dst.suffix.lower() != ".mkv" else ""))
