@@ -175,7 +175,8 @@ def test_every_container_takes_the_sound_as_it_is_or_as_aac(tmp_path, codec):
     """Each of ppar's containers holds a track as it is where it can, else as AAC, and the video
     never fails for its sound: Opus and FLAC into .mov failed (`encoding failed (Invalid
     argument)`), mu-law into .mkv too."""
-    from ppar_cli.media.encode import AUDIO_AS_IS, OUTPUT_CONTAINERS
+    from ppar_cli.media.audio import AUDIO_AS_IS
+    from ppar_cli.media.encode import OUTPUT_CONTAINERS
 
     src = tmp_path / "in.mov" if codec == "pcm_mulaw" else tmp_path / "in.mkv"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=48000",
@@ -582,7 +583,8 @@ def test_no_real_clip_reads_as_cut_short():
     files of many sources: none is taken for one."""
     from fractions import Fraction
 
-    from ppar_cli.media.probe import VIDEO_EXTENSIONS, read_frame_times
+    from ppar_cli.media.probe import VIDEO_EXTENSIONS
+    from ppar_cli.media.times import read_frame_times
 
     clips = [p for p in (SHARED / "data").rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS]
     assert len(clips) > 200

@@ -163,7 +163,7 @@ def test_a_clock_that_restarts_is_followed_on_and_jitter_moves_one_packet():
     from fractions import Fraction
     from types import SimpleNamespace
 
-    from ppar_cli.media.probe import Continuity
+    from ppar_cli.media.times import Continuity
 
     ts = SimpleNamespace(format=SimpleNamespace(flags=0x200))
     stream = SimpleNamespace(index=1)

@@ -9,7 +9,8 @@ from typing import Iterator
 import numpy as np
 
 from ppar_cli.errors import reason
-from ppar_cli.media.probe import FrameTimes, VideoError, VideoInfo, YUVFormat
+from ppar_cli.media.probe import VideoError, VideoInfo, YUVFormat
+from ppar_cli.media.times import FrameTimes
 
 
 POOL_BYTES = 2**30  # chunk buffers kept for reuse, in all (12 at most)
