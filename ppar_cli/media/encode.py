@@ -167,7 +167,7 @@ class VideoWriter:
                 # An MP4 track lasts the sum of its packets' decoding steps, the last packet's its
                 # duration (Matroska: each frame's own): that one ends the track with the video
                 last, start = packets[-1], self.times.pts(0) - self._origin
-                self._durations[last.pts] = self.times.pts(first) - self._origin - start - (last.dts - self._first_dts)
+                self._durations[last.pts] = max(1, self.times.pts(first) - self._origin - start - (last.dts - self._first_dts))
         else:
             packets = []
             for i, frame in enumerate(frames):
