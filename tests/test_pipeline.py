@@ -1118,7 +1118,7 @@ def test_a_gpus_first_windows_are_scored_on_the_cpu_while_it_starts(tmp_path, ti
     import torch
 
     from ppar_cli.pipeline import gpu_start
-    from ppar_cli.pipeline.api import anonymize_file
+    from ppar_cli.pipeline.video import anonymize_file
 
     src = make_clip(tmp_path / "a.mp4", 64, 48, 128, audio=False)  # 8 windows: 2 batches of 4
     opts, cpu = Options(guard="none", batch_size=4), torch.device("cpu")
@@ -1157,7 +1157,7 @@ def test_a_gpus_start_captures_the_graphs_its_videos_replay(tmp_path, tiny_weigh
     import torch
 
     from helpers import graphs_on_the_cpu
-    from ppar_cli.pipeline.api import anonymize_file
+    from ppar_cli.pipeline.video import anonymize_file
     from ppar_cli.pipeline.gpu_start import GpuStart
 
     src = make_clip(tmp_path / "a.mp4", 64, 48, 80, audio=False)  # 5 windows: a batch of 4, then of 1
@@ -1209,7 +1209,7 @@ def test_a_gpu_that_cannot_start_fails_the_videos(tmp_path, tiny_weights, monkey
     import torch
 
     from ppar_cli.pipeline import gpu_start
-    from ppar_cli.pipeline.api import anonymize_file
+    from ppar_cli.pipeline.video import anonymize_file
 
     src = make_clip(tmp_path / "a.mp4", 64, 48, 32, audio=False)
     opts, cpu = Options(guard="none", batch_size=1), torch.device("cpu")

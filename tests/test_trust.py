@@ -521,35 +521,36 @@ def test_a_bug_fails_its_video_and_the_batch_goes_on(tmp_path, clip, tiny_weight
     """An error no check foresaw (here an IndexError in the fill, as --keep 0.99 once raised) is
     one failed video, said to be a bug, with nothing of it left, not a traceback that ends the
     batch; Ctrl-C still stops everything."""
-    from ppar_cli.pipeline import api
+    from ppar_cli.pipeline import api, video
 
     src = tmp_path / "in"
     src.mkdir()
     for name in ("a.mp4", "b.mp4"):
         shutil.copy(clip, src / name)
-    real_fill, calls = api.fill_clip, []
+    real_fill, calls = video.fill_clip, []
 
     def fill_failing_once(*args, **kw):
         calls.append(1)
         return [][0] if len(calls) == 1 else real_fill(*args, **kw)
 
-    monkeypatch.setattr(api, "fill_clip", fill_failing_once)
+    monkeypatch.setattr(video, "fill_clip", fill_failing_once)
     results = anonymize(src, tmp_path / "out", Options(guard="none", jobs=1), weights=tiny_weights)
     assert sorted(r.status for r in results) == ["failed", "ok"]
     [bad] = [r for r in results if r.status == "failed"]
     assert bad.error.startswith(str(bad.src)) and "a bug in ppar (IndexError" in bad.error and "\n" not in bad.error
     assert not bad.dst.exists() and not bad.dst.with_suffix(".json").exists() and not stray(tmp_path)
-    monkeypatch.setattr(api, "fill_clip", real_fill)
+    monkeypatch.setattr(video, "fill_clip", real_fill)
     real_front = api.Front  # a bug where a video's decoding starts, ahead of its turn or in it
 
     def front_failing_for_a(src, *args, **kw):
         return [][0] if src.name == "a.mp4" else real_front(src, *args, **kw)
 
-    monkeypatch.setattr(api, "Front", front_failing_for_a)
+    monkeypatch.setattr(api, "Front", front_failing_for_a)  # ahead of its turn
+    monkeypatch.setattr(video, "Front", front_failing_for_a)  # in its turn
     results = anonymize(src, tmp_path / "out2", Options(guard="none", jobs=1), weights=tiny_weights)
     assert {r.src.name: r.status for r in results} == {"a.mp4": "failed", "b.mp4": "ok"}
     assert "a bug in ppar (IndexError" in next(r.error for r in results if r.status == "failed")
-    monkeypatch.setattr(api, "fill_clip", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(video, "fill_clip", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         anonymize(clip, tmp_path / "k.mp4", Options(guard="none"), weights=tiny_weights)
     assert not (tmp_path / "k.mp4").exists() and not stray(tmp_path)
