@@ -665,13 +665,14 @@ def test_a_rerun_with_other_settings_says_which_outputs_it_leaves_as_they_were(t
     assert r.status == "ok" and r.notes == []
     [r] = anonymize(src, out, Options(keep_ratio=0.5, lambda_priv=2.0), weights=tiny_weights)
     assert r.status == "skipped" and r.notes == [
-        "made by an earlier run with --keep 0.8, --lambda (the weights' own), --fill blur, --guard none "
+        "made by an earlier run with --keep 0.8, --lambda 0.5, --fill blur, --guard none "  # 0.5: the weights' own
         "(this run: --keep 0.5, --lambda 2.0, --fill black, --guard on); --overwrite redoes it"], r.notes
-    [r] = anonymize(src, out, replace(first, guard_config=GuardConfig(threshold=0.3)), weights=tiny_weights)
+    [r] = anonymize(src, out, replace(first, guard_config=GuardConfig(threshold=0.3), lambda_priv=0.5), weights=tiny_weights)
     assert r.status == "skipped" and r.notes == []  # as it was made (the guard's settings mean nothing without it)
     lines = [json.loads(x) for x in (out / "ppar-manifest.jsonl").read_text().splitlines()]
     assert [(m["status"], m["keep"], m["guard"]) for m in lines] == [
         ("ok", 0.8, "none"), ("skipped", 0.5, {"threshold": 0.05, "stride": 8, "max_side": 640}), ("skipped", 0.8, "none")]
+    assert [m["lambda_priv"] for m in lines] == [None, 2.0, 0.5]  # as the runs gave it
     anonymize(src, out, Options(keep_ratio=0.5, overwrite=True), weights=tiny_weights)  # redone as now asked
     [r] = anonymize(src, out, Options(keep_ratio=0.5), weights=tiny_weights)
     assert r.status == "skipped" and r.notes == []

@@ -87,8 +87,9 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
     finished = [job for job in jobs if _skipped(job, _score_path(job, scores), opts)]
     sha = weights_sha256(weights) if finished and manifest is not None else ""
     earlier = made_with(manifest) if finished and manifest is not None else {}
-    results = {job.src: _skip(job, _score_path(job, scores), opts, sha, reporter, earlier.get(str(job.src)))
-               for job in finished}
+    own = _config_of(weights) if earlier else None  # the weights' lambda, where a run gave none
+    results = {job.src: _skip(job, _score_path(job, scores), opts, sha, reporter, earlier.get(str(job.src)),
+                              own.lambda_priv if own is not None else None) for job in finished}
     todo = [job for job in jobs if job.src not in results]
     processes, at_once = layout_used(opts, len(todo))
     opts = replace(opts, workers=processes, jobs=at_once)
@@ -332,13 +333,13 @@ def _skipped(job: Job, score_path: Path | None, opts: Options) -> bool:
 
 
 def _skip(job: Job, score_path: Path | None, opts: Options, weights_sha: str, reporter: Reporter,
-          made: dict | None = None) -> FileResult:
+          made: dict | None = None, own_lambda: float | None = None) -> FileResult:
     """A folder's finished file, skipped; a score map without its video is someone else's file.
     ``made``: the settings the manifest says its output was made with, noted where they differ."""
     result = FileResult(job.src, job.dst, "skipped")
     if not taken(job.dst):
         result.status, result.error = "failed", f"{score_path}: already exists (overwrite replaces it)"
-    elif made is not None and (changed := differences(made, settings(opts, weights_sha))):
+    elif made is not None and (changed := differences(made, settings(opts, weights_sha), own_lambda)):
         result.notes.append(changed)
     reporter.end_file(result)
     if opts.manifest is not None:

@@ -63,10 +63,13 @@ def made_with(path: Path) -> dict[str, dict]:
 AS_FLAGS = {"keep": "--keep", "lambda_priv": "--lambda", "hysteresis": "--hysteresis", "fill": "--fill"}
 
 
-def differences(before: dict, now: dict) -> str | None:
+def differences(before: dict, now: dict, own_lambda: float | None = None) -> str | None:
     """How settings ``before`` differ from ``now``, as flags: a note for a skipped output that an
     earlier run made otherwise (more visible, another guard, other weights), which a rerun with the
-    new settings would otherwise leave in place without a word."""
+    new settings would otherwise leave in place without a word. ``own_lambda``: the weights' own,
+    which a run that gave no --lambda used (the same weights: no difference)."""
+    if own_lambda is not None and before["weights_sha256"] == now["weights_sha256"]:
+        before, now = ({**d, "lambda_priv": own_lambda if d["lambda_priv"] is None else d["lambda_priv"]} for d in (before, now))
     was, asked = [], []
 
     def differ(flag: str, old, new) -> None:
