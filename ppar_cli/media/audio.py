@@ -55,7 +55,8 @@ class _Resample:
 class AudioCopy:
     """The input's audio streams into the output: packets copied with their own timestamps (less
     ``origin``, the input's time of the output's 0, as the video's), or re-encoded to AAC when the
-    container cannot hold the codec. Times given to :meth:`mux_until` are the input's."""
+    container cannot hold the codec or the track's rate or channels change midway (``times``'
+    audio_changes). Times given to :meth:`mux_until` are the input's."""
 
     def __init__(self, out, info: VideoInfo, as_is: set[str] | None, times: FrameTimes):
         import av
@@ -86,7 +87,7 @@ class AudioCopy:
             if s.metadata.get("language", "und") != "und":
                 self.streams[s.index][0].metadata["language"] = s.metadata["language"]
         self._packets = self._in.demux(*self._in.streams.audio)
-        self._continuity = Continuity(self._in)  # as the video's times (probe.read_frame_times)
+        self._continuity = Continuity(self._in)  # as the video's times (times.read_frame_times)
         self._origin = times.origin
         self._next = None
         self._out = out

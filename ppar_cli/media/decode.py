@@ -250,7 +250,7 @@ class FrameReader:
         FFmpeg's log is left off: PyAV hands it to Python, so a decoder thread that logs waits for
         the GIL, and a codec freed meanwhile (which holds the GIL) waits for that thread: a
         deadlock, met in the tests. A file that ends early, which the demuxer tells only on that log
-        ("File ended prematurely"), is told by its header instead (probe.read_frame_times)."""
+        ("File ended prematurely"), is told by its header instead (times.read_frame_times)."""
         import av
 
         k = self.info.rotation // 90  # the display matrix's angle, counterclockwise

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def video_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder_files(folder) if p.suffix.lower() in VIDEO_EXTENSIONS)
 
 
-def folder_files(folder: Path):
+def folder_files(folder: Path) -> Iterator[Path]:
     """The files under ``folder``, hidden names (a dot first, in the file's or a folder's name below
     ``folder``) left out: macOS's ._NAME.mp4 companions are no videos."""
     return (p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)
