@@ -237,10 +237,13 @@ def stages(quiet: bool):
 
         def advance() -> None:
             nonlocal left
-            if left is None or left > 0:
-                progress.advance(task)
-            if left is not None and (left := left - 1) == 0:
-                progress.remove_task(task)  # done: a training run's 40 epochs do not pile up
+            if left == 0:  # done, and gone
+                return
+            progress.advance(task)
+            if left is not None:
+                left -= 1
+                if left == 0:
+                    progress.remove_task(task)  # a training run's 40 epochs do not pile up
         return advance
 
     with progress:

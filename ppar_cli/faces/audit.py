@@ -36,7 +36,7 @@ from ppar_cli.faces.detectors import (
     load_detectors,
 )
 from ppar_cli.media.decode import FrameReader
-from ppar_cli.media.probe import VideoError, probe
+from ppar_cli.media.probe import VideoError, VideoInfo, probe
 from ppar_cli.pipeline.jobs import plan_jobs
 
 
@@ -57,8 +57,8 @@ def _region(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     return frame[y0:y1, x0:x1]
 
 
-def _frame_pairs(original: Path, anonymized: Path):
-    a = (f for chunk in FrameReader(probe(original), backend="ffmpeg").chunks(32) for f in chunk)
+def _frame_pairs(original: VideoInfo, anonymized: Path):
+    a = (f for chunk in FrameReader(original, backend="ffmpeg").chunks(32) for f in chunk)
     b = (f for chunk in FrameReader(probe(anonymized), backend="ffmpeg").chunks(32) for f in chunk)
     n_a = n_b = 0
     for fa, fb in itertools.zip_longest(a, b):
@@ -66,7 +66,7 @@ def _frame_pairs(original: Path, anonymized: Path):
         if fa is not None and fb is not None:
             yield fa, fb
     if n_a != n_b:
-        raise VideoError(f"{anonymized}: {n_b} frames, the original {original} has {n_a}")
+        raise VideoError(f"{anonymized}: {n_b} frames, the original {original.path} has {n_a}")
 
 
 MIN_FACE = 40  # pixels, the shorter side of the faces the identity check describes
@@ -74,12 +74,14 @@ FLAT = 8.0  # pixel standard deviation under which an output region is blank
 
 
 def audit_pair(original: Path, anonymized: Path, detectors: list, identity: FaceDescriptor | None = None,
-               identity_stride: int = 5, advance: Callable[[], None] = lambda: None) -> dict:
+               identity_stride: int = 5, progress: Callable[[str, int | None], Callable[[], None]] | None = None) -> dict:
+    info = probe(original)
+    advance = progress(original.name, info.listed_frames()) if progress is not None else lambda: None
     per = {d.name: {"before": [], "after": [], "leaked": [], "confident": []} for d in detectors}
     checked = matched = blank = 0
     distances: list[float] = []
     frames = 0
-    for i, (before, after) in enumerate(_frame_pairs(original, anonymized)):
+    for i, (before, after) in enumerate(_frame_pairs(info, anonymized)):
         frames += 1
         advance()
         faces_in = []
@@ -152,8 +154,7 @@ def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold:
         try:
             if not dst.exists():
                 raise VideoError(f"{dst}: no anonymized output for {src}")
-            advance = progress(src.name, probe(src).listed_frames()) if progress is not None else lambda: None
-            records.append(audit_pair(src, dst, dets, ident, identity_stride, advance))
+            records.append(audit_pair(src, dst, dets, ident, identity_stride, progress))
         except VideoError as e:
             records.append({"original": str(src), "anonymized": str(dst), "error": str(e)})
     return records

@@ -161,13 +161,6 @@ class VideoWriter:
 
         if frames is None:  # flush
             packets = list(self._video.encode())
-            if self._first_dts is None and packets:
-                self._first_dts = packets[0].dts
-            if packets and packets[-1].dts is not None and self._first_dts is not None and self._fmt != "matroska":
-                # An MP4 track lasts the sum of its packets' decoding steps, the last packet's its
-                # duration (Matroska: each frame's own): that one ends the track with the video
-                last, start = packets[-1], self.times.pts(0) - self._origin
-                self._durations[last.pts] = max(1, self.times.pts(first) - self._origin - start - (last.dts - self._first_dts))
         else:
             packets = []
             for i, frame in enumerate(frames):
@@ -175,12 +168,17 @@ class VideoWriter:
                 vf.pts, vf.time_base = self.times.pts(first + i) - self._origin, self.times.time_base
                 self._durations[vf.pts] = self.times.pts(first + i + 1) - self.times.pts(first + i)
                 packets += self._video.encode(vf)
+        if self._first_dts is None and packets:
+            self._first_dts = packets[0].dts
+        if frames is None and packets and None not in (packets[-1].dts, self._first_dts) and self._fmt != "matroska":
+            # An MP4 track lasts the sum of its packets' decoding steps, the last packet's its duration
+            # (Matroska: each frame's own): that one ends the track where the video's last frame does
+            last = packets[-1]
+            self._durations[last.pts] = max(1, self.times.pts(first) - self.times.pts(0) - (last.dts - self._first_dts))
         for packet in packets:
             # each frame lasts until the next, the last one too (a GIF's last delay): x264's packets
             # carry the stream rate's tick, which the MP4 muxer takes for the last frame's length
             packet.duration = self._durations.pop(packet.pts, packet.duration)
-            if self._first_dts is None:
-                self._first_dts = packet.dts
             if self._audio is not None:  # audio up to this point of the video, so the muxer holds little
                 self._audio.mux_until(float((packet.pts + self._origin) * packet.time_base))
             self._out.mux(packet)
