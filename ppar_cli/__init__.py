@@ -1,5 +1,5 @@
 """ppar: privacy-preserving video anonymization by attention-driven tubelet pruning."""
-__version__ = "0.3.28"
+__version__ = "0.3.29"
 
 __all__ = ["anonymize", "anonymize_frames", "Options", "FileResult", "__version__"]
 

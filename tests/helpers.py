@@ -32,6 +32,11 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def ffmpeg(*args) -> None:
+    """ffmpeg's program with these arguments (each made a string), quiet, overwriting."""
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", *map(str, args)], check=True)
+
+
 def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 25, audio: bool = True, extra: list[str] | None = None) -> Path:
     """A test-pattern video (moving, so every frame differs) with an optional sine-tone audio track."""
     cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={width + width % 2}x{height + height % 2}:rate={fps},scale={width}:{height}"]

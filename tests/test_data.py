@@ -228,6 +228,37 @@ def test_videos_read_from_their_files_give_the_clips_held_ones_give(tmp_path):
     assert np.array_equal(gif[gif.count - 8:gif.count], held.frames[0][-8:])
 
 
+@pytest.mark.parametrize("suffix", [".ts", ".mkv"])
+def test_a_video_that_changes_size_midway_reads_the_same_for_research(tmp_path, suffix):
+    """decord reads a stream that changes size (two recordings joined) as if it had one size: the
+    joined MPEG-TS came out white throughout (the second part's frames), the Matroska file
+    squeezed. Such a video is read through PyAV, whose frames are fitted in as ``ppar anonymize``
+    fits them; a video of one size still goes through decord."""
+    from helpers import ffmpeg
+
+    from ppar_cli.media.decode import FrameReader
+    from ppar_cli.media.probe import probe
+    from ppar_cli.research.data import VideoFrames, decode_resized
+
+    parts = []
+    for i, (size, colour) in enumerate((("64x48", "gray"), ("128x48", "white"))):
+        parts.append(tmp_path / f"{i}.ts")
+        ffmpeg("-f", "lavfi", "-i", f"color={colour}:size={size}:rate=25", "-frames:v", 30, "-pix_fmt", "yuv420p",
+               "-c:v", "libx264", "-g", 10, parts[-1])
+    joined = tmp_path / f"joined{suffix}"
+    (tmp_path / "joined.ts").write_bytes(b"".join(p.read_bytes() for p in parts))
+    if suffix != ".ts":
+        ffmpeg("-i", tmp_path / "joined.ts", "-c", "copy", joined)
+    frames = FrameReader(probe(joined), backend="ffmpeg").window(0, 60)  # as ppar anonymize reads it
+    assert len(frames) == 60 and abs(int(frames[0].mean()) - 128) < 4 and frames[45, 24, 32].min() > 230  # gray, then white
+    assert frames[45, :8].max() < 20  # the wider frames fitted in: black bars above and below
+    held = decode_resized(joined, 32)  # as training holds it
+    assert len(held) == 60 and abs(int(held[0].mean()) - 128) < 4 and held[45, 16, 16].min() > 230 and held[45, :4].max() < 20
+    assert np.array_equal(VideoFrames(joined, 32)[20:50], held[20:50])  # as training reads it from the file
+    assert FrameReader(probe(joined)).backend == "ffmpeg"
+    assert FrameReader(probe(parts[0])).backend == "decord"
+
+
 def test_masks_are_read_one_file_at_a_time(tmp_path, monkeypatch):
     """NumPy parses .npy headers with ast.literal_eval, which two threads of CPython 3.11 cannot run
     at once ("SystemError: AST constructor recursion depth mismatch" stopped two training tests, and a

@@ -6,15 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED, ffmpeg_exe, make_clip, needs_shared
+from helpers import SHARED, ffmpeg, ffmpeg_exe, make_clip, needs_shared
 
 from ppar_cli import Options, anonymize
 from ppar_cli.errors import UsageError
 from ppar_cli.media.probe import probe
-
-
-def ffmpeg(*args):
-    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", *map(str, args)], check=True)
 
 
 def streams(path):

@@ -172,9 +172,10 @@ class FrameReader:
         # max_side: frames scaled down (area averaging) so their long side is at most this
         s = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         self.width, self.height = max(1, round(info.width * s)), max(1, round(info.height * s))
-        # decord reads the stream it picks itself: only where there is no other to pick
+        # decord reads the stream it picks itself: only where there is no other to pick; it reads a
+        # stream that changes size as if it had one (the first's, or the last's in MPEG-TS), garbage
         if backend != "ffmpeg" and s == 1.0 and info.rotation == 0 and not info.mirror and info.codec != "gif" and self.yuv is None \
-                and not info.interlaced and info.video_streams == 1:
+                and not info.interlaced and info.video_streams == 1 and info.keeps_its_size():
             try:
                 import decord
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import chain
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ppar_cli.errors import PparError
-from ppar_cli.media.times import ELEMENTARY, FrameTimes, read_frame_times
+from ppar_cli.media.times import ELEMENTARY, TS_DISCONT, FrameTimes, read_frame_times
 
 # The file names `ppar anonymize` reads in a folder.
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mkv", ".avi", ".mov", ".qt", ".webm", ".gif", ".apng", ".mpg", ".mpeg", ".mpe",
@@ -53,12 +54,13 @@ def video_stream(container):
     return min(container.streams.video, key=rank)
 
 
-def first_frame(container, stream):
-    """The first frame of the video ``stream`` that decodes (None if none does): packets the
-    decoder rejects are passed over, so a file damaged at its start is still read."""
+def first_frame(container, stream, packets: Iterator | None = None):
+    """The first frame of the video ``stream`` that decodes (None if none does), from its packets
+    in ``container`` or those given: packets the decoder rejects are passed over, so a file
+    damaged at its start is still read."""
     import av
 
-    for packet in container.demux(stream):
+    for packet in packets if packets is not None else container.demux(stream):
         try:
             frames = packet.decode()
         except av.error.InvalidDataError:
@@ -66,6 +68,36 @@ def first_frame(container, stream):
         if frames:
             return frames[0]
     return None
+
+
+def sizes_along(info: VideoInfo, points: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)) -> Iterator[tuple[int, int]]:
+    """The decoded size of the first keyframe after a seek to each point of the stream (a share of
+    its length): of its time, to the keyframe before, where the container has one clock; of its
+    bytes, to the keyframe after, where the clock may restart (MPEG-TS and -PS: joined recordings
+    are where sizes change, and there a time names a place in each part). Points where no
+    keyframe is found are passed over."""
+    import av
+
+    with av.open(str(info.path)) as c:
+        v = c.streams.video[info.stream]
+        if c.format.flags & TS_DISCONT:
+            start, length, by = 0, info.path.stat().st_size, {"unsupported_byte_offset": True}
+        elif v.duration is not None:
+            start, length, by = v.start_time or 0, v.duration, {"stream": v}
+        elif c.duration is not None:  # the container's, in microseconds
+            start, length, by = 0, c.duration, {}
+        else:
+            return
+        for point in points:
+            try:
+                c.seek(start + int(length * point), **by)
+                packets = c.demux(v)
+                first = next((p for p in packets if p.is_keyframe), None)
+                frame = None if first is None else first_frame(None, v, chain([first], packets))
+            except av.error.FFmpegError:
+                continue
+            if frame is not None:
+                yield frame.width, frame.height
 
 
 def orientation(frame) -> tuple[int, bool]:
@@ -134,11 +166,22 @@ class VideoInfo:
     stream: int = 0  # the container's index of the video stream read (video_stream)
     video_streams: int = 1  # how many the container holds
     mirror: bool = False  # after the rotation, flipped left and right (a mirrored display matrix)
+    _one_size: bool | None = field(default=None, repr=False)  # keeps_its_size, read on demand
 
     def frame_times(self) -> FrameTimes:
         if self.times is None:
             self.times = read_frame_times(self.path, self.fps, self.rotation, self.stream)
         return self.times
+
+    def keeps_its_size(self) -> bool:
+        """No frame at another size than the first, as far as five keyframes along the stream tell
+        (:func:`sizes_along`; recordings joined, a camera's mode changed): decord, which the research
+        path seeks with, reads such a stream as if it had one size, garbage. False where no point
+        could be read."""
+        if self._one_size is None:
+            sizes = list(sizes_along(self)) if self.source else []
+            self._one_size = bool(sizes) and all(size == self.source.size for size in sizes)
+        return self._one_size
 
     def listed_frames(self) -> int | None:
         """The frames the container lists (a progress bar's total; a damaged file decodes fewer)."""
