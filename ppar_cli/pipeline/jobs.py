@@ -2,9 +2,11 @@
 checks that no output of a run can land on an input or on another output."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ppar_cli.errors import UsageError
 from ppar_cli.media.encode import OUTPUT_CONTAINERS
@@ -22,17 +24,52 @@ class Job:
         return self.dst.with_suffix(".json")
 
 
-def plan_jobs(inp: Path, out: Path, writes: bool = True) -> list[Job]:
+def inputs_of(inp: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """One input or several (a shell's glob), as paths, each once."""
+    paths = [Path(inp)] if isinstance(inp, (str, os.PathLike)) else [Path(p) for p in inp]
+    if not paths:
+        raise UsageError("<inp>: no input given")
+    first: dict[Path, Path] = {}
+    for p in paths:
+        first.setdefault(p.absolute(), p)
+    return list(first.values())
+
+
+def plan_jobs(inp: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, writes: bool = True) -> list[Job]:
     """A file maps to OUT (or OUT/NAME.mp4 when OUT is a folder); a folder is walked and mirrored
     under OUT as .mp4 files (``a.avi`` beside ``a.mp4`` become ``a.avi.mp4`` and ``a.mp4.mp4``),
-    hidden files and folders (names starting with a dot) left out. A path the system cannot look
-    at (a name over 255 bytes, a file where a folder is meant) is a usage error, not a traceback.
-    ``writes``: OUT is to be written, so a file's name must be one of ppar's containers (the
-    audit reads OUT, which another tool may have written)."""
+    hidden files and folders (names starting with a dot) left out. Several inputs (``ppar
+    anonymize *.mov OUT``) go into the folder OUT, as `cp` puts them: a file as OUT/NAME.mp4, a
+    folder mirrored under OUT/FOLDER. A path the system cannot look at (a name over 255 bytes, a
+    file where a folder is meant) is a usage error, not a traceback. ``writes``: OUT is to be
+    written, so a file's name must be one of ppar's containers (the audit reads OUT, which another
+    tool may have written)."""
+    inputs, out = inputs_of(inp), Path(out)
     try:
-        return _plan_jobs(Path(inp), Path(out), writes)
+        return _plan_jobs(inputs[0], out, writes) if len(inputs) == 1 else _plan_several(inputs, out, writes)
     except OSError as e:
         raise UsageError(f"{e.filename if e.filename is not None else out}: {e.strerror or e}") from None
+
+
+def _plan_several(inputs: list[Path], out: Path, writes: bool) -> list[Job]:
+    if out.exists() and not out.is_dir() or not out.exists() and out.suffix.lower() in VIDEO_EXTENSIONS:
+        raise UsageError(f"{out}: {len(inputs)} inputs go into a folder, not a file")
+    jobs: list[Job] = []
+    for inp in inputs:
+        if inp.is_dir():
+            jobs += _plan_jobs(inp, out / inp.resolve().name, writes)
+        else:
+            jobs += _plan_jobs(inp, out / (inp.stem + ".mp4"), writes)
+    by_source: dict[Path, Job] = {}  # a file given alone and in its folder too is done once
+    for job in jobs:
+        by_source.setdefault(job.src.resolve(), job)
+    by_target: dict[Path, Job] = {}
+    for job in by_source.values():
+        other = by_target.setdefault(job.dst.resolve(), job)
+        if other is not job:
+            raise UsageError(f"{other.src} and {job.src} would both be written to {job.dst}; "
+                             f"give their folders instead, or anonymize them one at a time")
+    return list(by_source.values())
 
 
 def _plan_jobs(inp: Path, out: Path, writes: bool) -> list[Job]:
@@ -77,7 +114,7 @@ def left_out(inp: Path, out: Path) -> str | None:
     missing from OUT without a word."""
     if not inp.is_dir():
         return None
-    out_abs = out.resolve()
+    out_abs = Path(out).resolve()
     kinds = Counter(p.suffix.lower() or "no extension" for p in folder_files(inp)
                     if p.suffix.lower() not in VIDEO_EXTENSIONS and out_abs not in p.resolve().parents)
     if not kinds:
