@@ -90,8 +90,7 @@ def anonymize(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     """Anonymize a video or a folder of videos: keep the top-k tubelets, black out the rest."""
-    if not inp:  # one path given: Click took it for OUT
-        raise typer.BadParameter(f"missing: one path given ({out}); IN comes first, then OUT", param_hint="'OUT'")
+    _check_out_given(inp, out)
     if scores == Path("-"):  # the score map on stdout, for a pipe (`--scores - | jq .summary`)
         asked = {k: v for k, v in locals().items() if k != "scores"}
         with tempfile.TemporaryDirectory(prefix="ppar-scores-") as spool:
@@ -141,6 +140,13 @@ def anonymize(
         raise typer.Exit(1)
 
 
+def _check_out_given(inputs: list[Path], out: Path, names: tuple[str, str] = ("IN", "OUT")) -> None:
+    """IN... OUT with one path given: Click takes it for OUT and leaves IN empty."""
+    if not inputs:
+        raise typer.BadParameter(f"missing: one path given ({out}); {names[0]} comes first, then {names[1]}",
+                                 param_hint=f"'{names[1]}'")
+
+
 def _how(opts: Options, results: list[FileResult], seconds: float) -> str:
     """A folder run's time and layout (ppar chooses the layout from the machine unless told)."""
     from ppar_cli.pipeline.api import layout_used
@@ -159,8 +165,8 @@ def _interrupt(signum, frame) -> None:
 
 @app.command()
 def audit(
-    original: Path = typer.Argument(..., help="Original video or folder."),
-    anonymized: Path = typer.Argument(..., help="Anonymized video, or the folder `ppar anonymize` wrote."),
+    original: List[Path] = typer.Argument(None, metavar="ORIGINAL", show_default=False, help="Original video or folder, or several (as given to `ppar anonymize`)."),
+    anonymized: Path = typer.Argument(..., metavar="ANONYMIZED", help="Anonymized video, or the folder `ppar anonymize` wrote."),
     threshold: float = typer.Option(0.1, help="CenterFace's threshold (lower finds more, so the audit is stricter)."),
     detectors: str = typer.Option("all", help="centerface, dlib, both comma-separated, or all (every installed one)."),
     identity: str = typer.Option("auto", help="Does what is left where a face was still match the person (dlib's descriptor)? auto|on|off."),
@@ -173,7 +179,8 @@ def audit(
     """Face detections before and after anonymization, per video and detector: how many face frames leaked."""
     from ppar_cli.faces.audit import audit as run_audit
 
-    for p in (original, anonymized):
+    _check_out_given(original, anonymized, ("ORIGINAL", "ANONYMIZED"))
+    for p in (*original, anonymized):
         if not p.exists():
             fail(f"{p}: no such file or directory", 2)
     if identity not in ("auto", "on", "off"):

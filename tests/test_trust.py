@@ -526,6 +526,12 @@ def test_audit_pairs_files_as_anonymize_names_them(tmp_path, clip, tiny_weights)
     assert len(records) == 2 and not any("error" in r for r in records), records
     assert sorted(r["frames"] for r in records) == [12, 24]
     assert shown == {"a.avi": [12, 12], "a.mp4": [24, 24]}
+    # several inputs, named as a folder's files are
+    given = [src / "a.mp4", src / "a.avi"]
+    assert [r.dst.name for r in anonymize(given, tmp_path / "many", Options(guard="none"), weights=tiny_weights)] == [
+        "a.mp4.mp4", "a.avi.mp4"]
+    records = audit(given, tmp_path / "many", detectors="centerface", identity="off")
+    assert [(r["frames"], pathlib.Path(r["anonymized"]).name) for r in records] == [(24, "a.mp4.mp4"), (12, "a.avi.mp4")], records
     # one file: any video another tool wrote, not only the containers ppar writes
     (tmp_path / "out" / "a.mp4.mp4").rename(tmp_path / "theirs.webm")
     [record] = audit(src / "a.mp4", tmp_path / "theirs.webm", detectors="centerface", identity="off")

@@ -24,7 +24,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -127,10 +127,11 @@ def audit_pair(original: Path, anonymized: Path, detectors: list, identity: Face
     return rec
 
 
-def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold: float = 0.1,
+def audit(original: str | os.PathLike | Sequence[str | os.PathLike], anonymized: str | os.PathLike, threshold: float = 0.1,
           detectors: str = "all", identity: str = "auto", identity_stride: int = 5,
           max_side: int | None = None, progress: Callable[[str, int | None], Callable[[], None]] | None = None) -> list[dict]:
-    """One record per video; folders are paired by relative path (OUT mirrors IN as .mp4).
+    """One record per video, paired as `ppar anonymize` names its outputs (a folder's by relative
+    path, several inputs' in the folder ``anonymized``: :func:`~ppar_cli.pipeline.jobs.plan_jobs`).
     ``progress(stage, total)`` returns a callback advanced once per frame of that video.
 
     detectors: comma-separated names or "all" (every installed one); threshold is CenterFace's.
@@ -138,7 +139,6 @@ def audit(original: str | os.PathLike, anonymized: str | os.PathLike, threshold:
     max_side: CenterFace sees frames at most this long; None (the default): at full size, so the
     audit finds the small faces the guard, at 640 px, can miss.
     """
-    original, anonymized = Path(original), Path(anonymized)
     check_threshold(threshold, "threshold")
     dets = load_detectors([n.strip() for n in detectors.split(",")], threshold, max_side)
     ident = None

@@ -39,8 +39,8 @@ def plan_jobs(inp: str | os.PathLike | Sequence[str | os.PathLike], out: str | o
     """A file maps to OUT (or OUT/NAME.mp4 when OUT is a folder); a folder is walked and mirrored
     under OUT as .mp4 files (``a.avi`` beside ``a.mp4`` become ``a.avi.mp4`` and ``a.mp4.mp4``),
     hidden files and folders (names starting with a dot) left out. Several inputs (``ppar
-    anonymize *.mov OUT``) go into the folder OUT, as `cp` puts them: a file as OUT/NAME.mp4, a
-    folder mirrored under OUT/FOLDER. A path the system cannot look at (a name over 255 bytes, a
+    anonymize *.mov OUT``) go into the folder OUT, as `cp` puts them: a file as OUT/NAME.mp4 (named
+    as a folder's files are, where two share a name), a folder mirrored under OUT/FOLDER. A path the system cannot look at (a name over 255 bytes, a
     file where a folder is meant) is a usage error, not a traceback. ``writes``: OUT is to be
     written, so a file's name must be one of ppar's containers (the audit reads OUT, which another
     tool may have written)."""
@@ -54,12 +54,10 @@ def plan_jobs(inp: str | os.PathLike | Sequence[str | os.PathLike], out: str | o
 def _plan_several(inputs: list[Path], out: Path, writes: bool) -> list[Job]:
     if out.exists() and not out.is_dir() or not out.exists() and out.suffix.lower() in VIDEO_EXTENSIONS:
         raise UsageError(f"{out}: {len(inputs)} inputs go into a folder, not a file")
+    files = {job.src: job for job in _as_mp4([(p, out / p.name) for p in inputs if not p.is_dir()])}
     jobs: list[Job] = []
     for inp in inputs:
-        if inp.is_dir():
-            jobs += _plan_jobs(inp, out / inp.resolve().name, writes)
-        else:
-            jobs += _plan_jobs(inp, out / (inp.stem + ".mp4"), writes)
+        jobs += _plan_jobs(inp, out / inp.resolve().name if inp.is_dir() else files[inp].dst, writes)
     by_source: dict[Path, Job] = {}  # a file given alone and in its folder too is done once
     for job in jobs:
         by_source.setdefault(job.src.resolve(), job)
@@ -97,15 +95,17 @@ def _plan_jobs(inp: Path, out: Path, writes: bool) -> list[Job]:
     if out_abs == in_abs or out_abs in in_abs.parents:
         raise UsageError(f"{out}: the output folder is the input folder or contains it; choose a folder beside "
                          f"or inside {inp}")
-    sources = [p for p in video_files(inp) if out_abs not in p.resolve().parents]
-    by_target: dict[Path, list[Path]] = {}
-    for p in sources:
-        by_target.setdefault(out / p.relative_to(inp).with_suffix(".mp4"), []).append(p)
-    jobs = []
-    for target, group in by_target.items():
-        for p in group:
-            jobs.append(Job(p, target if len(group) == 1 else out / p.relative_to(inp).with_name(p.name + ".mp4")))
-    return jobs
+    return _as_mp4([(p, out / p.relative_to(inp)) for p in video_files(inp) if out_abs not in p.resolve().parents])
+
+
+def _as_mp4(placed: list[tuple[Path, Path]]) -> list[Job]:
+    """Each source at its place (its name under OUT) as .mp4; where two would share a name
+    (``a.avi`` beside ``a.mp4``), each keeps its extension (``a.avi.mp4``, ``a.mp4.mp4``)."""
+    by_target: dict[Path, list[tuple[Path, Path]]] = {}
+    for src, place in placed:
+        by_target.setdefault(place.with_suffix(".mp4"), []).append((src, place))
+    return [Job(src, target if len(group) == 1 else place.with_name(place.name + ".mp4"))
+            for target, group in by_target.items() for src, place in group]
 
 
 def left_out(inp: Path, out: Path) -> str | None:
