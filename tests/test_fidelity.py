@@ -385,7 +385,8 @@ def test_the_sources_metadata_is_not_carried(tmp_path):
 
 
 def test_subtitles_are_not_carried(tmp_path):
-    """Subtitles can name the people the picture no longer shows: only video and audio are written."""
+    """Subtitles can name the people the picture no longer shows, telemetry say where they were:
+    only video and audio are written, and a note says what was left out (it said nothing)."""
     import av
 
     srt = tmp_path / "s.srt"
@@ -394,10 +395,15 @@ def test_subtitles_are_not_carried(tmp_path):
     subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(make_clip(tmp_path / "c.mp4", 96, 64, 10)), "-i", str(srt),
                     "-map", "0", "-map", "1", "-c:v", "copy", "-c:a", "copy", "-c:s", "srt", str(src)], check=True)
     assert b"Jane" in src.read_bytes()
-    run(src, out)
+    said = run(src, out).notes
     with av.open(str(out)) as c:
         assert sorted(s.type for s in c.streams) == ["audio", "video"]
     assert b"Jane" not in out.read_bytes()
+    assert said == ["left out: subtitle (subrip) (ppar writes the video and its sound; subtitles, telemetry and attachments "
+                    "may name people or places)"], said
+    timed = tmp_path / "tc.mov"  # a camera's timecode track: a data stream
+    ffmpeg("-i", tmp_path / "c.mp4", "-c", "copy", "-timecode", "01:00:00:00", timed)
+    assert run(timed, tmp_path / "tc_out.mov").notes[0].startswith("left out: data (")
 
 
 @pytest.mark.parametrize("fill", ["black", "blur"])  # 4:2:0 from decoder to encoder, and through RGB

@@ -135,17 +135,21 @@ def test_rgb_is_pyavs_own_through_one_swscale_context_per_thread(tmp_path):
 
 def test_the_video_stream_is_the_one_players_pick_not_a_cover_listed_first(tmp_path, tiny_weights):
     """Phones and downloads attach a thumbnail as a second video stream, and a container may list it
-    first (or a second, smaller angle): the first stream alone once gave a 1-frame output of the
-    cover, "ok". The video read is the one marked default and largest, never the cover, which is
-    not copied to the output (it may show a face)."""
+    first (or a second, smaller angle, or a larger still as a track): the first stream alone once
+    gave a 1-frame output of the cover, "ok". The video read is the one marked default, of several
+    frames and largest, never the cover, which is not copied to the output (it may show a face)."""
     from ppar_cli import Options, anonymize
 
     clip = make_clip(tmp_path / "c.mp4", 96, 64, 30, audio=False)
     cover = make_clip(tmp_path / "cover.jpg", 32, 32, 1, audio=False)
+    still = make_clip(tmp_path / "still.jpg", 160, 160, 1, audio=False)
     for name, maps in (("first.mkv", ["-i", str(cover), "-i", str(clip), "-map", "0", "-map", "1", "-disposition:v:0", "0",
                                       "-disposition:v:1", "default"]),
                        ("pic.mp4", ["-i", str(clip), "-i", str(cover), "-map", "0", "-map", "1",
-                                    "-disposition:v:1", "attached_pic"])):
+                                    "-disposition:v:1", "attached_pic"]),
+                       # a larger still as a track of its own, no flags: FFmpeg's players pass it over too
+                       ("still.mkv", ["-i", str(still), "-i", str(clip), "-map", "0", "-map", "1", "-disposition:v:0", "0",
+                                      "-disposition:v:1", "0"])):
         src = tmp_path / name
         subprocess.run([ffmpeg_exe(), "-y", "-v", "error", *maps, "-c", "copy", str(src)], check=True)
         info = probe(src)

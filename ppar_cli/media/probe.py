@@ -43,15 +43,39 @@ DEFAULT, ATTACHED_PIC = 0x1, 0x400  # FFmpeg's AV_DISPOSITION_* flags
 
 
 def video_stream(container):
-    """The video stream to anonymize, as FFmpeg's players pick it: not a cover picture (a file's
-    attached thumbnail, one frame), then the one marked default, then the largest; ties, the first.
-    A container may list a cover or a second angle first: the first stream alone gave a 1-frame
-    output of the cover, "ok"."""
+    """The video stream to anonymize, as FFmpeg's players pick it (``av_find_best_stream``): not a
+    cover picture (a file's attached thumbnail, one frame), then the one marked default, then one
+    of several frames rather than a still (up to 5 counted, as FFmpeg counts), then the largest;
+    ties, the first. A container may list a cover, a still or a second angle first: the first
+    stream alone gave a 1-frame output of the cover, "ok", and so did a larger still."""
     def rank(s):
         flags = int(getattr(s, "disposition", 0))
-        return flags & ATTACHED_PIC != 0, flags & DEFAULT == 0, -s.codec_context.width * s.codec_context.height, s.index
+        return flags & ATTACHED_PIC != 0, flags & DEFAULT == 0, -frames.get(s.index, 0), -s.codec_context.width * s.codec_context.height, s.index
 
+    candidates = [s for s in container.streams.video if not int(getattr(s, "disposition", 0)) & ATTACHED_PIC]
+    frames = _frames_seen(container.name, candidates) if len(candidates) > 1 else {}
     return min(container.streams.video, key=rank)
+
+
+def _frames_seen(path: str, streams: list, enough: int = 5, packets: int = 1000) -> dict[int, int]:
+    """Packets of each of ``streams`` (by index) among a file's first ``packets``, at most ``enough``
+    each: where the container lists its frames (MP4), its counts, else read from a second opening
+    of the file, so the caller's container stays at its start."""
+    import av
+
+    if all(s.frames for s in streams):
+        return {s.index: min(int(s.frames), enough) for s in streams}
+    seen = dict.fromkeys((s.index for s in streams), 0)
+    try:
+        with av.open(path) as c:
+            for i, p in enumerate(c.demux(*(c.streams[k] for k in seen))):
+                if p.size:
+                    seen[p.stream.index] = min(seen[p.stream.index] + 1, enough)
+                if i >= packets or min(seen.values()) >= enough:
+                    break
+    except av.error.FFmpegError:  # what was read counts
+        pass
+    return seen
 
 
 def first_frame(container, stream, packets: Iterator | None = None):
@@ -132,7 +156,17 @@ def codec_name(stream) -> str:
     return cc.codec.canonical_name if cc.codec else cc.name
 
 
+def _kind(stream) -> str:
+    """A stream's codec; for data (telemetry, timecode) and attachments, which have none, what the
+    container says of it (its handler's name, its MIME type)."""
+    if stream.codec_context is not None:
+        return codec_name(stream)
+    return stream.metadata.get("handler_name") or stream.metadata.get("mimetype") or "unnamed"
+
+
 MAX_FPS = 1000  # frames a second; a rate above it is a container's time base, not the video's
+
+
 @dataclass(frozen=True)
 class YUVFormat:
     """A video's pixel format and colour tags, as its decoder gives them."""
@@ -166,6 +200,7 @@ class VideoInfo:
     stream: int = 0  # the container's index of the video stream read (video_stream)
     video_streams: int = 1  # how many the container holds
     mirror: bool = False  # after the rotation, flipped left and right (a mirrored display matrix)
+    left_out: list[str] = field(default_factory=list)  # streams ppar does not write: subtitles, data (telemetry), attachments
     _one_size: bool | None = field(default=None, repr=False)  # keeps_its_size, read on demand
 
     def frame_times(self) -> FrameTimes:
@@ -231,6 +266,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             # the first plausible of them: FFmpeg's DV demuxer gives an average rate of 60000
             rate = next((r for r in (header_rate, v.average_rate, v.guessed_rate, v.base_rate) if r and 0 < r <= MAX_FPS), None)
             audio = [codec_name(a) for a in c.streams.audio]
+            left_out = [f"{s.type} ({_kind(s)})" for s in c.streams if s.type not in ("video", "audio")]
             codec, w, h = codec_name(v), v.codec_context.width, v.codec_context.height
             # FFmpeg's AVFieldOrder: 2..5 are the interlaced orders (TT, BB, TB, BT)
             interlaced = v.codec_context.field_order in (2, 3, 4, 5) or bool(first is not None and first.interlaced_frame)
@@ -252,4 +288,4 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     source = None if first is None else YUVFormat(first.format.name, first.colorspace, first.color_range,
                                                   first.color_primaries, first.color_trc, (first.width, first.height))
     return VideoInfo(path, w, h, fps, None, audio, rotation, codec, source, interlaced=interlaced, stream=index,
-                     video_streams=streams, mirror=mirror)
+                     video_streams=streams, mirror=mirror, left_out=left_out)

@@ -52,6 +52,9 @@ def anonymize_file(src: Path, dst: Path, weights: LoadedWeights, opts: Options, 
         reporter.start_file(src, info.listed_frames())
         if info.width % 2 or info.height % 2:
             result.notes.append(f"odd size {info.width}x{info.height}: encoded as yuv444p to keep the exact size")
+        if info.left_out:  # dropped, as metadata is: a subtitle may name the people shown, telemetry where they were
+            result.notes.append(f"left out: {', '.join(info.left_out)} (ppar writes the video and its sound; "
+                                f"subtitles, telemetry and attachments may name people or places)")
         dst.parent.mkdir(parents=True, exist_ok=True)
         if scores_path is not None:
             scores_path.parent.mkdir(parents=True, exist_ok=True)
