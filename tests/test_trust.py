@@ -495,6 +495,10 @@ def test_several_inputs_go_into_one_folder(tmp_path, clip, tiny_weights):
         ("b.mp4", "ok"), ("in/a.mp4", "ok"), ("in/sub/c.mp4", "ok")]
     assert [r.status for r in anonymize([src / "b.mp4", src / "a.mp4"], out, Options(guard="none"), weights=tiny_weights)] == [
         "skipped", "skipped"]
+    inside = src / "anonymized"  # OUT inside an input folder: a rerun does not take its outputs for inputs
+    for _ in range(2):
+        results = anonymize([src / "a.mp4", src], inside, Options(guard="none"), weights=tiny_weights)
+        assert sorted(r.src.relative_to(src).as_posix() for r in results) == ["a.mp4", "b.mp4", "sub/c.mp4"]
     (tmp_path / "other").mkdir()
     shutil.copy(clip, tmp_path / "other" / "a.mp4")
     for inputs, target, said in (([src / "a.mp4", tmp_path / "other" / "a.mp4"], out, "would both be written to"),

@@ -58,9 +58,10 @@ def _plan_several(inputs: list[Path], out: Path, writes: bool) -> list[Job]:
     jobs: list[Job] = []
     for inp in inputs:
         jobs += _plan_jobs(inp, out / inp.resolve().name if inp.is_dir() else files[inp].dst, writes)
-    by_source: dict[Path, Job] = {}  # a file given alone and in its folder too is done once
+    out_abs, by_source = out.resolve(), {}  # a file given alone and in its folder too is done once
     for job in jobs:
-        by_source.setdefault(job.src.resolve(), job)
+        if out_abs not in job.src.resolve().parents:  # OUT inside an input folder: not its own outputs
+            by_source.setdefault(job.src.resolve(), job)
     by_target: dict[Path, Job] = {}
     for job in by_source.values():
         other = by_target.setdefault(job.dst.resolve(), job)
