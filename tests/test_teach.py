@@ -100,9 +100,13 @@ def test_pseudolabel_writes_masks_that_read_back_as_a_benchmark(tmp_path, monkey
         for i in range(n):
             make_clip(src / folder / f"{folder}{i}.mp4", 96, 64, 20, audio=False)
     (src / "fight" / "broken.mp4").write_bytes(b"not a video")  # fails alone: the others are labelled
+    # a recording cut off after its header: it probes, no frame decodes (it stopped the run with a traceback)
+    (src / "noFight" / "cut.mkv").write_bytes(make_clip(tmp_path / "whole.mkv", 96, 64, 20, audio=False).read_bytes()[:1000])
     index = teach.pseudolabel(src, tmp_path / "out", val_fraction=0.5)
     assert len(index["videos"]) == 6 and {r["split"] for r in index["videos"].values()} <= {"train", "val"}
-    assert list(index["failed"]) == ["fight/broken.mp4"] and "broken.mp4: " in index["failed"]["fight/broken.mp4"]
+    assert index["failed"] == {"fight/broken.mp4": f"{src / 'fight' / 'broken.mp4'}: no video stream (Invalid data found when "
+                                                    f"processing input)",
+                               "noFight/cut.mkv": f"{src / 'noFight' / 'cut.mkv'}: no frame decodes"}, index["failed"]
     rec = index["videos"]["fight/fight0.mp4"]
     privacy, action, person = load_masks(tmp_path / "out" / "fight/fight0.mp4.masks.npz", ("privacy", "action", "person"))
     assert privacy.shape == (20, 64, 96) and rec["frames"] == 20 and rec["faces_frames"] == 20
@@ -181,6 +185,25 @@ def test_pseudolabel_cli_names_a_failed_video_and_exits_1(tmp_path, monkeypatch)
     # an error raised while mediapipe's log is moved aside still reaches the caller's stderr (here the runner's)
     r = CliRunner().invoke(app, ["pseudolabel", str(tmp_path / "nowhere"), str(tmp_path / "out2")])
     assert r.exit_code == 2 and "nowhere: no such file or directory" in r.output
+
+
+def test_a_bug_on_one_video_fails_it_and_the_others_are_labelled(tmp_path, monkeypatch):
+    """A teacher raising on one video's frames (here: the narrow one) fails that video with a
+    one-line report of the bug; it stopped the run with a traceback."""
+    class Narrow(FakeTeachers):
+        def __call__(self, big, small):
+            if small.shape[1] < 64:
+                raise IndexError("index 3 is out of bounds")
+            return super().__call__(big, small)
+
+    monkeypatch.setattr(teach, "Teachers", Narrow)
+    src = tmp_path / "in"
+    src.mkdir()
+    make_clip(src / "good.mp4", 96, 64, 10, audio=False)
+    make_clip(src / "narrow.mp4", 32, 64, 10, audio=False)
+    index = teach.pseudolabel(src, tmp_path / "out")
+    assert list(index["videos"]) == ["good.mp4"] and list(index["failed"]) == ["narrow.mp4"]
+    assert index["failed"]["narrow.mp4"].startswith(f"{src / 'narrow.mp4'}: internal error, a bug in ppar (IndexError: index 3")
 
 
 def test_teachers_refuse_to_run_without_centerface(monkeypatch):

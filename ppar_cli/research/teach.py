@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppar_cli.errors import UsageError
+from ppar_cli.errors import UsageError, internal_error
 from ppar_cli.media.decode import FrameReader
 from ppar_cli.media.files import atomic_path, folder_or_new
 from ppar_cli.media.probe import VideoError, probe, video_files
@@ -222,6 +222,8 @@ def pseudolabel_video(src: Path, dst: Path, coverage: Coverage) -> dict:
                 found["any_person"] += bool(q.any())
     finally:
         teachers.close()
+    if not found["frames"]:
+        raise VideoError(f"{src}: no frame decodes")
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_masks(dst, **{k: np.stack(v) for k, v in masks.items()})
     for k, v in found.items():
@@ -269,6 +271,8 @@ def pseudolabel(inp: Path, out: Path, val_fraction: float = 0.2, progress=None) 
                 index["videos"][name] = {"split": split_of(name, val_fraction), **pseudolabel_video(src, dst, coverage)}
             except VideoError as e:
                 failed[name] = str(e)
+            except Exception as e:  # a bug: this video fails, the others go on
+                failed[name] = f"{src}: {internal_error(e)}"
             index_path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(index_path) as tmp:  # after every video, whole: a rerun resumes, a reader never sees half
                 tmp.write_text(json.dumps(index, indent=1))
