@@ -69,6 +69,8 @@ def train(
                                             "other's mask (the action CLS on heads), which ranks heads low."),
     motion_weight: float = typer.Option(_TRAIN.motion_weight, help="With masks: the action CLS also learns the clip's own "
                                         "motion energy outside the privacy mask."),
+    rank_weight: float = typer.Option(_TRAIN.rank_weight, help="With masks: the tubelet score itself (action minus lambda "
+                                      "privacy attention) learns to rank action tubelets above the median, heads below."),
     crop_scale: float = typer.Option(_TRAIN.crop_scale, help="Crop each training clip to a random box, each side this "
                                      "to 1 of the frame's, resized back (masks alike); 1: off."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
@@ -100,7 +102,7 @@ def train(
     args = TrainArgs(data=str(data), format=format, labels=str(labels) if labels else None,
                      splits_dir=str(splits) if splits else None, split=split, config=config, overrides=overrides,
                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, overlap_weight=overlap_weight,
-                     mask_weight=mask_weight, separation_weight=separation_weight, motion_weight=motion_weight, crop_scale=crop_scale, threads=threads, seed=seed, out=str(out), overwrite=overwrite, run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after,
+                     mask_weight=mask_weight, separation_weight=separation_weight, motion_weight=motion_weight, rank_weight=rank_weight, crop_scale=crop_scale, threads=threads, seed=seed, out=str(out), overwrite=overwrite, run_dir=str(run_dir), max_eval=max_eval, stop_after=stop_after,
                      init_stem=str(init_stem) if init_stem else None, init=str(init) if init else None,
                      init_inflation=init_inflation)
     try:

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from ppar_cli.research.args import TrainArgs
 from ppar_cli.research.synth import generate
-from ppar_cli.research.train import grl_coeff, separation_loss, train
+from ppar_cli.research.train import grl_coeff, rank_loss, separation_loss, train
 
 TINY = {"frames": 4, "image_size": 32, "tubelet": [2, 8, 8], "dim": 32, "depth": 2, "heads": 2, "prune_blocks": [1, 2]}
 
@@ -69,6 +69,28 @@ def test_separation_loss_is_the_attention_mass_on_the_other_mask():
     assert separation_loss(attn, torch.zeros(1, 4)).item() == 0.0
 
 
+def test_rank_loss_pushes_action_tubelets_above_the_median_and_heads_below():
+    """The score s = a_act - lambda * a_priv, standardised over the live tubelets: the loss is low
+    where the action tubelet scores above the median and the head below, higher the other way
+    round; a pruned tubelet (attention 0) counts for nothing, its gradient raises the action
+    tubelet's score and lowers the head's."""
+    import torch
+
+    pixels = torch.tensor([[[5.0, 0, 0, 0, 0], [0, 4.0, 0, 0, 0]]])  # (B=1, privacy/action, N=5): head 0, hand 1
+    def loss(a_act, a_priv):
+        return rank_loss(torch.tensor([[a_act]]), torch.tensor([[a_priv]]), pixels, 0.5)
+
+    right = loss([0.1, 0.4, 0.2, 0.3, 0.0], [0.6, 0.1, 0.1, 0.2, 0.0])  # tubelet 4 pruned
+    wrong = loss([0.4, 0.1, 0.2, 0.3, 0.0], [0.1, 0.6, 0.1, 0.2, 0.0])
+    assert right.item() < 0.4 < 1.0 < wrong.item()
+    assert loss([0.1, 0.4, 0.2, 0.3, 0.0], [0.6, 0.1, 0.1, 0.2, 0.0]).item() == pytest.approx(right.item())
+    a_act = torch.tensor([[[0.2, 0.2, 0.2, 0.4, 0.0]]], requires_grad=True)
+    a_priv = torch.tensor([[[0.25, 0.25, 0.25, 0.25, 0.0]]], requires_grad=True)
+    rank_loss(a_act, a_priv, pixels, 0.5).backward()
+    assert a_act.grad[0, 0, 1] < 0 < a_act.grad[0, 0, 0] and a_priv.grad[0, 0, 0] < 0
+    assert a_act.grad[0, 0, 4] == 0
+
+
 @pytest.mark.parametrize("crop", [1.0, 0.7])
 def test_resume_gives_the_same_result(bench, tmp_path, crop):
     train(_args(bench, tmp_path, "full", crop_scale=crop, mask_weight=1.0), log=lambda m: None)
@@ -111,6 +133,11 @@ def test_a_run_resumes_only_with_its_own_arguments_and_replaces_no_weights(bench
         with pytest.raises(UsageError, match=said):
             train(args, log=lambda m: pytest.fail(f"{said}: went on to {m}"))
     assert (tmp_path / "run" / "state.json").read_text() == state and not (tmp_path / "run.safetensors").exists()
+    saved = json.loads(state)  # a run saved before an argument existed (rank_weight, 0.3.29) had its default
+    del saved["identity"]["rank_weight"]
+    (tmp_path / "run" / "state.json").write_text(json.dumps(saved))
+    with pytest.raises(UsageError, match="rank_weight 0.0 there, 1.0 now"):
+        train(_args(bench, tmp_path, "run", rank_weight=1.0), log=lambda m: pytest.fail(f"went on to {m}"))
     moved = _args(bench, tmp_path, "run", threads=1)
     moved.data = str(bench) + os.sep
     train(moved, log=lambda m: None)

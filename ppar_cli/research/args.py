@@ -39,6 +39,10 @@ class TrainArgs:
     # With masks: the action CLS's attention also learns the clip's own motion energy (frame
     # differences) outside the privacy mask, so moving parts the teachers missed are kept too.
     motion_weight: float = 0.0
+    # With masks: the score anonymize ranks by (action minus lambda privacy attention) itself: at
+    # every pruning block, each tubelet with action pixels pushed above the median of the clip's
+    # live tubelets, each with privacy pixels below it (keep 0.5's cut).
+    rank_weight: float = 0.0
     # Each training clip cropped to a random box (each side min..1 of the frame, anywhere in it) and
     # resized back, masks alike: heads and limbs at other places and scales than the footage's
     # cameras put them, so position alone does not tell them. 1: off.
@@ -58,7 +62,7 @@ class TrainArgs:
                      stop_after=self.stop_after)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"must be a number above 0, got {self.lr}", option="lr")
-        for name in ("overlap_weight", "mask_weight", "separation_weight", "motion_weight", "weight_decay", "warmup_epochs"):
+        for name in ("overlap_weight", "mask_weight", "separation_weight", "motion_weight", "rank_weight", "weight_decay", "warmup_epochs"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise UsageError(f"must be a number of at least 0, got {v}", option=name)

@@ -92,6 +92,24 @@ def separation_loss(attn: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return (attn * (other > 0).unsqueeze(1)).sum(-1).mean()
 
 
+def rank_loss(a_act: torch.Tensor, a_priv: torch.Tensor, pixels: torch.Tensor, lambda_priv: float) -> torch.Tensor:
+    """The score anonymize ranks by, s = a_act - lambda * a_priv over (B, n_prune, N), standardised
+    over each map's live tubelets: a softplus pushes every tubelet with action pixels (and none of
+    privacy) above the map's median, every one with privacy pixels below it. ``pixels``: (B, 2, N),
+    privacy then action pixels per tubelet. The attention terms shape each CLS alone; this one
+    their difference, where a head's attention spreading over the hands below it costs the hands."""
+    live = a_act > 0
+    s = a_act - lambda_priv * a_priv
+    n = live.sum(-1, keepdim=True).clamp_min(1)
+    mean = (s * live).sum(-1, keepdim=True) / n
+    z = (s - mean) / (((s - mean) ** 2 * live).sum(-1, keepdim=True) / n).sqrt().clamp_min(1e-12)
+    median = torch.where(live, z, torch.nan).nanmedian(-1, keepdim=True).values.detach()
+    priv = (pixels[:, 0] > 0).unsqueeze(1) & live
+    act = (pixels[:, 1] > 0).unsqueeze(1) & live & ~priv
+    terms = F.softplus(median - z) * act + F.softplus(z - median) * priv
+    return terms.sum() / (act | priv).sum().clamp_min(1)
+
+
 def _save_checkpoint(run: Path, model: PPARModel, opt: torch.optim.Optimizer, state: dict) -> None:
     tensors = {}
     for i, s in enumerate(opt.state_dict()["state"].values()):
@@ -149,6 +167,8 @@ def check_resume(run: Path, state: dict, identity: dict) -> None:
                              if was.get(f) != now.get(f))
         return k if k in WHOLE else f"<{k}> {saved.get(k)} there, {identity[k]} now"
 
+    # an argument added since the run was saved had its default then (its key is missing there)
+    saved = {**{k: v for k, v in asdict(TrainArgs(data="")).items() if k not in FREE_ON_RESUME}, **saved}
     differ = [k for k in identity if saved.get(k) != identity[k]]
     if differ:
         said = ", ".join(what(k) for k in differ)
@@ -206,8 +226,8 @@ def _train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[
     for split, why in (("train", ""), ("test", ": every epoch is evaluated on the test split (in a CSV, rows with split=test)")):
         if not getattr(bench, split):
             raise DataError(f"{bench.source}: no {split} videos{why}")
-    if (args.mask_weight or args.separation_weight or args.motion_weight) and any(i.masks is None for i in bench.train):
-        raise UsageError("<mask_weight>, <separation_weight> and <motion_weight> need ground-truth masks (synthetic or pseudo)")
+    if (args.mask_weight or args.separation_weight or args.motion_weight or args.rank_weight) and any(i.masks is None for i in bench.train):
+        raise UsageError("<mask_weight>, <separation_weight>, <motion_weight> and <rank_weight> need ground-truth masks (synthetic or pseudo)")
     cfg = build_config(args, bench.actions, bench.attributes)
     identity = run_identity(args, cfg, bench)
     if (run / "state.json").exists():  # before the videos are decoded, which can take minutes
@@ -260,7 +280,7 @@ def _train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[
         # pads): ranks with more batches than others would wait forever in DDP's all-reduce.
         order = np.resize(order, -(-len(order) // world) * world)[rank::world]
         model.train()
-        t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0, "mask": 0.0, "separation": 0.0, "motion": 0.0}
+        t0, seen, sums = time.perf_counter(), 0, {"loss": 0.0, "action": 0.0, "privacy": 0.0, "overlap": 0.0, "mask": 0.0, "separation": 0.0, "motion": 0.0, "rank": 0.0}
         micro = args.batch_size
         batches = [order[i:i + micro] for i in range(0, len(order), micro)]
         draws = []  # the epoch's random windows, crops and mirrors, drawn first so that its clips can be read ahead
@@ -287,7 +307,7 @@ def _train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[
                 overlap = (out.a_act * out.a_priv).sum(-1).mean() * cfg.num_tokens
                 loss = loss + args.overlap_weight * overlap
                 sums["overlap"] += overlap.item() * len(idx)
-            if args.mask_weight or args.separation_weight or args.motion_weight:
+            if args.mask_weight or args.separation_weight or args.motion_weight or args.rank_weight:
                 counts = [train_set.counts(i, s, b) for i, s, b in zip(idx, starts, boxes)]
                 px = torch.from_numpy(np.stack([np.stack(c) for c in counts])).float().view(len(idx), 2, *cfg.grid)
                 px[flip] = px[flip].flip(-1)  # the masks follow the mirrored clips
@@ -300,6 +320,8 @@ def _train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[
                 if args.motion_weight:
                     motion = torch.from_numpy(tubelet_motion(clips, cfg)).to(device) * (px[:, 0] == 0)
                     terms["motion"] = mask_attention_loss(out.a_act, motion)
+                if args.rank_weight:
+                    terms["rank"] = rank_loss(out.a_act, out.a_priv, px, cfg.lambda_priv)
                 for name, value in terms.items():
                     loss = loss + getattr(args, f"{name}_weight") * value
                     sums[name] += value.item() * len(idx)
