@@ -55,6 +55,11 @@ class TrainArgs:
     init: str | None = None  # ppar weights to fine-tune, or a public pretrained ViT (timm / Hugging Face ViT or VideoMAE safetensors)
     init_inflation: str = "average"  # 2D patch filters over the tubelet's frames: average or central
 
+    @property
+    def uses_masks(self) -> bool:
+        """Whether a loss term needs the benchmark's ground-truth masks."""
+        return bool(self.mask_weight or self.separation_weight or self.motion_weight or self.rank_weight)
+
     def validate(self) -> None:
         """Refuse, before any video is decoded, what would crash later (a batch of 0) or train
         nothing or garbage without a word (0 epochs, a learning rate of 0, a NaN loss weight)."""

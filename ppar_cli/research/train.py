@@ -226,7 +226,7 @@ def _train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[
     for split, why in (("train", ""), ("test", ": every epoch is evaluated on the test split (in a CSV, rows with split=test)")):
         if not getattr(bench, split):
             raise DataError(f"{bench.source}: no {split} videos{why}")
-    if (args.mask_weight or args.separation_weight or args.motion_weight or args.rank_weight) and any(i.masks is None for i in bench.train):
+    if args.uses_masks and any(i.masks is None for i in bench.train):
         raise UsageError("<mask_weight>, <separation_weight>, <motion_weight> and <rank_weight> need ground-truth masks (synthetic or pseudo)")
     cfg = build_config(args, bench.actions, bench.attributes)
     identity = run_identity(args, cfg, bench)
@@ -307,7 +307,7 @@ def _train(args: TrainArgs, log=print, progress: Callable[[str, int], Callable[[
                 overlap = (out.a_act * out.a_priv).sum(-1).mean() * cfg.num_tokens
                 loss = loss + args.overlap_weight * overlap
                 sums["overlap"] += overlap.item() * len(idx)
-            if args.mask_weight or args.separation_weight or args.motion_weight or args.rank_weight:
+            if args.uses_masks:
                 counts = [train_set.counts(i, s, b) for i, s, b in zip(idx, starts, boxes)]
                 px = torch.from_numpy(np.stack([np.stack(c) for c in counts])).float().view(len(idx), 2, *cfg.grid)
                 px[flip] = px[flip].flip(-1)  # the masks follow the mirrored clips
