@@ -97,7 +97,7 @@ def rank_loss(a_act: torch.Tensor, a_priv: torch.Tensor, pixels: torch.Tensor, l
     over each map's live tubelets: a softplus pushes every tubelet with action pixels (and none of
     privacy) above the map's median, every one with privacy pixels below it. ``pixels``: (B, 2, N),
     privacy then action pixels per tubelet. The attention terms shape each CLS alone; this one
-    their difference, where a head's attention spreading over the hands below it costs the hands."""
+    their difference, the ranking anonymize uses (tried on real footage: README, "A ranking term")."""
     live = a_act > 0
     s = a_act - lambda_priv * a_priv
     n = live.sum(-1, keepdim=True).clamp_min(1)
