@@ -117,7 +117,7 @@ def sizes_along(info: VideoInfo, points: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8
                 c.seek(start + int(length * point), **by)
                 packets = c.demux(v)
                 first = next((p for p in packets if p.is_keyframe), None)
-                frame = None if first is None else first_frame(None, v, chain([first], packets))
+                frame = None if first is None else first_frame(c, v, chain([first], packets))
             except av.error.FFmpegError:
                 continue
             if frame is not None:
